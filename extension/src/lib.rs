@@ -1,0 +1,1 @@
+//! The Chalkstream extension (placeholder; being written).

@@ -1,0 +1,1 @@
+//! Chalkstream's pure core (placeholder; being written).

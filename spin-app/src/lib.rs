@@ -1,0 +1,1 @@
+//! The Chalkstream Spin component (placeholder; being written).
