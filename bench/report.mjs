@@ -1,0 +1,174 @@
+//! Turns the suite's raw figures into BENCHMARKS.md: per figure the command, median and spread, reference and verdict.
+
+const f = (x, d = 1) => (Number.isFinite(x) ? x.toFixed(d) : 'n/a');
+const spread = (s, d = 1, unit = '') => (s && s.runs
+  ? `${f(s.median, d)}${unit} (${f(s.min, d)}–${f(s.max, d)}, ${s.runs} run${s.runs > 1 ? 's' : ''})`
+  : 'n/a');
+const verdict = (ok) => (ok ? '**met**' : '**missed**');
+
+function header(r) {
+  const m = r.machine;
+  const what = {
+    smoke: 'a **smoke run** (tiny durations, one run each: the command works; the figures mean little)',
+    default: 'the **default run** (`scripts/bench`): every figure over 3 runs; client memory at 1 and 5 minutes',
+    long: 'the **long run** (`scripts/bench --long`): every figure over 3 runs; client memory at 1, 10 and 30 minutes',
+  }[r.mode];
+  return `# Benchmarks
+
+Measured by \`scripts/bench\` (see [bench/](bench/) for the code) on this machine; this file is
+${what}. Each figure gives its **median** and, in brackets, the **spread (min–max)** over the runs.
+Everything runs on loopback on one machine, so the load generator competes with the server for the
+same cores: figures are this machine's, to compare with each other and with the references measured
+in the same run, not absolute capacities.
+
+| machine | |
+| --- | --- |
+| date | ${m.date} |
+| commit | \`${m.commit}\` |
+| CPU | ${m.cpu}, \`nproc\` = ${m.nproc} |
+| memory | ${f(m.memory_gib, 1)} GiB |
+| OS | ${m.kernel} |
+| tools | node ${m.node}, ${m.wrk}, nginx ${m.nginx}, ${m.chromium}, ${m.ffmpeg} |
+
+Reproduce: \`scripts/setup --bench && scripts/build && scripts/bench\` (about 35 minutes;
+\`--long\` adds the 30-minute memory point, \`--smoke\` checks the command in under a minute).
+Raw figures of the last run: \`target/bench/results-<mode>.json\`.
+`;
+}
+
+function failed(r, part) {
+  return r.failures?.[part] ? `\n**This part failed in this run:** ${r.failures[part]}\n` : '';
+}
+
+function latency(r) {
+  const L = r.parts.latency;
+  let s = '\n## 1. Glass-to-glass latency\n' + failed(r, 'latency');
+  if (!L) return s + '\nNot measured in this run.\n';
+  s += `
+${L.method}
+
+Command: \`${L.cmd}\`. Player settings: ${L.player_settings}.
+
+| segment length | measured p50 (s) | measured p95 (s) | player's own (PDT) p50 (s) | frames decoded | target | verdict |
+| --- | --- | --- | --- | --- | --- | --- |
+`;
+  for (const row of L.rows) {
+    const target = row.segment_s === 1 ? 4 : row.segment_s === 2 ? 6 : null;
+    const v = target ? verdict(row.measured_p50.median <= target) : 'reference (original design)';
+    s += `| ${row.segment_s} s | ${spread(row.measured_p50, 2)} | ${spread(row.measured_p95, 2)} | ${spread(row.player_p50, 2)} | ${row.frames} (${row.undecoded} unreadable) | ${target ? `p50 <= ${target} s` : '—'} | ${v} |\n`;
+  }
+  if (L.notes) s += `\n${L.notes}\n`;
+  return s;
+}
+
+function server(r) {
+  const S = r.parts.server;
+  let s = '\n## 2. Server capacity\n' + failed(r, 'server');
+  if (!S) return s + '\nNot measured in this run.\n';
+  const g = S.get;
+  s += `
+### GET of a segment and of the live playlist, against nginx
+
+Our host (the real component in \`chalkstream-host\`) and nginx (\`worker_processes auto\`, sendfile,
+no access log) serve the same bytes on loopback, runs interleaved (ours, nginx, ours, …); the ratio is
+ours / nginx, taken per pair of runs. Command (same for nginx): \`${g.segment?.cmd}\`.
+
+| request | ours req/s | nginx req/s | ratio ours/nginx | ours p99 (ms) | nginx p99 (ms) | errors | target | verdict |
+| --- | --- | --- | --- | --- | --- | --- | --- | --- |
+`;
+  for (const [k, label] of [['segment', `segment (${f((g.segment?.bytes ?? 0) / 1048576, 2)} MiB)`], ['playlist', `live playlist (${g.playlist?.bytes} B)`]]) {
+    const x = g[k];
+    if (!x) continue;
+    const target = k === 'segment' ? 'ratio >= 0.5' : '—';
+    const v = k === 'segment' ? verdict(x.ratio.median >= 0.5) : '—';
+    s += `| ${label} | ${spread(x.ours.rps, 0)} | ${spread(x.nginx.rps, 0)} | ${spread(x.ratio, 3)} | ${spread(x.ours.p99_ms, 2)} | ${spread(x.nginx.p99_ms, 2)} | ${x.ours.errors} / ${x.nginx.errors} | ${target} | ${v} |\n`;
+  }
+  const a = S.audience;
+  s += `
+### Simulated audience
+
+One broadcaster PUTs a 2 s 720p segment every 2 s; N viewers (each its own keep-alive connection) fetch
+the playlist every target duration and each new segment once, joining 3 segments from the live edge.
+N doubles (${r.mode === 'smoke' ? 'smoke: one step' : 'from 10'}) for ${a.step_seconds} s per step, with one bisection step after
+the first failure. Pass: no errors and segment p99 < 1 s. Command: \`scripts/bench\` (bench/server.mjs).
+
+**Largest N: ${spread(a.viewers, 0)} viewers.**
+`;
+  const bound = a.runs.map((run) => run.steps.find((st) => !st.pass)).filter(Boolean);
+  if (bound.length) {
+    s += `\nWhat bounds it (first failing step of each run): ${bound.map((b) => `N=${b.n}: ${b.note}`).join('; ')}.\n`;
+  } else {
+    s += '\nNo step failed: the largest N tried passed (the figure is a lower bound).\n';
+  }
+  const lastPass = a.runs.map((run) => run.steps.filter((st) => st.pass).at(-1)).filter(Boolean);
+  if (lastPass.length) s += `\nAt the largest passing N: ${lastPass.map((b) => `N=${b.n}: ${b.note}`).join('; ')}.\n`;
+  const i = S.ingest;
+  s += `
+### Ingest
+
+\`PUT\` of a 2 s 720p segment (${f(i.segment_bytes / 1048576, 2)} MiB), one after another on one
+keep-alive connection, ${i.puts_per_run} per run: **p50 ${spread(i.put_p50_ms, 1, ' ms')}, p99 ${spread(i.put_p99_ms, 1, ' ms')}**.
+
+Simultaneous broadcasters, each PUTting one 2 s segment every 2 s (phases spread evenly) for
+${i.step_seconds} s per step, N doubling from 1. Pass: no errors and every broadcaster keeps up (PUT
+p99 < 2 s). **Largest N: ${spread(i.broadcasters, 0)} broadcasters.**
+`;
+  const ib = i.broadcaster_runs.map((run) => run.steps.find((st) => !st.pass)).filter(Boolean);
+  if (ib.length) s += `\nWhat bounds it (first failing step of each run): ${ib.map((b) => `N=${b.n}: ${b.note}`).join('; ')}.\n`;
+  else s += '\nNo step failed: the largest N tried passed (the figure is a lower bound).\n';
+  return s;
+}
+
+function scaling(r) {
+  const C = r.parts.scaling;
+  let s = '\n## 3. Scaling with stream length\n' + failed(r, 'scaling');
+  if (!C) return s + '\nNot measured in this run.\n';
+  const last = C.points.at(-1);
+  const first = C.points[0];
+  s += `
+One live stream (retention 0, so nothing is dropped) grows to each size with 1 s segments; at each size
+one connection GETs the playlist back to back. Command: \`${first.cmd}\`.
+
+| segments stored | listed | playlist type | bytes | p50 (ms) | p99 (ms) | req/s |
+| --- | --- | --- | --- | --- | --- | --- |
+`;
+  for (const p of C.points) {
+    s += `| ${p.stored} | ${p.listed} | ${p.type} | ${p.playlist_bytes} | ${spread(p.p50_ms, 2)} | ${spread(p.p99_ms, 2)} | ${spread(p.rps, 0)} |\n`;
+  }
+  const growth = last.p50_ms.median / first.p50_ms.median;
+  const ok = last.p99_ms.median <= 10;
+  s += `
+Target: p99 <= 10 ms at 3600 segments stored, flat in stream length. p99 at ${last.stored} segments:
+${f(last.p99_ms.median, 2)} ms — ${verdict(ok && last.stored >= 3600)}${last.stored < 3600 ? ' (this run did not reach 3600 segments)' : ''}${ok ? '' : ` by ${f(last.p99_ms.median - 10, 2)} ms`}.
+p50 grows ${f(growth, 2)}x from ${first.stored} to ${last.stored} segments${C.notes ? `; ${C.notes}` : '.'}
+`;
+  return s;
+}
+
+function client(r) {
+  const K = r.parts.client;
+  let s = '\n## 4. Client cost (extension, 1280x720 30 fps)\n' + failed(r, 'client');
+  if (!K) return s + '\nNot measured in this run.\n';
+  s += `
+${K.method}
+
+Command: \`${K.cmd}\`.
+
+| figure | value | target | verdict |
+| --- | --- | --- | --- |
+| ffmpeg.wasm time per media second | ${spread(K.ffmpeg_s_per_media_s, 3, ' s')} | <= 0.1 s | ${verdict(K.ffmpeg_s_per_media_s?.median <= 0.1)} |
+| CPU time of the extension's processes per media second | ${spread(K.cpu_s_per_media_s, 3, ' s')} | — | — |
+`;
+  for (const m of K.memory) {
+    s += `| memory after ${f(m.at_s / 60, 0)} min (extension processes, PSS / JS heap) | ${f(m.pss_mib, 1)} MiB / ${f(m.js_heap_mib, 1)} MiB | — | — |\n`;
+  }
+  const growth = K.memory.length > 1 ? K.memory.at(-1).pss_mib - K.memory[0].pss_mib : NaN;
+  s += `| memory growth minute 1 → ${f(K.memory.at(-1)?.at_s / 60, 0)} | ${f(growth, 1)} MiB | < 20 MB (minute 1 → 30) | ${K.memory.at(-1)?.at_s >= 1800 ? verdict(growth < 20 * 1e6 / 1048576) : 'not run to 30 min (use `--long`)'} |\n`;
+  if (K.notes) s += `\n${K.notes}\n`;
+  return s;
+}
+
+/** The whole BENCHMARKS.md for one run's results. */
+export function render(r) {
+  return `${header(r)}${latency(r)}${server(r)}${scaling(r)}${client(r)}${r.notes ? `\n## Notes\n\n${r.notes}\n` : ''}`;
+}

@@ -1,0 +1,105 @@
+//! The benchmark suite's driver: runs each part for the chosen mode and writes BENCHMARKS.md (scripts/bench calls it).
+
+import { writeFileSync, mkdirSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
+import os from 'node:os';
+import { join, dirname } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { render } from './report.mjs';
+
+const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..');
+
+/** Durations and counts per mode. Every load is bounded in time and in count. */
+export const MODES = {
+  smoke: {
+    runs: 1, wrkSeconds: 1,
+    audience: { ns: [3], stepSeconds: 4 },
+    ingest: { puts: 3 }, broadcasters: { ns: [2], stepSeconds: 4 },
+    scaling: { counts: [10, 40], wrkSeconds: 1 },
+    latency: { segments: [1], seconds: 12, runs: 1 },
+    client: { points: [10] },
+  },
+  default: {
+    runs: 3, wrkSeconds: 5,
+    audience: { ns: [10, 20, 40, 80, 160, 320, 640], stepSeconds: 16 },
+    ingest: { puts: 40 }, broadcasters: { ns: [1, 2, 4, 8, 16, 32, 64, 128], stepSeconds: 12 },
+    scaling: { counts: [10, 600, 3600], wrkSeconds: 3 },
+    latency: { segments: [1, 2, 6], seconds: 60, runs: 3 },
+    client: { points: [60, 300] },
+  },
+};
+MODES.long = { ...MODES.default, client: { points: [60, 600, 1800] } };
+
+const PARTS = {
+  server: async (ctx) => (await import('./server.mjs')).runServer(ctx),
+  scaling: async (ctx) => (await import('./scaling.mjs')).runScaling(ctx),
+  latency: async (ctx) => (await import('./latency.mjs')).runLatency(ctx),
+  client: async (ctx) => (await import('./client.mjs')).runClient(ctx),
+};
+
+function sh(cmd, args) {
+  try { return execFileSync(cmd, args, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] }).trim(); } catch (e) {
+    return (e.stderr || e.stdout || '').toString().trim() || 'unknown';
+  }
+}
+
+function machine() {
+  const cpus = os.cpus();
+  return {
+    date: new Date().toISOString().replace(/\.\d+Z$/, 'Z'),
+    nproc: Number(sh('nproc', [])) || cpus.length,
+    cpu: cpus[0]?.model ?? 'unknown',
+    memory_gib: os.totalmem() / 2 ** 30,
+    kernel: `${os.type()} ${os.release()} ${os.arch()}`,
+    node: process.version,
+    wrk: sh('wrk', ['-v']).split('\n')[0].replace(/ Copyright.*/, '').trim(),
+    nginx: sh('/usr/sbin/nginx', ['-v']).replace(/^nginx version: /, ''),
+    chromium: sh('/usr/bin/chromium', ['--version']),
+    ffmpeg: sh('ffmpeg', ['-version']).split('\n')[0].replace(/ Copyright.*/, ''),
+    commit: sh('git', ['-C', ROOT, 'rev-parse', '--short', 'HEAD']),
+  };
+}
+
+async function main() {
+  const args = process.argv.slice(2);
+  const renderIdx = args.indexOf('--render');
+  if (renderIdx >= 0) {
+    // Re-render a report from saved raw figures: bench/run.mjs --render target/bench/results-default.json --out FILE
+    const { readFileSync } = await import('node:fs');
+    const saved = JSON.parse(readFileSync(args[renderIdx + 1], 'utf8'));
+    const o = args.indexOf('--out');
+    writeFileSync(o >= 0 ? args[o + 1] : join(ROOT, 'BENCHMARKS.md'), render(saved));
+    return;
+  }
+  const mode = args.includes('--smoke') ? 'smoke' : args.includes('--long') ? 'long' : 'default';
+  const outIdx = args.indexOf('--out');
+  const out = outIdx >= 0 ? args[outIdx + 1] : join(ROOT, 'BENCHMARKS.md');
+  const onlyIdx = args.indexOf('--only');
+  const only = onlyIdx >= 0 ? args[onlyIdx + 1].split(',') : Object.keys(PARTS);
+  const cfg = MODES[mode];
+  const log = (m) => console.log(m);
+  const results = { mode, machine: machine(), parts: {}, failures: {} };
+  for (const name of only) {
+    if (!PARTS[name]) throw new Error(`unknown part ${name}; parts are ${Object.keys(PARTS).join(', ')}`);
+    const t0 = performance.now();
+    log(`bench: part ${name} (${mode})`);
+    try {
+      results.parts[name] = await PARTS[name]({ root: ROOT, cfg, mode, log });
+    } catch (e) {
+      results.failures[name] = e.message;
+      console.error(`bench: part ${name} FAILED: ${e.stack || e.message}`);
+    }
+    log(`bench: part ${name} took ${((performance.now() - t0) / 1000).toFixed(0)} s`);
+  }
+  const rawDir = join(ROOT, 'target', 'bench');
+  mkdirSync(rawDir, { recursive: true });
+  writeFileSync(join(rawDir, `results-${mode}.json`), JSON.stringify(results, null, 1));
+  writeFileSync(out, render(results));
+  log(`bench: wrote ${out} (raw figures in target/bench/results-${mode}.json)`);
+  if (Object.keys(results.failures).length) {
+    console.error(`bench: ${Object.keys(results.failures).length} part(s) failed: ${Object.keys(results.failures).join(', ')}`);
+    process.exit(1);
+  }
+}
+
+main().catch((e) => { console.error(`bench: ${e.stack || e.message}`); process.exit(1); });
