@@ -1,1 +1,24 @@
-//! Chalkstream's pure core (placeholder; being written).
+//! Chalkstream's pure core: the stream and segment model, ingest validation, HLS playlist
+//! rendering, and the retention and idle rules.
+//!
+//! This crate decides; it never does I/O. It knows nothing about Spin, HTTP or the browser, and it
+//! has no clock: every function that depends on time takes `now` as Unix milliseconds. Durations
+//! are integer milliseconds everywhere (decimal text is parsed exactly, never through floats).
+//!
+//! Code map:
+//! - [`id`]: session secrets and the public stream id (lowercase hex SHA-1 of the secret).
+//! - [`ingest`]: validation of one `PUT /ingest/{session}/{seq}.ts` (seq, headers, MPEG-TS body).
+//! - [`decimal`], [`time`]: exact decimal parsing and RFC 3339 timestamps.
+//! - [`segment`]: what is stored per segment and per stream (the serde records).
+//! - [`rules`]: target duration, retention, idle end, discontinuities, configuration values.
+//! - [`window`]: which stored segments a playlist lists, given what the store returns.
+//! - [`playlist`]: rendering the media playlist text.
+
+pub mod decimal;
+pub mod id;
+pub mod ingest;
+pub mod playlist;
+pub mod rules;
+pub mod segment;
+pub mod time;
+pub mod window;
