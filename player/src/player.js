@@ -1,0 +1,357 @@
+// The viewer: waits politely for a stream, plays it live with hls.js (native
+// HLS where the browser has no Media Source Extensions, as on older iPhones),
+// replays it from the start once it has ended, and recovers from network
+// blips and stalls without a reload. Tests and tools read
+// `window.chalkstreamPlayer = { hls, video, state, delay, firstFrameAt }` and
+// may preset `window.chalkstreamPlayerConfig` (see `defaults`) before load.
+
+const $ = (id) => document.getElementById(id);
+const stream = document.body.dataset.stream;
+const embed = document.body.dataset.embed === '1';
+const video = $('video');
+const frame = $('frame');
+const badge = $('badge');
+const delayEl = $('delay');
+const durationEl = $('duration');
+const statusEl = $('status');
+const jumpButton = $('jump');
+const unmuteButton = $('unmute');
+const retryButton = $('retry');
+const playlistUrl = `/playlist/${stream}.m3u8`;
+const shortId = stream.slice(0, 8);
+
+const defaults = {
+  // A 404 means "not started yet" for this long after the page opened, then "not found".
+  waitGraceMs: 45_000,
+  pollMs: 2_000,
+  slowPollMs: 10_000,
+  // Low latency for 1–2 s segments without LL-HLS parts: play two segments
+  // behind the live edge, and catch up by playing slightly faster (inaudibly)
+  // instead of jumping when we drift more than that behind.
+  hls: {
+    lowLatencyMode: false,
+    liveSyncDurationCount: 2,
+    liveMaxLatencyDurationCount: 6,
+    maxLiveSyncPlaybackRate: 1.1,
+    backBufferLength: 60,
+  },
+};
+const preset = window.chalkstreamPlayerConfig || {};
+// `hls` in the preset replaces our hls.js settings entirely (`{}` = hls.js defaults).
+const config = { ...defaults, ...preset, hls: preset.hls ?? defaults.hls };
+
+const player = { hls: null, video, state: 'loading', delay: null, firstFrameAt: null, config };
+window.chalkstreamPlayer = player;
+
+const openedAt = performance.now();
+let pollTimer = 0;
+let targetDuration = 2;
+let networkRetries = 0;
+let lastMediaRecovery = -Infinity;
+
+// ---- State and what the page says about it ----
+
+const COPY = {
+  loading: { badge: 'Loading', title: 'Loading…', text: '' },
+  waiting: {
+    badge: 'Waiting', title: 'Waiting for the stream to start',
+    text: 'This page will start playing by itself as soon as the broadcast begins.',
+    status: 'Waiting for the stream to start.', page: 'Waiting',
+  },
+  live: { badge: 'Live', status: 'Playing live.', page: '● Live' },
+  ended: { badge: 'Ended', status: 'The stream has ended: this is the recording, from the start.', page: 'Replay' },
+  notfound: {
+    badge: 'Not found', title: 'No stream at this link',
+    text: 'Nothing is streaming here: the link may be incomplete, or the stream ended and has expired. '
+      + 'If the broadcast is about to start, keep this page open: it plays by itself once it begins.',
+    status: 'No stream at this link.', page: 'Not found',
+  },
+  error: { badge: 'Error', title: 'This stream can’t be played here', status: '', page: 'Error' },
+};
+
+function setState(state, detail = '') {
+  const copy = COPY[state];
+  const changed = player.state !== state;
+  player.state = state;
+  document.body.dataset.state = state;
+  frame.dataset.state = state;
+  badge.dataset.state = state;
+  badge.textContent = copy.badge;
+  if (copy.title) $('overlay-title').textContent = copy.title;
+  $('overlay-text').textContent = detail || copy.text || '';
+  retryButton.hidden = state !== 'notfound';
+  delayEl.hidden = true;
+  jumpButton.hidden = true;
+  badge.classList.remove('behind');
+  if (changed) say(detail || copy.status || '');
+  document.title = `${copy.page ? `${copy.page} · ` : ''}Stream ${shortId} · Chalkstream`;
+  showDuration();
+}
+
+/** Put a sentence in the polite live region (screen readers announce it). */
+function say(text) {
+  statusEl.textContent = text;
+}
+
+/** A passing problem (network blip, stall): say so; `recovered()` takes it back. */
+function noteTrouble(text) {
+  if (statusEl.textContent !== text) say(text);
+}
+
+// ---- Waiting for the stream ----
+
+async function fetchStatus() {
+  const res = await fetch(`/api/streams/${stream}`, { cache: 'no-store' });
+  if (res.status === 404) return null;
+  if (!res.ok) throw new Error(`the server answered ${res.status}`);
+  return res.json();
+}
+
+async function poll() {
+  clearTimeout(pollTimer);
+  let status;
+  try {
+    status = await fetchStatus();
+  } catch {
+    if (player.state === 'loading') setState('waiting');
+    noteTrouble('Can’t reach the server right now — trying again…');
+    pollTimer = setTimeout(poll, config.pollMs);
+    return;
+  }
+  if (!status || status.segments === 0) {
+    const patient = performance.now() - openedAt < config.waitGraceMs;
+    setState(patient ? 'waiting' : 'notfound');
+    pollTimer = setTimeout(poll, patient ? config.pollMs : config.slowPollMs);
+    return;
+  }
+  if (Number.isFinite(status.target_duration)) targetDuration = status.target_duration;
+  play(status.state === 'ended');
+}
+
+retryButton.addEventListener('click', () => poll());
+
+// ---- Playing ----
+
+function play(ended) {
+  setState(ended ? 'ended' : 'live');
+  if (window.Hls?.isSupported()) {
+    playWithHlsJs(ended);
+  } else if (video.canPlayType('application/vnd.apple.mpegurl')) {
+    playNatively();
+  } else {
+    setState('error', 'This browser can’t play HLS video. Open the link in a current Chrome, Edge, Firefox or Safari.');
+  }
+}
+
+function playWithHlsJs(ended) {
+  const { Hls } = window;
+  const hls = new Hls({ ...config.hls, startPosition: ended ? 0 : -1 });
+  player.hls = hls;
+  hls.on(Hls.Events.MANIFEST_PARSED, () => autoplay());
+  hls.on(Hls.Events.LEVEL_UPDATED, (_, { details }) => {
+    targetDuration = details.targetduration || targetDuration;
+    if (!details.live && player.state === 'live') setState('ended');
+  });
+  hls.on(Hls.Events.FRAG_BUFFERED, () => recovered());
+  hls.on(Hls.Events.ERROR, (_, data) => onHlsError(hls, data));
+  hls.loadSource(playlistUrl);
+  hls.attachMedia(video);
+}
+
+function onHlsError(hls, data) {
+  const { ErrorTypes } = window.Hls;
+  if (!data.fatal) {
+    if (data.type === ErrorTypes.NETWORK_ERROR) noteTrouble('Connection trouble — retrying…');
+    return;
+  }
+  if (data.type === ErrorTypes.MEDIA_ERROR) {
+    // hls.js's documented sequence: recover, and if that fails again soon, swap the audio codec too.
+    noteTrouble('Playback hiccup — recovering…');
+    if (performance.now() - lastMediaRecovery < 3_000) hls.swapAudioCodec();
+    lastMediaRecovery = performance.now();
+    hls.recoverMediaError();
+    return;
+  }
+  if (data.type === ErrorTypes.NETWORK_ERROR && hls.levels?.length) {
+    // The playlist is known; keep loading with a growing pause (1, 2, 4, 8 s).
+    noteTrouble('Connection lost — reconnecting…');
+    const wait = Math.min(8_000, 1_000 * 2 ** networkRetries++);
+    setTimeout(() => player.hls === hls && hls.startLoad(), wait);
+    return;
+  }
+  // Anything else (the playlist itself is gone, an unknown failure): start over
+  // from the status API, which also notices a stream that has expired meanwhile.
+  noteTrouble('Connection lost — reconnecting…');
+  startOver();
+}
+
+function playNatively() {
+  video.src = playlistUrl;
+  video.addEventListener('loadedmetadata', () => autoplay(), { once: true });
+  video.addEventListener('durationchange', () => {
+    if (Number.isFinite(video.duration) && player.state === 'live') setState('ended');
+  });
+  video.addEventListener('error', () => { noteTrouble('Connection lost — reconnecting…'); startOver(); }, { once: true });
+}
+
+function startOver() {
+  if (player.hls) player.hls.destroy();
+  player.hls = null;
+  video.removeAttribute('src');
+  video.load();
+  clearTimeout(pollTimer);
+  pollTimer = setTimeout(poll, config.pollMs);
+}
+
+function recovered() {
+  networkRetries = 0;
+  if (/reconnecting|retrying|recovering|reach the server|stalled/i.test(statusEl.textContent)) {
+    say(COPY[player.state]?.status ?? '');
+  }
+}
+
+/** Start playing; browsers refuse sound without a click, so fall back to muted with an Unmute button. */
+async function autoplay() {
+  try {
+    await video.play();
+  } catch (err) {
+    if (err.name !== 'NotAllowedError') return;
+    video.muted = true;
+    try {
+      await video.play();
+      unmuteButton.hidden = false;
+    } catch {
+      say('Press play to start.');
+    }
+  }
+}
+
+unmuteButton.addEventListener('click', () => {
+  video.muted = false;
+  unmuteButton.hidden = true;
+  video.focus();
+});
+video.addEventListener('volumechange', () => {
+  if (!video.muted) unmuteButton.hidden = true;
+});
+
+// First frame on screen, for "time from page load to first frame".
+if ('requestVideoFrameCallback' in video) {
+  video.requestVideoFrameCallback(() => { player.firstFrameAt = performance.now(); });
+} else {
+  video.addEventListener('playing', () => { player.firstFrameAt ??= performance.now(); }, { once: true });
+}
+
+video.addEventListener('playing', () => recovered());
+video.addEventListener('durationchange', showDuration);
+video.addEventListener('ended', () => {
+  if (player.state === 'ended') say('End of the recording. Press play to watch it again.');
+});
+
+// ---- Live: delay behind live, "jump to live" ----
+
+/** The wall-clock time of the frame on screen (from EXT-X-PROGRAM-DATE-TIME), or null. */
+function playingDate() {
+  if (player.hls) return player.hls.playingDate;
+  const start = video.getStartDate?.();
+  if (!start || Number.isNaN(start.getTime())) return null;
+  return new Date(start.getTime() + video.currentTime * 1000);
+}
+
+/** Where "live" is: hls.js's sync point, or near the end of what a native player can seek to. */
+function liveSyncPosition() {
+  if (player.hls) return player.hls.liveSyncPosition;
+  const { seekable } = video;
+  return seekable.length ? seekable.end(seekable.length - 1) - 2 * targetDuration : null;
+}
+
+function isBehind() {
+  const sync = liveSyncPosition();
+  if (sync == null || video.readyState < 2) return false;
+  return video.paused || sync - video.currentTime > 1.5 * targetDuration + 1;
+}
+
+function tick() {
+  if (player.state !== 'live') return;
+  const date = playingDate();
+  if (!date || video.readyState < 2) {
+    delayEl.hidden = true;
+    return;
+  }
+  player.delay = (Date.now() - date.getTime()) / 1000;
+  delayEl.textContent = `${Math.max(0, player.delay).toFixed(1)} s behind live`;
+  delayEl.hidden = false;
+  const behind = isBehind();
+  badge.classList.toggle('behind', behind);
+  if (jumpButton.hidden === behind) {
+    if (!behind && document.activeElement === jumpButton) video.focus();
+    jumpButton.hidden = !behind;
+  }
+}
+setInterval(tick, 250);
+
+function jumpToLive() {
+  const sync = liveSyncPosition();
+  if (sync != null) video.currentTime = sync;
+  video.play().catch(() => {});
+}
+jumpButton.addEventListener('click', jumpToLive);
+
+// ---- Ended: duration ----
+
+function formatTime(seconds) {
+  const s = Math.round(seconds);
+  const h = Math.floor(s / 3600);
+  const m = Math.floor((s % 3600) / 60);
+  const ss = String(s % 60).padStart(2, '0');
+  return h ? `${h}:${String(m).padStart(2, '0')}:${ss}` : `${m}:${ss}`;
+}
+
+function showDuration() {
+  const known = player.state === 'ended' && Number.isFinite(video.duration) && video.duration > 0;
+  durationEl.hidden = !known;
+  if (known) durationEl.textContent = `Duration ${formatTime(video.duration)}`;
+}
+
+// ---- Keyboard: k or space play/pause, m mute, f full screen, l jump to live ----
+
+document.addEventListener('keydown', (event) => {
+  if (event.ctrlKey || event.metaKey || event.altKey) return;
+  const target = event.target;
+  if (target.closest?.('input, textarea, button, a, select')) return;
+  const key = event.key.toLowerCase();
+  if (key === 'k' || (key === ' ' && target !== video)) {
+    if (video.paused) video.play().catch(() => {}); else video.pause();
+  } else if (key === 'm') {
+    video.muted = !video.muted;
+  } else if (key === 'f') {
+    if (document.fullscreenElement) document.exitFullscreen(); else frame.requestFullscreen?.();
+  } else if (key === 'l' && player.state === 'live') {
+    jumpToLive();
+  } else {
+    return;
+  }
+  event.preventDefault();
+});
+
+// ---- Share: copy buttons ----
+
+for (const button of document.querySelectorAll('[data-copy]')) {
+  button.addEventListener('click', async () => {
+    const field = $(button.dataset.copy);
+    try {
+      await navigator.clipboard.writeText(field.value);
+    } catch {
+      field.select();
+      document.execCommand('copy');
+    }
+    const label = button.textContent;
+    button.textContent = 'Copied';
+    button.classList.add('copied');
+    say(button.dataset.copy === 'share-link' ? 'Link copied.' : 'Embed code copied.');
+    setTimeout(() => { button.textContent = label; button.classList.remove('copied'); }, 1_800);
+  });
+}
+
+if (embed) document.querySelector('.embed-brand').setAttribute('aria-label', 'Open this stream on Chalkstream');
+poll();

@@ -1,0 +1,273 @@
+// The viewer page in real Chromium against the real component in the test
+// host, fed by an independent broadcaster (Debian ffmpeg + PUTs per wire
+// contract v1): waiting, live, ended, not found, recovery, embed, landing.
+// Screenshots of each state land in tests/e2e/out/.
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdirSync } from 'node:fs';
+import { join } from 'node:path';
+import { chromium } from 'playwright-core';
+import { startServer, ROOT } from './lib/server.mjs';
+import { encodeSegments, newSession, streamId, pushLive, end } from './lib/push.mjs';
+
+const OUT = join(ROOT, 'tests', 'e2e', 'out');
+const SEGMENT_SECONDS = 2;
+const CHROMIUM_ARGS = ['--headless=new', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
+  '--disable-background-networking', '--disable-component-update', '--disable-sync'];
+
+let server;
+let browser;
+let segments;
+
+before(async () => {
+  mkdirSync(OUT, { recursive: true });
+  [server, browser, segments] = await Promise.all([
+    startServer(),
+    chromium.launch({ executablePath: '/usr/bin/chromium', args: CHROMIUM_ARGS }),
+    encodeSegments({ seconds: SEGMENT_SECONDS, count: 8 }),
+  ]);
+});
+
+after(async () => {
+  await browser?.close();
+  await server?.stop();
+});
+
+/**
+ * Open the viewer for `id` in a fresh context. Page errors and console errors
+ * (a CSP violation is one) are collected in `page.problems`; tests assert it
+ * stays empty. `config` presets `window.chalkstreamPlayerConfig`.
+ */
+async function openPlayer(id, { embed = false, config, viewport = { width: 1280, height: 800 } } = {}) {
+  const context = await browser.newContext({ viewport });
+  const page = await context.newPage();
+  page.problems = [];
+  page.on('pageerror', (err) => page.problems.push(`page error: ${err.message}`));
+  page.on('console', (msg) => {
+    if (msg.type() === 'error' && !/Failed to load resource/.test(msg.text())) page.problems.push(msg.text());
+  });
+  if (config) await page.addInitScript((c) => { window.chalkstreamPlayerConfig = c; }, config);
+  await page.goto(`${server.url}/play/${id}${embed ? '?embed=1' : ''}`);
+  return page;
+}
+
+const playerState = (page) => page.evaluate(() => window.chalkstreamPlayer.state);
+const waitForState = (page, state, timeout = 30_000) =>
+  page.waitForFunction((s) => window.chalkstreamPlayer?.state === s, state, { timeout });
+
+function videoStats(page) {
+  return page.evaluate(() => {
+    const v = window.chalkstreamPlayer.video;
+    return {
+      currentTime: v.currentTime, paused: v.paused, duration: v.duration,
+      frames: v.getVideoPlaybackQuality().totalVideoFrames,
+      audioBytes: v.webkitAudioDecodedByteCount,
+    };
+  });
+}
+
+async function screenshot(page, name) {
+  await page.screenshot({ path: join(OUT, `player-${name}.png`) });
+}
+
+test('an early viewer waits, then plays live by itself with sound, shows the delay, and replays once ended', async (t) => {
+  const session = newSession();
+  const id = streamId(session);
+  const page = await openPlayer(id);
+
+  await waitForState(page, 'waiting');
+  assert.equal(await page.locator('#overlay-title').textContent(), 'Waiting for the stream to start');
+  assert.match(await page.title(), /^Waiting · Stream [0-9a-f]{8} · Chalkstream$/);
+  await screenshot(page, 'waiting');
+
+  let firstSegmentAt = 0;
+  const pushing = pushLive({
+    url: server.url, session, segments, realTime: true,
+    onSegment: ({ seq, sentAt }) => { if (seq === 0) firstSegmentAt = sentAt; },
+  });
+
+  // It starts by itself: no click, no reload.
+  await waitForState(page, 'live', 15_000);
+  await page.waitForFunction(() => window.chalkstreamPlayer.firstFrameAt !== null
+    && !window.chalkstreamPlayer.video.paused, null, { timeout: 15_000 });
+  const firstFrameEpoch = await page.evaluate(() => performance.timeOrigin + window.chalkstreamPlayer.firstFrameAt);
+  const startDelay = firstFrameEpoch - firstSegmentAt;
+  t.diagnostic(`first frame ${(startDelay / 1000).toFixed(2)} s after the first segment was stored`);
+  assert.ok(startDelay <= (SEGMENT_SECONDS + 3) * 1000,
+    `playback began ${startDelay} ms after the first segment (limit ${(SEGMENT_SECONDS + 3) * 1000} ms)`);
+
+  const a = await videoStats(page);
+  await page.waitForTimeout(2_500);
+  const b = await videoStats(page);
+  assert.ok(b.currentTime > a.currentTime + 1, `currentTime advances: ${a.currentTime} -> ${b.currentTime}`);
+  assert.ok(b.frames > a.frames, `decoded video frames grow: ${a.frames} -> ${b.frames}`);
+  assert.ok(b.audioBytes > a.audioBytes && a.audioBytes > 0, `audio is decoded: ${a.audioBytes} -> ${b.audioBytes} bytes`);
+
+  // LIVE badge and the delay, which must be what hls.js says about the frame on screen.
+  assert.equal(await page.locator('#badge').textContent(), 'Live');
+  await page.locator('#delay').waitFor({ state: 'visible' });
+  for (let i = 0; i < 3; i += 1) {
+    const { shown, actual } = await page.evaluate(() => ({
+      shown: parseFloat(document.getElementById('delay').textContent),
+      actual: (Date.now() - window.chalkstreamPlayer.hls.playingDate.getTime()) / 1000,
+    }));
+    t.diagnostic(`delay shown ${shown} s, Date.now() - hls.playingDate = ${actual.toFixed(2)} s`);
+    assert.ok(Math.abs(shown - actual) <= 1, `shown delay ${shown} s vs actual ${actual} s`);
+    assert.ok(actual > 0 && actual < 5 * SEGMENT_SECONDS, `a sane delay behind live: ${actual} s`);
+    await page.waitForTimeout(700);
+  }
+  assert.match(await page.title(), /^● Live · /);
+  await screenshot(page, 'live');
+
+  // The broadcaster stops: the page turns into on-demand video of the whole stream.
+  await pushing;
+  await end({ url: server.url, session });
+  await waitForState(page, 'ended', 20_000);
+  const total = segments.reduce((sum, s) => sum + s.duration, 0);
+  await page.waitForFunction((d) => Math.abs(window.chalkstreamPlayer.video.duration - d) < 0.5, total);
+  await page.locator('#duration').waitFor({ state: 'visible' });
+  assert.equal(await page.locator('#duration').textContent(), `Duration 0:${String(Math.round(total)).padStart(2, '0')}`);
+  assert.equal(await page.locator('#badge').textContent(), 'Ended');
+  assert.equal(await page.locator('#jump').isVisible(), false);
+
+  // Seek to 0 and play to the end (at 4x, to keep the test short); `played` must cover it all.
+  await page.evaluate(async () => {
+    const v = window.chalkstreamPlayer.video;
+    v.currentTime = 0;
+    v.playbackRate = 4;
+    await v.play();
+  });
+  await page.waitForFunction(() => {
+    const v = window.chalkstreamPlayer.video;
+    return v.currentTime > 0.5 && v.currentTime < 4;
+  });
+  await screenshot(page, 'ended');
+  await page.waitForFunction(() => window.chalkstreamPlayer.video.ended, null, { timeout: 30_000 });
+  const played = await page.evaluate(() => {
+    const { played } = window.chalkstreamPlayer.video;
+    return Array.from({ length: played.length }, (_, i) => [played.start(i), played.end(i)]);
+  });
+  assert.ok(played.some(([s, e]) => s < 0.3 && e > total - 0.5), `played from 0 to the end: ${JSON.stringify(played)}`);
+  assert.deepEqual(page.problems, []);
+  await page.context().close();
+});
+
+test('an ended stream opens as on-demand video from the start, with its duration', async (t) => {
+  const session = newSession();
+  await pushLive({ url: server.url, session, segments: segments.slice(0, 4), realTime: false });
+  await end({ url: server.url, session });
+  const page = await openPlayer(streamId(session));
+
+  await waitForState(page, 'ended');
+  await page.waitForFunction(() => window.chalkstreamPlayer.firstFrameAt !== null, null, { timeout: 15_000 });
+  const { firstFrameAt, currentTime } = await page.evaluate(() => ({
+    firstFrameAt: window.chalkstreamPlayer.firstFrameAt,
+    currentTime: window.chalkstreamPlayer.video.currentTime,
+  }));
+  t.diagnostic(`ended stream: first frame ${Math.round(firstFrameAt)} ms after navigation start`);
+  assert.ok(currentTime < 3, `starts from the beginning, at ${currentTime} s`);
+  await page.locator('#duration').waitFor({ state: 'visible' });
+  assert.equal(await page.locator('#duration').textContent(), 'Duration 0:08');
+  assert.equal(await page.locator('#overlay').isVisible(), false);
+  assert.match(await page.title(), /^Replay · Stream /);
+  assert.deepEqual(page.problems, []);
+  await page.context().close();
+});
+
+test('an unknown stream id says plainly that there is no stream, and keeps checking', async () => {
+  const id = streamId(newSession());
+  const page = await openPlayer(id, { config: { waitGraceMs: 1_500, slowPollMs: 1_000 } });
+
+  await waitForState(page, 'notfound', 10_000);
+  assert.equal(await page.locator('#overlay-title').textContent(), 'No stream at this link');
+  assert.match(await page.locator('#overlay-text').textContent(), /expired/);
+  assert.equal(await page.locator('#status').textContent(), 'No stream at this link.');
+  assert.match(await page.title(), /^Not found · /);
+  assert.equal(await page.locator('#retry').isVisible(), true);
+  await screenshot(page, 'notfound');
+
+  // Still listening: if this id starts streaming after all, it plays by itself.
+  assert.equal(await playerState(page), 'notfound');
+  assert.deepEqual(page.problems, []);
+  await page.context().close();
+});
+
+test('live playback survives a network outage without a page reload', async (t) => {
+  const session = newSession();
+  const pushing = pushLive({ url: server.url, session, segments, realTime: true });
+  const page = await openPlayer(streamId(session));
+  await page.evaluate(() => { window.notReloaded = true; });
+  await page.waitForFunction(() => window.chalkstreamPlayer.video.currentTime > 1, null, { timeout: 20_000 });
+
+  // Cut every playlist and segment request for 7 s: longer than the buffer, so playback stalls.
+  let refused = 0;
+  const cut = (route) => { refused += 1; return route.abort('internetdisconnected'); };
+  await page.route(/\/(playlist|chunks)\//, cut);
+  await page.waitForTimeout(7_000);
+  await page.unroute(/\/(playlist|chunks)\//, cut);
+  assert.ok(refused > 0, 'the outage refused requests');
+  const before = await videoStats(page);
+
+  await page.waitForFunction((ct) => window.chalkstreamPlayer.video.currentTime > ct + 2, before.currentTime, { timeout: 20_000 });
+  const after = await videoStats(page);
+  t.diagnostic(`refused ${refused} requests; resumed from ${before.currentTime.toFixed(1)} s to ${after.currentTime.toFixed(1)} s`);
+  assert.ok(after.frames > before.frames);
+  assert.equal(await page.evaluate(() => window.notReloaded), true, 'the page did not reload');
+  assert.equal(await playerState(page), 'live');
+  await pushing;
+  await page.context().close();
+});
+
+test('the embed view shows the video without page chrome', async () => {
+  const session = newSession();
+  await pushLive({ url: server.url, session, segments: segments.slice(0, 2), realTime: false });
+  await end({ url: server.url, session });
+  const page = await openPlayer(streamId(session), { embed: true, viewport: { width: 640, height: 360 } });
+  await waitForState(page, 'ended');
+  for (const selector of ['header', '.share', 'footer']) {
+    assert.equal(await page.locator(selector).isVisible(), false, `${selector} hidden in the embed view`);
+  }
+  const box = await page.locator('#video').boundingBox();
+  assert.ok(box.width >= 639 && box.height >= 359, `video fills the frame: ${JSON.stringify(box)}`);
+  assert.equal(await page.locator('.embed-brand').isVisible(), true);
+  await page.context().close();
+});
+
+test('the viewer page previews well when shared and works from the keyboard', async () => {
+  const id = streamId(newSession());
+  const html = await (await fetch(`${server.url}/play/${id}`)).text();
+  const pageUrl = `${server.url}/play/${id}`;
+  assert.ok(html.includes(`<meta property="og:url" content="${pageUrl}">`));
+  assert.ok(html.includes(`<meta property="og:title" content="Stream ${id.slice(0, 8)} on Chalkstream">`));
+  assert.ok(html.includes(`<meta property="og:image" content="${server.url}/assets/og.png">`));
+  assert.ok(html.includes(`&lt;iframe src=&quot;${pageUrl}?embed=1&quot;`));
+  assert.doesNotMatch(html, /https?:\/\/(?!127\.0\.0\.1)[^"'\s<]*\.(js|css)/, 'no script or style from elsewhere');
+  const og = await fetch(`${server.url}/assets/og.png`);
+  assert.equal(og.status, 200);
+  assert.equal(og.headers.get('content-type'), 'image/png');
+
+  const page = await openPlayer(id, { config: { waitGraceMs: 60_000 } });
+  await waitForState(page, 'waiting');
+  await page.keyboard.press('Tab');
+  assert.equal(await page.evaluate(() => document.activeElement.textContent), 'Skip to the player');
+  // Copy link puts the page URL on the clipboard.
+  await page.context().grantPermissions(['clipboard-read', 'clipboard-write'], { origin: server.url });
+  await page.locator('[data-copy="share-link"]').click();
+  assert.equal(await page.evaluate(() => navigator.clipboard.readText()), pageUrl);
+  assert.equal(await page.locator('[data-copy="share-link"]').textContent(), 'Copied');
+  assert.deepEqual(page.problems, []);
+  await page.context().close();
+});
+
+test('the landing page says what the server is and how to stream to it', async () => {
+  const context = await browser.newContext();
+  const page = await context.newPage();
+  await page.goto(`${server.url}/`);
+  assert.match(await page.title(), /Chalkstream/);
+  assert.equal(await page.locator('#server-url').inputValue(), server.url);
+  const text = await page.locator('main').textContent();
+  assert.match(text, /Load unpacked/);
+  assert.match(text, /server URL/);
+  await page.screenshot({ path: join(OUT, 'landing.png'), fullPage: true });
+  await context.close();
+});
