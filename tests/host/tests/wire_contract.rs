@@ -167,11 +167,10 @@ fn ending_appends_endlist_and_a_later_upload_resumes_with_one_discontinuity() {
         live.text,
         ended.text
     );
-    let ended_max_age = ended_pl_resp.max_age().unwrap_or_else(|| panic!("{ended_pl_resp}: no max-age once ended"));
-    assert!(
-        ended_max_age > live_resp.max_age().unwrap_or(0) && ended_max_age >= 60,
-        "ended playlist cached only {ended_max_age} s"
-    );
+    // DESIGN.md says "long once ended", docs/API.md "short once ended (a stream can resume)":
+    // only insist that both say how long.
+    assert!(live_resp.max_age().is_some(), "{live_resp}: no max-age while live");
+    assert!(ended_pl_resp.max_age().is_some(), "{ended_pl_resp}: no max-age once ended");
     assert_eq!(host.status(&a_id)["state"], "ended");
     host.end(&a).assert_status(200); // ending twice is fine
     assert_eq!(host.playlist(&a_id).1.text, ended.text, "a second end changed the playlist");
@@ -478,8 +477,8 @@ fn malformed_requests_get_clear_4xx_and_change_nothing() {
     let other = |what, method, path: String, want| Bad { what, method, path, headers: vec![ok_auth()], body: None, want };
     // A malformed id in a read path is "no such stream" (404) or "bad request" (400).
     const BAD_ID: &[u16] = &[400, 404];
-    // A malformed session: 400 (the contract's "bad request"); 404 also says "no such thing".
-    const BAD_SESSION: &[u16] = &[400, 404];
+    // docs/API.md: "400 a bad header, seq or session".
+    const BAD_SESSION: &[u16] = &[400];
 
     let mut not_ts = b"this is not an MPEG transport stream".to_vec();
     not_ts.resize(2 * TS_PACKET, b'!');
@@ -573,6 +572,9 @@ fn malformed_requests_get_clear_4xx_and_change_nothing() {
         match serde_json::from_slice::<serde_json::Value>(&resp.body) {
             Ok(json) if json["error"].as_str().is_some_and(|e| !e.trim().is_empty()) => {}
             _ => problems.push("no JSON `error` message".into()),
+        }
+        if resp.status == 405 && resp.header("allow").is_none_or(|a| a.trim().is_empty()) {
+            problems.push("405 without an Allow header".into());
         }
         let everything = format!("{:?} {}", resp.headers, resp.text());
         if everything.contains(&session) || everything.contains(&token) {
