@@ -25,15 +25,21 @@ const defaults = {
   waitGraceMs: 45_000,
   pollMs: 2_000,
   slowPollMs: 10_000,
-  // Low latency for 1–2 s segments without LL-HLS parts: play two segments
-  // behind the live edge, and catch up by playing slightly faster (inaudibly)
-  // instead of jumping when we drift more than that behind.
+  // Once ended, how often to check whether the broadcaster resumed the stream.
+  resumePollMs: 15_000,
+  // Low latency for 1–2 s segments: play two segments behind the live edge,
+  // and catch up by playing up to 1.2x (pitch kept) rather than jumping when
+  // we fall behind that. hls.js only adapts the rate in lowLatencyMode; with no
+  // LL-HLS parts or EXT-X-SERVER-CONTROL in our playlists that is all it changes.
   hls: {
-    lowLatencyMode: false,
+    lowLatencyMode: true,
     liveSyncDurationCount: 2,
     liveMaxLatencyDurationCount: 6,
-    maxLiveSyncPlaybackRate: 1.1,
+    maxLiveSyncPlaybackRate: 1.2,
     backBufferLength: 60,
+    // Transmux on the main thread: starting hls.js's inline worker re-parses all
+    // of hls.js and cost ~0.9 s of first-frame time here; the work itself is small.
+    enableWorker: false,
   },
 };
 const preset = window.chalkstreamPlayerConfig || {};
@@ -82,8 +88,10 @@ function setState(state, detail = '') {
   retryButton.hidden = state !== 'notfound';
   delayEl.hidden = true;
   jumpButton.hidden = true;
+  jumpButton.textContent = 'Jump to live';
   badge.classList.remove('behind');
   if (changed) say(detail || copy.status || '');
+  if (changed && state === 'ended') watchForResume();
   document.title = `${copy.page ? `${copy.page} · ` : ''}Stream ${shortId} · Chalkstream`;
   showDuration();
 }
@@ -194,13 +202,13 @@ function playNatively() {
   video.addEventListener('error', () => { noteTrouble('Connection lost — reconnecting…'); startOver(); }, { once: true });
 }
 
-function startOver() {
+function startOver(delay = config.pollMs) {
   if (player.hls) player.hls.destroy();
   player.hls = null;
   video.removeAttribute('src');
   video.load();
   clearTimeout(pollTimer);
-  pollTimer = setTimeout(poll, config.pollMs);
+  pollTimer = setTimeout(poll, delay);
 }
 
 function recovered() {
@@ -295,7 +303,9 @@ function jumpToLive() {
   if (sync != null) video.currentTime = sync;
   video.play().catch(() => {});
 }
-jumpButton.addEventListener('click', jumpToLive);
+jumpButton.addEventListener('click', () => {
+  if (player.state === 'ended') startOver(0); else jumpToLive();
+});
 
 // ---- Ended: duration ----
 
@@ -311,6 +321,28 @@ function showDuration() {
   const known = player.state === 'ended' && Number.isFinite(video.duration) && video.duration > 0;
   durationEl.hidden = !known;
   if (known) durationEl.textContent = `Duration ${formatTime(video.duration)}`;
+}
+
+// ---- Ended: the broadcaster may resume the same stream later ----
+
+let resumeTimer = 0;
+function watchForResume() {
+  clearTimeout(resumeTimer);
+  resumeTimer = setTimeout(async () => {
+    if (player.state !== 'ended') return;
+    const status = await fetchStatus().catch(() => undefined);
+    if (status?.state === 'live') {
+      if (video.ended || video.paused) {
+        say('The stream is live again.');
+        startOver(0);
+        return;
+      }
+      jumpButton.textContent = 'Live again: watch live';
+      jumpButton.hidden = false;
+    }
+    // Gone (404) means expired: playback errors take the page to "not found".
+    if (status !== null) watchForResume();
+  }, config.resumePollMs);
 }
 
 // ---- Keyboard: k or space play/pause, m mute, f full screen, l jump to live ----
