@@ -18,13 +18,15 @@ const CHROMIUM_ARGS = ['--headless=new', '--no-sandbox', '--disable-gpu', '--dis
 let server;
 let browser;
 let segments;
+let longSegments;
 
 before(async () => {
   mkdirSync(OUT, { recursive: true });
-  [server, browser, segments] = await Promise.all([
+  [server, browser, segments, longSegments] = await Promise.all([
     startServer(),
     chromium.launch({ executablePath: '/usr/bin/chromium', args: CHROMIUM_ARGS }),
     encodeSegments({ seconds: SEGMENT_SECONDS, count: 8 }),
+    encodeSegments({ seconds: SEGMENT_SECONDS, count: 15, frequency: 660 }),
   ]);
 });
 
@@ -85,6 +87,7 @@ test('an early viewer waits, then plays live by itself with sound, shows the del
     url: server.url, session, segments, realTime: true,
     onSegment: ({ seq, sentAt }) => { if (seq === 0) firstSegmentAt = sentAt; },
   });
+  pushing.catch(() => {});
 
   // It starts by itself: no click, no reload.
   await waitForState(page, 'live', 15_000);
@@ -192,9 +195,10 @@ test('an unknown stream id says plainly that there is no stream, and keeps check
   await page.context().close();
 });
 
-test('live playback survives a network outage without a page reload', async (t) => {
+test('live playback survives a network outage without a reload, and "jump to live" catches up after a pause', async (t) => {
   const session = newSession();
-  const pushing = pushLive({ url: server.url, session, segments, realTime: true });
+  const pushing = pushLive({ url: server.url, session, segments: longSegments, realTime: true });
+  pushing.catch(() => {}); // awaited below; this only keeps a failure before then from going unhandled
   const page = await openPlayer(streamId(session));
   await page.evaluate(() => { window.notReloaded = true; });
   await page.waitForFunction(() => window.chalkstreamPlayer.video.currentTime > 1, null, { timeout: 20_000 });
@@ -214,7 +218,45 @@ test('live playback survives a network outage without a page reload', async (t) 
   assert.ok(after.frames > before.frames);
   assert.equal(await page.evaluate(() => window.notReloaded), true, 'the page did not reload');
   assert.equal(await playerState(page), 'live');
+
+  // Pause: the page offers "jump to live", which brings the delay back down.
+  await page.evaluate(() => window.chalkstreamPlayer.video.pause());
+  await page.waitForTimeout(7_000);
+  await page.locator('#jump').waitFor({ state: 'visible', timeout: 2_000 });
+  assert.match(await page.locator('#badge').getAttribute('class'), /behind/);
+  const behindBy = await page.evaluate(() => window.chalkstreamPlayer.delay);
+  await page.locator('#jump').click();
+  await page.waitForFunction((d) => !window.chalkstreamPlayer.video.paused
+    && window.chalkstreamPlayer.delay < d - 3, behindBy, { timeout: 10_000 });
+  await page.locator('#jump').waitFor({ state: 'hidden', timeout: 5_000 });
+  const caughtUp = await page.evaluate(() => window.chalkstreamPlayer.delay);
+  assert.equal(await playerState(page), 'live');
+  t.diagnostic(`paused: ${behindBy.toFixed(1)} s behind live; after "jump to live": ${caughtUp.toFixed(1)} s`);
+  assert.deepEqual(page.problems, []);
   await pushing;
+  await page.context().close();
+});
+
+test('a stream the broadcaster resumes after it ended goes live again on the open page', async () => {
+  const session = newSession();
+  await pushLive({ url: server.url, session, segments: segments.slice(0, 2), realTime: false });
+  await end({ url: server.url, session });
+  const page = await openPlayer(streamId(session), { config: { resumePollMs: 1_000 } });
+  await waitForState(page, 'ended');
+  await page.waitForFunction(() => window.chalkstreamPlayer.video.ended, null, { timeout: 15_000 });
+
+  const pushing = pushLive({
+    url: server.url, session, segments: segments.slice(2, 6), firstSeq: 2, discontinuity: true, realTime: true,
+  });
+  pushing.catch(() => {});
+  await waitForState(page, 'live', 15_000);
+  const ct = await page.evaluate(() => window.chalkstreamPlayer.video.currentTime);
+  await page.waitForFunction((c) => window.chalkstreamPlayer.video.currentTime > c + 1, ct, { timeout: 15_000 });
+  assert.equal(await page.locator('#badge').textContent(), 'Live');
+  await pushing;
+  await end({ url: server.url, session });
+  await waitForState(page, 'ended', 20_000);
+  assert.deepEqual(page.problems, []);
   await page.context().close();
 });
 
