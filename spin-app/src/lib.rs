@@ -1,1 +1,23 @@
-//! The Chalkstream Spin component (placeholder; being written).
+//! The Chalkstream Spin component: HTTP routing, segment storage in Spin key-value, the
+//! playlists and status API, and the embedded player pages.
+//!
+//! Thin by design: what is valid, what a playlist lists and when a stream ends are decided in
+//! `chalkstream_manifest`; this crate carries bytes between HTTP, the store and that core.
+//!
+//! - [`route`]: the typed router (`Route::parse`, allowed methods).
+//! - [`api`]: the handlers, over [`kv::Kv`]; they run natively in unit tests.
+//! - [`store`]: streams in the key-value store (key layout and the no-lost-segment argument).
+//! - [`kv`]: the storage trait and an in-memory implementation.
+//! - [`reply`]: responses and the one error type, [`reply::ApiError`].
+//! - [`web`]: the landing and viewer pages and their assets (owned by the player).
+//! - `edge` (wasm32 only): the Spin entry point, Spin key-value, variables and the clock.
+
+pub mod api;
+pub mod kv;
+pub mod reply;
+pub mod route;
+pub mod store;
+pub mod web;
+
+#[cfg(target_arch = "wasm32")]
+mod edge;

@@ -1,0 +1,354 @@
+//! The handlers: from a parsed request to a [`Reply`], with storage behind [`Kv`]. The Spin edge
+//! (`edge.rs`) only converts types and moves bytes; everything here runs in native unit tests.
+//!
+//! Uploads take two steps because the body is read by the edge, with a size limit, only after
+//! the path, the token and the declared length have been checked: [`handle`] answers a
+//! [`Step::ReadBody`] and [`Upload::finish`] stores the body.
+//!
+//! CORS: playback endpoints (playlist, chunks, status) and ingest answer
+//! `Access-Control-Allow-Origin: *`, including their errors and `OPTIONS` preflights. Ingest may
+//! be cross-origin because it is authorised by the secret in the path and the optional bearer
+//! token, never by cookies; the extension itself needs no CORS (host permission).
+
+use crate::kv::Kv;
+use crate::reply::{ApiError, Body, Reply};
+use crate::route::{Family, Method, Route};
+use crate::store::{PutError, Stored, Streams};
+use crate::web;
+use chalkstream_manifest::decimal::format_millis;
+use chalkstream_manifest::id::{SessionSecret, StreamId};
+use chalkstream_manifest::ingest::{self, SegmentHeaders};
+use chalkstream_manifest::playlist;
+use chalkstream_manifest::rules::{Config, ConfigError, RuleError};
+use chalkstream_manifest::time::format_rfc3339_ms;
+use chalkstream_manifest::window::{State, StreamView};
+use serde_json::json;
+
+/// `Cache-Control` of an ended playlist: it may still resume, so not forever.
+const ENDED_PLAYLIST_CACHE: &str = "public, max-age=30";
+const CHUNK_CACHE: &str = "public, max-age=31536000, immutable";
+const PLAYLIST_TYPE: &str = "application/vnd.apple.mpegurl";
+const ALLOW_HEADERS: &str = "Authorization, Content-Type, X-Duration, X-Program-Date-Time, X-Discontinuity";
+
+/// The parts of a request the handlers look at.
+#[derive(Debug, Clone)]
+pub struct RequestHead {
+    pub method: Method,
+    /// The path, without the query.
+    pub path: String,
+    pub query: String,
+    /// Header names in lowercase.
+    pub headers: Vec<(String, String)>,
+    /// This server's origin as the client reached it, e.g. `http://127.0.0.1:3000`.
+    pub base_url: String,
+}
+
+impl RequestHead {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
+    }
+}
+
+/// What the edge does next.
+#[derive(Debug)]
+pub enum Step {
+    /// Send this.
+    Reply(Reply),
+    /// Read the request body (at most `upload.limit` bytes), then call [`Upload::finish`].
+    ReadBody(Upload),
+}
+
+/// A checked upload waiting for its body.
+#[derive(Debug)]
+pub struct Upload {
+    id: StreamId,
+    seq: u64,
+    config: Config,
+    base_url: String,
+    /// Bodies longer than this get `413`.
+    pub limit: u64,
+}
+
+/// Why the edge could not hand over a body.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BodyError {
+    /// More than [`Upload::limit`] bytes.
+    TooLarge,
+    /// The connection failed while reading.
+    Read(String),
+}
+
+/// Builds this server's origin from the request's scheme and authority (host[:port]),
+/// refusing anything that is not a plain host so it is safe to put into pages and JSON.
+pub fn base_url(scheme: &str, authority: &str) -> String {
+    let scheme = if scheme.eq_ignore_ascii_case("https") { "https" } else { "http" };
+    let plain = !authority.is_empty()
+        && authority.len() <= 255
+        && authority.bytes().all(|b| b.is_ascii_alphanumeric() || b"-.:[]_".contains(&b));
+    if plain {
+        format!("{scheme}://{authority}")
+    } else {
+        format!("{scheme}://localhost")
+    }
+}
+
+/// Answers a request, or asks for its body.
+pub fn handle(head: &RequestHead, kv: &dyn Kv, config: impl FnOnce() -> Result<Config, ConfigError>, now_ms: i64) -> Step {
+    let Some(route) = Route::parse(&head.path) else {
+        return Step::Reply(ApiError::not_found("no such resource; see / for what this server offers").into_reply());
+    };
+    let family = route.family();
+    let step = dispatch(head, &route, kv, config, now_ms);
+    match step {
+        Ok(Step::Reply(reply)) => Step::Reply(finish_reply(reply, head, family)),
+        Ok(step) => step,
+        Err(error) => Step::Reply(finish_reply(error.into_reply(), head, family)),
+    }
+}
+
+/// CORS for playback and ingest; no body for `HEAD`.
+fn finish_reply(mut reply: Reply, head: &RequestHead, family: Family) -> Reply {
+    if family != Family::Page {
+        reply = reply.header("access-control-allow-origin", "*");
+    }
+    if head.method == Method::Head {
+        reply.body = Body::Empty;
+    }
+    reply
+}
+
+fn dispatch(
+    head: &RequestHead,
+    route: &Route,
+    kv: &dyn Kv,
+    config: impl FnOnce() -> Result<Config, ConfigError>,
+    now_ms: i64,
+) -> Result<Step, ApiError> {
+    if head.method == Method::Options {
+        return Ok(Step::Reply(preflight(route)));
+    }
+    if !route.methods().contains(&head.method) {
+        let mut error = ApiError::new(405, format!("this resource answers {}", route.allow()));
+        error.allow = Some(route.allow());
+        return Err(error);
+    }
+    let reply = match route {
+        Route::Landing => page(web::landing_page(&head.base_url)),
+        Route::Play { stream } => {
+            let id = playback_id(stream)?;
+            let embed = head.query.split('&').any(|pair| pair == "embed=1" || pair == "embed=true");
+            page(web::play_page(id.as_str(), &head.base_url, embed))
+        }
+        Route::Asset { name } => match web::asset(name) {
+            Some((content_type, bytes)) => Reply::new(200, content_type, Body::Static(bytes))
+                .header("cache-control", web::ASSET_CACHE_CONTROL),
+            None => return Err(ApiError::not_found("no such asset")),
+        },
+        Route::Playlist { stream } => {
+            let id = playback_id(stream)?;
+            let config = config().map_err(misconfigured)?;
+            let view = current_view(kv, &config, &id, now_ms)?;
+            playlist_reply(&id, &view)
+        }
+        Route::Chunk { stream, seq } => {
+            let id = playback_id(stream)?;
+            let seq = ingest::parse_seq(seq).map_err(|_| ApiError::not_found("no such segment"))?;
+            let config = config().map_err(misconfigured)?;
+            let streams = Streams::new(kv, &config);
+            let Some((meta, keys)) = streams.chunk(&id, seq, now_ms)? else {
+                return Err(ApiError::not_found("no such segment (never stored, or past the retention window)"));
+            };
+            Reply::new(200, "video/mp2t", Body::Parts { keys, len: meta.len }).header("cache-control", CHUNK_CACHE)
+        }
+        Route::Status { stream } => {
+            let id = playback_id(stream)?;
+            let config = config().map_err(misconfigured)?;
+            let view = current_view(kv, &config, &id, now_ms)?;
+            status_reply(&id, &view, &head.base_url)
+        }
+        Route::IngestSegment { session, seq } => {
+            let secret = SessionSecret::parse(session).map_err(ApiError::bad_request)?;
+            let seq = ingest::parse_seq(seq).map_err(ApiError::bad_request)?;
+            let config = config().map_err(misconfigured)?;
+            authorize(head, &config)?;
+            if let Some(declared) = head.header("content-length") {
+                let declared: u64 = declared
+                    .trim()
+                    .parse()
+                    .map_err(|_| ApiError::bad_request("Content-Length is not a number"))?;
+                if declared > config.max_segment_bytes {
+                    return Err(too_large(&config));
+                }
+            }
+            // Headers are checked before the body is read; `finish` parses them again.
+            segment_headers(head)?;
+            return Ok(Step::ReadBody(Upload {
+                id: secret.stream_id(),
+                seq,
+                limit: config.max_segment_bytes,
+                config,
+                base_url: head.base_url.clone(),
+            }));
+        }
+        Route::IngestEnd { session } => {
+            let secret = SessionSecret::parse(session).map_err(ApiError::bad_request)?;
+            let config = config().map_err(misconfigured)?;
+            authorize(head, &config)?;
+            let id = secret.stream_id();
+            match Streams::new(kv, &config).end(&id, now_ms)? {
+                Some(_) => Reply::json(200, &json!({ "stream": id.as_str(), "state": "ended" })),
+                None => return Err(ApiError::not_found("this stream has no segments to end")),
+            }
+        }
+    };
+    Ok(Step::Reply(reply))
+}
+
+impl Upload {
+    /// Validates and stores the body the edge read.
+    pub fn finish(self, head: &RequestHead, kv: &dyn Kv, body: Result<Vec<u8>, BodyError>, now_ms: i64) -> Reply {
+        let reply = self.store(head, kv, body, now_ms).unwrap_or_else(ApiError::into_reply);
+        finish_reply(reply, head, Family::Ingest)
+    }
+
+    fn store(&self, head: &RequestHead, kv: &dyn Kv, body: Result<Vec<u8>, BodyError>, now_ms: i64) -> Result<Reply, ApiError> {
+        let headers = segment_headers(head)?;
+        let body = match body {
+            Ok(body) if body.len() as u64 <= self.limit => body,
+            Ok(_) | Err(BodyError::TooLarge) => return Err(too_large(&self.config)),
+            Err(BodyError::Read(cause)) => {
+                return Err(ApiError::bad_request(format!("the request body could not be read: {cause}")))
+            }
+        };
+        ingest::check_ts(&body).map_err(ApiError::bad_request)?;
+        let streams = Streams::new(kv, &self.config);
+        let status = match streams.put_segment(&self.id, self.seq, &headers, &body, now_ms) {
+            Ok(Stored::Created) => 201,
+            Ok(Stored::AlreadyStored) => 200,
+            Err(e @ PutError::Conflict { .. }) => return Err(ApiError::new(409, e.to_string())),
+            Err(PutError::Rule(e @ RuleError::BeforeWindow { .. })) => return Err(ApiError::new(409, e.to_string())),
+            Err(PutError::Rule(e)) => return Err(ApiError::bad_request(e)),
+            Err(PutError::Kv(e)) => return Err(ApiError::internal(e)),
+        };
+        Ok(Reply::json(
+            status,
+            &json!({
+                "stream": self.id.as_str(),
+                "seq": self.seq,
+                "playlist": playlist_url(&self.base_url, &self.id),
+                "player": player_url(&self.base_url, &self.id),
+            }),
+        ))
+    }
+}
+
+fn segment_headers(head: &RequestHead) -> Result<SegmentHeaders, ApiError> {
+    SegmentHeaders::parse(
+        head.header("x-duration"),
+        head.header("x-program-date-time"),
+        head.header("x-discontinuity"),
+    )
+    .map_err(ApiError::bad_request)
+}
+
+fn too_large(config: &Config) -> ApiError {
+    ApiError::new(
+        413,
+        format!("the segment is larger than this server's limit of {} bytes; cut shorter segments", config.max_segment_bytes),
+    )
+}
+
+fn misconfigured(e: ConfigError) -> ApiError {
+    eprintln!("chalkstream: {e}");
+    ApiError::new(500, format!("server misconfigured: {}", e.variable))
+}
+
+/// Checks `Authorization: Bearer <token>` when the server has a token, in constant time.
+fn authorize(head: &RequestHead, config: &Config) -> Result<(), ApiError> {
+    let Some(token) = &config.ingest_token else {
+        return Ok(());
+    };
+    let given = head
+        .header("authorization")
+        .and_then(|value| value.split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, given)| given.trim())
+        .unwrap_or("");
+    if constant_time_eq(given.as_bytes(), token.as_bytes()) {
+        Ok(())
+    } else {
+        Err(ApiError::new(401, "missing or wrong ingest token: send Authorization: Bearer <token> as set in the server's ingest_token"))
+    }
+}
+
+/// Compares without stopping at the first difference (the length still shows).
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    let mut diff = u8::from(a.len() != b.len());
+    for i in 0..a.len().max(b.len()) {
+        diff |= a.get(i).copied().unwrap_or(0) ^ b.get(i).copied().unwrap_or(0);
+    }
+    diff == 0
+}
+
+fn playback_id(text: &str) -> Result<StreamId, ApiError> {
+    StreamId::parse(text).map_err(|_| ApiError::not_found("no such stream (a stream id is 40 lowercase hex characters)"))
+}
+
+fn current_view(kv: &dyn Kv, config: &Config, id: &StreamId, now_ms: i64) -> Result<StreamView, ApiError> {
+    Streams::new(kv, config)
+        .view(id, now_ms)?
+        .ok_or_else(|| ApiError::not_found("no such stream, or all of its segments are past the retention window"))
+}
+
+fn page(html: String) -> Reply {
+    Reply::new(200, "text/html; charset=utf-8", Body::Bytes(html.into_bytes()))
+        .header("cache-control", web::PAGE_CACHE_CONTROL)
+}
+
+fn preflight(route: &Route) -> Reply {
+    Reply { status: 204, headers: Vec::new(), body: Body::Empty }
+        .header("allow", route.allow())
+        .header("access-control-allow-methods", route.allow())
+        .header("access-control-allow-headers", ALLOW_HEADERS)
+        .header("access-control-max-age", "86400")
+}
+
+fn playlist_url(base_url: &str, id: &StreamId) -> String {
+    format!("{base_url}/playlist/{id}.m3u8")
+}
+
+fn player_url(base_url: &str, id: &StreamId) -> String {
+    format!("{base_url}/play/{id}")
+}
+
+fn playlist_reply(id: &StreamId, view: &StreamView) -> Reply {
+    let cache = match view.state {
+        State::Live => format!("max-age={}", (view.target_s / 2).max(1)),
+        State::Ended => ENDED_PLAYLIST_CACHE.to_owned(),
+    };
+    Reply::new(200, PLAYLIST_TYPE, Body::Bytes(playlist::render(id.as_str(), view).into_bytes()))
+        .header("cache-control", cache)
+}
+
+fn status_reply(id: &StreamId, view: &StreamView, base_url: &str) -> Reply {
+    let duration_ms = view.duration_ms();
+    let mut reply = Reply::json(
+        200,
+        &json!({
+            "stream": id.as_str(),
+            "state": view.state.as_str(),
+            "segments": view.segments.len(),
+            "first_seq": view.first().seq,
+            "last_seq": view.last().seq,
+            "duration_ms": duration_ms,
+            "duration": format_millis(duration_ms),
+            "first_segment_at": format_rfc3339_ms(view.first().pdt_ms),
+            "last_segment_at": format_rfc3339_ms(view.last().pdt_ms),
+            "target_duration": view.target_s,
+            "playlist": playlist_url(base_url, id),
+            "player": player_url(base_url, id),
+        }),
+    );
+    reply = reply.header("cache-control", "no-cache");
+    reply
+}

@@ -1,0 +1,387 @@
+//! Streams in the key-value store: storing a segment, ending a stream, reading what a playlist
+//! lists, and retention — correct without transactions and without listing keys.
+//!
+//! # Key layout (`{id}` is the public stream id, never the secret)
+//!
+//! | key | value | written |
+//! | --- | --- | --- |
+//! | `seg/{id}/{seq}/{sha1-12}/{part}` | body bytes, parts of <= 1 MiB | before the meta |
+//! | `seg/{id}/{seq}/meta` | JSON [`SegmentMeta`] | last: the commit point of a segment |
+//! | `stream/{id}` | JSON [`StreamRecord`] `{target_s, created_ms}` | once, with the first segment |
+//! | `head/{id}` | JSON [`HeadMark`] `{first_seq}` | by retention, before it deletes |
+//! | `tail/{id}` | JSON [`TailHint`] `{next_seq}` | after each commit (a hint, may lag) |
+//! | `breaks/{id}` | JSON [`Breaks`] `{before, seqs}` | when a segment starts a discontinuity |
+//! | `end/{id}` | JSON [`EndMarker`] `{after_seq, at_ms}` | by `POST /ingest/{session}/end` |
+//!
+//! # Why no acknowledged segment goes missing
+//!
+//! - A segment is acknowledged only after its meta is written, and its meta is written only after
+//!   all its parts. The part keys carry a prefix of the body's SHA-1, so two racing uploads of
+//!   different bytes for one seq never mix their parts: the meta names the parts it commits.
+//! - Metas are never rewritten: a retry with the same bytes answers `200` without writing, one
+//!   with other bytes answers `409`. (Two *different* bodies racing for one unstored seq can both
+//!   pass the check; the later meta wins. Only the secret's holder can cause that.)
+//! - Nothing but retention deletes, and retention deletes only expired segments, walking from
+//!   the head; it writes the new head before deleting, so a reader that finds a gap can tell a
+//!   deletion (below the tail hint, or below a moved head) from the end of the run.
+//! - The tail hint is computed by probing metas that exist, so a lost update only leaves it
+//!   behind the truth, which costs readers a few extra probes, never a segment.
+//! - `breaks` is append-only and re-checked: a writer reads it back after appending, and
+//!   retention adds any discontinuity it is about to delete, so the discontinuity sequence stays
+//!   right as the window slides.
+//!
+//! See `chalkstream_manifest::window` for how readers walk the run.
+
+use crate::kv::{get_json, set_json, Kv, KvError};
+use chalkstream_manifest::id::StreamId;
+use chalkstream_manifest::ingest::SegmentHeaders;
+use chalkstream_manifest::rules::{self, Config, Retention, RuleError};
+use chalkstream_manifest::segment::{
+    Breaks, EndMarker, HeadMark, SegmentMeta, StreamRecord, TailHint, PART_LEN,
+};
+use chalkstream_manifest::window::{self, Extent, MetaSource, StreamView};
+use std::fmt;
+
+/// At most this many expired segments are deleted per request; the next request continues.
+const RETENTION_BATCH: usize = 64;
+/// At most this many metas are probed when advancing the tail hint.
+const TAIL_PROBE: u64 = 256;
+/// Attempts to make an append to `breaks` stick against concurrent writers.
+const BREAKS_ATTEMPTS: usize = 4;
+
+fn meta_key(id: &StreamId, seq: u64) -> String {
+    format!("seg/{id}/{seq}/meta")
+}
+
+fn part_key(id: &StreamId, seq: u64, sha1_prefix: &str, part: u32) -> String {
+    format!("seg/{id}/{seq}/{sha1_prefix}/{part}")
+}
+
+fn stream_key(id: &StreamId) -> String {
+    format!("stream/{id}")
+}
+
+fn head_key(id: &StreamId) -> String {
+    format!("head/{id}")
+}
+
+fn tail_key(id: &StreamId) -> String {
+    format!("tail/{id}")
+}
+
+fn breaks_key(id: &StreamId) -> String {
+    format!("breaks/{id}")
+}
+
+fn end_key(id: &StreamId) -> String {
+    format!("end/{id}")
+}
+
+/// How a stored upload was answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stored {
+    /// Newly stored (`201`).
+    Created,
+    /// The same bytes were already stored (`200`).
+    AlreadyStored,
+}
+
+/// Why an upload was not stored.
+#[derive(Debug)]
+pub enum PutError {
+    /// Different bytes are already stored under this seq (`409`).
+    Conflict { seq: u64 },
+    /// The upload breaks a stream rule (`400`, or `409` for a seq behind the window).
+    Rule(RuleError),
+    /// The store failed (`500`).
+    Kv(KvError),
+}
+
+impl From<KvError> for PutError {
+    fn from(e: KvError) -> Self {
+        PutError::Kv(e)
+    }
+}
+
+impl fmt::Display for PutError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            PutError::Conflict { seq } => write!(
+                f,
+                "segment {seq} is already stored with different bytes; a retry must send the same bytes, a new segment needs the next seq"
+            ),
+            PutError::Rule(e) => e.fmt(f),
+            PutError::Kv(e) => e.fmt(f),
+        }
+    }
+}
+
+/// One stream's records in a store.
+pub struct Streams<'a, K: Kv + ?Sized> {
+    kv: &'a K,
+    config: &'a Config,
+}
+
+/// Reads metas for the window walk.
+struct Source<'s, 'a, K: Kv + ?Sized> {
+    streams: &'s Streams<'a, K>,
+    id: &'s StreamId,
+}
+
+impl<K: Kv + ?Sized> MetaSource for Source<'_, '_, K> {
+    type Error = KvError;
+    fn meta(&mut self, seq: u64) -> Result<Option<SegmentMeta>, KvError> {
+        self.streams.meta(self.id, seq)
+    }
+    fn head(&mut self) -> Result<u64, KvError> {
+        self.streams.head(self.id)
+    }
+}
+
+impl<'a, K: Kv + ?Sized> Streams<'a, K> {
+    pub fn new(kv: &'a K, config: &'a Config) -> Self {
+        Streams { kv, config }
+    }
+
+    pub fn meta(&self, id: &StreamId, seq: u64) -> Result<Option<SegmentMeta>, KvError> {
+        get_json(self.kv, &meta_key(id, seq))
+    }
+
+    fn head(&self, id: &StreamId) -> Result<u64, KvError> {
+        Ok(get_json::<HeadMark>(self.kv, &head_key(id))?.unwrap_or_default().first_seq)
+    }
+
+    fn tail(&self, id: &StreamId) -> Result<u64, KvError> {
+        Ok(get_json::<TailHint>(self.kv, &tail_key(id))?.unwrap_or_default().next_seq)
+    }
+
+    fn breaks(&self, id: &StreamId) -> Result<Breaks, KvError> {
+        Ok(get_json(self.kv, &breaks_key(id))?.unwrap_or_default())
+    }
+
+    fn end_marker(&self, id: &StreamId) -> Result<Option<EndMarker>, KvError> {
+        get_json(self.kv, &end_key(id))
+    }
+
+    /// Stores segment `seq` of stream `id` (the flow in the crate's README: dedupe, stream record
+    /// and target check, discontinuity, parts, commit, breaks, tail hint, retention).
+    pub fn put_segment(
+        &self,
+        id: &StreamId,
+        seq: u64,
+        headers: &SegmentHeaders,
+        body: &[u8],
+        now_ms: i64,
+    ) -> Result<Stored, PutError> {
+        let sha1 = chalkstream_manifest::id::sha1_hex(body);
+        if let Some(existing) = self.meta(id, seq)? {
+            return self.answer_existing(id, &existing, &sha1);
+        }
+        let head = self.head(id)?;
+        if seq < head {
+            return Err(PutError::Rule(RuleError::BeforeWindow { seq, first_seq: head }));
+        }
+        let record = self.stream_record(id, headers.duration_ms, now_ms)?;
+        rules::check_target(headers.duration_ms, record.target_s).map_err(PutError::Rule)?;
+
+        let end = self.end_marker(id)?;
+        let previous = match seq.checked_sub(1) {
+            Some(prev) => self.meta(id, prev)?,
+            None => None,
+        };
+        let discontinuity = rules::starts_discontinuity(
+            headers.discontinuity,
+            seq,
+            end.as_ref(),
+            previous.as_ref(),
+            now_ms,
+            self.config.idle_ms,
+        );
+        let meta = SegmentMeta::new(seq, headers, discontinuity, body, now_ms);
+        for (part, bytes) in body.chunks(PART_LEN).enumerate() {
+            self.kv.set(&part_key(id, seq, meta.sha1_prefix(), part as u32), bytes)?;
+        }
+        // A racing upload may have committed meanwhile; never overwrite a commit.
+        if let Some(existing) = self.meta(id, seq)? {
+            if existing.sha1_prefix() != meta.sha1_prefix() {
+                self.delete_parts(id, &meta)?;
+            }
+            return self.answer_existing(id, &existing, &sha1);
+        }
+        set_json(self.kv, &meta_key(id, seq), &meta)?;
+
+        if meta.discontinuity {
+            self.record_break(id, seq, head)?;
+        }
+        self.advance_tail(id, head)?;
+        self.apply_retention(id, now_ms)?;
+        Ok(Stored::Created)
+    }
+
+    /// The answer when `seq` already has a commit: the same bytes are a retry.
+    fn answer_existing(&self, id: &StreamId, existing: &SegmentMeta, sha1: &str) -> Result<Stored, PutError> {
+        if existing.sha1 != sha1 {
+            return Err(PutError::Conflict { seq: existing.seq });
+        }
+        // A retry may follow a request that died after its commit: finish its bookkeeping.
+        if existing.discontinuity {
+            let head = self.head(id)?;
+            self.record_break(id, existing.seq, head)?;
+        }
+        Ok(Stored::AlreadyStored)
+    }
+
+    /// The stream record, created from this segment when absent. Re-read after writing so two
+    /// racing first segments most likely agree on the target.
+    fn stream_record(&self, id: &StreamId, duration_ms: u32, now_ms: i64) -> Result<StreamRecord, KvError> {
+        let key = stream_key(id);
+        if let Some(record) = get_json(self.kv, &key)? {
+            return Ok(record);
+        }
+        let record = StreamRecord { target_s: rules::target_duration_s(duration_ms), created_ms: now_ms };
+        set_json(self.kv, &key, &record)?;
+        Ok(get_json(self.kv, &key)?.unwrap_or(record))
+    }
+
+    /// Appends `seq` to the discontinuity list and reads it back, retrying when a concurrent
+    /// writer's append replaced ours.
+    fn record_break(&self, id: &StreamId, seq: u64, head: u64) -> Result<(), KvError> {
+        for _ in 0..BREAKS_ATTEMPTS {
+            let mut breaks = self.breaks(id)?;
+            if breaks.contains(seq) {
+                return Ok(());
+            }
+            breaks.insert(seq, head);
+            set_json(self.kv, &breaks_key(id), &breaks)?;
+        }
+        Ok(())
+    }
+
+    /// Moves the tail hint forward over committed metas.
+    fn advance_tail(&self, id: &StreamId, head: u64) -> Result<(), KvError> {
+        let read = self.tail(id)?;
+        let start = read.max(head);
+        let mut next = start;
+        while next - start < TAIL_PROBE && self.meta(id, next)?.is_some() {
+            next += 1;
+        }
+        if next > read {
+            set_json(self.kv, &tail_key(id), &TailHint { next_seq: next })?;
+        }
+        Ok(())
+    }
+
+    /// Deletes expired segments from the head: records their discontinuities, writes the new
+    /// head, then deletes parts and metas.
+    fn apply_retention(&self, id: &StreamId, now_ms: i64) -> Result<(), KvError> {
+        if self.config.retention == Retention::Forever {
+            return Ok(());
+        }
+        let head = self.head(id)?;
+        let tail = self.tail(id)?;
+        let mut source = Source { streams: self, id };
+        let walk = window::walk(
+            &mut source,
+            head,
+            tail,
+            self.config.retention,
+            now_ms,
+            Extent::ExpiredOnly { max: RETENTION_BATCH },
+        )?;
+        self.delete_expired(id, head, &walk.expired, walk.new_head())
+    }
+
+    fn delete_expired(&self, id: &StreamId, head: u64, expired: &[SegmentMeta], new_head: u64) -> Result<(), KvError> {
+        if expired.is_empty() || new_head <= head {
+            return Ok(());
+        }
+        for meta in expired.iter().filter(|m| m.discontinuity) {
+            self.record_break(id, meta.seq, head)?;
+        }
+        set_json(self.kv, &head_key(id), &HeadMark { first_seq: new_head })?;
+        for meta in expired {
+            self.delete_parts(id, meta)?;
+            self.kv.delete(&meta_key(id, meta.seq))?;
+        }
+        Ok(())
+    }
+
+    fn delete_parts(&self, id: &StreamId, meta: &SegmentMeta) -> Result<(), KvError> {
+        for part in 0..meta.parts {
+            self.kv.delete(&part_key(id, meta.seq, meta.sha1_prefix(), part))?;
+        }
+        Ok(())
+    }
+
+    /// What a playlist shows now; `None` for an unknown or entirely expired stream. Expired
+    /// segments met on the way are deleted (so storage stays bounded after uploads stop).
+    pub fn view(&self, id: &StreamId, now_ms: i64) -> Result<Option<StreamView>, KvError> {
+        let Some(record) = get_json::<StreamRecord>(self.kv, &stream_key(id))? else {
+            return Ok(None);
+        };
+        let head = self.head(id)?;
+        let tail = self.tail(id)?;
+        let mut source = Source { streams: self, id };
+        let walk = window::walk(&mut source, head, tail, self.config.retention, now_ms, Extent::Everything)?;
+        let batch = walk.expired.len().min(RETENTION_BATCH);
+        let batch_head = walk.expired.get(batch).map_or(walk.new_head(), |m| m.seq);
+        self.delete_expired(id, head, &walk.expired[..batch], batch_head)?;
+        let breaks = self.breaks(id)?;
+        let end = self.end_marker(id)?;
+        Ok(StreamView::assemble(
+            &record,
+            &breaks,
+            end.as_ref(),
+            walk.live,
+            self.config.retention,
+            self.config.idle_ms,
+            now_ms,
+        ))
+    }
+
+    /// Marks the stream ended after its last stored segment. Returns that seq, or `None` when
+    /// the stream has no (unexpired) segments.
+    pub fn end(&self, id: &StreamId, now_ms: i64) -> Result<Option<u64>, KvError> {
+        let head = self.head(id)?;
+        let start = self.tail(id)?.max(head);
+        let mut next = start;
+        while self.meta(id, next)?.is_some() {
+            next += 1;
+        }
+        let last = match next.checked_sub(1) {
+            Some(last) if next > start => last,
+            Some(last) if last >= head && self.meta(id, last)?.is_some() => last,
+            _ => return Ok(None),
+        };
+        let last_meta = self.meta(id, last)?;
+        if last_meta.is_none_or(|m| self.config.retention.is_expired(m.stored_ms, now_ms)) {
+            return Ok(None);
+        }
+        if self.end_marker(id)?.is_some_and(|end| end.after_seq >= last) {
+            return Ok(Some(last));
+        }
+        set_json(self.kv, &end_key(id), &EndMarker { after_seq: last, at_ms: now_ms })?;
+        if next > self.tail(id)? {
+            set_json(self.kv, &tail_key(id), &TailHint { next_seq: next })?;
+        }
+        Ok(Some(last))
+    }
+
+    /// The stored segment `seq` and the keys of its body parts, in order; `None` when missing
+    /// or expired.
+    pub fn chunk(&self, id: &StreamId, seq: u64, now_ms: i64) -> Result<Option<(SegmentMeta, Vec<String>)>, KvError> {
+        let Some(meta) = self.meta(id, seq)? else {
+            return Ok(None);
+        };
+        if self.config.retention.is_expired(meta.stored_ms, now_ms) {
+            return Ok(None);
+        }
+        let keys = (0..meta.parts).map(|part| part_key(id, seq, meta.sha1_prefix(), part)).collect();
+        Ok(Some((meta, keys)))
+    }
+
+    /// Reads a body part (for streaming a chunk).
+    pub fn part(&self, key: &str) -> Result<Option<Vec<u8>>, KvError> {
+        self.kv.get(key)
+    }
+}

@@ -1,0 +1,317 @@
+//! The component's handlers end to end on the in-memory store: the wire contract v1 as the
+//! extension and players see it (statuses, JSON shapes, headers), minus real HTTP.
+
+mod common;
+
+use chalkstream_manifest::rules::{Config, ConfigError, Retention};
+use chalkstream_spin_app::kv::{Kv, MemoryKv};
+use chalkstream_spin_app::route::Method;
+use common::*;
+
+fn live() -> Config {
+    config(Retention::Millis(600_000), 30_000)
+}
+
+#[test]
+fn stored_segment_is_acknowledged_with_urls_and_listed() {
+    let kv = MemoryKv::new();
+    let c = live();
+    let id = stream_id(SECRET);
+    let reply = put(&kv, &c, SECRET, 0, "2.000", &ts(10, 1), T0);
+    assert_eq!(reply.status, 201);
+    assert_eq!(reply.get_header("access-control-allow-origin"), Some("*"));
+    let ack = json(&kv, &reply);
+    assert_eq!(
+        ack,
+        serde_json::json!({
+            "stream": id, "seq": 0,
+            "playlist": format!("{BASE}/playlist/{id}.m3u8"),
+            "player": format!("{BASE}/play/{id}"),
+        })
+    );
+    let reply = playlist(&kv, &c, &id, T0 + 100);
+    assert_eq!(reply.status, 200);
+    assert_eq!(reply.get_header("content-type"), Some("application/vnd.apple.mpegurl"));
+    assert_eq!(reply.get_header("cache-control"), Some("max-age=1"));
+    assert_eq!(reply.get_header("access-control-allow-origin"), Some("*"));
+    let text = text(&kv, &reply);
+    assert!(text.contains("#EXT-X-TARGETDURATION:2\n"), "{text}");
+    assert!(!text.contains("#EXT-X-ENDLIST"));
+    assert_eq!(listed_seqs(&text), vec![0]);
+}
+
+#[test]
+fn retried_upload_is_idempotent_and_different_bytes_conflict() {
+    let kv = MemoryKv::new();
+    let c = live();
+    assert_eq!(put(&kv, &c, SECRET, 0, "2", &ts(10, 1), T0).status, 201);
+    let again = put(&kv, &c, SECRET, 0, "2", &ts(10, 1), T0 + 50);
+    assert_eq!(again.status, 200);
+    assert_eq!(json(&kv, &again)["seq"], 0);
+    let other = put(&kv, &c, SECRET, 0, "2", &ts(10, 2), T0 + 60);
+    assert_eq!(other.status, 409);
+    assert!(json(&kv, &other)["error"].as_str().unwrap().contains("different bytes"));
+    let chunk = get(&kv, &c, &format!("/chunks/{}/0.ts", stream_id(SECRET)), T0 + 70);
+    assert_eq!(body(&kv, &chunk), ts(10, 1), "the first bytes stay");
+}
+
+#[test]
+fn chunks_are_served_immutable_and_reassembled_from_one_mebibyte_parts() {
+    let kv = MemoryKv::new();
+    let c = live();
+    let id = stream_id(SECRET);
+    let big = ts(12_000, 7); // 2.26 MB: three parts
+    assert_eq!(put(&kv, &c, SECRET, 0, "2", &big, T0).status, 201);
+    let parts = kv.keys().into_iter().filter(|k| k.starts_with(&format!("seg/{id}/0/")) && !k.ends_with("/meta")).count();
+    assert_eq!(parts, 3);
+    let reply = get(&kv, &c, &format!("/chunks/{id}/0.ts"), T0 + 1);
+    assert_eq!(reply.status, 200);
+    assert_eq!(reply.get_header("content-type"), Some("video/mp2t"));
+    assert_eq!(reply.get_header("cache-control"), Some("public, max-age=31536000, immutable"));
+    assert_eq!(reply.body_len(), big.len() as u64);
+    assert_eq!(body(&kv, &reply), big);
+    assert_eq!(get(&kv, &c, &format!("/chunks/{id}/1.ts"), T0).status, 404);
+    assert_eq!(get(&kv, &c, &format!("/chunks/{id}/01.ts"), T0).status, 404);
+}
+
+#[test]
+fn bad_uploads_get_400_with_a_message_that_says_what_was_wrong() {
+    let kv = MemoryKv::new();
+    let c = live();
+    let cases: Vec<(String, Vec<(&str, &str)>, Vec<u8>, &str)> = vec![
+        ("/ingest/short/0.ts".into(), vec![("X-Duration", "2")], ts(1, 0), "session secret"),
+        (format!("/ingest/{SECRET}/01.ts"), vec![("X-Duration", "2")], ts(1, 0), "leading zeros"),
+        (format!("/ingest/{SECRET}/-1.ts"), vec![("X-Duration", "2")], ts(1, 0), "digits"),
+        (format!("/ingest/{SECRET}/0.ts"), vec![], ts(1, 0), "X-Duration"),
+        (format!("/ingest/{SECRET}/0.ts"), vec![("X-Duration", "NaN")], ts(1, 0), "plain decimal"),
+        (format!("/ingest/{SECRET}/0.ts"), vec![("X-Duration", "31")], ts(1, 0), "at most 30"),
+        (format!("/ingest/{SECRET}/0.ts"), vec![("X-Duration", "2"), ("X-Discontinuity", "yes")], ts(1, 0), "X-Discontinuity"),
+        (format!("/ingest/{SECRET}/0.ts"), vec![("X-Duration", "2"), ("X-Program-Date-Time", "now")], ts(1, 0), "RFC 3339"),
+        (format!("/ingest/{SECRET}/0.ts"), vec![("X-Duration", "2")], vec![], "empty"),
+        (format!("/ingest/{SECRET}/0.ts"), vec![("X-Duration", "2")], b"<html></html>".to_vec(), "MPEG-TS"),
+        (format!("/ingest/{SECRET}/0.ts"), vec![("X-Duration", "2")], vec![0u8; 188], "0x47"),
+    ];
+    for (path, headers, body_bytes, expect) in cases {
+        let reply = request(&kv, &c, &head(Method::Put, &path, &headers), &body_bytes, T0);
+        assert_eq!(reply.status, 400, "{path} {headers:?}");
+        let error = json(&kv, &reply)["error"].as_str().unwrap().to_owned();
+        assert!(error.contains(expect), "{error:?} should mention {expect:?}");
+        assert!(!error.contains(SECRET), "the secret never appears in errors");
+    }
+    assert!(kv.keys().is_empty(), "nothing stored for bad uploads");
+}
+
+#[test]
+fn segments_longer_than_the_fixed_target_are_refused() {
+    let kv = MemoryKv::new();
+    let c = live();
+    assert_eq!(put(&kv, &c, SECRET, 0, "2.000", &ts(2, 0), T0).status, 201);
+    assert_eq!(put(&kv, &c, SECRET, 1, "2.499", &ts(2, 0), T0 + 1).status, 201);
+    let reply = put(&kv, &c, SECRET, 2, "2.5", &ts(2, 0), T0 + 2);
+    assert_eq!(reply.status, 400);
+    assert!(json(&kv, &reply)["error"].as_str().unwrap().contains("target duration is 2 s"));
+}
+
+#[test]
+fn ingest_token_is_required_when_set_and_never_echoed() {
+    let kv = MemoryKv::new();
+    let mut c = live();
+    c.ingest_token = Some("tok-abc".into());
+    let path = format!("/ingest/{SECRET}/0.ts");
+    for auth in [None, Some("Bearer wrong"), Some("Bearer tok-ab"), Some("Basic tok-abc"), Some("tok-abc")] {
+        let mut headers = vec![("X-Duration", "2")];
+        headers.extend(auth.map(|a| ("Authorization", a)));
+        let reply = request(&kv, &c, &head(Method::Put, &path, &headers), &ts(1, 0), T0);
+        assert_eq!(reply.status, 401, "{auth:?}");
+        let error = json(&kv, &reply)["error"].as_str().unwrap().to_owned();
+        assert!(error.contains("ingest token") && !error.contains("tok-ab"), "{error}");
+    }
+    let ok = [("X-Duration", "2"), ("Authorization", "Bearer tok-abc")];
+    assert_eq!(request(&kv, &c, &head(Method::Put, &path, &ok), &ts(1, 0), T0).status, 201);
+    let end = head(Method::Post, &format!("/ingest/{SECRET}/end"), &[]);
+    assert_eq!(request(&kv, &c, &end, &[], T0).status, 401);
+}
+
+#[test]
+fn oversized_bodies_get_413_by_declared_or_actual_length() {
+    let kv = MemoryKv::new();
+    let mut c = live();
+    c.max_segment_bytes = 188 * 10;
+    let path = format!("/ingest/{SECRET}/0.ts");
+    let declared = head(Method::Put, &path, &[("X-Duration", "2"), ("Content-Length", "1000000")]);
+    let reply = request(&kv, &c, &declared, &[], T0);
+    assert_eq!(reply.status, 413);
+    assert!(json(&kv, &reply)["error"].as_str().unwrap().contains("1880 bytes"));
+    let actual = head(Method::Put, &path, &[("X-Duration", "2")]);
+    assert_eq!(request(&kv, &c, &actual, &ts(11, 0), T0).status, 413);
+    assert_eq!(request(&kv, &c, &actual, &ts(10, 0), T0).status, 201);
+}
+
+#[test]
+fn unknown_routes_are_404_and_wrong_methods_405_with_allow() {
+    let kv = MemoryKv::new();
+    let c = live();
+    let reply = get(&kv, &c, "/nothing/here", T0);
+    assert_eq!(reply.status, 404);
+    assert!(json(&kv, &reply)["error"].is_string());
+    let reply = request(&kv, &c, &head(Method::Get, &format!("/ingest/{SECRET}/0.ts"), &[]), &[], T0);
+    assert_eq!(reply.status, 405);
+    assert_eq!(reply.get_header("allow"), Some("PUT, OPTIONS"));
+    let reply = request(&kv, &c, &head(Method::Other("DELETE".into()), &format!("/playlist/{}.m3u8", "a".repeat(40)), &[]), &[], T0);
+    assert_eq!(reply.status, 405);
+    assert_eq!(reply.get_header("allow"), Some("GET, HEAD, OPTIONS"));
+    for path in ["/playlist/ABC.m3u8", "/api/streams/xyz", "/play/123", &format!("/chunks/{}/0.ts", "b".repeat(40))] {
+        assert_eq!(get(&kv, &c, path, T0).status, 404, "{path}");
+    }
+}
+
+#[test]
+fn preflight_and_head_answer_without_bodies() {
+    let kv = MemoryKv::new();
+    let c = live();
+    let id = stream_id(SECRET);
+    put(&kv, &c, SECRET, 0, "2", &ts(3, 0), T0);
+    let pre = request(&kv, &c, &head(Method::Options, &format!("/ingest/{SECRET}/0.ts"), &[]), &[], T0);
+    assert_eq!(pre.status, 204);
+    assert_eq!(pre.get_header("access-control-allow-origin"), Some("*"));
+    assert!(pre.get_header("access-control-allow-headers").unwrap().contains("X-Duration"));
+    let pre = request(&kv, &c, &head(Method::Options, &format!("/playlist/{id}.m3u8"), &[]), &[], T0);
+    assert_eq!(pre.get_header("access-control-allow-methods"), Some("GET, HEAD, OPTIONS"));
+    let h = request(&kv, &c, &head(Method::Head, &format!("/chunks/{id}/0.ts"), &[]), &[], T0);
+    assert_eq!(h.status, 200);
+    assert_eq!(h.get_header("content-type"), Some("video/mp2t"));
+    assert_eq!(h.body_len(), 0);
+}
+
+#[test]
+fn stop_ends_the_playlist_and_a_later_upload_resumes_with_a_discontinuity() {
+    let kv = MemoryKv::new();
+    let c = live();
+    let id = stream_id(SECRET);
+    let end = head(Method::Post, &format!("/ingest/{SECRET}/end"), &[]);
+    let reply = request(&kv, &c, &end, &[], T0);
+    assert_eq!(reply.status, 404, "nothing to end yet");
+    for seq in 0..3 {
+        put(&kv, &c, SECRET, seq, "2", &ts(2, 0), T0 + seq as i64 * 2000);
+    }
+    let reply = request(&kv, &c, &end, &[], T0 + 5000);
+    assert_eq!(reply.status, 200);
+    assert_eq!(json(&kv, &reply), serde_json::json!({"stream": id, "state": "ended"}));
+    assert_eq!(request(&kv, &c, &end, &[], T0 + 5100).status, 200, "ending twice is fine");
+    let ended = playlist(&kv, &c, &id, T0 + 5200);
+    assert_eq!(ended.get_header("cache-control"), Some("public, max-age=30"));
+    let ended = text(&kv, &ended);
+    assert!(ended.ends_with("#EXT-X-ENDLIST\n"), "{ended}");
+    let status = json(&kv, &get(&kv, &c, &format!("/api/streams/{id}"), T0 + 5200));
+    assert_eq!(status["state"], "ended");
+
+    assert_eq!(put(&kv, &c, SECRET, 3, "2", &ts(2, 0), T0 + 9000).status, 201);
+    let resumed = text(&kv, &playlist(&kv, &c, &id, T0 + 9100));
+    assert!(!resumed.contains("#EXT-X-ENDLIST"));
+    assert!(resumed.contains("#EXT-X-DISCONTINUITY\n#EXT-X-PROGRAM-DATE-TIME:2026-11-25T13:00:07.000Z\n#EXTINF:2.000,\n/chunks/"), "{resumed}");
+    assert!(resumed.starts_with(ended.trim_end_matches("#EXT-X-ENDLIST\n")), "only appended");
+}
+
+#[test]
+fn idle_stream_ends_by_itself_and_resumes_with_a_discontinuity() {
+    let kv = MemoryKv::new();
+    let c = config(Retention::Forever, 30_000);
+    let id = stream_id(SECRET);
+    put(&kv, &c, SECRET, 0, "2", &ts(2, 0), T0);
+    assert!(!text(&kv, &playlist(&kv, &c, &id, T0 + 30_000)).contains("#EXT-X-ENDLIST"));
+    let idle = text(&kv, &playlist(&kv, &c, &id, T0 + 30_001));
+    assert!(idle.contains("#EXT-X-PLAYLIST-TYPE:EVENT") && idle.ends_with("#EXT-X-ENDLIST\n"), "{idle}");
+    put(&kv, &c, SECRET, 1, "2", &ts(2, 0), T0 + 40_000);
+    let resumed = text(&kv, &playlist(&kv, &c, &id, T0 + 40_001));
+    assert_eq!(resumed.matches("#EXT-X-DISCONTINUITY\n").count(), 1, "{resumed}");
+}
+
+#[test]
+fn status_api_reports_state_counts_times_and_urls() {
+    let kv = MemoryKv::new();
+    let c = live();
+    let id = stream_id(SECRET);
+    put_with(&kv, &c, SECRET, 0, &[("X-Duration", "2.000"), ("X-Program-Date-Time", "2026-11-25T13:00:00Z")], &ts(2, 0), T0 + 2500);
+    put_with(&kv, &c, SECRET, 1, &[("X-Duration", "1.5"), ("X-Program-Date-Time", "2026-11-25T13:00:02Z")], &ts(2, 0), T0 + 4000);
+    let reply = get(&kv, &c, &format!("/api/streams/{id}"), T0 + 4100);
+    assert_eq!(reply.status, 200);
+    assert_eq!(reply.get_header("access-control-allow-origin"), Some("*"));
+    assert_eq!(
+        json(&kv, &reply),
+        serde_json::json!({
+            "stream": id, "state": "live", "segments": 2, "first_seq": 0, "last_seq": 1,
+            "duration_ms": 3500, "duration": "3.500",
+            "first_segment_at": "2026-11-25T13:00:00.000Z",
+            "last_segment_at": "2026-11-25T13:00:02.000Z",
+            "target_duration": 2,
+            "playlist": format!("{BASE}/playlist/{id}.m3u8"),
+            "player": format!("{BASE}/play/{id}"),
+        })
+    );
+    assert_eq!(get(&kv, &c, &format!("/api/streams/{}", "0".repeat(40)), T0).status, 404);
+}
+
+#[test]
+fn retention_drops_old_segments_from_playlist_and_store() {
+    let kv = MemoryKv::new();
+    let c = config(Retention::Millis(3000), 30_000);
+    let id = stream_id(SECRET);
+    for seq in 0..20u64 {
+        assert_eq!(put(&kv, &c, SECRET, seq, "1", &ts(2, seq as u8), T0 + seq as i64 * 1000).status, 201);
+        let metas = kv.keys().iter().filter(|k| k.ends_with("/meta")).count();
+        assert!(metas <= 5, "storage stays bounded by the window: {metas} metas at seq {seq}");
+    }
+    let text = text(&kv, &playlist(&kv, &c, &id, T0 + 19_000));
+    assert_eq!(listed_seqs(&text), vec![16, 17, 18, 19]);
+    assert!(text.contains("#EXT-X-MEDIA-SEQUENCE:16\n") && !text.contains("PLAYLIST-TYPE"));
+    assert_eq!(get(&kv, &c, &format!("/chunks/{id}/15.ts"), T0 + 19_000).status, 404);
+    assert_eq!(get(&kv, &c, &format!("/chunks/{id}/16.ts"), T0 + 19_001).status, 404, "expired chunks are gone");
+    // Uploads stop; viewers' requests still clean up, and the stream 404s once all expired.
+    assert_eq!(playlist(&kv, &c, &id, T0 + 22_001).status, 404);
+    assert!(kv.keys().iter().all(|k| !k.starts_with("seg/")), "{:?}", kv.keys());
+    let late = put(&kv, &c, SECRET, 3, "1", &ts(2, 3), T0 + 23_000);
+    assert_eq!(late.status, 409, "a seq behind the window is refused");
+    assert_eq!(put(&kv, &c, SECRET, 20, "1", &ts(2, 0), T0 + 23_000).status, 201);
+    assert_eq!(listed_seqs(&text_of(&kv, &c, &id, T0 + 23_001)), vec![20]);
+}
+
+fn text_of(kv: &dyn Kv, c: &Config, id: &str, now: i64) -> String {
+    text(kv, &playlist(kv, c, id, now))
+}
+
+#[test]
+fn a_segment_beyond_a_hole_waits_until_the_hole_is_filled() {
+    let kv = MemoryKv::new();
+    let c = live();
+    let id = stream_id(SECRET);
+    put(&kv, &c, SECRET, 0, "2", &ts(2, 0), T0);
+    put(&kv, &c, SECRET, 2, "2", &ts(2, 2), T0 + 1);
+    assert_eq!(listed_seqs(&text_of(&kv, &c, &id, T0 + 2)), vec![0]);
+    put(&kv, &c, SECRET, 1, "2", &ts(2, 1), T0 + 3);
+    assert_eq!(listed_seqs(&text_of(&kv, &c, &id, T0 + 4)), vec![0, 1, 2]);
+}
+
+#[test]
+fn misconfiguration_is_a_500_naming_the_variable() {
+    let kv = MemoryKv::new();
+    let bad = || Config::parse("ten", "30", "", "1000");
+    let reply = request_with(&kv, bad, &head(Method::Get, &format!("/playlist/{}.m3u8", "a".repeat(40)), &[]), &[], T0);
+    assert_eq!(reply.status, 500);
+    assert_eq!(json(&kv, &reply)["error"], "server misconfigured: stream_retention");
+    let never = || -> Result<Config, ConfigError> { panic!("pages need no configuration") };
+    assert_eq!(request_with(&kv, never, &head(Method::Get, "/", &[]), &[], T0).status, 200);
+}
+
+#[test]
+fn pages_are_html_and_the_play_page_validates_the_id() {
+    let kv = MemoryKv::new();
+    let c = live();
+    let id = stream_id(SECRET);
+    let page = get(&kv, &c, &format!("/play/{id}?embed=1"), T0);
+    assert_eq!(page.status, 200);
+    assert_eq!(page.get_header("content-type"), Some("text/html; charset=utf-8"));
+    assert!(text(&kv, &page).contains(&id));
+    assert_eq!(get(&kv, &c, "/play/not-an-id", T0).status, 404);
+    assert_eq!(get(&kv, &c, "/", T0).status, 200);
+    assert_eq!(get(&kv, &c, "/assets/no-such-file.js", T0).status, 404);
+}
