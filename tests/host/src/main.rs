@@ -1,2 +1,178 @@
-//! Test host (placeholder; being written).
-fn main() {}
+//! `chalkstream-host`: a small stand-in for `spin up`, for tests and for
+//! machines where the Spin CLI is not installed.
+//!
+//! It runs the very `.wasm` file `spin build` produces for `spin.toml` (a
+//! wasm32-wasip2 component exporting `wasi:http/incoming-handler@0.2.0`) on
+//! Wasmtime, with a fresh instance per request as Spin does, and implements:
+//!
+//! - the HTTP trigger: `[[trigger.http]]` exact routes and `/...` wildcards,
+//!   and the `spin-*` request headers Spin sets (`spin-full-url`,
+//!   `spin-path-info`, `spin-matched-route`, `spin-base-path`,
+//!   `spin-raw-component-route`, `spin-component-route`, `spin-client-addr`);
+//! - `fermyon:spin/key-value@2.0.0` on SQLite at
+//!   `<state-dir>/sqlite_key_value.db`, in Spin's own table
+//!   `spin_key_value(store, key, value)`, limited to the component's
+//!   `key_value_stores`;
+//! - `fermyon:spin/variables@2.0.0`: `[variables]` and component variable
+//!   templates, with values from `SPIN_VARIABLE_<NAME>` or the default;
+//! - WASI 0.2 (clocks, random, stdio to the host's stderr; no files, no
+//!   sockets) and `/.well-known/spin/health`.
+//!
+//! It does not implement: other Spin interfaces (outbound HTTP is answered
+//! "denied", as for `allowed_outbound_hosts = []`; Redis, SQL, LLM and MQTT
+//! are absent and fail to link), runtime config files, stores other than
+//! `default`, `.env` files, route parameters (`/:name`), static responses,
+//! private endpoints, `environment`/`files` for components, TLS, HTTP/2 or
+//! request timeouts. Nothing the component may rely on exists here that real
+//! Spin lacks.
+
+mod kv;
+mod manifest;
+mod routes;
+mod server;
+mod variables;
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::{bail, Context};
+use wasmtime::component::ResourceTable;
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+use wasmtime_wasi_http::{Error as HttpError, RequestOptions, WasiBody};
+use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks, WasiHttpView};
+
+/// Host bindings for the two Spin interfaces the component imports.
+mod bindings {
+    wasmtime::component::bindgen!({
+        path: "wit",
+        world: "fermyon:spin/host",
+        imports: { default: async | trappable },
+        with: { "fermyon:spin/key-value.store": crate::kv::KvStore },
+    });
+}
+
+const HELP: &str = "\
+chalkstream-host: run a Spin HTTP application's component without the Spin CLI
+
+USAGE:
+    chalkstream-host [--listen ADDR] [--spin-toml PATH] [--state-dir DIR]
+
+OPTIONS:
+    --listen ADDR      address to serve on (env CHALKSTREAM_LISTEN; default 127.0.0.1:3000;
+                       port 0 picks a free port)
+    --spin-toml PATH   the application manifest (default ./spin.toml)
+    --state-dir DIR    where key-value data lives, as sqlite_key_value.db
+                       (default: .spin beside spin.toml)
+    -h, --help         print this help
+
+Spin variables come from SPIN_VARIABLE_<NAME> environment variables, else their
+defaults in spin.toml. When ready, prints `chalkstream-host: listening on
+http://IP:PORT` on stdout; one line per request goes to stderr. Stops on
+SIGINT or SIGTERM.";
+
+/// Per-request store data: WASI, wasi-http and the Spin host state.
+pub struct State {
+    table: ResourceTable,
+    wasi: WasiCtx,
+    http: WasiHttpCtx,
+    hooks: DenyOutbound,
+    kv: kv::KvDb,
+    kv_stores: Arc<Vec<String>>,
+    variables: Arc<HashMap<String, String>>,
+    component_id: Arc<str>,
+}
+
+impl WasiView for State {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+    }
+}
+
+impl WasiHttpView for State {
+    fn http(&mut self) -> WasiHttpCtxView<'_> {
+        WasiHttpCtxView { ctx: &mut self.http, table: &mut self.table, hooks: &mut self.hooks }
+    }
+}
+
+/// Outbound HTTP is denied: the manifest's `allowed_outbound_hosts` is empty
+/// and this host does not implement host allow-lists.
+struct DenyOutbound;
+
+type IoFuture = Box<dyn Future<Output = Result<(), HttpError>> + Send>;
+
+impl WasiHttpHooks for DenyOutbound {
+    fn send_request(
+        &mut self,
+        _request: http::Request<WasiBody>,
+        _options: Option<RequestOptions>,
+        _fut: IoFuture,
+    ) -> Box<dyn Future<Output = Result<(http::Response<WasiBody>, IoFuture), HttpError>> + Send> {
+        Box::new(async { Err(HttpError::HttpRequestDenied) })
+    }
+}
+
+struct Options {
+    listen: SocketAddr,
+    spin_toml: PathBuf,
+    state_dir: Option<PathBuf>,
+}
+
+fn parse_args() -> anyhow::Result<Options> {
+    let mut listen = std::env::var("CHALKSTREAM_LISTEN").unwrap_or_else(|_| "127.0.0.1:3000".into());
+    let mut spin_toml = PathBuf::from("spin.toml");
+    let mut state_dir = None;
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
+        let (flag, inline) = match arg.split_once('=') {
+            Some((f, v)) if f.starts_with("--") => (f.to_owned(), Some(v.to_owned())),
+            _ => (arg.clone(), None),
+        };
+        if flag == "-h" || flag == "--help" {
+            println!("{HELP}");
+            std::process::exit(0);
+        }
+        let mut value = || inline.clone().or_else(|| args.next()).with_context(|| format!("{flag} needs a value"));
+        match flag.as_str() {
+            "--listen" => listen = value()?,
+            "--spin-toml" => spin_toml = value()?.into(),
+            "--state-dir" => state_dir = Some(value()?.into()),
+            other => bail!("unknown argument {other:?}; see --help"),
+        }
+    }
+    let listen = listen.parse().with_context(|| format!("--listen {listen:?} is not an IP:PORT address"))?;
+    Ok(Options { listen, spin_toml, state_dir })
+}
+
+fn main() -> anyhow::Result<()> {
+    let options = parse_args()?;
+    let app = manifest::App::load(&options.spin_toml)?;
+    let variables = variables::resolve(&app, |key| std::env::var(key).ok())?;
+    let state_dir = match options.state_dir {
+        Some(dir) => dir,
+        None => options.spin_toml.parent().unwrap_or(std::path::Path::new(".")).join(".spin"),
+    };
+    std::fs::create_dir_all(&state_dir).with_context(|| format!("cannot create {}", state_dir.display()))?;
+    let db_path = state_dir.join("sqlite_key_value.db");
+    let db = kv::KvDb::open(&db_path).with_context(|| format!("cannot open {}", db_path.display()))?;
+    let host = server::Host::new(&app, variables, db)?;
+
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    runtime.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(options.listen)
+            .await
+            .with_context(|| format!("cannot listen on {}", options.listen))?;
+        let addr = listener.local_addr()?;
+        let mut stdout = std::io::stdout().lock();
+        writeln!(stdout, "chalkstream-host: listening on http://{addr}")?;
+        stdout.flush()?;
+        drop(stdout);
+        Arc::new(host).serve(listener).await
+    })?;
+    // Connections still open are dropped with the runtime.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(1));
+    Ok(())
+}

@@ -1,0 +1,255 @@
+//! The HTTP side: compiles each routed component once, then serves every
+//! request from a fresh instance (nothing is kept between requests) through
+//! `wasi:http/incoming-handler`, logging one redacted line per request.
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::{anyhow, Context};
+use http::{header, HeaderValue, Request, Response, StatusCode, Uri};
+use http_body_util::{BodyExt, Full};
+use hyper::body::{Bytes, Incoming};
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpListener;
+use wasmtime::component::{Component, HasSelf, Linker, ResourceTable};
+use wasmtime::{Config, Engine, Store};
+use wasmtime_wasi::WasiCtx;
+use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
+use wasmtime_wasi_http::p2::bindings::ProxyPre;
+use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
+use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpView};
+
+use crate::kv::KvDb;
+use crate::manifest::App;
+use crate::routes::{spin_headers, Route, Router};
+use crate::variables::Resolved;
+use crate::{bindings, DenyOutbound, State};
+
+/// A compiled component with what its instances get to see.
+struct Loaded {
+    id: Arc<str>,
+    pre: ProxyPre<State>,
+    kv_stores: Arc<Vec<String>>,
+    variables: Arc<HashMap<String, String>>,
+}
+
+pub struct Host {
+    engine: Engine,
+    router: Router,
+    components: HashMap<String, Loaded>,
+    kv: KvDb,
+}
+
+impl Host {
+    /// Compiles every component a route names (once, at startup).
+    pub fn new(app: &App, mut variables: Resolved, kv: KvDb) -> anyhow::Result<Host> {
+        let engine = Engine::new(&Config::new())?;
+        let mut linker = Linker::<State>::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
+        wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)?;
+        bindings::fermyon::spin::key_value::add_to_linker::<State, HasSelf<State>>(&mut linker, |s| s)?;
+        bindings::fermyon::spin::variables::add_to_linker::<State, HasSelf<State>>(&mut linker, |s| s)?;
+
+        let mut routes = Vec::new();
+        let mut components = HashMap::new();
+        for trigger in &app.http_triggers {
+            routes.push(Route::new(&trigger.route, &trigger.component).map_err(|e| anyhow!(e))?);
+            if components.contains_key(&trigger.component) {
+                continue;
+            }
+            let component = &app.components[&trigger.component];
+            let started = Instant::now();
+            let compiled = Component::from_file(&engine, &component.source).map_err(anyhow::Error::from).with_context(|| {
+                format!(
+                    "cannot load component {:?} from {} (build it first)",
+                    trigger.component,
+                    component.source.display()
+                )
+            })?;
+            let pre = ProxyPre::new(linker.instantiate_pre(&compiled)?)
+                .map_err(anyhow::Error::from)
+                .with_context(|| format!("component {:?} is not a wasi:http proxy", trigger.component))?;
+            eprintln!(
+                "chalkstream-host: compiled component {:?} ({}) in {} ms",
+                trigger.component,
+                component.source.display(),
+                started.elapsed().as_millis()
+            );
+            let loaded = Loaded {
+                id: trigger.component.as_str().into(),
+                pre,
+                kv_stores: Arc::new(component.key_value_stores.clone()),
+                variables: Arc::new(variables.remove(&trigger.component).unwrap_or_default()),
+            };
+            components.insert(trigger.component.clone(), loaded);
+        }
+        Ok(Host { engine, router: Router::new(routes), components, kv })
+    }
+
+    /// Accepts connections until SIGINT or SIGTERM.
+    pub async fn serve(self: Arc<Self>, listener: TcpListener) -> anyhow::Result<()> {
+        let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        loop {
+            let (stream, client) = tokio::select! {
+                accepted = listener.accept() => match accepted {
+                    Ok(conn) => conn,
+                    Err(e) => {
+                        eprintln!("chalkstream-host: accept failed: {e}");
+                        continue;
+                    }
+                },
+                _ = tokio::signal::ctrl_c() => break,
+                _ = sigterm.recv() => break,
+            };
+            let host = self.clone();
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(move |req| {
+                    let host = host.clone();
+                    async move { Ok::<_, Infallible>(host.handle(req, client).await) }
+                });
+                // Client disconnects end up here; they are not the host's failures.
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+        eprintln!("chalkstream-host: shutting down");
+        Ok(())
+    }
+
+    async fn handle(&self, req: Request<Incoming>, client: SocketAddr) -> Response<HyperOutgoingBody> {
+        let started = Instant::now();
+        let method = req.method().clone();
+        let path = redact(req.uri().path());
+        let response = match self.dispatch(req, client).await {
+            Ok(response) => response,
+            Err(Reject(status, message)) => text(status, message),
+            Err(Fail(e)) => {
+                eprintln!("chalkstream-host: {method} {path}: component failed: {e:#}");
+                text(StatusCode::INTERNAL_SERVER_ERROR, "the component failed; see the host's log\n")
+            }
+        };
+        let ms = started.elapsed().as_secs_f64() * 1000.0;
+        eprintln!("{method} {path} {} {ms:.1}ms", response.status().as_u16());
+        response
+    }
+
+    async fn dispatch(&self, mut req: Request<Incoming>, client: SocketAddr) -> Result<Response<HyperOutgoingBody>, Outcome> {
+        let path = req.uri().path().to_owned();
+        if path == "/.well-known/spin/health" {
+            return Ok(text(StatusCode::OK, "OK"));
+        }
+        let Some(m) = self.router.route(&path) else {
+            return Ok(text(StatusCode::NOT_FOUND, ""));
+        };
+        let loaded = &self.components[&m.route.component];
+
+        // Like Spin: the component sees an absolute `http://{Host}{path}` URI
+        // plus the spin-* headers.
+        let host = match req.headers().get(header::HOST).map(|h| h.to_str()) {
+            None => "localhost".to_owned(),
+            Some(Ok(host)) => host.to_owned(),
+            Some(Err(_)) => return Err(Reject(StatusCode::BAD_REQUEST, "the Host header is not valid text\n")),
+        };
+        let path_and_query = req.uri().path_and_query().map_or("/", |pq| pq.as_str()).to_owned();
+        req.headers_mut().insert(header::HOST, HeaderValue::from_str(&host).map_err(|_| bad_host())?);
+        *req.uri_mut() = Uri::builder()
+            .scheme("http")
+            .authority(host.as_str())
+            .path_and_query(path_and_query.as_str())
+            .build()
+            .map_err(|_| bad_host())?;
+        for (name, value) in spin_headers(&m, &host, &path_and_query, client) {
+            let value = HeaderValue::try_from(value).map_err(|_| bad_host())?;
+            req.headers_mut().insert(name, value);
+        }
+
+        let state = State {
+            table: ResourceTable::new(),
+            // The guest's stdout and stderr both go to our stderr, so stdout
+            // carries only the "listening" line.
+            wasi: WasiCtx::builder().stdout(wasmtime_wasi::cli::stderr()).inherit_stderr().build(),
+            http: WasiHttpCtx::new(),
+            hooks: DenyOutbound,
+            kv: self.kv.clone(),
+            kv_stores: loaded.kv_stores.clone(),
+            variables: loaded.variables.clone(),
+            component_id: loaded.id.clone(),
+        };
+        let mut store = Store::new(&self.engine, state);
+        let req = store.data_mut().http().new_incoming_request(Scheme::Http, req).map_err(fail)?;
+        let (sender, receiver) = tokio::sync::oneshot::channel();
+        let out = store.data_mut().http().new_response_outparam(sender).map_err(fail)?;
+        let pre = loaded.pre.clone();
+        let task = tokio::spawn(async move {
+            let proxy = pre.instantiate_async(&mut store).await?;
+            proxy.wasi_http_incoming_handler().call_handle(&mut store, req, out).await
+        });
+
+        match receiver.await {
+            Ok(Ok(response)) => {
+                // The body may still be streaming; report a later failure.
+                tokio::spawn(async move {
+                    if let Ok(Err(e)) = task.await {
+                        eprintln!("chalkstream-host: component failed after responding: {e:#}");
+                    }
+                });
+                Ok(response)
+            }
+            Ok(Err(code)) => Err(Fail(anyhow!("the component answered with error code {code:?}"))),
+            Err(_) => Err(Fail(match task.await {
+                Ok(Ok(())) => anyhow!("the component returned without setting a response"),
+                Ok(Err(e)) => anyhow::Error::from(e),
+                Err(e) => anyhow::Error::from(e),
+            })),
+        }
+    }
+}
+
+/// Why a request got no response from the component.
+enum Outcome {
+    /// Bad input, answered with a 4xx and a message.
+    Reject(StatusCode, &'static str),
+    /// The component trapped or misbehaved: 500.
+    Fail(anyhow::Error),
+}
+use Outcome::{Fail, Reject};
+
+fn fail(e: impl Into<anyhow::Error>) -> Outcome {
+    Fail(e.into())
+}
+
+fn bad_host() -> Outcome {
+    Reject(StatusCode::BAD_REQUEST, "the Host header is not a valid authority\n")
+}
+
+fn text(status: StatusCode, body: &'static str) -> Response<HyperOutgoingBody> {
+    let mut response = Response::new(Full::new(Bytes::from_static(body.as_bytes())).map_err(|e| match e {}).boxed_unsync());
+    *response.status_mut() = status;
+    response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+    response
+}
+
+/// The request path for logs: the ingest session secret never appears.
+fn redact(path: &str) -> String {
+    match path.strip_prefix("/ingest/") {
+        Some(rest) => format!("/ingest/<redacted>{}", rest.find('/').map_or("", |i| &rest[i..])),
+        None => path.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redact;
+
+    #[test]
+    fn log_paths_never_contain_the_ingest_session() {
+        assert_eq!(redact("/ingest/s3cr3t-session/12.ts"), "/ingest/<redacted>/12.ts");
+        assert_eq!(redact("/ingest/s3cr3t-session"), "/ingest/<redacted>");
+        assert_eq!(redact("/ingest/s3cr3t/end"), "/ingest/<redacted>/end");
+        assert_eq!(redact("/playlist/abc.m3u8"), "/playlist/abc.m3u8");
+    }
+}
