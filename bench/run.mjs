@@ -57,6 +57,7 @@ function machine() {
     chromium: sh('/usr/bin/chromium', ['--version']),
     ffmpeg: sh('ffmpeg', ['-version']).split('\n')[0].replace(/ Copyright.*/, ''),
     commit: sh('git', ['-C', ROOT, 'rev-parse', '--short', 'HEAD']),
+    load_before: os.loadavg().map((x) => x.toFixed(2)).join(' '),
   };
 }
 
@@ -91,6 +92,8 @@ async function main() {
     }
     log(`bench: part ${name} took ${((performance.now() - t0) / 1000).toFixed(0)} s`);
   }
+  results.machine.load_after = os.loadavg().map((x) => x.toFixed(2)).join(' ');
+  results.machine.seconds = Math.round(performance.now() / 1000);
   const rawDir = join(ROOT, 'target', 'bench');
   mkdirSync(rawDir, { recursive: true });
   writeFileSync(join(rawDir, `results-${mode}.json`), JSON.stringify(results, null, 1));

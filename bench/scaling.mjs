@@ -1,7 +1,6 @@
 //! Part 3, scaling with stream length: playlist GET latency with 10, 600 and 3600 segments stored (retention 0).
 
-import { rmSync } from 'node:fs';
-import { startServer } from '../tests/e2e/lib/server.mjs';
+import { startHost } from './lib/host.mjs';
 import { wrk } from './lib/wrk.mjs';
 import { request, agent } from './lib/http.mjs';
 import { newSession, putSegment } from './lib/stream.mjs';
@@ -30,7 +29,7 @@ async function fill(base, s, bytes, from, to, total) {
 export async function runScaling({ root, cfg, log }) {
   const tiny = segment(root, 'tiny1s');
   const counts = cfg.scaling.counts;
-  const server = await startServer({ env: { stream_retention: 0, idle_timeout: 3600 } });
+  const server = await startHost(root, 'scaling', { stream_retention: 0, idle_timeout: 3600 });
   try {
     const s = newSession();
     const url = `${server.url}/playlist/${s.id}.m3u8`;
@@ -56,12 +55,11 @@ export async function runScaling({ root, cfg, log }) {
         type: pl.body.toString().match(/#EXT-X-PLAYLIST-TYPE:(\w+)/)?.[1] ?? 'none',
         p50_ms: summary(runs.map((r) => r.p50_ms)), p99_ms: summary(runs.map((r) => r.p99_ms)),
         rps: summary(runs.map((r) => r.rps)),
-        cmd: runs[0].cmd.replace(server.url, 'http://127.0.0.1:PORT'),
+        cmd: runs[0].cmd.replace(server.url, 'http://127.0.0.1:PORT').replace(s.id, '{stream}'),
       });
     }
     return { points, segment_bytes: tiny.length };
   } finally {
     await server.stop();
-    rmSync(server.stateDir, { recursive: true, force: true });
   }
 }

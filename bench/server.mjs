@@ -1,7 +1,6 @@
 //! Part 2, server capacity: segment and playlist GETs against nginx, a simulated audience, and ingest.
 
-import { rmSync } from 'node:fs';
-import { startServer } from '../tests/e2e/lib/server.mjs';
+import { startHost } from './lib/host.mjs';
 import { startNginx } from './lib/nginx.mjs';
 import { wrk } from './lib/wrk.mjs';
 import { request, agent, sleep } from './lib/http.mjs';
@@ -30,15 +29,19 @@ async function liveStream(base, bytes, count) {
   return s;
 }
 
+const r0 = (files, p) => files[p === '/' ? '/index.html' : p];
+
 /** GET of one ~1 MiB segment and of the live playlist: ours vs nginx with the same bytes, runs interleaved. */
-async function getVsNginx(base, hd, cfg, log) {
+async function getVsNginx(base, pid, hd, cfg, log) {
   const s = await liveStream(base, hd, 10);
-  const paths = { segment: `/chunks/${s.id}/5.ts`, playlist: `/playlist/${s.id}.m3u8` };
+  // The landing page reads no key-value data: it measures the host's cost per request (a fresh
+  // component instance, HTTP in and out), the floor under the other two.
+  const paths = { segment: `/chunks/${s.id}/5.ts`, playlist: `/playlist/${s.id}.m3u8`, floor: '/' };
   const files = {};
   for (const [k, p] of Object.entries(paths)) {
     const r = await request(base + p);
     if (r.status !== 200) throw new Error(`GET ${k} answered ${r.status}; cannot benchmark it`);
-    files[p] = r.body;
+    files[p === '/' ? '/index.html' : p] = r.body;
   }
   const nginx = await startNginx(files);
   const out = {};
@@ -47,15 +50,20 @@ async function getVsNginx(base, hd, cfg, log) {
       const runs = { ours: [], nginx: [] };
       for (let i = 0; i < cfg.runs; i++) {
         for (const [who, url] of [['ours', base], ['nginx', nginx.url]]) {
+          const meter = cpuMeter(pid);
           const r = await wrk(url + p, { threads: 2, connections: 16, seconds: cfg.wrkSeconds });
+          const cpu = meter.stop().percent;
+          if (who === 'ours') r.host_cpu_pct = cpu;
           runs[who].push(r);
-          log(`  GET ${k} ${who} run ${i + 1}: ${r.rps.toFixed(0)} req/s, p99 ${r.p99_ms.toFixed(2)} ms, ${r.errors} errors`);
+          log(`  GET ${k} ${who} run ${i + 1}: ${r.rps.toFixed(0)} req/s, p99 ${r.p99_ms.toFixed(2)} ms, ${r.errors} errors`
+            + (who === 'ours' ? `, host CPU ${cpu.toFixed(0)}%` : ''));
         }
       }
       out[k] = {
-        bytes: files[p].length,
-        cmd: runs.ours[0].cmd.replace(base, 'http://127.0.0.1:PORT'),
+        bytes: r0(files, p).length,
+        cmd: runs.ours[0].cmd.replace(base, 'http://127.0.0.1:PORT').replace(s.id, '{stream}'),
         ours: { rps: summary(runs.ours.map((r) => r.rps)), p99_ms: summary(runs.ours.map((r) => r.p99_ms)),
+          host_cpu_pct: summary(runs.ours.map((r) => r.host_cpu_pct)),
           errors: runs.ours.reduce((a, r) => a + r.errors, 0) },
         nginx: { rps: summary(runs.nginx.map((r) => r.rps)), p99_ms: summary(runs.nginx.map((r) => r.p99_ms)),
           errors: runs.nginx.reduce((a, r) => a + r.errors, 0) },
@@ -136,7 +144,7 @@ async function ramp(ns, trial, log, label) {
 }
 
 async function audience(server, hd, cfg, log) {
-  const pid = server.process.pid;
+  const pid = server.pid;
   const trial = async (n) => {
     const s = newSession();
     const base = server.url;
@@ -202,7 +210,7 @@ async function ingest(server, hd, cfg, log) {
     putRuns.push({ p50: percentile(ms, 50), p99: percentile(ms, 99) });
     log(`  ingest PUT run ${i + 1}: p50 ${putRuns.at(-1).p50.toFixed(1)} ms, p99 ${putRuns.at(-1).p99.toFixed(1)} ms over ${ms.length} PUTs`);
   }
-  const pid = server.process.pid;
+  const pid = server.pid;
   const trial = async (n) => {
     const st = { put: [], errors: 0, lastError: null };
     const srv = cpuMeter(pid);
@@ -230,10 +238,10 @@ async function ingest(server, hd, cfg, log) {
 /** Run part 2 against a fresh host (idle timeout long enough that test streams stay live). */
 export async function runServer({ root, cfg, log }) {
   const hd = segment(root, 'hd2s');
-  const server = await startServer({ env: { idle_timeout: 3600 } });
+  const server = await startHost(root, 'server', { idle_timeout: 3600 });
   try {
     log('server: GET segment and playlist, ours vs nginx');
-    const get = await getVsNginx(server.url, hd, cfg, log);
+    const get = await getVsNginx(server.url, server.pid, hd, cfg, log);
     log('server: simulated audience');
     const aud = await audience(server, hd, cfg, log);
     log('server: ingest');
@@ -241,6 +249,5 @@ export async function runServer({ root, cfg, log }) {
     return { get, audience: aud, ingest: ing };
   } finally {
     await server.stop();
-    rmSync(server.stateDir, { recursive: true, force: true });
   }
 }

@@ -53,3 +53,71 @@ export function cpuMeter(pid) {
     },
   };
 }
+
+/** Parent pid of `pid` (NaN once it is gone). */
+function parentOf(pid) {
+  try {
+    return Number(readFileSync(`/proc/${pid}/status`, 'utf8').match(/^PPid:\s+(\d+)/m)[1]);
+  } catch { return NaN; }
+}
+
+/** Every live process descending from `root` (not `root` itself): `[{ pid, args }]`. */
+export function descendants(root) {
+  const all = processes(() => true);
+  const parent = new Map(all.map((p) => [p.pid, parentOf(p.pid)]));
+  const isUnder = (pid) => {
+    for (let p = parent.get(pid), hops = 0; p && hops < 64; p = parent.get(p), hops++) if (p === root) return true;
+    return false;
+  };
+  return all.filter((p) => p.pid !== root && isUnder(p.pid));
+}
+
+/** Per-thread CPU seconds of `pid` whose thread name starts with `prefix`: `[{ tid, seconds }]`. */
+function threads(pid, prefix) {
+  const out = [];
+  try {
+    for (const tid of readdirSync(`/proc/${pid}/task`)) {
+      try {
+        const st = readFileSync(`/proc/${pid}/task/${tid}/stat`, 'utf8');
+        const comm = st.slice(st.indexOf('(') + 1, st.lastIndexOf(')'));
+        if (!comm.startsWith(prefix)) continue;
+        const f = st.slice(st.lastIndexOf(')') + 2).split(' ');
+        out.push({ tid: Number(tid), seconds: (Number(f[11]) + Number(f[12])) / TICKS });
+      } catch { /* the thread ended */ }
+    }
+  } catch { /* the process ended */ }
+  return out;
+}
+
+/**
+ * Follows the CPU time of matching threads of the processes `pids()` names, polling every `everyMs`, so
+ * threads that end between reads (a worker terminated after each job) still count up to their last poll.
+ * `total()` is the CPU seconds seen so far; call `stop()` when done.
+ */
+export function threadMeter(pids, prefix, everyMs = 200) {
+  const seen = new Map();
+  const poll = () => {
+    for (const pid of pids()) for (const t of threads(pid, prefix)) seen.set(`${pid}/${t.tid}`, t.seconds);
+  };
+  poll();
+  const timer = setInterval(poll, everyMs);
+  return {
+    total() { poll(); let s = 0; for (const v of seen.values()) s += v; return s; },
+    stop() { clearInterval(timer); },
+  };
+}
+
+/**
+ * Follows the CPU time of the processes `pids()` names, polling every `everyMs`, so processes that start
+ * or end meanwhile count too (up to their last poll). `total()` is the CPU seconds seen so far.
+ */
+export function processMeter(pids, everyMs = 200) {
+  const seen = new Map();
+  const poll = () => { for (const pid of pids()) { const s = cpuSeconds(pid); if (Number.isFinite(s)) seen.set(pid, s); } };
+  poll();
+  const timer = setInterval(poll, everyMs);
+  return {
+    total() { poll(); let s = 0; for (const v of seen.values()) s += v; return s; },
+    stop() { clearInterval(timer); },
+  };
+}

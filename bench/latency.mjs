@@ -1,0 +1,94 @@
+//! Part 1, glass-to-glass latency: the extension streams a tab that shows the time; the player, in another
+//! browser, reads the time back from the frame it shows and compares it with its own clock.
+
+import { startHost } from './lib/host.mjs';
+import { startClockServer } from './lib/clock-server.mjs';
+import { launchViewer, openPlayer } from './lib/viewer.mjs';
+import { launchBroadcaster } from './lib/broadcaster.mjs';
+import { percentile, summary } from './lib/stats.mjs';
+import { sleep } from './lib/http.mjs';
+
+/** Wait until the viewer has decoded a first clock frame; bounded by `ms`. */
+async function firstFrame(player, ms) {
+  const until = Date.now() + ms;
+  for (;;) {
+    const r = await player.read();
+    if (r.samples.length) return r.samples[0].t;
+    if (Date.now() > until) {
+      throw new Error(`the player showed no readable clock frame within ${ms / 1000} s `
+        + `(player state ${r.state}, ${r.frames} frames presented, ${r.unreadable} unreadable)`);
+    }
+    await sleep(250);
+  }
+}
+
+async function oneRun({ server, clock, viewer, segmentS, seconds, log }) {
+  const b = await launchBroadcaster({ serverUrl: server.url, segmentSeconds: segmentS });
+  try {
+    const { streamId } = await b.streamTab(`${clock.url}/clock.html`, { width: 1280, height: 720 });
+    const player = await openPlayer(viewer.context, `${server.url}/play/${streamId}`);
+    try {
+      const t0 = await firstFrame(player, 60_000 + 4 * segmentS * 1000);
+      await sleep(t0 + seconds * 1000 - Date.now());
+      const r = await player.read();
+      const window = r.samples.filter((s) => s.t <= t0 + seconds * 1000);
+      const ms = window.map((s) => s.ms);
+      const own = window.map((s) => s.player_ms).filter((x) => x != null);
+      const out = {
+        p50: percentile(ms, 50) / 1000, p95: percentile(ms, 95) / 1000,
+        player_p50: percentile(own, 50) / 1000, player_p95: percentile(own, 95) / 1000,
+        frames: r.frames, undecoded: r.unreadable, samples: window.length, config: r.config,
+        start_s: (t0 - b.startedAt) / 1000,
+      };
+      log(`  latency ${segmentS} s segments: p50 ${out.p50.toFixed(2)} s, p95 ${out.p95.toFixed(2)} s, player's own p50 `
+        + `${out.player_p50.toFixed(2)} s over ${out.samples} frames (${out.undecoded} unreadable), first frame after ${out.start_s.toFixed(1)} s`);
+      return out;
+    } finally {
+      await player.page.close();
+    }
+  } finally {
+    await b.close();
+  }
+}
+
+/** Run part 1 for each segment length in `cfg.latency.segments`, `cfg.latency.runs` times each. */
+export async function runLatency({ root, cfg, log }) {
+  const clock = await startClockServer();
+  const server = await startHost(root, 'latency');
+  const viewer = await launchViewer();
+  try {
+    const rows = [];
+    let config;
+    for (const segmentS of cfg.latency.segments) {
+      const runs = [];
+      for (let i = 0; i < cfg.latency.runs; i++) {
+        runs.push(await oneRun({ server, clock, viewer, segmentS, seconds: cfg.latency.seconds, log }));
+      }
+      config ??= runs[0].config;
+      rows.push({
+        segment_s: segmentS,
+        measured_p50: summary(runs.map((r) => r.p50)), measured_p95: summary(runs.map((r) => r.p95)),
+        player_p50: summary(runs.map((r) => r.player_p50)), player_p95: summary(runs.map((r) => r.player_p95)),
+        frames: runs.reduce((a, r) => a + r.samples, 0), undecoded: runs.reduce((a, r) => a + r.undecoded, 0),
+        start_s: summary(runs.map((r) => r.start_s)),
+      });
+    }
+    return {
+      rows, seconds: cfg.latency.seconds,
+      player_settings: `\`${JSON.stringify(config?.hls ?? {})}\` (hls.js, as shipped in player/src/player.js)`,
+      cmd: 'scripts/bench (bench/latency.mjs)',
+      method: `The extension (loaded unpacked from extension/dist into its own headless Chromium) streams a
+1280x720 tab that draws, on every animation frame, the wall-clock time in ms as 32 black/white blocks
+over their complement (bench/clock/). The player page (/play/{id}), in a second Chromium with its own
+profile, reads the blocks back from each frame it presents (requestVideoFrameCallback, canvas
+drawImage) and subtracts the decoded time from its own Date.now(): both browsers share this
+machine's clock, so nothing depends on our timestamps. Per run, every presented frame counts over
+${cfg.latency.seconds} s from the first one; the player's own figure is its PDT-based delay
+(\`window.chalkstreamPlayer.delay\`, from EXT-X-PROGRAM-DATE-TIME) sampled at the same frames.`,
+    };
+  } finally {
+    await viewer.close();
+    await server.stop();
+    await clock.close();
+  }
+}

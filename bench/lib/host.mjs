@@ -1,0 +1,41 @@
+//! Starts the real component in the bundled test host for one benchmark part, its per-request log in a file.
+//!
+//! Like tests/e2e/lib/server.mjs, but the host's stderr (one line per request) goes to
+//! target/bench/host-<name>.log instead of the terminal, so a wrk run does not flood the output.
+
+import { spawn } from 'node:child_process';
+import { mkdtempSync, mkdirSync, openSync, closeSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+
+/** Start the host with Spin variables `env` (by name). Resolves to `{ url, pid, log, stop() }`; stop() removes its state. */
+export async function startHost(root, name, env = {}) {
+  const stateDir = mkdtempSync(join(tmpdir(), 'chalkstream-bench-state-'));
+  mkdirSync(join(root, 'target', 'bench'), { recursive: true });
+  const log = join(root, 'target', 'bench', `host-${name}.log`);
+  const fd = openSync(log, 'w');
+  const vars = Object.fromEntries(Object.entries(env).map(([k, v]) => [`SPIN_VARIABLE_${k.toUpperCase()}`, String(v)]));
+  const child = spawn(join(root, 'target', 'release', 'chalkstream-host'),
+    ['--listen', '127.0.0.1:0', '--state-dir', stateDir, '--spin-toml', join(root, 'spin.toml')],
+    { env: { ...process.env, ...vars }, stdio: ['ignore', 'pipe', fd] });
+  closeSync(fd);
+  const exited = new Promise((r) => child.once('exit', r));
+  const url = await new Promise((resolve, reject) => {
+    let buf = '';
+    const timer = setTimeout(() => reject(new Error(`the host did not start within 60 s; see ${log}`)), 60_000);
+    child.stdout.on('data', (d) => {
+      buf += d;
+      const m = buf.match(/listening on (http:\/\/[\d.:]+)/);
+      if (m) { clearTimeout(timer); resolve(m[1]); }
+    });
+    exited.then((code) => { clearTimeout(timer); reject(new Error(`the host exited with ${code}; see ${log}`)); });
+  });
+  child.stdout.resume();
+  return {
+    url, pid: child.pid, log,
+    async stop() {
+      if (child.exitCode === null) { child.kill('SIGTERM'); await exited; }
+      rmSync(stateDir, { recursive: true, force: true });
+    },
+  };
+}
