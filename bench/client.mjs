@@ -45,18 +45,24 @@ export async function runClient({ root, cfg, log }) {
     const t0 = b.startedAt;
     const windows = [];
     const memory = [];
-    let last = { t: Date.now(), media: 0, cpu: cpu.total(), ffmpeg: ffmpeg.total() };
-    await media.poll();
-    last.media = media.seconds;
+    const sample = async () => {
+      await media.poll();
+      const st = await b.status();
+      return { t: Date.now(), media: media.seconds, cpu: cpu.total(), ffmpeg: ffmpeg.total(),
+        remux_ms: st?.remux_ms_total ?? NaN, media_ms: st?.media_ms_total ?? NaN, status: st };
+    };
+    let last = await sample();
     const end = t0 + points.at(-1) * 1000;
     let nextPoint = 0;
     while (nextPoint < points.length) {
       const due = Math.min(t0 + points[nextPoint] * 1000, last.t + WINDOW_S * 1000);
       await sleep(due - Date.now());
-      await media.poll();
-      const now = { t: Date.now(), media: media.seconds, cpu: cpu.total(), ffmpeg: ffmpeg.total() };
+      const now = await sample();
       const dm = now.media - last.media;
-      if (dm > 0) windows.push({ cpu_s: (now.cpu - last.cpu) / dm, ffmpeg_s: (now.ffmpeg - last.ffmpeg) / dm, media_s: dm });
+      if (dm > 0) {
+        windows.push({ cpu_s: (now.cpu - last.cpu) / dm, ffmpeg_cpu_s: (now.ffmpeg - last.ffmpeg) / dm, media_s: dm,
+          ffmpeg_s: (now.remux_ms - last.remux_ms) / (now.media_ms - last.media_ms) });
+      }
       last = now;
       if (Date.now() >= t0 + points[nextPoint] * 1000 - 50) {
         const pids = b.extensionPids();
@@ -69,7 +75,8 @@ export async function runClient({ root, cfg, log }) {
       }
       if (windows.length) {
         const w = windows.at(-1);
-        log(`  client window: ffmpeg.wasm ${w.ffmpeg_s.toFixed(3)} s, extension CPU ${w.cpu_s.toFixed(3)} s per media s`);
+        log(`  client window: ffmpeg.wasm ${w.ffmpeg_s.toFixed(3)} s (worker CPU ${w.ffmpeg_cpu_s.toFixed(3)} s), `
+          + `extension CPU ${w.cpu_s.toFixed(3)} s per media s`);
       }
       if (Date.now() > end + 60_000) break;
     }
@@ -78,14 +85,19 @@ export async function runClient({ root, cfg, log }) {
     return {
       windows, memory, segments: media.count, media_seconds: media.seconds,
       ffmpeg_s_per_media_s: summary(windows.map((w) => w.ffmpeg_s)),
+      ffmpeg_cpu_s_per_media_s: summary(windows.map((w) => w.ffmpeg_cpu_s)),
+      final_status: last.status && { segments_sent: last.status.segments_sent, segments_dropped: last.status.segments_dropped,
+        segments_waiting: last.status.segments_waiting, last_error: last.status.last_error },
       cpu_s_per_media_s: summary(windows.map((w) => w.cpu_s)),
       cmd: 'scripts/bench (bench/client.mjs)' + (points.at(-1) >= 1800 ? ' --long' : ''),
       method: `The extension streams a 1280x720 tab with motion (bench/clock/clock.html?busy=1) in 2 s segments for
 ${points.at(-1) / 60} minutes. Figures per media second come from ${WINDOW_S} s windows (median and min–max over the
-windows): media seconds are the EXTINF durations the server lists; CPU is user+system time of the extension's
-renderer processes (Chromium's \`--extension-process\` children of this browser, which hold the offscreen document
-and its workers) from /proc; ffmpeg.wasm time is the CPU time of those processes' \`DedicatedWorker\` threads
-(ffmpeg.wasm runs its core in a dedicated worker), polled every 200 ms. Memory is the PSS of those processes
+windows). ffmpeg.wasm time is the extension's own count (wall time of its remux calls over the media time they
+produced, from the offscreen document's status) and, as an independent check, the CPU time of the extension
+process's \`DedicatedWorker\` threads (ffmpeg.wasm runs its core in a dedicated worker) from /proc, polled every
+200 ms, over the EXTINF seconds the server lists. CPU is user+system time of the extension's renderer processes
+(Chromium's \`--extension-process\` children of this browser: the offscreen document, its workers, the worker
+and the idle options page the benchmark drives it from) from /proc. Memory is the PSS of those processes
 (/proc/PID/smaps_rollup) and the offscreen document's JS heap (DevTools protocol).`,
     };
   } finally {

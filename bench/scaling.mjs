@@ -2,6 +2,7 @@
 
 import { startHost } from './lib/host.mjs';
 import { wrk } from './lib/wrk.mjs';
+import { startNginx } from './lib/nginx.mjs';
 import { request, agent } from './lib/http.mjs';
 import { newSession, putSegment } from './lib/stream.mjs';
 import { segment } from './lib/media.mjs';
@@ -43,18 +44,27 @@ export async function runScaling({ root, cfg, log }) {
       const pl = await request(url);
       if (pl.status !== 200) throw new Error(`playlist answered ${pl.status}`);
       const listed = pl.body.toString().split('\n').filter((l) => l.startsWith('#EXTINF')).length;
+      // The same bytes from nginx: what sending a playlist of this size costs by itself.
+      const nginx = await startNginx({ '/p.m3u8': pl.body });
       const runs = [];
-      for (let i = 0; i < cfg.runs; i++) {
-        const r = await wrk(url, { threads: 1, connections: 1, seconds: cfg.scaling.wrkSeconds });
-        if (r.errors) throw new Error(`playlist GETs failed ${r.errors} times at ${count} segments`);
-        runs.push(r);
-        log(`  scaling ${count}: p50 ${r.p50_ms.toFixed(2)} ms, p99 ${r.p99_ms.toFixed(2)} ms, ${r.rps.toFixed(0)} req/s`);
-      }
+      const ref = [];
+      try {
+        for (let i = 0; i < cfg.runs; i++) {
+          const r = await wrk(url, { threads: 1, connections: 1, seconds: cfg.scaling.wrkSeconds });
+          if (r.errors) throw new Error(`playlist GETs failed ${r.errors} times at ${count} segments`);
+          runs.push(r);
+          const n = await wrk(`${nginx.url}/p.m3u8`, { threads: 1, connections: 1, seconds: cfg.scaling.wrkSeconds });
+          ref.push(n);
+          log(`  scaling ${count}: p50 ${r.p50_ms.toFixed(2)} ms, p99 ${r.p99_ms.toFixed(2)} ms, ${r.rps.toFixed(0)} req/s; `
+            + `nginx, same bytes: p50 ${n.p50_ms.toFixed(2)} ms, p99 ${n.p99_ms.toFixed(2)} ms`);
+        }
+      } finally { await nginx.stop(); }
       points.push({
         stored: count, listed, playlist_bytes: pl.body.length,
         type: pl.body.toString().match(/#EXT-X-PLAYLIST-TYPE:(\w+)/)?.[1] ?? 'none',
         p50_ms: summary(runs.map((r) => r.p50_ms)), p99_ms: summary(runs.map((r) => r.p99_ms)),
         rps: summary(runs.map((r) => r.rps)),
+        nginx_p50_ms: summary(ref.map((r) => r.p50_ms)), nginx_p99_ms: summary(ref.map((r) => r.p99_ms)),
         cmd: runs[0].cmd.replace(server.url, 'http://127.0.0.1:PORT').replace(s.id, '{stream}'),
       });
     }

@@ -1,0 +1,88 @@
+//! The streamer's side for the browser benchmarks: the real extension (extension/dist) in its own headless
+//! Chromium, set up through chrome.storage and started on a tab through its own worker message, as the popup does.
+
+import { createHash } from 'node:crypto';
+import { existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, dirname, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { chromium } from 'playwright-core';
+import { CHROMIUM_ARGS } from './viewer.mjs';
+import { descendants, processes } from './proc.mjs';
+import { sleep } from './http.mjs';
+
+const DIST = resolve(join(dirname(fileURLToPath(import.meta.url)), '..', '..', 'extension', 'dist'));
+
+/** Chrome's id for an unpacked extension: SHA-256 of its absolute path, first 32 hex digits mapped to a–p. */
+export function unpackedExtensionId(path) {
+  return [...createHash('sha256').update(path).digest('hex').slice(0, 32)]
+    .map((c) => String.fromCharCode(97 + parseInt(c, 16))).join('');
+}
+
+/**
+ * Launch Chromium with the extension, pointed at `serverUrl` with `segmentSeconds` segments.
+ * `--allowlisted-extension-id` lets the extension capture a tab without a click on its toolbar button
+ * (Chrome's switch for automated tab capture); everything else runs as for a user.
+ */
+export async function launchBroadcaster({ serverUrl, segmentSeconds }) {
+  if (!existsSync(join(DIST, 'manifest.json'))) throw new Error('extension/dist is missing: run scripts/build');
+  const dir = mkdtempSync(join(tmpdir(), 'chalkstream-broadcaster-'));
+  const id = unpackedExtensionId(DIST);
+  const context = await chromium.launchPersistentContext(dir, {
+    executablePath: '/usr/bin/chromium', headless: false, viewport: { width: 1280, height: 720 },
+    args: [...CHROMIUM_ARGS, `--disable-extensions-except=${DIST}`, `--load-extension=${DIST}`,
+      `--allowlisted-extension-id=${id}`, '--autoplay-policy=no-user-gesture-required'],
+  });
+  const close = async () => { await context.close().catch(() => {}); rmSync(dir, { recursive: true, force: true }); };
+  try {
+    const worker = context.serviceWorkers()[0] ?? await context.waitForEvent('serviceworker', { timeout: 30_000 });
+    const workerId = new URL(worker.url()).host;
+    if (workerId !== id) throw new Error(`extension id ${workerId} is not the expected ${id}`);
+    // A control page of the extension: it sets the options and talks to the worker and offscreen document.
+    const control = await context.newPage();
+    await control.goto(`chrome-extension://${id}/options.html`);
+    await control.evaluate(async (options) => chrome.storage.local.set({ options }),
+      { server: serverUrl, token: '', segment_seconds: segmentSeconds, default_source: 'tab' });
+    const browserPid = processes((a) => a.some((x) => x === `--user-data-dir=${dir}`) && !a.some((x) => x.startsWith('--type=')))[0]?.pid;
+    let startedAt = null;
+    return {
+      context, id,
+      get startedAt() { return startedAt; },
+      /** Open `url` in a tab of `size` and stream it; resolves to `{ streamId }` once the broadcast runs. */
+      async streamTab(url, { width = 1280, height = 720 } = {}) {
+        const tab = await context.newPage();
+        await tab.setViewportSize({ width, height });
+        await tab.goto(url);
+        await tab.bringToFront();
+        const answer = await control.evaluate(async (pattern) => {
+          const [t] = await chrome.tabs.query({ url: pattern });
+          if (!t) return { error: `no tab matches ${pattern}` };
+          return chrome.runtime.sendMessage({ to: 'worker', type: 'StartTab', tab_id: t.id });
+        }, url.replace(/\?.*$/, '') + '*');
+        if (answer !== true) throw new Error(`the extension did not start: ${JSON.stringify(answer)}`);
+        startedAt = Date.now();
+        const until = Date.now() + 30_000;
+        for (;;) {
+          const b = await control.evaluate(async () => (await chrome.storage.local.get('broadcast')).broadcast);
+          if (b?.stream) return { streamId: b.stream, tab };
+          if (Date.now() > until) throw new Error('the extension saved no broadcast within 30 s');
+          await sleep(200);
+        }
+      },
+      /** The offscreen document's health (`Status` in extension/src/messages.rs), or null before it runs. */
+      status: () => control.evaluate(() => chrome.runtime.sendMessage({ to: 'offscreen', type: 'GetStatus' })
+        .catch(() => null)),
+      /** The offscreen document's JS heap in bytes, as the extension reports it. */
+      async jsHeapBytes() { return (await this.status())?.js_heap_bytes ?? NaN; },
+      /** Stop the broadcast as the popup's Stop does. */
+      stop: () => control.evaluate(() => chrome.runtime.sendMessage({ to: 'worker', type: 'Stop' })),
+      /** Pids of this browser's extension renderer processes (offscreen document, worker, pages). */
+      extensionPids: () => (browserPid ? descendants(browserPid)
+        .filter((p) => p.args.includes('--extension-process')).map((p) => p.pid) : []),
+      close,
+    };
+  } catch (e) {
+    await close();
+    throw e;
+  }
+}
