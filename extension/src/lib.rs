@@ -1,1 +1,20 @@
-//! The Chalkstream extension (placeholder; being written).
+//! Chalkstream's browser extension: capture a tab or the camera, cut HLS segments, upload them.
+//!
+//! Pure parts (`ebml`, `timing`, `queue`, `ids`, `messages`) have unit tests and no browser
+//! dependencies; `worker`, `offscreen` and `ui` are the thin browser edges that the JavaScript
+//! loaders call into.
+
+pub mod ebml;
+pub mod ids;
+pub mod messages;
+pub mod queue;
+pub mod timing;
+
+#[cfg(target_arch = "wasm32")]
+mod chrome;
+#[cfg(target_arch = "wasm32")]
+pub mod offscreen;
+#[cfg(target_arch = "wasm32")]
+pub mod ui;
+#[cfg(target_arch = "wasm32")]
+pub mod worker;

@@ -1,0 +1,206 @@
+//! The one closed set of messages between the worker, the offscreen document and the pages,
+//! plus the shared records kept in `chrome.storage` and the texts users read.
+
+use serde::{Deserialize, Serialize};
+
+/// What is being streamed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Source {
+    #[default]
+    Tab,
+    Camera,
+}
+
+/// User settings (`chrome.storage.local`, key `options`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Options {
+    pub server: String,
+    pub token: String,
+    pub segment_seconds: u32,
+    pub default_source: Source,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            server: DEFAULT_SERVER.into(),
+            token: String::new(),
+            segment_seconds: crate::timing::DEFAULT_SEGMENT_S,
+            default_source: Source::Tab,
+        }
+    }
+}
+
+pub const DEFAULT_SERVER: &str = "http://127.0.0.1:3000";
+
+/// The running broadcast (`chrome.storage.local`, key `broadcast`): survives worker restarts.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Broadcast {
+    pub session: String,
+    pub stream: String,
+    pub server: String,
+    pub token: String,
+    pub segment_ms: u64,
+    pub source: Source,
+    pub started_at_ms: f64,
+    /// `chrome.tabCapture` stream id for a tab broadcast (consumed by the offscreen document).
+    pub media_stream_id: Option<String>,
+}
+
+impl Broadcast {
+    pub fn viewer_url(&self) -> String {
+        format!("{}/play/{}", self.server, self.stream)
+    }
+}
+
+/// Where a broadcast stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Phase {
+    Starting,
+    Live,
+    Stopping,
+    Ended,
+    Failed,
+}
+
+/// The broadcast's health as the popup shows it (no secrets in here).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Status {
+    pub phase: Phase,
+    pub stream: String,
+    pub server: String,
+    pub viewer_url: String,
+    pub source: Source,
+    pub started_at_ms: f64,
+    pub segments_sent: u64,
+    pub segments_waiting: u64,
+    pub segments_dropped: u64,
+    pub bytes_sent: f64,
+    pub upload_rate_bps: f64,
+    pub attempts: u64,
+    pub last_error: Option<String>,
+    pub remux_ms_total: f64,
+    pub media_ms_total: u64,
+    pub ack_latency_ms_avg: f64,
+    pub ack_latency_ms_max: f64,
+    pub js_heap_bytes: f64,
+}
+
+/// Which context a message is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Recipient {
+    Worker,
+    Offscreen,
+}
+
+/// Every message any context sends. Each context matches all variants.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type")]
+pub enum Msg {
+    /// Popup -> worker: stream this tab.
+    StartTab { tab_id: i32 },
+    /// Popup -> worker: stream the camera (permission already granted by the page).
+    StartCamera,
+    /// Popup -> worker: stop the broadcast.
+    Stop,
+    /// Offscreen -> worker: loaded; answer with the broadcast to run, if any.
+    OffscreenReady,
+    /// Offscreen -> worker: the broadcast is over (ended or failed).
+    Finished { status: Status },
+    /// Worker -> offscreen: run this broadcast.
+    Begin { broadcast: Broadcast },
+    /// Worker -> offscreen: stop recording, send what is left, end the stream.
+    End,
+    /// Popup -> offscreen: report the health.
+    GetStatus,
+}
+
+impl Msg {
+    pub fn recipient(&self) -> Recipient {
+        match self {
+            Msg::StartTab { .. } | Msg::StartCamera | Msg::Stop | Msg::OffscreenReady | Msg::Finished { .. } => {
+                Recipient::Worker
+            }
+            Msg::Begin { .. } | Msg::End | Msg::GetStatus => Recipient::Offscreen,
+        }
+    }
+}
+
+/// What to tell the user when the server refuses a segment for good.
+pub fn refusal_message(status: u16, server: &str) -> String {
+    match status {
+        401 => format!("The server at {server} refused the ingest token (401) — check Options."),
+        403 => format!("The server at {server} does not allow this stream (403) — check the token in Options."),
+        404 => format!("There is no Chalkstream ingest at {server} (404) — check the server URL in Options."),
+        413 => format!("The server at {server} refused a segment as too large (413) — choose a shorter segment length in Options."),
+        400 => format!("The server at {server} rejected a segment as invalid (400) — update the extension or the server, then start again."),
+        s => format!("The server at {server} answered {s} — check the server URL in Options."),
+    }
+}
+
+/// What to tell the user while the server cannot be reached.
+pub fn unreachable_message(server: &str, status: Option<u16>) -> String {
+    let why = match status {
+        Some(s) => format!("The server at {server} is failing ({s})"),
+        None => format!("Can't reach the server at {server}"),
+    };
+    format!("{why}. Segments wait here (up to 5 minutes) and are sent when it is back.")
+}
+
+/// Checks a server URL typed in Options; returns it without a trailing slash.
+pub fn normalize_server(input: &str) -> Result<String, String> {
+    let s = input.trim().trim_end_matches('/');
+    let rest = s
+        .strip_prefix("http://")
+        .or_else(|| s.strip_prefix("https://"))
+        .ok_or_else(|| "The server URL must start with http:// or https://.".to_string())?;
+    if rest.is_empty() || rest.contains(['/', '?', '#', ' ']) {
+        return Err("Enter just the server's address, like http://127.0.0.1:3000 (no path).".into());
+    }
+    Ok(s.to_string())
+}
+
+/// True for servers the extension may reach without asking (loopback).
+pub fn is_loopback(server: &str) -> bool {
+    let host = server.split("://").nth(1).unwrap_or("");
+    let host = host.rsplit_once(':').map_or(host, |(h, p)| if p.chars().all(|c| c.is_ascii_digit()) { h } else { host });
+    host == "127.0.0.1" || host == "localhost"
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn messages_are_tagged_by_type() {
+        let v = serde_json::to_value(Msg::StartTab { tab_id: 4 }).unwrap();
+        assert_eq!(v, serde_json::json!({"type": "StartTab", "tab_id": 4}));
+        let m: Msg = serde_json::from_value(serde_json::json!({"type": "End", "to": "offscreen"})).unwrap();
+        assert_eq!(m, Msg::End);
+        assert!(serde_json::from_value::<Msg>(serde_json::json!({"type": "Reboot"})).is_err());
+        assert_eq!(Msg::GetStatus.recipient(), Recipient::Offscreen);
+        assert_eq!(Msg::Stop.recipient(), Recipient::Worker);
+    }
+
+    #[test]
+    fn refusals_say_what_to_do() {
+        let m = refusal_message(401, "http://x:1");
+        assert!(m.contains("http://x:1") && m.contains("token") && m.contains("check Options"));
+        assert!(refusal_message(413, "s").contains("shorter segment"));
+        assert!(unreachable_message("s", None).contains("Can't reach"));
+    }
+
+    #[test]
+    fn server_urls_are_checked() {
+        assert_eq!(normalize_server(" http://127.0.0.1:3000/ ").unwrap(), "http://127.0.0.1:3000");
+        assert!(normalize_server("ftp://a").is_err());
+        assert!(normalize_server("https://a/b").is_err());
+        assert!(is_loopback("http://127.0.0.1:3000"));
+        assert!(is_loopback("http://localhost"));
+        assert!(!is_loopback("https://example.com"));
+    }
+}
