@@ -17,7 +17,9 @@ const statusEl = $('status');
 const jumpButton = $('jump');
 const unmuteButton = $('unmute');
 const retryButton = $('retry');
-const playlistUrl = `/playlist/${stream}.m3u8`;
+// An ended playlist is cached for long; after a resume, `?resumed=N` gets past that cache.
+let resumes = 0;
+const playlistUrl = () => `/playlist/${stream}.m3u8${resumes ? `?resumed=${resumes}` : ''}`;
 const shortId = stream.slice(0, 8);
 
 const defaults = {
@@ -86,6 +88,8 @@ function setState(state, detail = '') {
   if (copy.title) $('overlay-title').textContent = copy.title;
   $('overlay-text').textContent = detail || copy.text || '';
   retryButton.hidden = state !== 'notfound';
+  // Nothing to control (or tab to) behind the overlay until there is video.
+  video.controls = state === 'live' || state === 'ended';
   delayEl.hidden = true;
   jumpButton.hidden = true;
   jumpButton.textContent = 'Jump to live';
@@ -123,6 +127,7 @@ async function poll() {
   } catch {
     if (player.state === 'loading') setState('waiting');
     noteTrouble('Can’t reach the server right now — trying again…');
+    if (player.state === 'waiting' || player.state === 'notfound') $('overlay-text').textContent = statusEl.textContent;
     pollTimer = setTimeout(poll, config.pollMs);
     return;
   }
@@ -162,7 +167,7 @@ function playWithHlsJs(ended) {
   });
   hls.on(Hls.Events.FRAG_BUFFERED, () => recovered());
   hls.on(Hls.Events.ERROR, (_, data) => onHlsError(hls, data));
-  hls.loadSource(playlistUrl);
+  hls.loadSource(playlistUrl());
   hls.attachMedia(video);
 }
 
@@ -194,7 +199,7 @@ function onHlsError(hls, data) {
 }
 
 function playNatively() {
-  video.src = playlistUrl;
+  video.src = playlistUrl();
   video.addEventListener('loadedmetadata', () => autoplay(), { once: true });
   video.addEventListener('durationchange', () => {
     if (Number.isFinite(video.duration) && player.state === 'live') setState('ended');
@@ -304,7 +309,7 @@ function jumpToLive() {
   video.play().catch(() => {});
 }
 jumpButton.addEventListener('click', () => {
-  if (player.state === 'ended') startOver(0); else jumpToLive();
+  if (player.state === 'ended') resume(); else jumpToLive();
 });
 
 // ---- Ended: duration ----
@@ -334,7 +339,7 @@ function watchForResume() {
     if (status?.state === 'live') {
       if (video.ended || video.paused) {
         say('The stream is live again.');
-        startOver(0);
+        resume();
         return;
       }
       jumpButton.textContent = 'Live again: watch live';
@@ -343,6 +348,11 @@ function watchForResume() {
     // Gone (404) means expired: playback errors take the page to "not found".
     if (status !== null) watchForResume();
   }, config.resumePollMs);
+}
+
+function resume() {
+  resumes += 1;
+  startOver(0);
 }
 
 // ---- Keyboard: k or space play/pause, m mute, f full screen, l jump to live ----
