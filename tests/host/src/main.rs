@@ -147,7 +147,18 @@ fn parse_args() -> anyhow::Result<Options> {
     Ok(Options { listen, spin_toml, state_dir })
 }
 
-fn main() -> anyhow::Result<()> {
+fn main() -> std::process::ExitCode {
+    match run() {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            // One line with the cause chain; no backtrace even with RUST_BACKTRACE set.
+            eprintln!("chalkstream-host: error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn run() -> anyhow::Result<()> {
     let options = parse_args()?;
     let app = manifest::App::load(&options.spin_toml)?;
     let variables = variables::resolve(&app, |key| std::env::var(key).ok())?;
