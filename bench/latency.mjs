@@ -34,14 +34,22 @@ async function oneRun({ server, clock, viewer, segmentS, seconds, log }) {
       const window = r.samples.filter((s) => s.t <= t0 + seconds * 1000);
       const ms = window.map((s) => s.ms);
       const own = window.map((s) => s.player_ms).filter((x) => x != null);
+      const edge = window.map((s) => s.edge_ms).filter((x) => x != null);
+      const st = await b.status();
       const out = {
         p50: percentile(ms, 50) / 1000, p95: percentile(ms, 95) / 1000,
         player_p50: percentile(own, 50) / 1000, player_p95: percentile(own, 95) / 1000,
         frames: r.frames, undecoded: r.unreadable, samples: window.length, config: r.config,
+        behind_edge: percentile(edge, 50) / 1000,
+        remux_per_segment: st && st.segments_sent ? st.remux_ms_total / (st.media_ms_total / (segmentS * 1000)) / 1000 : NaN,
+        remux_per_media_s: st && st.media_ms_total ? st.remux_ms_total / st.media_ms_total : NaN,
+        ack: st ? st.ack_latency_ms_avg / 1000 : NaN, dropped: st?.segments_dropped ?? NaN,
+        fps: window.length / seconds,
         start_s: (t0 - b.startedAt) / 1000,
       };
       log(`  latency ${segmentS} s segments: p50 ${out.p50.toFixed(2)} s, p95 ${out.p95.toFixed(2)} s, player's own p50 `
-        + `${out.player_p50.toFixed(2)} s over ${out.samples} frames (${out.undecoded} unreadable), first frame after ${out.start_s.toFixed(1)} s`);
+        + `${out.player_p50.toFixed(2)} s over ${out.samples} frames (${out.undecoded} unreadable), first frame after ${out.start_s.toFixed(1)} s; `
+        + `player ${out.behind_edge.toFixed(2)} s behind the live edge, ffmpeg.wasm ${out.remux_per_media_s.toFixed(2)} s per media s, upload ack ${out.ack.toFixed(2)} s`);
       return out;
     } finally {
       await player.page.close();
@@ -71,6 +79,11 @@ export async function runLatency({ root, cfg, log }) {
         player_p50: summary(runs.map((r) => r.player_p50)), player_p95: summary(runs.map((r) => r.player_p95)),
         frames: runs.reduce((a, r) => a + r.samples, 0), undecoded: runs.reduce((a, r) => a + r.undecoded, 0),
         start_s: summary(runs.map((r) => r.start_s)),
+        behind_edge: summary(runs.map((r) => r.behind_edge)),
+        remux_per_segment: summary(runs.map((r) => r.remux_per_segment)),
+        ack: summary(runs.map((r) => r.ack)),
+        fps: summary(runs.map((r) => r.fps)),
+        dropped: runs.reduce((a, r) => a + r.dropped, 0),
       });
     }
     return {

@@ -27,6 +27,26 @@ segments, written once the block is full and never changed, so the no-transactio
 so that a GET reads n/256 blocks plus the open tail: about 15 reads instead of 3600 at 3600 segments;
 or let a cache in front absorb repeat GETs within the playlist's one-segment Cache-Control.`;
 
+// Why our host stays under both cores while latency climbs (seen in the host CPU figures above).
+const HOST_BOUND = `The host's CPU stays well under 200% while segment latency climbs, so the CPU is not what runs
+out first. The likely bound: the test host keeps one SQLite connection behind a mutex (tests/host/src/kv.rs), so every
+key-value read and write in the host is serialized, and a 1 MiB segment is read or written whole while
+holding it. Real Spin's SQLite key-value store has the same single-writer shape; a cloud key-value
+backend or a cache in front (segments are immutable) is what lifts this bound, not the component.`;
+
+// The reading of the latency breakdown: what bounds it and what would close the gap.
+const LATENCY_GAP = `The design's floor: the player holds back about two target durations so it does not stall, and a
+segment can only be listed once it is complete, so the live edge is at least one segment old on
+average when it is seen, and glass-to-glass is about three segment lengths with whole segments as
+the unit. That is why the 6 s setting of the original design cannot come near the targets. Beyond the
+floor, everything done per segment adds directly: the remux, the upload, the polling; a remux that
+approaches the segment length also makes segments queue behind each other. The PDT error column is how much earlier
+than the true capture the extension's \`X-Program-Date-Time\` stamps are (positive: the player's own
+figure under-reports). What would close the gap: smaller segments only help while the per-segment costs
+stay small, so the remux must get cheaper (it copies the video; its time is mostly ffmpeg.wasm's start-up
+and file I/O per call, so one long-lived ffmpeg instance or a JS remuxer would cut it), and
+LL-HLS partial segments (\`EXT-X-PART\`) would let the player hold back fractions of a segment.`;
+
 const verdict = (ok) => (ok ? '**met**' : '**missed**');
 
 function header(r) {
@@ -81,6 +101,21 @@ Command: \`${L.cmd}\`. Player settings: ${L.player_settings}.
     const v = target ? verdict(row.measured_p50.median <= target) : 'reference (original design)';
     s += `| ${row.segment_s} s | ${spread(row.measured_p50, 2)} | ${spread(row.measured_p95, 2)} | ${spread(row.player_p50, 2)} | ${row.frames} (${row.undecoded} unreadable) | ${target ? `p50 <= ${target} s` : '—'} | ${v} |\n`;
   }
+  s += `
+Where the time goes (medians over the runs). The measured latency splits into how far behind the live
+edge hls.js plays (\`hls.latency\`, media seconds; the shipped settings aim at two target durations)
+and the age of the live edge itself, i.e. how long after its capture the newest listed frame reached
+the player (measured − behind edge). The extension's own figures show what the edge's age is made of:
+from the end of a segment's recording until the server acknowledged it (its average; it includes the
+ffmpeg.wasm remux, also shown alone), then the player's playlist polling.
+
+| segment length | measured p50 | player behind live edge | age of the live edge | segment end → server ack (extension) | of which ffmpeg.wasm remux | PDT error (measured − player's own) | frames shown per s | segments dropped |
+| --- | --- | --- | --- | --- | --- | --- | --- | --- |
+`;
+  for (const row of L.rows) {
+    s += `| ${row.segment_s} s | ${f(row.measured_p50.median, 2)} | ${f(row.behind_edge.median, 2)} | ${f(row.measured_p50.median - row.behind_edge.median, 2)} | ${f(row.ack.median, 2)} | ${f(row.remux_per_segment.median, 2)} | ${f(row.measured_p50.median - row.player_p50.median, 2)} | ${f(row.fps.median, 1)} | ${row.dropped} |\n`;
+  }
+  s += `\n${LATENCY_GAP}\n`;
   if (L.notes) s += `\n${L.notes}\n`;
   return s;
 }
@@ -136,6 +171,13 @@ the first failure. Pass: no errors and segment p99 < 1 s. Command: \`scripts/ben
   }
   const lastPass = a.runs.map((run) => run.steps.filter((st) => st.pass).at(-1)).filter(Boolean);
   if (lastPass.length) s += `\nAt the largest passing N: ${lastPass.map((b) => `N=${b.n}: ${b.note}`).join('; ')}.\n`;
+  if (g.segment) {
+    s += `\nFor comparison, each viewer needs one ${f(g.segment.bytes / 1048576, 2)} MiB segment every 2 s, so the segment GET
+throughput measured above (${f(g.segment.ours.rps.median, 0)} req/s under wrk) would carry about
+${f(g.segment.ours.rps.median * 2, 0)} viewers at full load; the audience figure is lower because it also asks for a
+segment p99 under 1 s while all viewers fetch the new segment within the same couple of seconds.
+${HOST_BOUND}\n`;
+  }
   const i = S.ingest;
   s += `
 ### Ingest

@@ -16,8 +16,8 @@ export const MODES = {
     audience: { ns: [3], stepSeconds: 4 },
     ingest: { puts: 3 }, broadcasters: { ns: [2], stepSeconds: 4 },
     scaling: { counts: [10, 40], wrkSeconds: 1 },
-    latency: { segments: [1], seconds: 12, runs: 1 },
-    client: { points: [10] },
+    latency: { segments: [1], seconds: 6, runs: 1 },
+    client: { points: [8] },
   },
   default: {
     runs: 3, wrkSeconds: 5,

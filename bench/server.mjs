@@ -155,8 +155,8 @@ async function audience(server, hd, cfg, log) {
   const trial = async (n) => {
     const s = newSession();
     const base = server.url;
-    // The broadcaster runs for the whole step plus a head start so the playlist has segments to join.
-    const stopAt = Date.now() + (cfg.audience.stepSeconds + 3 * SEGMENT_S) * 1000;
+    // Three segments are there before the viewers join; the broadcaster then runs as long as they do.
+    const stopAt = Date.now() + cfg.audience.stepSeconds * 1000;
     const bst = { put: [], errors: 0 };
     const now = Date.now();
     for (let seq = 0; seq < 3; seq++) {
@@ -176,8 +176,7 @@ async function audience(server, hd, cfg, log) {
     const srv = cpuMeter(pid);
     const cli = process.cpuUsage();
     const t0 = performance.now();
-    const viewersStop = Date.now() + cfg.audience.stepSeconds * 1000;
-    await Promise.all(Array.from({ length: n }, () => viewer(`${base}/playlist/${s.id}.m3u8`, viewersStop, st)));
+    await Promise.all(Array.from({ length: n }, () => viewer(`${base}/playlist/${s.id}.m3u8`, stopAt, st)));
     const wall = (performance.now() - t0) / 1000;
     const cpu = process.cpuUsage(cli);
     const server_cpu = srv.stop().percent;

@@ -43,7 +43,9 @@ export async function launchBroadcaster({ serverUrl, segmentSeconds }) {
     await control.goto(`chrome-extension://${id}/options.html`);
     await control.evaluate(async (options) => chrome.storage.local.set({ options }),
       { server: serverUrl, token: '', segment_seconds: segmentSeconds, default_source: 'tab' });
-    const browserPid = processes((a) => a.some((x) => x === `--user-data-dir=${dir}`) && !a.some((x) => x.startsWith('--type=')))[0]?.pid;
+    // Chromium's child processes rewrite their command line into one string, so match on the joined text.
+    const browserPid = processes((a) => a.includes(`--user-data-dir=${dir}`) && !a.join(' ').includes('--type='))[0]?.pid;
+    if (!browserPid) throw new Error('could not find the broadcaster browser process in /proc');
     let startedAt = null;
     return {
       context, id,
@@ -78,7 +80,7 @@ export async function launchBroadcaster({ serverUrl, segmentSeconds }) {
       stop: () => control.evaluate(() => chrome.runtime.sendMessage({ to: 'worker', type: 'Stop' })),
       /** Pids of this browser's extension renderer processes (offscreen document, worker, pages). */
       extensionPids: () => (browserPid ? descendants(browserPid)
-        .filter((p) => p.args.includes('--extension-process')).map((p) => p.pid) : []),
+        .filter((p) => p.args.join(' ').includes('--extension-process')).map((p) => p.pid) : []),
       close,
     };
   } catch (e) {

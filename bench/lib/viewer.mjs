@@ -14,12 +14,17 @@ export const CHROMIUM_ARGS = ['--headless=new', '--no-sandbox', '--disable-gpu',
 // Runs in the player page: on every presented frame (requestVideoFrameCallback), draw it into a small
 // canvas, read the clock, and keep `now - clock` next to the player's own PDT-based delay.
 const SAMPLER = `(() => {
+  ${CLOCK_JS}
   const s = window.__benchLatency = { samples: [], unreadable: 0, frames: 0, running: true };
   const W = 680, H = 384;
   const cv = document.createElement('canvas'); cv.width = W; cv.height = H;
   const g = cv.getContext('2d', { willReadFrequently: true });
   const onFrame = (video) => () => {
     if (!s.running) return;
+    try { sample(video); } catch (e) { s.error = String(e); }
+    video.requestVideoFrameCallback(onFrame(video));
+  };
+  const sample = (video) => {
     if (video.readyState >= 2 && !video.paused) {
       g.drawImage(video, 0, 0, W, H);
       const now = Date.now();
@@ -29,10 +34,10 @@ const SAMPLER = `(() => {
       else {
         const p = window.chalkstreamPlayer;
         s.samples.push({ t: now, ms: ((now % 2 ** 32) - v + 2 ** 32) % 2 ** 32,
-          player_ms: p && p.delay != null ? p.delay * 1000 : null, state: p && p.state });
+          player_ms: p && p.delay != null ? p.delay * 1000 : null,
+          edge_ms: p && p.hls && Number.isFinite(p.hls.latency) ? p.hls.latency * 1000 : null });
       }
     }
-    video.requestVideoFrameCallback(onFrame(video));
   };
   const wait = () => {
     const video = window.chalkstreamPlayer?.video || document.querySelector('video');
@@ -57,7 +62,6 @@ export async function launchViewer() {
 /** Open `/play/{id}` and start reading the clock from every frame it presents. */
 export async function openPlayer(context, url) {
   const page = await context.newPage();
-  await page.addInitScript({ content: CLOCK_JS });
   await page.goto(url);
   await page.evaluate(SAMPLER);
   return {
@@ -65,7 +69,7 @@ export async function openPlayer(context, url) {
     /** Samples so far: `{ samples: [{ t, ms, player_ms }], frames, unreadable }`. */
     read: () => page.evaluate(() => {
       const s = window.__benchLatency;
-      return { samples: s.samples, frames: s.frames, unreadable: s.unreadable, state: window.chalkstreamPlayer?.state,
+      return { samples: s.samples, frames: s.frames, unreadable: s.unreadable, error: s.error, state: window.chalkstreamPlayer?.state,
         config: window.chalkstreamPlayer?.config };
     }),
   };
