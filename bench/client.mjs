@@ -51,6 +51,11 @@ export async function runClient({ root, cfg, log }) {
       return { t: Date.now(), media: media.seconds, cpu: cpu.total(), ffmpeg: ffmpeg.total(),
         remux_ms: st?.remux_ms_total ?? NaN, media_ms: st?.media_ms_total ?? NaN, status: st };
     };
+    // Start counting once the first segment is listed (ffmpeg.wasm loads first), waiting at most a minute.
+    for (const until = Date.now() + 60_000; media.count === 0; await sleep(250)) {
+      if (Date.now() > until) throw new Error('no segment reached the server within a minute of starting the broadcast');
+      await media.poll();
+    }
     let last = await sample();
     const end = t0 + points.at(-1) * 1000;
     let nextPoint = 0;
@@ -94,13 +99,15 @@ export async function runClient({ root, cfg, log }) {
       cmd: 'scripts/bench (bench/client.mjs)' + (points.at(-1) >= 1800 ? ' --long' : ''),
       method: `The extension streams a 1280x720 tab with motion (bench/clock/clock.html?busy=1) in 2 s segments for
 ${(points.at(-1) / 60).toFixed(1)} minutes. Figures per media second come from ${WINDOW_S} s windows (median and min–max over the
-windows, leaving out the first one, which holds the start-up, when there are at least three). ffmpeg.wasm time is the extension's own count (wall time of its remux calls over the media time they
+windows, leaving out the first one, which holds the start-up, when there are at least three).
+ffmpeg.wasm time is the extension's own count (wall time of its remux calls over the media time they
 produced, from the offscreen document's status) and, as an independent check, the CPU time of the extension
 process's \`DedicatedWorker\` threads (ffmpeg.wasm runs its core in a dedicated worker) from /proc, polled every
 200 ms, over the EXTINF seconds the server lists. CPU is user+system time of the extension's renderer processes
 (Chromium's \`--extension-process\` children of this browser: the offscreen document, its workers, the worker
 and the idle options page the benchmark drives it from) from /proc. Memory is the PSS of those processes
-(/proc/PID/smaps_rollup) and the offscreen document's JS heap (DevTools protocol).`,
+(/proc/PID/smaps_rollup) and the offscreen document's JS heap as the extension reports it
+(\`performance.memory.usedJSHeapSize\`; it leaves out wasm memories and workers, which PSS includes).`,
     };
   } finally {
     await b.close();

@@ -239,10 +239,31 @@ Command: \`${K.cmd}\`.
 | CPU time of the extension's processes per media second | ${spread(K.cpu_s_per_media_s, 3, ' s')} | — | — |
 `;
   for (const m of K.memory) {
-    s += `| memory after ${f(m.at_s / 60, 0)} min (extension processes, PSS / JS heap) | ${f(m.pss_mib, 1)} MiB / ${f(m.js_heap_mib, 1)} MiB | — | — |\n`;
+    s += `| memory after ${m.at_s >= 60 ? `${f(m.at_s / 60, 0)} min` : `${m.at_s} s`} (extension processes, PSS / JS heap) | ${f(m.pss_mib, 1)} MiB / ${f(m.js_heap_mib, 1)} MiB | — | — |\n`;
   }
   const growth = K.memory.length > 1 ? K.memory.at(-1).pss_mib - K.memory[0].pss_mib : NaN;
   s += `| memory growth minute 1 → ${f(K.memory.at(-1)?.at_s / 60, 0)} | ${f(growth, 1)} MiB | < 20 MB (minute 1 → 30) | ${K.memory.at(-1)?.at_s >= 1800 ? verdict(growth < 20 * 1e6 / 1048576) : 'not run to 30 min (use `--long`)'} |\n`;
+  const ff = K.ffmpeg_s_per_media_s?.median;
+  const ffCpu = K.ffmpeg_cpu_s_per_media_s?.median;
+  if (ff > 0.1) {
+    s += `\nffmpeg.wasm misses its target by ${f(ff - 0.1, 3)} s per media second (${f(ff / 0.1, 1)}x).`;
+    if (ffCpu < ff / 2) {
+      s += ` Its worker thread used only ${f(ffCpu, 3)} s of CPU per media second in the same
+windows, so most of the remux's wall time is spent waiting, not computing: for a core (two cores here,
+shared with the captured tab's rendering, the H.264 encoder, the host and the benchmark) and for the
+round trips between the offscreen document and the ffmpeg worker (each segment is written into
+ffmpeg's in-memory file system, remuxed, read back and deleted: four messages and two copies).
+What would close the gap: fewer round trips per segment (one message that carries the input and
+returns the output), or a JavaScript/Rust MPEG-TS muxer in the offscreen document for the video copy
+(the only work ffmpeg does besides Opus -> AAC), run on a machine with a free core.`;
+    } else {
+      s += ` The worker thread's CPU time (${f(ffCpu, 3)} s per media second) shows the remux is
+compute-bound. What would close the gap: the remux only copies the video, so the cost is Opus -> AAC
+transcoding and ffmpeg's per-call set-up; recording AAC directly where MediaRecorder supports it, or a
+native-code muxer in Rust/wasm for the video copy, would cut it.`;
+    }
+    s += '\n';
+  }
   if (K.notes) s += `\n${K.notes}\n`;
   return s;
 }

@@ -13,11 +13,11 @@ const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..');
 export const MODES = {
   smoke: {
     runs: 1, wrkSeconds: 1,
-    audience: { ns: [3], stepSeconds: 4 },
-    ingest: { puts: 3 }, broadcasters: { ns: [2], stepSeconds: 4 },
+    audience: { ns: [3], stepSeconds: 3 },
+    ingest: { puts: 3 }, broadcasters: { ns: [2], stepSeconds: 3 },
     scaling: { counts: [10, 40], wrkSeconds: 1 },
-    latency: { segments: [1], seconds: 6, runs: 1 },
-    client: { points: [8] },
+    latency: { segments: [1], seconds: 4, runs: 1 },
+    client: { points: [6] },
   },
   default: {
     runs: 3, wrkSeconds: 5,
