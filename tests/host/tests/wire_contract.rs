@@ -101,6 +101,13 @@ fn real_stream_plays_in_ffmpeg_with_h264_aac_and_matching_duration() {
         assert_eq!(chunk.header("access-control-allow-origin"), Some("*"), "{chunk}");
     }
 
+    for page in ["/".to_string(), format!("/play/{id}")] {
+        let resp = host.get(&page);
+        resp.assert_status(200);
+        assert!(resp.header("content-type").unwrap_or_default().starts_with("text/html"), "{resp}");
+        assert!(!resp.text().contains(&session), "{page} shows the session secret");
+    }
+
     let status = host.status(&id);
     assert_eq!(status["state"], "live", "{status}");
     assert_eq!(status["segments"], media.len() as u64, "{status}");
@@ -256,7 +263,7 @@ fn no_acknowledged_segment_is_lost_under_concurrent_duplicate_and_reordered_puts
             let mut seen: Vec<u64> = Vec::new();
             let mut polls = 0;
             while !done.load(Ordering::SeqCst) {
-                thread::sleep(Duration::from_millis(20));
+                thread::sleep(Duration::from_millis(5));
                 let resp = host.get(&format!("/playlist/{id}.m3u8"));
                 polls += 1;
                 if resp.status == 404 && seen.is_empty() {
@@ -509,6 +516,7 @@ fn malformed_requests_get_clear_4xx_and_change_nothing() {
         with_dur("X-Duration empty", ""),
         with_dur("X-Duration decimal comma", "2,5"),
         with_dur("X-Duration with unit", "2s"),
+        with_dur("segment longer than the stream's target duration (2 s)", "2.5"),
         // other headers
         with_header("PDT not a date", "X-Program-Date-Time", "yesterday"),
         with_header("PDT month 13", "X-Program-Date-Time", "2026-13-01T00:00:00Z"),
@@ -580,6 +588,7 @@ fn malformed_requests_get_clear_4xx_and_change_nothing() {
         if everything.contains(&session) || everything.contains(&token) {
             problems.push("the answer echoes the session secret or the token".into());
         }
+        println!("{:>3} {:<6} {}", resp.status, case.method, case.what);
         if !problems.is_empty() {
             failures.push(format!("{}: {}\n    {resp}", case.what, problems.join("; ")));
         }
