@@ -121,7 +121,11 @@ mod tests {
     #[test]
     fn play_page_fills_every_placeholder() {
         let page = play_page(ID, "http://127.0.0.1:3000", false);
-        assert!(!page.contains("{{"), "unfilled placeholder in {page}");
+        for page in [&page, &landing_page("http://127.0.0.1:3000")] {
+            if let Some(at) = page.find("{{") {
+                panic!("unfilled placeholder: {}", &page[at..(at + 40).min(page.len())]);
+            }
+        }
         assert!(page.contains("data-stream=\"0123456789abcdef0123456789abcdef01234567\""));
         assert!(page.contains("<meta property=\"og:url\" content=\"http://127.0.0.1:3000/play/0123456789abcdef0123456789abcdef01234567\">"));
         assert!(page.contains("<title>Stream 01234567 · Chalkstream</title>"));

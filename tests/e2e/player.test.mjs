@@ -144,6 +144,7 @@ test('an early viewer waits, then plays live by itself with sound, shows the del
     const v = window.chalkstreamPlayer.video;
     return v.currentTime > 0.5 && v.currentTime < 4;
   });
+  await page.hover('#video'); // shows the native controls (the scrubber) for the screenshot
   await screenshot(page, 'ended');
   await page.waitForFunction(() => window.chalkstreamPlayer.video.ended, null, { timeout: 30_000 });
   const played = await page.evaluate(() => {
