@@ -256,6 +256,8 @@ if ('requestVideoFrameCallback' in video) {
 }
 
 video.addEventListener('playing', () => recovered());
+video.addEventListener('pause', () => { if (player.state === 'live' && !video.ended) say('Paused. “Jump to live” picks up where the stream is now.'); });
+video.addEventListener('play', () => { if (player.state === 'live') say(COPY.live.status); });
 video.addEventListener('durationchange', showDuration);
 video.addEventListener('ended', () => {
   if (player.state === 'ended') say('End of the recording. Press play to watch it again.');
