@@ -32,6 +32,15 @@ pub fn component_wasm() -> PathBuf {
     repo_root().join("target/wasm32-wasip2/release/chalkstream_spin_app.wasm")
 }
 
+/// The `spin.toml` the host runs: the repository's, or `CHALKSTREAM_SPIN_TOML` (to run these
+/// tests against another build of the component, e.g. a deliberately broken one).
+pub fn spin_toml() -> PathBuf {
+    match std::env::var_os("CHALKSTREAM_SPIN_TOML") {
+        Some(path) => PathBuf::from(path),
+        None => repo_root().join("spin.toml"),
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // The host process
 // ---------------------------------------------------------------------------------------------
@@ -56,7 +65,7 @@ impl Host {
     pub fn with_vars(vars: &[(&str, &str)]) -> Host {
         let wasm = component_wasm();
         assert!(
-            wasm.is_file(),
+            wasm.is_file() || std::env::var_os("CHALKSTREAM_SPIN_TOML").is_some(),
             "the component {} is missing: run scripts/build first (or `sh scripts/build-component`)",
             wasm.display()
         );
@@ -252,7 +261,7 @@ fn try_spawn_host(
     cmd.arg("--listen")
         .arg(listen)
         .arg("--spin-toml")
-        .arg(repo_root().join("spin.toml"))
+        .arg(spin_toml())
         .arg("--state-dir")
         .arg(state)
         .stdin(Stdio::null())
