@@ -20,6 +20,8 @@ use crate::timing::{duration_header, program_date_ms, CutSegment, Segmenter};
 const MIME: &str = "video/webm;codecs=avc1.42E01E,opus";
 const TIMESLICE_MS: i32 = 250;
 const TICK_MS: i32 = 40;
+/// Samples of priming the AAC encoder puts before the first real sample.
+const AAC_DELAY: u32 = 1024;
 
 #[wasm_bindgen]
 extern "C" {
@@ -192,7 +194,9 @@ async fn capture(p: &Rc<RefCell<Pipeline>>) -> Result<(), String> {
         "mimeType": MIME,
         "videoBitsPerSecond": 2_500_000,
         "audioBitsPerSecond": 128_000,
-        "videoKeyFrameIntervalDuration": segment_ms,
+        // Two keyframes per segment: a late keyframe then costs half a segment, not a whole one,
+        // so segments stay within the server's target duration even when frames come slowly.
+        "videoKeyFrameIntervalDuration": (segment_ms / 2).max(500),
     }));
     let recorder = MediaRecorder::new_with_media_stream_and_media_recorder_options(&stream, options.unchecked_ref())
         .map_err(|e| format!("This browser cannot record H.264 + Opus WebM: {}", chrome::js_error(&e)))?;
@@ -314,18 +318,32 @@ async fn ffmpeg() -> Result<Rc<FFmpeg>, String> {
 }
 
 /// Remuxes `init + clusters` to MPEG-TS: video copied, Opus -> AAC, input timestamps kept.
-async fn remux(input: &[u8], n: u64) -> Result<Vec<u8>, String> {
+///
+/// AAC's encoder delay (1024 samples) would make each segment's audio start 21 ms before its
+/// cut and overlap the previous segment. So the audio is trimmed to `[start, end - 1024
+/// samples)` and shifted by 1024 samples: the packets then tile the timeline exactly.
+async fn remux(input: &[u8], n: u64, start_ms: u64, end_ms: u64, trim: bool) -> Result<Vec<u8>, String> {
     let ff = ffmpeg().await?;
     let (src, dst) = (format!("in{n}.webm"), format!("out{n}.ts"));
     ff.write_file(&src, &Uint8Array::from(input)).await.map_err(|e| chrome::js_error(&e))?;
     FFMPEG_LOG.with(|l| l.borrow_mut().clear());
-    let args: Array = [
-        "-hide_banner", "-loglevel", "error", "-i", &src, "-map", "0:v:0", "-map", "0:a:0?",
-        "-c:v", "copy", "-c:a", "aac", "-b:a", "128k", "-copyts", "-output_ts_offset", "10",
+    let audio_filter = format!(
+        "atrim=start={:.6}:end={:.6},asetpts=PTS+{AAC_DELAY}/SR/TB",
+        start_ms as f64 / 1000.0,
+        end_ms as f64 / 1000.0 - AAC_DELAY as f64 / 48_000.0
+    );
+    let to = format!("{:.3}", end_ms as f64 / 1000.0);
+    let mut args: Vec<&str> = vec!["-hide_banner", "-loglevel", "error"];
+    if trim {
+        args.extend(["-to", &to]);
+    }
+    let args: Array = args.into_iter().chain([
+        "-i", &src, "-map", "0:v:0", "-map", "0:a:0?",
+        "-c:v", "copy", "-af", &audio_filter, "-c:a", "aac", "-ar", "48000", "-b:a", "128k",
+        "-copyts", "-output_ts_offset", "10",
         "-muxdelay", "0", "-muxpreload", "0", "-f", "mpegts", &dst,
-    ]
-    .iter()
-    .map(|s| JsValue::from_str(s))
+    ])
+    .map(JsValue::from_str)
     .collect();
     let code = ff.exec(&args).await.map_err(|e| chrome::js_error(&e));
     let out = match code {
@@ -422,7 +440,7 @@ async fn process(p: &Rc<RefCell<Pipeline>>, cut: CutSegment) -> bool {
         ([init, cut.bytes].concat(), st.remuxed, st.recording_start_wall)
     };
     let t0 = chrome::now_ms();
-    match remux(&input, n).await {
+    match remux(&input, n, cut.start_ms, cut.start_ms + cut.duration_ms, cut.trim_at_ms.is_some()).await {
         Ok(ts) => {
             let mut st = p.borrow_mut();
             st.remux_ms_total += chrome::now_ms() - t0;
@@ -485,7 +503,9 @@ async fn upload_loop(p: Rc<RefCell<Pipeline>>) {
             set("Authorization", &format!("Bearer {token}"));
         }
         let url = format!("{server}/ingest/{session}/{seq}.ts");
-        let status = http(&url, "PUT", &headers, Some(&body)).await;
+        let answer = http(&url, "PUT", &headers, Some(&body)).await;
+        let status = answer.as_ref().map(|a| a.0);
+        let said = answer.map(|a| a.1).filter(|e| !e.is_empty()).map(|e| format!(" The server said: {e}")).unwrap_or_default();
         let mut st = p.borrow_mut();
         st.attempts += 1;
         let now = chrome::now_ms();
@@ -512,7 +532,7 @@ async fn upload_loop(p: Rc<RefCell<Pipeline>>) {
                     Outcome::Conflict => format!(
                         "The server at {server} already holds different bytes for segment {seq} (409); sending it as the next segment."
                     ),
-                    Outcome::Fatal(s) => refusal_message(s, &server),
+                    Outcome::Fatal(s) => refusal_message(s, &server) + &said,
                 });
             }
         }
@@ -525,8 +545,8 @@ async fn upload_loop(p: Rc<RefCell<Pipeline>>) {
     }
 }
 
-/// Sends a request without reading the body; `None` when no answer came.
-async fn http(url: &str, method: &str, headers: &Object, body: Option<&Uint8Array>) -> Option<u16> {
+/// Sends a request; `None` when no answer came, else the status and the server's `error` text.
+async fn http(url: &str, method: &str, headers: &Object, body: Option<&Uint8Array>) -> Option<(u16, String)> {
     let init = Object::new();
     let _ = Reflect::set(&init, &"method".into(), &method.into());
     let _ = Reflect::set(&init, &"headers".into(), headers);
@@ -539,11 +559,16 @@ async fn http(url: &str, method: &str, headers: &Object, body: Option<&Uint8Arra
     }
     let resp: Response = JsFuture::from(global_fetch(url, &init)).await.ok()?.unchecked_into();
     let status = resp.status();
-    // Drain the body so the connection can be reused.
-    if let Ok(p) = resp.array_buffer() {
-        let _ = JsFuture::from(p).await;
+    let mut error = String::new();
+    if let Ok(p) = resp.text() {
+        if let Ok(text) = JsFuture::from(p).await {
+            let text = text.as_string().unwrap_or_default();
+            if let Ok(v) = serde_json::from_str::<serde_json::Value>(&text) {
+                error = v.get("error").and_then(|e| e.as_str()).unwrap_or_default().chars().take(300).collect();
+            }
+        }
     }
-    Some(status)
+    Some((status, error))
 }
 
 fn abort_after(ms: u32) -> Result<JsValue, JsValue> {
@@ -564,7 +589,7 @@ async fn finish(p: &Rc<RefCell<Pipeline>>) {
     let url = format!("{server}/ingest/{session}/end");
     let mut attempt = 0;
     let outcome = loop {
-        let status = http(&url, "POST", &headers, None).await;
+        let status = http(&url, "POST", &headers, None).await.map(|a| a.0);
         attempt += 1;
         match (status, classify(status)) {
             (Some(200 | 201 | 404), _) => break Ok(()),

@@ -16,6 +16,8 @@ pub struct CutSegment {
     pub duration_ms: u64,
     /// The Clusters, concatenated.
     pub bytes: Vec<u8>,
+    /// When set, media after this timecode is dropped so the segment fits the target duration.
+    pub trim_at_ms: Option<u64>,
 }
 
 /// Accumulates Clusters and cuts segments at keyframes.
@@ -27,6 +29,8 @@ pub struct Segmenter {
     bytes: Vec<u8>,
     /// Clusters dropped because the recording did not start with a keyframe.
     pub skipped: u64,
+    /// Longest segment the server accepts: the first segment's rounded seconds + 499 ms.
+    max_ms: Option<u64>,
 }
 
 /// Length of one video frame at 30 fps, used to close the final segment.
@@ -44,7 +48,7 @@ pub fn clamp_segment_seconds(s: u32) -> u32 {
 
 impl Segmenter {
     pub fn new(target_ms: u64) -> Self {
-        Segmenter { target_ms, start_ms: None, last_block_ms: 0, bytes: Vec::new(), skipped: 0 }
+        Segmenter { target_ms, start_ms: None, last_block_ms: 0, bytes: Vec::new(), skipped: 0, max_ms: None }
     }
 
     /// Adds a Cluster; returns the segment that ends where this Cluster begins, if it is a cut.
@@ -61,11 +65,8 @@ impl Segmenter {
         };
         // A keyframe that Chrome forced a frame or two early still counts as the boundary.
         if c.keyframe && c.timecode_ms + self.target_ms / 4 >= start + self.target_ms {
-            let seg = CutSegment {
-                start_ms: start,
-                duration_ms: c.timecode_ms - start,
-                bytes: std::mem::replace(&mut self.bytes, c.bytes),
-            };
+            let bytes = std::mem::replace(&mut self.bytes, c.bytes);
+            let seg = self.cut(start, c.timecode_ms - start, bytes);
             self.start_ms = Some(c.timecode_ms);
             self.last_block_ms = c.last_block_ms;
             return Some(seg);
@@ -79,7 +80,21 @@ impl Segmenter {
     pub fn finish(&mut self) -> Option<CutSegment> {
         let start = self.start_ms.take()?;
         let end = self.last_block_ms.max(start) + FRAME_MS;
-        Some(CutSegment { start_ms: start, duration_ms: end - start, bytes: std::mem::take(&mut self.bytes) })
+        let bytes = std::mem::take(&mut self.bytes);
+        Some(self.cut(start, end - start, bytes))
+    }
+
+    /// Makes a segment; the first fixes the server's target duration, later ones are trimmed
+    /// to fit it (only when keyframes came late, e.g. on a starved CPU, or at Stop).
+    fn cut(&mut self, start_ms: u64, duration_ms: u64, bytes: Vec<u8>) -> CutSegment {
+        let max = *self.max_ms.get_or_insert(((duration_ms + 500) / 1000).max(1) * 1000 + 499);
+        let trim = duration_ms > max;
+        CutSegment {
+            start_ms,
+            duration_ms: duration_ms.min(max),
+            bytes,
+            trim_at_ms: trim.then_some(start_ms + max),
+        }
     }
 }
 
@@ -134,6 +149,18 @@ mod tests {
         assert_eq!(s.skipped, 1);
         s.push(c(500, true));
         assert_eq!(s.push(c(1500, true)).unwrap().start_ms, 500);
+    }
+
+    #[test]
+    fn late_keyframes_are_trimmed_to_the_target_the_first_segment_fixed() {
+        let mut s = Segmenter::new(2000);
+        s.push(c(0, true));
+        let first = s.push(c(2100, true)).unwrap();
+        assert_eq!((first.duration_ms, first.trim_at_ms), (2100, None));
+        let late = s.push(c(5100, true)).unwrap();
+        assert_eq!((late.start_ms, late.duration_ms, late.trim_at_ms), (2100, 2499, Some(4599)));
+        let last = s.finish().unwrap();
+        assert_eq!((last.start_ms, last.duration_ms), (5100, 990 + FRAME_MS));
     }
 
     #[test]

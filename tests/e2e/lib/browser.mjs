@@ -1,0 +1,209 @@
+// Debian Chromium with the Chalkstream extension loaded, and the checks the extension tests
+// make on what it streamed (ffmpeg/ffprobe as an independent client).
+import { chromium } from 'playwright-core';
+import { execFile } from 'node:child_process';
+import { createServer } from 'node:http';
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
+import { ROOT } from './server.mjs';
+
+export const EXT_DIR = join(ROOT, 'extension', 'dist');
+export const FIXTURES = join(ROOT, 'tests', 'e2e', 'fixtures');
+export const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+const run = promisify(execFile);
+
+const BASE_ARGS = ['--headless=new', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
+  '--disable-background-networking', '--disable-component-update', '--disable-sync',
+  '--autoplay-policy=no-user-gesture-required', '--enable-unsafe-extension-debugging',
+  '--disable-features=DisableLoadExtensionCommandLineSwitch'];
+
+/**
+ * Launch Chromium with extension/dist loaded. `camera: true` adds the fake camera and
+ * auto-accepted permission prompts (that flag breaks tab capture, so tab tests leave it off).
+ * Resolves to `{ context, id, worker(), click(page), popup(), setOptions(), close() }`.
+ */
+export async function launchExtension({ camera = false } = {}) {
+  if (!existsSync(join(EXT_DIR, 'manifest.json'))) throw new Error('extension/dist is missing: sh extension/build.sh');
+  const dir = mkdtempSync(join(tmpdir(), 'chalkstream-chromium-'));
+  const args = [...BASE_ARGS, `--disable-extensions-except=${EXT_DIR}`, `--load-extension=${EXT_DIR}`];
+  if (camera) args.push('--use-fake-device-for-media-stream', '--use-fake-ui-for-media-stream');
+  const context = await chromium.launchPersistentContext(dir, {
+    executablePath: '/usr/bin/chromium', headless: false, args,
+    viewport: { width: 1280, height: 720 },
+    ignoreDefaultArgs: ['--disable-extensions', '--disable-component-extensions-with-background-pages'],
+  });
+  const close = async () => { await context.close().catch(() => {}); rmSync(dir, { recursive: true, force: true }); };
+  try {
+    const sw = context.serviceWorkers().find((w) => w.url().startsWith('chrome-extension://'))
+      ?? await context.waitForEvent('serviceworker', { timeout: 30_000 });
+    const id = new URL(sw.url()).host;
+    const browserSession = await context.browser().newBrowserCDPSession();
+    let popupPage = null;
+    const ext = {
+      context, id,
+      /** The extension's current service worker (a new one after a restart). */
+      worker: () => context.serviceWorkers().find((w) => w.url().startsWith(`chrome-extension://${id}/`)),
+      /** A real toolbar click on `page`'s tab (CDP Extensions.triggerAction). */
+      async click(page) {
+        await page.bringToFront();
+        // The action wants the *tab* target, the parent of the page target.
+        const { targetInfos } = await browserSession.send('Target.getTargets', { filter: [{ type: 'tab' }] });
+        const tabs = targetInfos.filter((t) => t.type === 'tab' && t.url === page.url());
+        if (tabs.length !== 1) throw new Error(`expected one tab at ${page.url()}, found ${tabs.length}`);
+        await browserSession.send('Extensions.triggerAction', { id, targetId: tabs[0].targetId });
+      },
+      /** The popup page, opened as a tab (created on first use). */
+      async popup() {
+        if (!popupPage || popupPage.isClosed()) {
+          popupPage = await context.newPage();
+          await popupPage.goto(`chrome-extension://${id}/popup.html`);
+        }
+        return popupPage;
+      },
+      /** What the popup shows: state line, error line and the status record. */
+      async popupState() {
+        const p = await ext.popup();
+        return p.evaluate(() => ({
+          phase: document.body.dataset.phase,
+          state: document.getElementById('state').textContent,
+          error: document.getElementById('error').textContent,
+          link: document.getElementById('link').value,
+          waiting: document.getElementById('waiting').textContent,
+          status: document.body.dataset.status ? JSON.parse(document.body.dataset.status) : null,
+        }));
+      },
+      /** Stores options as the options page does. */
+      async setOptions(options) {
+        const p = await ext.popup();
+        await p.evaluate((o) => chrome.storage.local.set({ options: o }),
+          { server: 'http://127.0.0.1:3000', token: '', segment_seconds: 2, default_source: 'tab', ...options });
+      },
+      /** The running broadcast record from chrome.storage (has the secret; tests only). */
+      async broadcast() {
+        const p = await ext.popup();
+        return p.evaluate(async () => (await chrome.storage.local.get('broadcast')).broadcast ?? null);
+      },
+      /** Poll `fn` until it returns a truthy value. */
+      async until(fn, { timeout = 30_000, what = 'condition' } = {}) {
+        const end = Date.now() + timeout;
+        for (;;) {
+          const v = await fn();
+          if (v) return v;
+          if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
+          await sleep(250);
+        }
+      },
+      browserSession,
+      close,
+    };
+    return ext;
+  } catch (e) {
+    await close();
+    throw e;
+  }
+}
+
+/** Serves tests/e2e/fixtures on a free loopback port; resolves to `{ url, close() }`. */
+export async function serveFixtures() {
+  const server = createServer((req, res) => {
+    const name = new URL(req.url, 'http://x').pathname.replace(/^\/+/, '') || 'tab.html';
+    if (!/^[\w.-]+$/.test(name) || !existsSync(join(FIXTURES, name))) { res.writeHead(404).end(); return; }
+    res.writeHead(200, { 'content-type': 'text/html; charset=utf-8' }).end(readFileSync(join(FIXTURES, name)));
+  });
+  await new Promise((r) => server.listen(0, '127.0.0.1', r));
+  return { url: `http://127.0.0.1:${server.address().port}`, close: () => new Promise((r) => server.close(r)) };
+}
+
+/** Parses a media playlist into `{ text, segments: [{ seq, uri, duration, pdt }], ended }`. */
+export async function fetchPlaylist(server, stream) {
+  const res = await fetch(`${server}/playlist/${stream}.m3u8`);
+  if (res.status !== 200) return null;
+  const text = await res.text();
+  const lines = text.split('\n');
+  const media = Number((text.match(/#EXT-X-MEDIA-SEQUENCE:(\d+)/) ?? [0, 0])[1]);
+  const segments = [];
+  let duration = null; let pdt = null;
+  for (const line of lines) {
+    if (line.startsWith('#EXTINF:')) duration = parseFloat(line.slice(8));
+    else if (line.startsWith('#EXT-X-PROGRAM-DATE-TIME:')) pdt = Date.parse(line.slice(25));
+    else if (line && !line.startsWith('#')) {
+      segments.push({ seq: media + segments.length, uri: new URL(line, `${server}/playlist/`).href, duration, pdt });
+      duration = null; pdt = null;
+    }
+  }
+  return { text, segments, ended: text.includes('#EXT-X-ENDLIST') };
+}
+
+async function ffprobeJson(args) {
+  const { stdout } = await run('ffprobe', ['-v', 'error', '-of', 'json', ...args], { maxBuffer: 256 << 20 });
+  return JSON.parse(stdout);
+}
+
+/**
+ * Everything the tests check about a finished stream, measured with Debian's ffmpeg/ffprobe:
+ * ffmpeg's complaints while decoding the whole playlist, codecs, decoded duration, the largest
+ * timestamp gap at each segment boundary, and the audio's mean volume.
+ */
+export async function analyseStream(server, stream) {
+  const pl = await fetchPlaylist(server, stream);
+  const url = `${server}/playlist/${stream}.m3u8`;
+  const decode = await run('ffmpeg', ['-nostdin', '-v', 'error', '-i', url, '-f', 'null', '-'],
+    { maxBuffer: 64 << 20 }).then((r) => ({ ok: true, stderr: r.stderr }), (e) => ({ ok: false, stderr: String(e.stderr ?? e) }));
+  const streams = (await ffprobeJson(['-show_entries', 'stream=codec_name,codec_type', url])).streams;
+  const vol = await run('ffmpeg', ['-nostdin', '-i', url, '-map', '0:a:0', '-af', 'volumedetect', '-f', 'null', '-'],
+    { maxBuffer: 64 << 20 }).then((r) => r.stderr, (e) => String(e.stderr ?? ''));
+  const meanVolume = Number((vol.match(/mean_volume: (-?[\d.]+) dB/) ?? [0, NaN])[1]);
+
+  // Per segment: first/last packet times per stream type (timestamps are absolute: -copyts).
+  const dir = mkdtempSync(join(tmpdir(), 'chalkstream-segs-'));
+  const perSegment = [];
+  for (const seg of pl.segments) {
+    const file = join(dir, `${seg.seq}.ts`);
+    writeFileSync(file, Buffer.from(await (await fetch(seg.uri)).arrayBuffer()));
+    const { packets, streams: ss } = await ffprobeJson(['-show_entries',
+      'packet=stream_index,pts_time,duration_time:stream=index,codec_type', file]);
+    const kind = Object.fromEntries(ss.map((s) => [s.index, s.codec_type]));
+    const times = { video: [], audio: [] };
+    const durs = { video: [], audio: [] };
+    for (const p of packets) {
+      const k = kind[p.stream_index];
+      if (!times[k] || p.pts_time === undefined) continue;
+      times[k].push(Number(p.pts_time));
+      if (p.duration_time !== undefined) durs[k].push(Number(p.duration_time));
+    }
+    for (const k of ['video', 'audio']) times[k].sort((a, b) => a - b);
+    perSegment.push({ seq: seg.seq, times, durs });
+  }
+  rmSync(dir, { recursive: true, force: true });
+  const audioFrame = 1024 / 48000;
+  const innerGap = (t) => Math.max(0, ...t.slice(1).map((x, i) => x - t[i]));
+  const median = (a) => { const s = [...a].sort((x, y) => x - y); return s.length ? s[Math.floor(s.length / 2)] : NaN; };
+  const allVideo = perSegment.flatMap((s) => s.times.video);
+  const diffs = allVideo.slice(1).map((t, i) => t - allVideo[i]).filter((d) => d > 0);
+  const frame = median(diffs);
+  const boundaries = [];
+  for (let i = 1; i < perSegment.length; i++) {
+    const a = perSegment[i - 1]; const b = perSegment[i];
+    const aEnd = a.times.video.at(-1); const bStart = b.times.video[0];
+    const audioEnd = a.times.audio.at(-1) + (median(a.durs.audio) || 0.021333);
+    // The timeline the playlist declares (sum of EXTINF) against the media's own timestamps.
+    const declared = pl.segments.slice(0, i).reduce((t, s) => t + s.duration, 0);
+    boundaries.push({ seq: b.seq, videoGap: bStart - aEnd, audioGap: b.times.audio[0] - audioEnd,
+      capturedGap: Math.max(innerGap(a.times.video), innerGap(b.times.video)),
+      drift: (bStart - perSegment[0].times.video[0]) - declared });
+  }
+  const innerGaps = perSegment.map((s) => innerGap(s.times.video));
+  // What ffmpeg decodes: from the first packet of either stream to the end of the last one.
+  const allAudio = perSegment.flatMap((s) => s.times.audio);
+  const starts = [allVideo[0], allAudio[0]].filter((t) => t !== undefined);
+  const ends = [allVideo.length ? allVideo.at(-1) + frame : undefined,
+    allAudio.length ? allAudio.at(-1) + audioFrame : undefined].filter((t) => t !== undefined);
+  const decodedSeconds = starts.length ? Math.max(...ends) - Math.min(...starts) : 0;
+  const videoSeconds = allVideo.length ? allVideo.at(-1) - allVideo[0] + frame : 0;
+  return {
+    playlist: pl, decode, streams, meanVolume, frame, audioFrame, boundaries, decodedSeconds,
+    videoPackets: allVideo.length, innerGaps, videoSeconds, maxCaptureGap: Math.max(0, ...innerGaps),
+  };
+}
