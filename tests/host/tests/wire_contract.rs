@@ -601,3 +601,48 @@ fn malformed_requests_get_clear_4xx_and_change_nothing() {
     let log = host.log();
     assert!(!log.contains(&session) && !log.contains(&token), "the host's log shows the session secret or the token:\n{log}");
 }
+
+/// Two different bodies PUT for the same seq at the same moment: at most one may be acknowledged,
+/// and the stored bytes must be that one. Spin key-value has no compare-and-swap, so a server can
+/// only narrow this race, not close it; the extension never sends two bodies for one seq. Ignored
+/// by default: run with `--ignored` to measure (it prints how often both were acknowledged).
+#[test]
+#[ignore]
+fn concurrent_conflicting_puts_acknowledge_only_the_stored_body() {
+    const SEQS: u64 = 60;
+    let host = Arc::new(Host::start());
+    let session = new_session();
+    let id = stream_id(&session);
+    let mut both = Vec::new();
+    let mut neither = Vec::new();
+    for seq in 0..SEQS {
+        let barrier = Arc::new(std::sync::Barrier::new(2));
+        let racers: Vec<_> = [1u64, 2]
+            .into_iter()
+            .map(|variant| {
+                let (host, session, barrier) = (Arc::clone(&host), session.clone(), Arc::clone(&barrier));
+                thread::spawn(move || {
+                    let body = ts_packets(40, seq * 10 + variant);
+                    barrier.wait();
+                    (host.upload(&session, seq, "2", None, &body), body)
+                })
+            })
+            .collect();
+        let answers: Vec<(Resp, Vec<u8>)> = racers.into_iter().map(|r| r.join().unwrap()).collect();
+        let stored = host.get(&format!("/chunks/{id}/{seq}.ts"));
+        stored.assert_status(200);
+        let acked: Vec<&Vec<u8>> =
+            answers.iter().filter(|(r, _)| r.status == 200 || r.status == 201).map(|(_, b)| b).collect();
+        for (resp, _) in &answers {
+            assert!(matches!(resp.status, 200 | 201 | 409), "seq {seq}: {resp}");
+        }
+        match acked.len() {
+            0 => neither.push(seq),
+            1 if *acked[0] == stored.body => {}
+            _ => both.push(seq),
+        }
+    }
+    println!("{SEQS} races: {} acknowledged a body that is not the stored one, {} acknowledged none", both.len(), neither.len());
+    assert!(neither.is_empty(), "no body acknowledged for seqs {neither:?}");
+    assert!(both.is_empty(), "an acknowledged body was replaced for seqs {both:?}");
+}
