@@ -80,6 +80,9 @@ async function main() {
   const cfg = MODES[mode];
   const log = (m) => console.log(m);
   const results = { mode, machine: machine(), parts: {}, failures: {} };
+  // The highest 1-minute load average seen during the run says how shared the machine was.
+  let loadMax = os.loadavg()[0];
+  const loadTimer = setInterval(() => { loadMax = Math.max(loadMax, os.loadavg()[0]); }, 5000);
   for (const name of only) {
     if (!PARTS[name]) throw new Error(`unknown part ${name}; parts are ${Object.keys(PARTS).join(', ')}`);
     const t0 = performance.now();
@@ -92,7 +95,9 @@ async function main() {
     }
     log(`bench: part ${name} took ${((performance.now() - t0) / 1000).toFixed(0)} s`);
   }
+  clearInterval(loadTimer);
   results.machine.load_after = os.loadavg().map((x) => x.toFixed(2)).join(' ');
+  results.machine.load_max = Math.max(loadMax, os.loadavg()[0]).toFixed(2);
   results.machine.seconds = Math.round(performance.now() / 1000);
   const rawDir = join(ROOT, 'target', 'bench');
   mkdirSync(rawDir, { recursive: true });

@@ -72,8 +72,16 @@ export async function launchBroadcaster({ serverUrl, segmentSeconds }) {
         }
       },
       /** The offscreen document's health (`Status` in extension/src/messages.rs), or null before it runs. */
-      status: () => control.evaluate(() => chrome.runtime.sendMessage({ to: 'offscreen', type: 'GetStatus' })
-        .catch(() => null)),
+      async status() {
+        // The offscreen document may be busy (or answer nothing) for a moment: ask up to three times.
+        for (let i = 0; i < 3; i++) {
+          const st = await control.evaluate(() => chrome.runtime.sendMessage({ to: 'offscreen', type: 'GetStatus' })
+            .catch(() => null));
+          if (st && typeof st === 'object' && 'phase' in st) return st;
+          await sleep(300);
+        }
+        return null;
+      },
       /** The offscreen document's JS heap in bytes, as the extension reports it. */
       async jsHeapBytes() { return (await this.status())?.js_heap_bytes ?? NaN; },
       /** Stop the broadcast as the popup's Stop does. */
