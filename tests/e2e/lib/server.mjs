@@ -1,7 +1,7 @@
 // Starts the real Chalkstream component in the bundled test host on a free
 // loopback port with its own state directory, for the browser tests.
 import { spawn } from 'node:child_process';
-import { mkdtempSync } from 'node:fs';
+import { mkdtempSync, openSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -20,7 +20,9 @@ export async function startServer({ env = {}, stateDir, listen = '127.0.0.1:0' }
     Object.entries(env).map(([k, v]) => [`SPIN_VARIABLE_${k.toUpperCase()}`, String(v)]));
   const child = spawn(HOST_BIN, ['--listen', listen, '--state-dir', stateDir,
     '--spin-toml', join(ROOT, 'spin.toml')], {
-    env: { ...process.env, ...vars }, stdio: ['ignore', 'pipe', 'inherit'],
+    // The request log goes to a file in the state dir, so test output stays readable.
+    env: { ...process.env, ...vars },
+    stdio: ['ignore', 'pipe', openSync(join(stateDir, 'host.log'), 'a')],
   });
   const url = await new Promise((resolve, reject) => {
     let buf = '';
