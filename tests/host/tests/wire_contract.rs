@@ -342,12 +342,24 @@ fn retention_drops_expired_segments_from_playlist_chunks_and_store() {
     let id = stream_id(&session);
     let body = |seq: u64| ts_packets(20, seq);
 
+    // Seq 1 starts a discontinuity, so DISCONTINUITY-SEQUENCE must count it once it slides out.
     for seq in 0..3 {
-        host.upload(&session, seq, "1", Some(&rfc3339_ms(now_ms())), &body(seq)).assert_status(201);
+        let disc = if seq == 1 { "1" } else { "0" };
+        let pdt = rfc3339_ms(now_ms());
+        host.put_segment(&session, seq, &[("X-Duration", "1"), ("X-Program-Date-Time", &pdt), ("X-Discontinuity", disc)], &body(seq))
+            .assert_status(201);
     }
+    // A second stream that gets no more uploads: it must expire as a whole.
+    let quiet = new_session();
+    let quiet_id = stream_id(&quiet);
+    host.upload(&quiet, 0, "1", None, &body(100)).assert_status(201);
+
     let (_, before) = host.playlist(&id);
     assert_eq!(before.seqs(), vec![0, 1, 2], "{}", before.text);
     assert_eq!(before.media_sequence.unwrap_or(0), 0);
+    assert_eq!(before.discontinuity_sequence.unwrap_or(0), 0, "{}", before.text);
+    let flags: Vec<bool> = before.entries.iter().map(|e| e.discontinuity).collect();
+    assert_eq!(flags, vec![false, true, false], "{}", before.text);
     assert_eq!(before.playlist_type, None, "with retention the live playlist is a sliding window:\n{}", before.text);
     for seq in 0..3 {
         assert!(!host.kv_with_prefix(&format!("seg/{id}/{seq}/")).is_empty(), "no seg/{id}/{seq}/ keys: {:?}", host.kv_rows());
@@ -360,6 +372,13 @@ fn retention_drops_expired_segments_from_playlist_chunks_and_store() {
     let (_, after) = host.playlist(&id);
     assert_eq!(after.seqs(), vec![3, 4], "expired segments still listed:\n{}", after.text);
     assert_eq!(after.media_sequence, Some(3), "media sequence must rise with the window:\n{}", after.text);
+    assert_eq!(
+        after.discontinuity_sequence,
+        Some(1),
+        "the discontinuity at seq 1 left the window; DISCONTINUITY-SEQUENCE must count it:\n{}",
+        after.text
+    );
+    assert_eq!(after.count("#EXT-X-DISCONTINUITY"), 0, "{}", after.text);
     assert_contiguous_from_media_sequence(&after);
     for seq in 0..3 {
         host.get(&format!("/chunks/{id}/{seq}.ts")).assert_status(404);
@@ -372,6 +391,13 @@ fn retention_drops_expired_segments_from_playlist_chunks_and_store() {
         assert!(chunk.body == body(seq));
     }
     assert_eq!(host.status(&id)["segments"], 2);
+
+    // The quiet stream: gone from every read, and reading it cleared its segment keys.
+    host.get(&format!("/playlist/{quiet_id}.m3u8")).assert_status(404);
+    host.get(&format!("/api/streams/{quiet_id}")).assert_status(404);
+    host.get(&format!("/chunks/{quiet_id}/0.ts")).assert_status(404);
+    let left = host.kv_with_prefix(&format!("seg/{quiet_id}/"));
+    assert!(left.is_empty(), "keys of the expired quiet stream remain: {left:?}");
 }
 
 #[test]
