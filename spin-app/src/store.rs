@@ -177,9 +177,11 @@ impl<'a, K: Kv + ?Sized> Streams<'a, K> {
         if let Some(existing) = self.meta(id, seq)? {
             return self.answer_existing(id, &existing, &sha1);
         }
+        // Below the head, or below the tail hint with no meta: committed once and deleted by
+        // retention since (a late retry). Storing it again would ack a segment no playlist lists.
         let head = self.head(id)?;
-        if seq < head {
-            return Err(PutError::Rule(RuleError::BeforeWindow { seq, first_seq: head }));
+        if seq < head || seq < self.tail(id)? {
+            return Err(PutError::Rule(RuleError::BeforeWindow { seq, first_seq: head.max(seq + 1) }));
         }
         let record = self.stream_record(id, headers.duration_ms, now_ms)?;
         rules::check_target(headers.duration_ms, record.target_s).map_err(PutError::Rule)?;
@@ -298,7 +300,11 @@ impl<'a, K: Kv + ?Sized> Streams<'a, K> {
         for meta in expired.iter().filter(|m| m.discontinuity) {
             self.record_break(id, meta.seq, head)?;
         }
-        set_json(self.kv, &head_key(id), &HeadMark { first_seq: new_head })?;
+        // Re-read so a slow request does not move the head back (a lost update is still
+        // possible; readers tolerate a head that lags).
+        if self.head(id)? < new_head {
+            set_json(self.kv, &head_key(id), &HeadMark { first_seq: new_head })?;
+        }
         for meta in expired {
             self.delete_parts(id, meta)?;
             self.kv.delete(&meta_key(id, meta.seq))?;

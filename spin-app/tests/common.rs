@@ -18,7 +18,12 @@ pub fn stream_id(secret: &str) -> String {
 }
 
 pub fn config(retention: Retention, idle_ms: u64) -> Config {
-    Config { retention, idle_ms, ingest_token: None, max_segment_bytes: 16_777_216 }
+    Config {
+        retention,
+        idle_ms,
+        ingest_token: None,
+        max_segment_bytes: 16_777_216,
+    }
 }
 
 /// A body of `packets` MPEG-TS packets whose payload bytes are `fill`.
@@ -36,7 +41,10 @@ pub fn head(method: Method, path_and_query: &str, headers: &[(&str, &str)]) -> R
         method,
         path: path.to_owned(),
         query: query.to_owned(),
-        headers: headers.iter().map(|(n, v)| (n.to_ascii_lowercase(), (*v).to_owned())).collect(),
+        headers: headers
+            .iter()
+            .map(|(n, v)| (n.to_ascii_lowercase(), (*v).to_owned()))
+            .collect(),
         base_url: BASE.to_owned(),
     }
 }
@@ -56,7 +64,11 @@ pub fn request_with(
     match api::handle(head, kv, config, now) {
         Step::Reply(reply) => reply,
         Step::ReadBody(upload) => {
-            let read = if body.len() as u64 > upload.limit { Err(BodyError::TooLarge) } else { Ok(body.to_vec()) };
+            let read = if body.len() as u64 > upload.limit {
+                Err(BodyError::TooLarge)
+            } else {
+                Ok(body.to_vec())
+            };
             upload.finish(head, kv, read, now)
         }
     }
@@ -93,7 +105,24 @@ pub fn body(kv: &dyn Kv, reply: &Reply) -> Vec<u8> {
         Body::Empty => Vec::new(),
         Body::Bytes(bytes) => bytes.clone(),
         Body::Static(bytes) => bytes.to_vec(),
-        Body::Parts { keys, .. } => keys.iter().flat_map(|k| kv.get(k).unwrap().expect("part present")).collect(),
+        Body::Parts { keys, .. } => keys
+            .iter()
+            .flat_map(|k| kv.get(k).unwrap().expect("part present"))
+            .collect(),
+    }
+}
+
+/// Like [`body`], but `None` when a streamed part is missing from the store.
+pub fn try_body(kv: &dyn Kv, reply: &Reply) -> Option<Vec<u8>> {
+    match &reply.body {
+        Body::Parts { keys, .. } => {
+            let mut out = Vec::new();
+            for key in keys {
+                out.extend(kv.get(key).unwrap()?);
+            }
+            Some(out)
+        }
+        _ => Some(body(kv, reply)),
     }
 }
 

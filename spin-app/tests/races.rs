@@ -1,0 +1,286 @@
+//! Concurrency without transactions: uploader threads race on one stream (duplicates, retries,
+//! out-of-order arrivals) while retention deletes and viewers read, over a store that yields
+//! between every operation to shuffle the interleavings. No acknowledged segment may go missing.
+
+mod common;
+
+use chalkstream_manifest::rules::{Config, Retention};
+use chalkstream_spin_app::kv::{Kv, KvError, MemoryKv};
+use common::*;
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::Mutex;
+
+/// The memory store, yielding the thread around every operation (and sometimes sleeping), so
+/// requests interleave at every step.
+struct Shuffled {
+    inner: MemoryKv,
+    ops: AtomicU64,
+}
+
+impl Shuffled {
+    fn pause(&self) {
+        let n = self.ops.fetch_add(1, Ordering::Relaxed);
+        std::thread::yield_now();
+        if n.wrapping_mul(2_654_435_761) % 31 == 0 {
+            std::thread::sleep(std::time::Duration::from_micros(50));
+        }
+    }
+}
+
+impl Kv for Shuffled {
+    fn get(&self, key: &str) -> Result<Option<Vec<u8>>, KvError> {
+        self.pause();
+        self.inner.get(key)
+    }
+    fn set(&self, key: &str, value: &[u8]) -> Result<(), KvError> {
+        self.pause();
+        let r = self.inner.set(key, value);
+        self.pause();
+        r
+    }
+    fn delete(&self, key: &str) -> Result<(), KvError> {
+        self.pause();
+        self.inner.delete(key)
+    }
+}
+
+/// A tiny deterministic generator per thread.
+struct Lcg(u64);
+
+impl Lcg {
+    fn next(&mut self, bound: u64) -> u64 {
+        self.0 = self
+            .0
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
+        (self.0 >> 33) % bound
+    }
+}
+
+const SEGMENTS: u64 = 400;
+/// Viewer threads reading playlists and chunks (their reads also run retention's cleanup).
+const VIEWERS: usize = 2;
+/// Interleavings are random: each test runs several rounds.
+const ROUNDS: usize = 4;
+
+fn body_of(seq: u64) -> Vec<u8> {
+    ts(2 + (seq % 5) as usize, (seq % 251) as u8)
+}
+
+/// Seqs with `X-Discontinuity: 1` (every 17th).
+fn flagged(seq: u64) -> bool {
+    seq > 0 && seq % 17 == 0
+}
+
+struct Outcome {
+    /// seq -> every answer's status (410 stands for "409: behind the retention window")
+    acks: Mutex<BTreeMap<u64, Vec<u16>>>,
+    viewer_checks: AtomicU64,
+}
+
+fn run(retention: Retention, uploaders: u64) -> (Shuffled, Config, Outcome, i64) {
+    let kv = Shuffled {
+        inner: MemoryKv::new(),
+        ops: AtomicU64::new(0),
+    };
+    let c = config(retention, 10_000_000);
+    let clock = AtomicI64::new(T0);
+    let next = AtomicU64::new(0);
+    let retries: Mutex<Vec<u64>> = Mutex::new(Vec::new());
+    let done = AtomicU64::new(0);
+    let outcome = Outcome {
+        acks: Mutex::new(BTreeMap::new()),
+        viewer_checks: AtomicU64::new(0),
+    };
+    let id = stream_id(SECRET);
+
+    std::thread::scope(|scope| {
+        for t in 0..uploaders {
+            let (kv, c, clock, next, retries, done, outcome) = (&kv, &c, &clock, &next, &retries, &done, &outcome);
+            scope.spawn(move || {
+                let mut rng = Lcg(t + 1);
+                loop {
+                    // Mostly new seqs in order; sometimes a retry of an earlier one (same bytes).
+                    let retry = if rng.next(4) == 0 {
+                        retries.lock().unwrap().pop()
+                    } else {
+                        None
+                    };
+                    let seq = match retry {
+                        Some(seq) => seq,
+                        None => {
+                            let seq = next.fetch_add(1, Ordering::SeqCst);
+                            if seq >= SEGMENTS {
+                                break;
+                            }
+                            seq
+                        }
+                    };
+                    let now = clock.fetch_add(1 + rng.next(3) as i64, Ordering::SeqCst);
+                    let mut headers = vec![("X-Duration", "2.000")];
+                    if flagged(seq) {
+                        headers.push(("X-Discontinuity", "1"));
+                    }
+                    let reply = put_with(kv, c, SECRET, seq, &headers, &body_of(seq), now);
+                    let mut status = reply.status;
+                    if status == 409 && text(kv, &reply).contains("retention window") {
+                        status = 410; // a late retry of a seq retention already deleted
+                    }
+                    outcome.acks.lock().unwrap().entry(seq).or_default().push(status);
+                    if rng.next(3) == 0 {
+                        retries.lock().unwrap().push(seq);
+                    }
+                }
+                done.fetch_add(1, Ordering::SeqCst);
+            });
+        }
+        // A viewer: every playlist it reads is a contiguous run whose chunks are readable,
+        // and later playlists never go back.
+        for _ in 0..VIEWERS {
+            let (kv, c, clock, done, outcome, id) = (&kv, &c, &clock, &done, &outcome, &id);
+            scope.spawn(move || {
+                let mut last_first = 0u64;
+                let mut last_end = 0u64;
+                while done.load(Ordering::SeqCst) < uploaders {
+                    // Viewers read the clock without moving it: time is the uploads' time.
+                    let now = clock.load(Ordering::SeqCst);
+                    let reply = playlist(kv, c, id, now);
+                    if reply.status == 404 {
+                        continue;
+                    }
+                    assert_eq!(reply.status, 200);
+                    let seqs = listed_seqs(&text(kv, &reply));
+                    assert!(seqs.windows(2).all(|w| w[1] == w[0] + 1), "contiguous: {seqs:?}");
+                    let (first, end) = (seqs[0], seqs[seqs.len() - 1] + 1);
+                    assert!(first >= last_first, "window start went back: {first} < {last_first}");
+                    assert!(end >= last_end, "run end went back: {end} < {last_end}");
+                    (last_first, last_end) = (first, end);
+                    let seq = seqs[seqs.len() / 2];
+                    let chunk = get(kv, c, &format!("/chunks/{id}/{seq}.ts"), now);
+                    if chunk.status == 200 {
+                        // Parts vanish mid-read only when retention deletes an expired segment.
+                        match try_body(kv, &chunk) {
+                            Some(bytes) => assert_eq!(bytes, body_of(seq)),
+                            None => {
+                                let later = clock.load(Ordering::SeqCst);
+                                let meta = kv.inner.get(&format!("seg/{id}/{seq}/meta")).unwrap();
+                                let expired = meta.is_none_or(|m| {
+                                    let m: serde_json::Value = serde_json::from_slice(&m).unwrap();
+                                    c.retention.is_expired(m["stored_ms"].as_i64().unwrap(), later)
+                                });
+                                assert!(expired, "parts of unexpired seq {seq} are missing");
+                            }
+                        }
+                    }
+                    outcome.viewer_checks.fetch_add(1, Ordering::Relaxed);
+                }
+            });
+        }
+    });
+    let end = clock.load(Ordering::SeqCst);
+    (kv, c, outcome, end)
+}
+
+fn check_every_ack_is_listed_or_expired(kv: &Shuffled, c: &Config, outcome: &Outcome, now: i64) -> Vec<u64> {
+    let acks = outcome.acks.lock().unwrap();
+    assert_eq!(acks.len() as u64, SEGMENTS);
+    let id = stream_id(SECRET);
+    let reply = playlist(kv, c, &id, now);
+    if reply.status != 200 {
+        for k in kv.inner.keys().iter().filter(|k| !k.starts_with("seg/") || k.ends_with("meta")) {
+            eprintln!("{k} = {}", String::from_utf8_lossy(&kv.inner.get(k).unwrap().unwrap()));
+        }
+        eprintln!("now {now}");
+    }
+    assert_eq!(reply.status, 200);
+    let text = text(kv, &reply);
+    let listed = listed_seqs(&text);
+    let first = listed[0];
+    for (seq, statuses) in acks.iter() {
+        assert!(
+            statuses
+                .iter()
+                .all(|s| *s == 200 || *s == 201 || (*s == 410 && *seq < first)),
+            "seq {seq}: {statuses:?}"
+        );
+        assert_eq!(
+            statuses.iter().filter(|s| **s == 201).count(),
+            1,
+            "seq {seq} created once: {statuses:?}"
+        );
+    }
+    assert_eq!(
+        *listed.last().unwrap(),
+        SEGMENTS - 1,
+        "the run reaches the last acked seq"
+    );
+    assert_eq!(listed, (first..SEGMENTS).collect::<Vec<_>>());
+    for seq in 0..first {
+        // Below the window only because retention expired it.
+        let kept = kv.inner.get(&format!("seg/{id}/{seq}/meta")).unwrap();
+        assert!(
+            c.retention != Retention::Forever && kept.is_none(),
+            "seq {seq} missing but not expired"
+        );
+    }
+    for seq in first..SEGMENTS {
+        assert_eq!(
+            body(kv, &get(kv, c, &format!("/chunks/{id}/{seq}.ts"), now)),
+            body_of(seq)
+        );
+    }
+    // The discontinuity sequence counts exactly the flagged seqs that slid out.
+    let expected_before = (0..first).filter(|s| flagged(*s)).count();
+    assert!(
+        text.contains(&format!("#EXT-X-DISCONTINUITY-SEQUENCE:{expected_before}\n")),
+        "{text}"
+    );
+    let marked: BTreeSet<u64> = text
+        .split("#EXT-X-DISCONTINUITY\n")
+        .skip(1)
+        .map(|rest| listed_seqs(rest)[0])
+        .collect();
+    let expected: BTreeSet<u64> = (first..SEGMENTS).filter(|s| flagged(*s)).collect();
+    assert_eq!(marked, expected);
+    listed
+}
+
+#[test]
+fn racing_uploads_retries_and_readers_never_lose_an_acknowledged_segment() {
+    for _ in 0..ROUNDS {
+        let (kv, c, outcome, end) = run(Retention::Forever, 4);
+        let listed = check_every_ack_is_listed_or_expired(&kv, &c, &outcome, end);
+        assert_eq!(listed[0], 0, "EVENT playlists keep everything");
+        assert!(outcome.viewer_checks.load(Ordering::Relaxed) > 0);
+    }
+}
+
+#[test]
+fn racing_uploads_with_retention_lose_only_expired_segments_and_keep_storage_bounded() {
+    // The shared clock moves 1-3 ms per request; 100 ms keep a window of a few dozen segments.
+    for _ in 0..ROUNDS {
+        let (kv, c, outcome, end) = run(Retention::Millis(100), 4);
+        let listed = check_every_ack_is_listed_or_expired(&kv, &c, &outcome, end);
+        assert!(listed[0] > 0, "retention moved the window");
+        let id = stream_id(SECRET);
+        let metas = kv
+            .inner
+            .keys()
+            .iter()
+            .filter(|k| k.starts_with(&format!("seg/{id}/")) && k.ends_with("/meta"))
+            .count();
+        assert!(
+            metas <= listed.len() + 64 + 8,
+            "{metas} metas for a window of {}",
+            listed.len()
+        );
+        let parts = kv
+            .inner
+            .keys()
+            .iter()
+            .filter(|k| k.starts_with("seg/") && !k.ends_with("/meta"))
+            .count();
+        assert_eq!(parts, metas, "no orphaned parts (same bytes share their part keys)");
+    }
+}
