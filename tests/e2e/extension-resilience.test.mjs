@@ -24,7 +24,7 @@ async function setup({ env = {}, options = {} } = {}) {
 
 const segmentsOf = async (url, stream) => (await fetchPlaylist(url, stream))?.segments.length ?? 0;
 
-test('a 15 s server outage loses nothing: every seq from 0 to the last is in the playlist', async () => {
+test('a 15 s server outage loses nothing: every seq from 0 to the last is in the playlist', { timeout: 300_000 }, async () => {
   const { box, ext, page } = await setup();
   await ext.click(page);
   const b = await ext.until(() => ext.broadcast(), { what: 'the broadcast' });
@@ -54,7 +54,7 @@ test('a 15 s server outage loses nothing: every seq from 0 to the last is in the
   assert.equal(done.error, '', 'the outage error clears once uploads succeed');
 });
 
-test('stopping the service worker mid-broadcast keeps the same stream going', async () => {
+test('stopping the service worker mid-broadcast keeps the same stream going', { timeout: 240_000 }, async () => {
   const { box, ext, page } = await setup();
   await ext.click(page);
   const b = await ext.until(() => ext.broadcast(), { what: 'the broadcast' });
@@ -63,11 +63,13 @@ test('stopping the service worker mid-broadcast keeps the same stream going', as
   const old = ext.worker();
   await old.evaluate(() => { globalThis.chalkstreamTestMark = 'old worker'; });
   const closed = new Promise((r) => old.once('close', r));
+  console.log('stopping the service worker');
   const popup = await ext.popup();
   const cdp = await ext.context.newCDPSession(popup);
   await cdp.send('ServiceWorker.enable');
   await cdp.send('ServiceWorker.stopAllWorkers');
   await closed;
+  console.log('service worker stopped');
 
   const before = await segmentsOf(box.server.url, b.stream);
   await ext.until(async () => (await segmentsOf(box.server.url, b.stream)) >= before + 3,
@@ -88,7 +90,7 @@ test('stopping the service worker mid-broadcast keeps the same stream going', as
   assert.equal(await ext.broadcast(), null, 'no new broadcast was started');
 });
 
-test('a wrong token shows the 401 message and stops retrying', async () => {
+test('a wrong token shows the 401 message and stops retrying', { timeout: 120_000 }, async () => {
   const { ext, page } = await setup({ env: { ingest_token: 'right-token' }, options: { token: 'wrong-token' } });
   await ext.click(page);
   const failed = await ext.until(async () => { const s = await ext.popupState(); return s.phase === 'failed' && s; },
@@ -104,7 +106,7 @@ test('a wrong token shows the 401 message and stops retrying', async () => {
   assert.equal(await ext.broadcast(), null, 'the broadcast is over');
 });
 
-test('an unreachable server: segments wait and the popup says so', async () => {
+test('an unreachable server: segments wait and the popup says so', { timeout: 120_000 }, async () => {
   const { ext, page } = await setup({ options: { server: 'http://127.0.0.1:9' } });
   await ext.click(page);
   const s = await ext.until(async () => {
