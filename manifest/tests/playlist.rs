@@ -199,7 +199,11 @@ fn assert_only_appends_drops_or_ends(prev: &MediaPlaylist, next: &MediaPlaylist)
     }
 }
 
-fn run_and_check_pairs(mut sim: Sim, steps: &[(i64, Option<(u64, u32)>, bool)]) -> usize {
+/// One moment of a simulated stream: ms after T0, an optional upload (seq, duration ms), and
+/// whether the broadcaster pressed Stop.
+type Step = (i64, Option<(u64, u32)>, bool);
+
+fn run_and_check_pairs(mut sim: Sim, steps: &[Step]) -> usize {
     let mut previous: Option<MediaPlaylist> = None;
     let mut checked = 0;
     for &(at, upload, stop) in steps {
@@ -222,7 +226,7 @@ fn run_and_check_pairs(mut sim: Sim, steps: &[(i64, Option<(u64, u32)>, bool)]) 
     checked
 }
 
-fn steady_then_stop_then_resume() -> Vec<(i64, Option<(u64, u32)>, bool)> {
+fn steady_then_stop_then_resume() -> Vec<Step> {
     let mut steps = Vec::new();
     for seq in 0..12u64 {
         steps.push((seq as i64 * 2000, Some((seq, 2000)), false));

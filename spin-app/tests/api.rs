@@ -78,7 +78,9 @@ fn chunks_are_served_immutable_and_reassembled_from_one_mebibyte_parts() {
 fn bad_uploads_get_400_with_a_message_that_says_what_was_wrong() {
     let kv = MemoryKv::new();
     let c = live();
-    let cases: Vec<(String, Vec<(&str, &str)>, Vec<u8>, &str)> = vec![
+    // (path, headers, body, what the error must mention)
+    type Case<'a> = (String, Vec<(&'a str, &'a str)>, Vec<u8>, &'a str);
+    let cases: Vec<Case> = vec![
         ("/ingest/short/0.ts".into(), vec![("X-Duration", "2")], ts(1, 0), "session secret"),
         (format!("/ingest/{SECRET}/01.ts"), vec![("X-Duration", "2")], ts(1, 0), "leading zeros"),
         (format!("/ingest/{SECRET}/-1.ts"), vec![("X-Duration", "2")], ts(1, 0), "digits"),
