@@ -12,6 +12,12 @@
 //! | `tail/{id}` | JSON [`TailHint`] `{next_seq}` | after each commit (a hint, may lag) |
 //! | `breaks/{id}` | JSON [`Breaks`] `{before, seqs}` | when a segment starts a discontinuity |
 //! | `end/{id}` | JSON [`EndMarker`] `{after_seq, at_ms}` | by `POST /ingest/{session}/end` |
+//! | `page/{id}/{n}` | JSON array of the 64 metas of seqs `64n..64n+63` | retention 0 only, once all 64 exist |
+//!
+//! Pages keep playlist reads bounded for long `EVENT` streams (retention 0), whose playlist
+//! lists every segment: 3600 segments cost 57 page reads instead of 3600 meta reads. A page is
+//! immutable (metas never change and nothing is deleted without retention), so whoever writes
+//! it writes the same bytes; a missing page only means reading its metas one by one.
 //!
 //! # Why no acknowledged segment goes missing
 //!
@@ -46,6 +52,8 @@ use std::fmt;
 const RETENTION_BATCH: usize = 64;
 /// At most this many metas are probed when advancing the tail hint.
 const TAIL_PROBE: u64 = 256;
+/// Segments per page (`page/{id}/{n}`).
+const PAGE_LEN: u64 = 64;
 /// Attempts to make an append to `breaks` stick against concurrent writers.
 const BREAKS_ATTEMPTS: usize = 4;
 
@@ -75,6 +83,10 @@ fn breaks_key(id: &StreamId) -> String {
 
 fn end_key(id: &StreamId) -> String {
     format!("end/{id}")
+}
+
+fn page_key(id: &StreamId, page: u64) -> String {
+    format!("page/{id}/{page}")
 }
 
 /// How a stored upload was answered.
@@ -122,15 +134,35 @@ pub struct Streams<'a, K: Kv + ?Sized> {
     config: &'a Config,
 }
 
-/// Reads metas for the window walk.
+/// Reads metas for the window walk; with pages on, from the page holding the seq when it exists.
 struct Source<'s, 'a, K: Kv + ?Sized> {
     streams: &'s Streams<'a, K>,
     id: &'s StreamId,
+    pages: bool,
+    /// The last page looked up: its number and, if stored, its metas.
+    page: Option<(u64, Option<Vec<SegmentMeta>>)>,
+}
+
+impl<'s, 'a, K: Kv + ?Sized> Source<'s, 'a, K> {
+    fn new(streams: &'s Streams<'a, K>, id: &'s StreamId) -> Self {
+        let pages = streams.config.retention == Retention::Forever;
+        Source { streams, id, pages, page: None }
+    }
 }
 
 impl<K: Kv + ?Sized> MetaSource for Source<'_, '_, K> {
     type Error = KvError;
     fn meta(&mut self, seq: u64) -> Result<Option<SegmentMeta>, KvError> {
+        if self.pages {
+            let number = seq / PAGE_LEN;
+            if self.page.as_ref().is_none_or(|(n, _)| *n != number) {
+                let page = self.streams.page(self.id, number)?;
+                self.page = Some((number, page));
+            }
+            if let Some((_, Some(metas))) = &self.page {
+                return Ok(Some(metas[(seq % PAGE_LEN) as usize].clone()));
+            }
+        }
         self.streams.meta(self.id, seq)
     }
     fn head(&mut self) -> Result<u64, KvError> {
@@ -145,6 +177,34 @@ impl<'a, K: Kv + ?Sized> Streams<'a, K> {
 
     pub fn meta(&self, id: &StreamId, seq: u64) -> Result<Option<SegmentMeta>, KvError> {
         get_json(self.kv, &meta_key(id, seq))
+    }
+
+    /// Page `number`, if stored and well-formed.
+    fn page(&self, id: &StreamId, number: u64) -> Result<Option<Vec<SegmentMeta>>, KvError> {
+        let page: Option<Vec<SegmentMeta>> = get_json(self.kv, &page_key(id, number))?;
+        Ok(page.filter(|metas| {
+            metas.len() as u64 == PAGE_LEN
+                && metas.iter().enumerate().all(|(i, m)| m.seq == number * PAGE_LEN + i as u64)
+        }))
+    }
+
+    /// Writes the page that ends just below `tail`, if it is complete and not yet stored.
+    fn write_page(&self, id: &StreamId, tail: u64) -> Result<(), KvError> {
+        let Some(number) = (tail / PAGE_LEN).checked_sub(1) else {
+            return Ok(());
+        };
+        let key = page_key(id, number);
+        if self.kv.get(&key)?.is_some() {
+            return Ok(());
+        }
+        let mut metas = Vec::with_capacity(PAGE_LEN as usize);
+        for seq in number * PAGE_LEN..(number + 1) * PAGE_LEN {
+            match self.meta(id, seq)? {
+                Some(meta) => metas.push(meta),
+                None => return Ok(()),
+            }
+        }
+        set_json(self.kv, &key, &metas)
     }
 
     fn head(&self, id: &StreamId) -> Result<u64, KvError> {
@@ -215,7 +275,10 @@ impl<'a, K: Kv + ?Sized> Streams<'a, K> {
         if meta.discontinuity {
             self.record_break(id, seq, head)?;
         }
-        self.advance_tail(id, head)?;
+        let tail = self.advance_tail(id, head)?;
+        if self.config.retention == Retention::Forever {
+            self.write_page(id, tail)?;
+        }
         self.apply_retention(id, now_ms)?;
         Ok(Stored::Created)
     }
@@ -259,8 +322,8 @@ impl<'a, K: Kv + ?Sized> Streams<'a, K> {
         Ok(())
     }
 
-    /// Moves the tail hint forward over committed metas.
-    fn advance_tail(&self, id: &StreamId, head: u64) -> Result<(), KvError> {
+    /// Moves the tail hint forward over committed metas; returns the hint as this request left it.
+    fn advance_tail(&self, id: &StreamId, head: u64) -> Result<u64, KvError> {
         let read = self.tail(id)?;
         let start = read.max(head);
         let mut next = start;
@@ -270,7 +333,7 @@ impl<'a, K: Kv + ?Sized> Streams<'a, K> {
         if next > read {
             set_json(self.kv, &tail_key(id), &TailHint { next_seq: next })?;
         }
-        Ok(())
+        Ok(next.max(read))
     }
 
     /// Deletes expired segments from the head: records their discontinuities, writes the new
@@ -281,7 +344,7 @@ impl<'a, K: Kv + ?Sized> Streams<'a, K> {
         }
         let head = self.head(id)?;
         let tail = self.tail(id)?;
-        let mut source = Source { streams: self, id };
+        let mut source = Source::new(self, id);
         let walk = window::walk(
             &mut source,
             head,
@@ -327,7 +390,7 @@ impl<'a, K: Kv + ?Sized> Streams<'a, K> {
         };
         let head = self.head(id)?;
         let tail = self.tail(id)?;
-        let mut source = Source { streams: self, id };
+        let mut source = Source::new(self, id);
         let walk = window::walk(&mut source, head, tail, self.config.retention, now_ms, Extent::Everything)?;
         let batch = walk.expired.len().min(RETENTION_BATCH);
         let batch_head = walk.expired.get(batch).map_or(walk.new_head(), |m| m.seq);

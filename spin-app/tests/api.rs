@@ -317,3 +317,45 @@ fn pages_are_html_and_the_play_page_validates_the_id() {
     assert_eq!(get(&kv, &c, "/", T0).status, 200);
     assert_eq!(get(&kv, &c, "/assets/no-such-file.js", T0).status, 404);
 }
+
+/// Counts reads, to pin the cost of a playlist request.
+struct Counting {
+    inner: MemoryKv,
+    gets: std::sync::atomic::AtomicUsize,
+}
+
+impl Kv for Counting {
+    fn get(&self, key: &str) -> Result<Option<Vec<u8>>, chalkstream_spin_app::kv::KvError> {
+        self.gets.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.inner.get(key)
+    }
+    fn set(&self, key: &str, value: &[u8]) -> Result<(), chalkstream_spin_app::kv::KvError> {
+        self.inner.set(key, value)
+    }
+    fn delete(&self, key: &str) -> Result<(), chalkstream_spin_app::kv::KvError> {
+        self.inner.delete(key)
+    }
+}
+
+#[test]
+fn long_event_playlists_read_pages_instead_of_every_segment() {
+    let kv = Counting { inner: MemoryKv::new(), gets: Default::default() };
+    let c = config(Retention::Forever, 30_000);
+    let id = stream_id(SECRET);
+    // Out of order inside the last page, so a page is completed by a seq that is not its last.
+    let mut order: Vec<u64> = (0..600).collect();
+    order.swap(574, 575);
+    for seq in order {
+        assert_eq!(put(&kv, &c, SECRET, seq, "2", &ts(1, 0), T0 + seq as i64).status, 201);
+    }
+    let pages = kv.inner.keys().iter().filter(|k| k.starts_with(&format!("page/{id}/"))).count();
+    assert_eq!(pages, 9, "600 segments fill 9 pages of 64");
+    kv.gets.store(0, std::sync::atomic::Ordering::Relaxed);
+    let text = text(&kv, &playlist(&kv, &c, &id, T0 + 700));
+    let reads = kv.gets.load(std::sync::atomic::Ordering::Relaxed);
+    assert_eq!(listed_seqs(&text), (0..600).collect::<Vec<_>>());
+    assert!(reads < 9 + 1 + 25 + 8, "{reads} reads for 600 segments");
+    // Ended: the same reads, and the same list.
+    let ended = text_of(&kv, &c, &id, T0 + 40_000);
+    assert!(ended.ends_with("#EXT-X-ENDLIST\n") && ended.starts_with(&text));
+}
