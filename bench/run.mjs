@@ -4,7 +4,7 @@ import { writeFileSync, mkdirSync } from 'node:fs';
 import { execFileSync } from 'node:child_process';
 import os from 'node:os';
 import { join, dirname } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { fileURLToPath, pathToFileURL } from 'node:url';
 import { render } from './report.mjs';
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..');
@@ -13,11 +13,11 @@ const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..');
 export const MODES = {
   smoke: {
     runs: 1, wrkSeconds: 1,
-    audience: { ns: [3], stepSeconds: 3 },
-    ingest: { puts: 3 }, broadcasters: { ns: [2], stepSeconds: 3 },
-    scaling: { counts: [10, 40], wrkSeconds: 1 },
-    latency: { segments: [1], seconds: 4, runs: 1 },
-    client: { points: [6] },
+    audience: { ns: [3], stepSeconds: 2 },
+    ingest: { puts: 3 }, broadcasters: { ns: [2], stepSeconds: 2 },
+    scaling: { counts: [10, 20], wrkSeconds: 1 },
+    latency: { segments: [1], seconds: 3, runs: 1 },
+    client: { points: [4] },
   },
   default: {
     runs: 3, wrkSeconds: 5,
@@ -38,12 +38,13 @@ const PARTS = {
 };
 
 function sh(cmd, args) {
-  try { return execFileSync(cmd, args, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] }).trim(); } catch (e) {
+  // Some tools (nginx -v) print their version on stderr: take both.
+  try { return execFileSync('sh', ['-c', '"$0" "$@" 2>&1', cmd, ...args], { encoding: 'utf8' }).trim(); } catch (e) {
     return (e.stderr || e.stdout || '').toString().trim() || 'unknown';
   }
 }
 
-function machine() {
+export function machine() {
   const cpus = os.cpus();
   return {
     date: new Date().toISOString().replace(/\.\d+Z$/, 'Z'),
@@ -54,7 +55,7 @@ function machine() {
     node: process.version,
     wrk: sh('wrk', ['-v']).split('\n')[0].replace(/ Copyright.*/, '').trim(),
     nginx: sh('/usr/sbin/nginx', ['-v']).replace(/^nginx version: /, ''),
-    chromium: sh('/usr/bin/chromium', ['--version']),
+    chromium: sh('/usr/bin/chromium', ['--version']).split('\n').at(-1),
     ffmpeg: sh('ffmpeg', ['-version']).split('\n')[0].replace(/ Copyright.*/, ''),
     commit: sh('git', ['-C', ROOT, 'rev-parse', '--short', 'HEAD']),
     load_before: os.loadavg().map((x) => x.toFixed(2)).join(' '),
@@ -110,4 +111,7 @@ async function main() {
   }
 }
 
-main().catch((e) => { console.error(`bench: ${e.stack || e.message}`); process.exit(1); });
+// Run only as a script (node bench/run.mjs), never as a side effect of an import.
+if (process.argv[1] && import.meta.url === pathToFileURL(process.argv[1]).href) {
+  main().catch((e) => { console.error(`bench: ${e.stack || e.message}`); process.exit(1); });
+}
