@@ -13,8 +13,9 @@ function extensionRssMiB() {
   let kib = 0;
   for (const pid of readdirSync('/proc').filter((d) => /^\d+$/.test(d))) {
     try {
-      const args = readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0');
-      if (!args[0].includes('chromium') || !args.includes('--extension-process')) continue;
+      // Chromium rewrites its children's argv into one space-separated string.
+      const cmd = readFileSync(`/proc/${pid}/cmdline`, 'utf8').replace(/\0/g, ' ');
+      if (!cmd.includes('chromium') || !cmd.includes('--extension-process')) continue;
       kib += Number(readFileSync(`/proc/${pid}/status`, 'utf8').match(/VmRSS:\s+(\d+)/)[1]);
     } catch { /* process went away */ }
   }
@@ -37,7 +38,7 @@ try {
   const report = (label, s) => {
     const perSeg = s.remux_ms_total / Math.max(1, s.segments_sent + s.segments_waiting);
     console.log(JSON.stringify({
-      at: label, segments_sent: s.segments_sent, waiting: s.segments_waiting,
+      at: label, phase: s.phase, last_error: s.last_error, segments_sent: s.segments_sent, waiting: s.segments_waiting,
       ffmpeg_ms_per_segment: +perSeg.toFixed(1),
       ffmpeg_ms_per_media_second: +(s.remux_ms_total / (s.media_ms_total / 1000)).toFixed(1),
       ack_latency_ms_avg: Math.round(s.ack_latency_ms_avg), ack_latency_ms_max: Math.round(s.ack_latency_ms_max),

@@ -76,6 +76,8 @@ extern "C" {
     pub async fn exec(this: &FFmpeg, args: &js_sys::Array) -> Result<JsValue, JsValue>;
     #[wasm_bindgen(method)]
     pub fn on(this: &FFmpeg, event: &str, f: &js_sys::Function);
+    #[wasm_bindgen(method)]
+    pub fn terminate(this: &FFmpeg);
 }
 
 /// Converts a Rust value to a plain JS object.

@@ -20,6 +20,8 @@ use crate::timing::{duration_header, program_date_ms, CutSegment, Segmenter};
 const MIME: &str = "video/webm;codecs=avc1.42E01E,opus";
 const TIMESLICE_MS: i32 = 250;
 const TICK_MS: i32 = 40;
+/// Segments one ffmpeg.wasm core remuxes before it is replaced by a fresh one.
+const FFMPEG_RUNS_PER_CORE: u32 = 150;
 /// Samples of priming the AAC encoder puts before the first real sample.
 const AAC_DELAY: u32 = 1024;
 
@@ -68,6 +70,7 @@ thread_local! {
     static CURRENT: RefCell<Option<Rc<RefCell<Pipeline>>>> = const { RefCell::new(None) };
     static FFMPEG: RefCell<Option<Rc<FFmpeg>>> = const { RefCell::new(None) };
     static FFMPEG_LOG: RefCell<VecDeque<String>> = const { RefCell::new(VecDeque::new()) };
+    static FFMPEG_RUNS: RefCell<u32> = const { RefCell::new(0) };
 }
 
 fn current() -> Option<Rc<RefCell<Pipeline>>> {
@@ -359,9 +362,18 @@ async fn remux(input: &[u8], n: u64, start_ms: u64, end_ms: u64, trim: bool) -> 
         )),
         Err(e) => Err(e),
     };
-    // Keep memory flat: ffmpeg's in-memory files go away whatever happened.
+    // Keep memory flat: ffmpeg's in-memory files go away whatever happened, and the core is
+    // restarted now and then, as its wasm heap can only grow.
     let _ = ff.delete_file(&src).await;
     let _ = ff.delete_file(&dst).await;
+    let runs = FFMPEG_RUNS.with(|r| {
+        *r.borrow_mut() += 1;
+        *r.borrow()
+    });
+    if runs % FFMPEG_RUNS_PER_CORE == 0 || out.is_err() {
+        ff.terminate();
+        FFMPEG.with(|f| *f.borrow_mut() = None);
+    }
     out
 }
 
