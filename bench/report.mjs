@@ -16,17 +16,16 @@ the host, reading parts straight into the response without the guest round trip 
 under Spin's model, so the cache is the fix.`;
 
 // What bounds the playlist at 3600 segments and what would close the gap.
-const SCALING_GAP = `What bounds it: a playlist GET reads one metadata value per listed segment from the key-value
-store (the walk in manifest/src/window.rs; no request lists keys), and with retention 0 the listed
-window is the whole stream, so the work is linear in the stream's length. The size is not the bound:
-nginx sends the same bytes in the time in the last column. An EVENT playlist cannot drop segments
-(RFC 8216), so its size necessarily grows with the stream; only the reads can be made flat. With a
-retention window the walk stops at the window, so a live stream with the default 10-minute retention
-lists at most 10 min / segment length segments whatever its total length. What would close the gap
-for retention 0: store the rendered playlist lines in sealed blocks (one value per, say, 256
-segments, written once the block is full and never changed, so the no-transaction rules still hold),
-so that a GET reads n/256 blocks plus the open tail: about 15 reads instead of 3600 at 3600 segments;
-or let a cache in front absorb repeat GETs within the playlist's one-segment Cache-Control.`;
+const SCALING_GAP = `How a GET scales: for retention 0 the component keeps immutable pages of 64 segment metas
+(\`page/{id}/{n}\` in spin-app/src/store.rs), so a playlist GET reads about n/64 pages plus the open
+tail's metas (57 page reads at 3600 segments) instead of one meta per segment. What still grows is
+the playlist itself: an EVENT playlist cannot drop segments (RFC 8216), so at 3600 segments it is
+over 400 KB, parsed from the pages, rendered and copied out through the guest on every GET; the
+reads can be made flat, the size cannot. The p99 figures in this run are dominated by the machine's
+load, as nginx's p99 for the same bytes shows (last column). What would close the gap: keep the
+rendered text of each full page next to its metas so a GET concatenates stored text instead of
+parsing JSON and formatting 3600 lines, and let a cache in front absorb repeat GETs within the
+playlist's one-segment Cache-Control.`;
 
 // Why our host stays under both cores while latency climbs (seen in the host CPU figures above).
 const HOST_BOUND = `The host's CPU stays well under 200% while segment latency climbs, so the CPU is not what runs
