@@ -67,7 +67,11 @@ extern "C" {
     #[wasm_bindgen(method, catch)]
     pub async fn load(this: &FFmpeg, config: &JsValue) -> Result<JsValue, JsValue>;
     #[wasm_bindgen(method, catch, js_name = writeFile)]
-    pub async fn write_file(this: &FFmpeg, path: &str, data: &Uint8Array) -> Result<JsValue, JsValue>;
+    pub async fn write_file(
+        this: &FFmpeg,
+        path: &str,
+        data: &Uint8Array,
+    ) -> Result<JsValue, JsValue>;
     #[wasm_bindgen(method, catch, js_name = readFile)]
     pub async fn read_file(this: &FFmpeg, path: &str) -> Result<JsValue, JsValue>;
     #[wasm_bindgen(method, catch, js_name = deleteFile)]
@@ -82,7 +86,8 @@ extern "C" {
 
 /// Converts a Rust value to a plain JS object.
 pub fn to_js<T: Serialize + ?Sized>(v: &T) -> JsValue {
-    v.serialize(&serde_wasm_bindgen::Serializer::json_compatible()).unwrap_or(JsValue::NULL)
+    v.serialize(&serde_wasm_bindgen::Serializer::json_compatible())
+        .unwrap_or(JsValue::NULL)
 }
 
 /// Converts a JS value to a Rust value; the error says what did not fit.
@@ -100,7 +105,10 @@ pub fn js_error(e: &JsValue) -> String {
     if let Some(s) = e.as_string() {
         return s;
     }
-    Reflect::get(e, &"message".into()).ok().and_then(|m| m.as_string()).unwrap_or_else(|| format!("{e:?}"))
+    Reflect::get(e, &"message".into())
+        .ok()
+        .and_then(|m| m.as_string())
+        .unwrap_or_else(|| format!("{e:?}"))
 }
 
 /// Sends a message to the context it is addressed to; resolves to the answer.
@@ -125,7 +133,10 @@ pub async fn load<T: DeserializeOwned>(key: &str) -> Option<T> {
 pub async fn save<T: Serialize>(key: &str, value: &T) -> Result<(), String> {
     let items = Object::new();
     Reflect::set(&items, &key.into(), &to_js(value)).map_err(|e| js_error(&e))?;
-    storage_set(&items).await.map(|_| ()).map_err(|e| js_error(&e))
+    storage_set(&items)
+        .await
+        .map(|_| ())
+        .map_err(|e| js_error(&e))
 }
 
 /// Removes one key from `chrome.storage.local`.
@@ -141,8 +152,9 @@ pub fn now_ms() -> f64 {
 /// Resolves after `ms` milliseconds (any context).
 pub async fn sleep(ms: i32) {
     let p = Promise::new(&mut |resolve, _| {
-        let set_timeout: js_sys::Function =
-            Reflect::get(&js_sys::global(), &"setTimeout".into()).expect("setTimeout").into();
+        let set_timeout: js_sys::Function = Reflect::get(&js_sys::global(), &"setTimeout".into())
+            .expect("setTimeout")
+            .into();
         let _ = set_timeout.call2(&JsValue::NULL, &resolve, &ms.into());
     });
     let _ = JsFuture::from(p).await;
@@ -150,9 +162,13 @@ pub async fn sleep(ms: i32) {
 
 /// Fills `buf` from the platform CSPRNG (`crypto.getRandomValues`).
 pub fn random_bytes(buf: &mut [u8]) -> Result<(), String> {
-    let crypto: web_sys::Crypto =
-        Reflect::get(&js_sys::global(), &"crypto".into()).map_err(|e| js_error(&e))?.unchecked_into();
-    crypto.get_random_values_with_u8_array(buf).map(|_| ()).map_err(|e| js_error(&e))
+    let crypto: web_sys::Crypto = Reflect::get(&js_sys::global(), &"crypto".into())
+        .map_err(|e| js_error(&e))?
+        .unchecked_into();
+    crypto
+        .get_random_values_with_u8_array(buf)
+        .map(|_| ())
+        .map_err(|e| js_error(&e))
 }
 
 /// A float in `[0, 1)` for backoff jitter (not security relevant).

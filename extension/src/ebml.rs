@@ -22,8 +22,15 @@ const ID_BLOCK: u32 = 0xA1;
 const ID_REFERENCE_BLOCK: u32 = 0xFB;
 /// Level-1 elements that end a Cluster of unknown size.
 const LEVEL1: [u32; 9] = [
-    ID_CLUSTER, 0x1C53_BB6B, 0x1254_C367, 0x1043_A770, 0x1941_A469, 0x114D_9B74, ID_INFO,
-    ID_TRACKS, ID_EBML,
+    ID_CLUSTER,
+    0x1C53_BB6B,
+    0x1254_C367,
+    0x1043_A770,
+    0x1941_A469,
+    0x114D_9B74,
+    ID_INFO,
+    ID_TRACKS,
+    ID_EBML,
 ];
 
 /// What went wrong while reading WebM.
@@ -108,7 +115,9 @@ impl Default for WebmSplitter {
 
 /// Reads an EBML variable-length integer; returns (value, length, all-ones marker).
 fn vint(data: &[u8], keep_marker: bool) -> Result<Option<(u64, usize, bool)>, usize> {
-    let Some(&first) = data.first() else { return Ok(None) };
+    let Some(&first) = data.first() else {
+        return Ok(None);
+    };
     let len = first.leading_zeros() as usize + 1;
     if len > 8 {
         return Err(0);
@@ -116,11 +125,19 @@ fn vint(data: &[u8], keep_marker: bool) -> Result<Option<(u64, usize, bool)>, us
     if data.len() < len {
         return Ok(None);
     }
-    let mut value = if keep_marker { first as u64 } else { (first as u64) & (0xFF >> len) };
+    let mut value = if keep_marker {
+        first as u64
+    } else {
+        (first as u64) & (0xFF >> len)
+    };
     for &b in &data[1..len] {
         value = (value << 8) | b as u64;
     }
-    let ones = if keep_marker { false } else { value == (1u64 << (7 * len)) - 1 };
+    let ones = if keep_marker {
+        false
+    } else {
+        value == (1u64 << (7 * len)) - 1
+    };
     Ok(Some((value, len, ones)))
 }
 
@@ -137,7 +154,11 @@ fn header(data: &[u8], at: usize) -> Result<Option<(u32, Option<u64>, usize)>, W
     else {
         return Ok(None);
     };
-    Ok(Some((id as u32, (!unknown).then_some(size), id_len + size_len)))
+    Ok(Some((
+        id as u32,
+        (!unknown).then_some(size),
+        id_len + size_len,
+    )))
 }
 
 fn uint(data: &[u8]) -> u64 {
@@ -192,7 +213,9 @@ impl WebmSplitter {
                 }
                 _ => {}
             }
-            let Some((id, size, hl)) = header(rest, at)? else { break };
+            let Some((id, size, hl)) = header(rest, at)? else {
+                break;
+            };
             match self.state {
                 State::Top => match (id, size) {
                     (ID_EBML, Some(size)) => {
@@ -216,7 +239,10 @@ impl WebmSplitter {
                             self.init_done = true;
                             out.push(Piece::Init(self.init.clone()));
                         }
-                        self.cluster = Some(Building { bytes: rest[..hl].to_vec(), ..Default::default() });
+                        self.cluster = Some(Building {
+                            bytes: rest[..hl].to_vec(),
+                            ..Default::default()
+                        });
                         pos += hl;
                         self.state = State::Cluster(size);
                         continue;
@@ -308,9 +334,14 @@ impl WebmSplitter {
 
     fn read_cluster_child(&mut self, id: u32, body: &[u8]) -> Result<(), WebmError> {
         let video = self.video_track;
-        let Some(c) = self.cluster.as_mut() else { return Ok(()) };
+        let Some(c) = self.cluster.as_mut() else {
+            return Ok(());
+        };
         let block = |data: &[u8], key: bool, c: &mut Building| -> Result<(), WebmError> {
-            let (track, len, _) = vint(data, false).ok().flatten().ok_or(WebmError::BadBlock)?;
+            let (track, len, _) = vint(data, false)
+                .ok()
+                .flatten()
+                .ok_or(WebmError::BadBlock)?;
             if data.len() < len + 3 {
                 return Err(WebmError::BadBlock);
             }
@@ -336,7 +367,8 @@ impl WebmSplitter {
                     // A Block has no keyframe flag: it is a keyframe when nothing is referenced.
                     let mut d = data;
                     if d.len() > 3 {
-                        let (_, len, _) = vint(&d, false).ok().flatten().ok_or(WebmError::BadBlock)?;
+                        let (_, len, _) =
+                            vint(&d, false).ok().flatten().ok_or(WebmError::BadBlock)?;
                         if d.len() > len + 2 {
                             d[len + 2] &= 0x7F;
                         }
@@ -356,7 +388,12 @@ pub(crate) mod tests {
 
     /// Encodes an element with a 1..4-byte id and an 8-byte (or unknown) size.
     pub(crate) fn el(id: u32, body: &[u8], unknown: bool) -> Vec<u8> {
-        let mut v: Vec<u8> = id.to_be_bytes().iter().copied().skip_while(|&b| b == 0).collect();
+        let mut v: Vec<u8> = id
+            .to_be_bytes()
+            .iter()
+            .copied()
+            .skip_while(|&b| b == 0)
+            .collect();
         if unknown {
             v.push(0x01);
             v.extend_from_slice(&[0xFF; 7]);
@@ -379,10 +416,26 @@ pub(crate) mod tests {
     pub(crate) fn init_bytes() -> Vec<u8> {
         let mut v = el(ID_EBML, &el(0x4282, b"webm", false), false);
         v.extend(el(ID_SEGMENT, &[], true));
-        v.extend(el(ID_INFO, &el(ID_TIMECODE_SCALE, &[0x0F, 0x42, 0x40], false), false));
-        let audio = [el(ID_TRACK_NUMBER, &[1], false), el(ID_TRACK_TYPE, &[2], false)].concat();
-        let video = [el(ID_TRACK_NUMBER, &[2], false), el(ID_TRACK_TYPE, &[1], false)].concat();
-        let tracks = [el(ID_TRACK_ENTRY, &audio, false), el(ID_TRACK_ENTRY, &video, false)].concat();
+        v.extend(el(
+            ID_INFO,
+            &el(ID_TIMECODE_SCALE, &[0x0F, 0x42, 0x40], false),
+            false,
+        ));
+        let audio = [
+            el(ID_TRACK_NUMBER, &[1], false),
+            el(ID_TRACK_TYPE, &[2], false),
+        ]
+        .concat();
+        let video = [
+            el(ID_TRACK_NUMBER, &[2], false),
+            el(ID_TRACK_TYPE, &[1], false),
+        ]
+        .concat();
+        let tracks = [
+            el(ID_TRACK_ENTRY, &audio, false),
+            el(ID_TRACK_ENTRY, &video, false),
+        ]
+        .concat();
         v.extend(el(ID_TRACKS, &tracks, false));
         v
     }
@@ -432,8 +485,12 @@ pub(crate) mod tests {
         for step in [1, 3, 64, 4096] {
             let (pieces, last) = run(&stream, step);
             assert_eq!(pieces.len(), 3, "step {step}");
-            let Piece::Cluster(a) = &pieces[1] else { panic!() };
-            let Piece::Cluster(b) = &pieces[2] else { panic!() };
+            let Piece::Cluster(a) = &pieces[1] else {
+                panic!()
+            };
+            let Piece::Cluster(b) = &pieces[2] else {
+                panic!()
+            };
             assert_eq!((a.timecode_ms, a.keyframe), (0, true));
             assert_eq!((b.timecode_ms, b.keyframe), (1000, false));
             assert_eq!(b.bytes, cluster(1000, false, true));
@@ -443,7 +500,12 @@ pub(crate) mod tests {
 
     #[test]
     fn known_size_clusters_are_emitted_as_soon_as_complete() {
-        let stream = [init_bytes(), cluster(0, true, false), cluster(500, true, false)].concat();
+        let stream = [
+            init_bytes(),
+            cluster(0, true, false),
+            cluster(500, true, false),
+        ]
+        .concat();
         let mut s = WebmSplitter::new();
         let pieces = s.push(&stream).unwrap();
         assert_eq!(pieces.len(), 3);
@@ -465,7 +527,11 @@ pub(crate) mod tests {
         let mut init = el(ID_EBML, &[], false);
         init.extend(el(ID_SEGMENT, &[], true));
         // 10 ms per tick
-        init.extend(el(ID_INFO, &el(ID_TIMECODE_SCALE, &[0x98, 0x96, 0x80], false), false));
+        init.extend(el(
+            ID_INFO,
+            &el(ID_TIMECODE_SCALE, &[0x98, 0x96, 0x80], false),
+            false,
+        ));
         let stream = [init, cluster(150, true, true)].concat();
         let (_, last) = run(&stream, 9);
         assert_eq!(last.unwrap().timecode_ms, 1500);
@@ -474,8 +540,14 @@ pub(crate) mod tests {
     #[test]
     fn garbage_is_an_error_not_a_panic() {
         let mut s = WebmSplitter::new();
-        assert!(matches!(s.push(&[0x00, 0x00, 0x00]), Err(WebmError::BadVint(_))));
+        assert!(matches!(
+            s.push(&[0x00, 0x00, 0x00]),
+            Err(WebmError::BadVint(_))
+        ));
         let mut s = WebmSplitter::new();
-        assert!(matches!(s.push(&el(0x4286, &[1], false)), Err(WebmError::NotWebm(0x4286))));
+        assert!(matches!(
+            s.push(&el(0x4286, &[1], false)),
+            Err(WebmError::NotWebm(0x4286))
+        ));
     }
 }

@@ -7,7 +7,10 @@ pub fn base64url(bytes: &[u8]) -> String {
     const ABC: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
     let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
     for chunk in bytes.chunks(3) {
-        let n = chunk.iter().enumerate().fold(0u32, |n, (i, &b)| n | (b as u32) << (16 - 8 * i));
+        let n = chunk
+            .iter()
+            .enumerate()
+            .fold(0u32, |n, (i, &b)| n | (b as u32) << (16 - 8 * i));
         for i in 0..=chunk.len() {
             out.push(ABC[(n >> (18 - 6 * i) & 63) as usize] as char);
         }
@@ -22,7 +25,10 @@ pub fn session_secret(random: &[u8; 32]) -> String {
 
 /// The public stream id of a session secret.
 pub fn stream_id(session: &str) -> String {
-    Sha1::digest(session.as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
+    Sha1::digest(session.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 #[cfg(test)]
@@ -43,7 +49,9 @@ mod tests {
     fn secret_is_43_url_safe_chars_and_id_is_sha1_hex() {
         let s = session_secret(&[7; 32]);
         assert_eq!(s.len(), 43);
-        assert!(s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'));
+        assert!(s
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'));
         assert_eq!(stream_id("abc"), "a9993e364706816aba3e25717850c26c9cd0d89d");
     }
 }

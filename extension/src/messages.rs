@@ -122,9 +122,11 @@ pub enum Msg {
 impl Msg {
     pub fn recipient(&self) -> Recipient {
         match self {
-            Msg::StartTab { .. } | Msg::StartCamera | Msg::Stop | Msg::OffscreenReady | Msg::Finished { .. } => {
-                Recipient::Worker
-            }
+            Msg::StartTab { .. }
+            | Msg::StartCamera
+            | Msg::Stop
+            | Msg::OffscreenReady
+            | Msg::Finished { .. } => Recipient::Worker,
             Msg::Begin { .. } | Msg::End | Msg::GetStatus => Recipient::Offscreen,
         }
     }
@@ -159,7 +161,9 @@ pub fn normalize_server(input: &str) -> Result<String, String> {
         .or_else(|| s.strip_prefix("https://"))
         .ok_or_else(|| "The server URL must start with http:// or https://.".to_string())?;
     if rest.is_empty() || rest.contains(['/', '?', '#', ' ']) {
-        return Err("Enter just the server's address, like http://127.0.0.1:3000 (no path).".into());
+        return Err(
+            "Enter just the server's address, like http://127.0.0.1:3000 (no path).".into(),
+        );
     }
     Ok(s.to_string())
 }
@@ -167,7 +171,13 @@ pub fn normalize_server(input: &str) -> Result<String, String> {
 /// True for servers the extension may reach without asking (loopback).
 pub fn is_loopback(server: &str) -> bool {
     let host = server.split("://").nth(1).unwrap_or("");
-    let host = host.rsplit_once(':').map_or(host, |(h, p)| if p.chars().all(|c| c.is_ascii_digit()) { h } else { host });
+    let host = host.rsplit_once(':').map_or(host, |(h, p)| {
+        if p.chars().all(|c| c.is_ascii_digit()) {
+            h
+        } else {
+            host
+        }
+    });
     host == "127.0.0.1" || host == "localhost"
 }
 
@@ -179,7 +189,8 @@ mod tests {
     fn messages_are_tagged_by_type() {
         let v = serde_json::to_value(Msg::StartTab { tab_id: 4 }).unwrap();
         assert_eq!(v, serde_json::json!({"type": "StartTab", "tab_id": 4}));
-        let m: Msg = serde_json::from_value(serde_json::json!({"type": "End", "to": "offscreen"})).unwrap();
+        let m: Msg =
+            serde_json::from_value(serde_json::json!({"type": "End", "to": "offscreen"})).unwrap();
         assert_eq!(m, Msg::End);
         assert!(serde_json::from_value::<Msg>(serde_json::json!({"type": "Reboot"})).is_err());
         assert_eq!(Msg::GetStatus.recipient(), Recipient::Offscreen);
@@ -196,7 +207,10 @@ mod tests {
 
     #[test]
     fn server_urls_are_checked() {
-        assert_eq!(normalize_server(" http://127.0.0.1:3000/ ").unwrap(), "http://127.0.0.1:3000");
+        assert_eq!(
+            normalize_server(" http://127.0.0.1:3000/ ").unwrap(),
+            "http://127.0.0.1:3000"
+        );
         assert!(normalize_server("ftp://a").is_err());
         assert!(normalize_server("https://a/b").is_err());
         assert!(is_loopback("http://127.0.0.1:3000"));

@@ -13,7 +13,9 @@ use web_sys::{AudioContext, Blob, BlobEvent, MediaRecorder, MediaStream, Respons
 
 use crate::chrome::{self, obj, to_js, FFmpeg};
 use crate::ebml::{Piece, WebmSplitter};
-use crate::messages::{refusal_message, unreachable_message, Broadcast, Msg, Phase, Source, Status};
+use crate::messages::{
+    refusal_message, unreachable_message, Broadcast, Msg, Phase, Source, Status,
+};
 use crate::queue::{classify, Backoff, Outcome, UploadQueue, MAX_BUFFER_MS};
 use crate::timing::{duration_header, program_date_ms, CutSegment, Segmenter};
 
@@ -80,7 +82,9 @@ fn current() -> Option<Rc<RefCell<Pipeline>>> {
 /// Entry point of `offscreen.html`: ask the worker what to run.
 #[wasm_bindgen]
 pub async fn offscreen_main() -> Result<(), JsValue> {
-    let answer = chrome::send(&Msg::OffscreenReady).await.map_err(|e| JsValue::from_str(&e))?;
+    let answer = chrome::send(&Msg::OffscreenReady)
+        .await
+        .map_err(|e| JsValue::from_str(&e))?;
     if !answer.is_null() && !answer.is_undefined() {
         let b: Broadcast = chrome::from_js(answer).map_err(|e| JsValue::from_str(&e))?;
         begin(b).await;
@@ -91,7 +95,8 @@ pub async fn offscreen_main() -> Result<(), JsValue> {
 /// A message addressed to the offscreen document; returns the answer.
 #[wasm_bindgen]
 pub async fn on_offscreen_message(msg: JsValue) -> Result<JsValue, JsValue> {
-    let msg: Msg = chrome::from_js(msg).map_err(|e| JsValue::from_str(&format!("unknown message: {e}")))?;
+    let msg: Msg =
+        chrome::from_js(msg).map_err(|e| JsValue::from_str(&format!("unknown message: {e}")))?;
     match msg {
         Msg::Begin { broadcast } => {
             begin(broadcast).await;
@@ -101,16 +106,25 @@ pub async fn on_offscreen_message(msg: JsValue) -> Result<JsValue, JsValue> {
             end("").await;
             Ok(JsValue::TRUE)
         }
-        Msg::GetStatus => Ok(current().map(|p| to_js(&status(&p.borrow()))).unwrap_or(JsValue::NULL)),
-        m @ (Msg::StartTab { .. } | Msg::StartCamera | Msg::Stop | Msg::OffscreenReady | Msg::Finished { .. }) => {
-            Err(JsValue::from_str(&format!("{m:?} is for the worker, not the offscreen document")))
-        }
+        Msg::GetStatus => Ok(current()
+            .map(|p| to_js(&status(&p.borrow())))
+            .unwrap_or(JsValue::NULL)),
+        m @ (Msg::StartTab { .. }
+        | Msg::StartCamera
+        | Msg::Stop
+        | Msg::OffscreenReady
+        | Msg::Finished { .. }) => Err(JsValue::from_str(&format!(
+            "{m:?} is for the worker, not the offscreen document"
+        ))),
     }
 }
 
 async fn begin(b: Broadcast) {
     if let Some(p) = current() {
-        if matches!(p.borrow().phase, Phase::Starting | Phase::Live | Phase::Stopping) {
+        if matches!(
+            p.borrow().phase,
+            Phase::Starting | Phase::Live | Phase::Stopping
+        ) {
             return; // already running this or another broadcast
         }
     }
@@ -170,8 +184,13 @@ async fn capture(p: &Rc<RefCell<Pipeline>>) -> Result<(), String> {
         })),
     };
     let window = web_sys::window().ok_or("the offscreen document has no window")?;
-    let devices = window.navigator().media_devices().map_err(|e| chrome::js_error(&e))?;
-    let promise = devices.get_user_media_with_constraints(constraints.unchecked_ref()).map_err(|e| chrome::js_error(&e))?;
+    let devices = window
+        .navigator()
+        .media_devices()
+        .map_err(|e| chrome::js_error(&e))?;
+    let promise = devices
+        .get_user_media_with_constraints(constraints.unchecked_ref())
+        .map_err(|e| chrome::js_error(&e))?;
     let stream: MediaStream = JsFuture::from(promise)
         .await
         .map_err(|e| match source {
@@ -186,8 +205,11 @@ async fn capture(p: &Rc<RefCell<Pipeline>>) -> Result<(), String> {
     let audio = if source == Source::Tab && stream.get_audio_tracks().length() > 0 {
         // Tab capture mutes the tab for the user; play it back so the streamer still hears it.
         let ctx = AudioContext::new().map_err(|e| chrome::js_error(&e))?;
-        let node = ctx.create_media_stream_source(&stream).map_err(|e| chrome::js_error(&e))?;
-        node.connect_with_audio_node(&ctx.destination()).map_err(|e| chrome::js_error(&e))?;
+        let node = ctx
+            .create_media_stream_source(&stream)
+            .map_err(|e| chrome::js_error(&e))?;
+        node.connect_with_audio_node(&ctx.destination())
+            .map_err(|e| chrome::js_error(&e))?;
         Some(ctx)
     } else {
         None
@@ -201,8 +223,16 @@ async fn capture(p: &Rc<RefCell<Pipeline>>) -> Result<(), String> {
         // so segments stay within the server's target duration even when frames come slowly.
         "videoKeyFrameIntervalDuration": (segment_ms / 2).max(500),
     }));
-    let recorder = MediaRecorder::new_with_media_stream_and_media_recorder_options(&stream, options.unchecked_ref())
-        .map_err(|e| format!("This browser cannot record H.264 + Opus WebM: {}", chrome::js_error(&e)))?;
+    let recorder = MediaRecorder::new_with_media_stream_and_media_recorder_options(
+        &stream,
+        options.unchecked_ref(),
+    )
+    .map_err(|e| {
+        format!(
+            "This browser cannot record H.264 + Opus WebM: {}",
+            chrome::js_error(&e)
+        )
+    })?;
 
     let weak = Rc::downgrade(p);
     let on_data = Closure::<dyn FnMut(JsValue)>::new(move |ev: JsValue| {
@@ -228,7 +258,9 @@ async fn capture(p: &Rc<RefCell<Pipeline>>) -> Result<(), String> {
         })
     };
     let on_ended = Closure::<dyn FnMut(JsValue)>::new(move |_| {
-        spawn_local(end("The captured tab or camera went away, so the broadcast ended."));
+        spawn_local(end(
+            "The captured tab or camera went away, so the broadcast ended.",
+        ));
     });
     recorder.set_ondataavailable(Some(on_data.as_ref().unchecked_ref()));
     recorder.set_onstop(Some(on_stop.as_ref().unchecked_ref()));
@@ -237,7 +269,9 @@ async fn capture(p: &Rc<RefCell<Pipeline>>) -> Result<(), String> {
         let track: web_sys::MediaStreamTrack = track.unchecked_into();
         track.set_onended(Some(on_ended.as_ref().unchecked_ref()));
     }
-    recorder.start_with_time_slice(TIMESLICE_MS).map_err(|e| chrome::js_error(&e))?;
+    recorder
+        .start_with_time_slice(TIMESLICE_MS)
+        .map_err(|e| chrome::js_error(&e))?;
 
     let mut st = p.borrow_mut();
     st._closures.extend([on_data, on_stop, on_start, on_ended]);
@@ -298,7 +332,10 @@ async fn ffmpeg() -> Result<Rc<FFmpeg>, String> {
     }
     let ff = FFmpeg::new();
     let log = Closure::<dyn FnMut(JsValue)>::new(|ev: JsValue| {
-        if let Some(m) = Reflect::get(&ev, &"message".into()).ok().and_then(|m| m.as_string()) {
+        if let Some(m) = Reflect::get(&ev, &"message".into())
+            .ok()
+            .and_then(|m| m.as_string())
+        {
             FFMPEG_LOG.with(|l| {
                 let mut l = l.borrow_mut();
                 l.push_back(m);
@@ -314,7 +351,9 @@ async fn ffmpeg() -> Result<Rc<FFmpeg>, String> {
         "coreURL": chrome::runtime_get_url("vendor/core/ffmpeg-core.js"),
         "wasmURL": chrome::runtime_get_url("vendor/core/ffmpeg-core.wasm"),
     }));
-    ff.load(&config).await.map_err(|e| format!("ffmpeg.wasm did not load: {}", chrome::js_error(&e)))?;
+    ff.load(&config)
+        .await
+        .map_err(|e| format!("ffmpeg.wasm did not load: {}", chrome::js_error(&e)))?;
     let ff = Rc::new(ff);
     FFMPEG.with(|f| *f.borrow_mut() = Some(ff.clone()));
     Ok(ff)
@@ -325,10 +364,18 @@ async fn ffmpeg() -> Result<Rc<FFmpeg>, String> {
 /// AAC's encoder delay (1024 samples) would make each segment's audio start 21 ms before its
 /// cut and overlap the previous segment. So the audio is trimmed to `[start, end - 1024
 /// samples)` and shifted by 1024 samples: the packets then tile the timeline exactly.
-async fn remux(input: &[u8], n: u64, start_ms: u64, end_ms: u64, trim: bool) -> Result<Vec<u8>, String> {
+async fn remux(
+    input: &[u8],
+    n: u64,
+    start_ms: u64,
+    end_ms: u64,
+    trim: bool,
+) -> Result<Vec<u8>, String> {
     let ff = ffmpeg().await?;
     let (src, dst) = (format!("in{n}.webm"), format!("out{n}.ts"));
-    ff.write_file(&src, &Uint8Array::from(input)).await.map_err(|e| chrome::js_error(&e))?;
+    ff.write_file(&src, &Uint8Array::from(input))
+        .await
+        .map_err(|e| chrome::js_error(&e))?;
     FFMPEG_LOG.with(|l| l.borrow_mut().clear());
     let audio_filter = format!(
         "atrim=start={:.6}:end={:.6},asetpts=PTS+{AAC_DELAY}/SR/TB",
@@ -340,14 +387,38 @@ async fn remux(input: &[u8], n: u64, start_ms: u64, end_ms: u64, trim: bool) -> 
     if trim {
         args.extend(["-to", &to]);
     }
-    let args: Array = args.into_iter().chain([
-        "-i", &src, "-map", "0:v:0", "-map", "0:a:0?",
-        "-c:v", "copy", "-af", &audio_filter, "-c:a", "aac", "-ar", "48000", "-b:a", "128k",
-        "-copyts", "-output_ts_offset", "10",
-        "-muxdelay", "0", "-muxpreload", "0", "-f", "mpegts", &dst,
-    ])
-    .map(JsValue::from_str)
-    .collect();
+    let args: Array = args
+        .into_iter()
+        .chain([
+            "-i",
+            &src,
+            "-map",
+            "0:v:0",
+            "-map",
+            "0:a:0?",
+            "-c:v",
+            "copy",
+            "-af",
+            &audio_filter,
+            "-c:a",
+            "aac",
+            "-ar",
+            "48000",
+            "-b:a",
+            "128k",
+            "-copyts",
+            "-output_ts_offset",
+            "10",
+            "-muxdelay",
+            "0",
+            "-muxpreload",
+            "0",
+            "-f",
+            "mpegts",
+            &dst,
+        ])
+        .map(JsValue::from_str)
+        .collect();
     let code = ff.exec(&args).await.map_err(|e| chrome::js_error(&e));
     let out = match code {
         Ok(c) if c.as_f64() == Some(0.0) => ff
@@ -393,7 +464,11 @@ async fn ingest_loop(p: Rc<RefCell<Pipeline>>) {
                 let data = match JsFuture::from(blob.array_buffer()).await {
                     Ok(buf) => Uint8Array::new(&buf).to_vec(),
                     Err(e) => {
-                        fail(&p, format!("Reading the recording failed: {}", chrome::js_error(&e))).await;
+                        fail(
+                            &p,
+                            format!("Reading the recording failed: {}", chrome::js_error(&e)),
+                        )
+                        .await;
                         return;
                     }
                 };
@@ -419,7 +494,10 @@ async fn ingest_loop(p: Rc<RefCell<Pipeline>>) {
             None if stopped => {
                 let mut st = p.borrow_mut();
                 let last = st.splitter.finish();
-                let mut cuts: Vec<CutSegment> = last.into_iter().filter_map(|c| st.segmenter.push(c)).collect();
+                let mut cuts: Vec<CutSegment> = last
+                    .into_iter()
+                    .filter_map(|c| st.segmenter.push(c))
+                    .collect();
                 cuts.extend(st.segmenter.finish());
                 drop(st);
                 for cut in cuts {
@@ -447,12 +525,26 @@ async fn ingest_loop(p: Rc<RefCell<Pipeline>>) {
 async fn process(p: &Rc<RefCell<Pipeline>>, cut: CutSegment) -> bool {
     let (input, n, start_wall) = {
         let mut st = p.borrow_mut();
-        let Some(init) = st.init.clone() else { return true };
+        let Some(init) = st.init.clone() else {
+            return true;
+        };
         st.remuxed += 1;
-        ([init, cut.bytes].concat(), st.remuxed, st.recording_start_wall)
+        (
+            [init, cut.bytes].concat(),
+            st.remuxed,
+            st.recording_start_wall,
+        )
     };
     let t0 = chrome::now_ms();
-    match remux(&input, n, cut.start_ms, cut.start_ms + cut.duration_ms, cut.trim_at_ms.is_some()).await {
+    match remux(
+        &input,
+        n,
+        cut.start_ms,
+        cut.start_ms + cut.duration_ms,
+        cut.trim_at_ms.is_some(),
+    )
+    .await
+    {
         Ok(ts) => {
             let mut st = p.borrow_mut();
             st.remux_ms_total += chrome::now_ms() - t0;
@@ -481,7 +573,13 @@ async fn upload_loop(p: Rc<RefCell<Pipeline>>) {
             let mut st = p.borrow_mut();
             let now = chrome::now_ms() as u64;
             st.queue.next(now).map(|s| {
-                (s.seq, s.discontinuity, s.duration_ms, Uint8Array::from(&s.payload.ts[..]), s.payload.pdt_ms)
+                (
+                    s.seq,
+                    s.discontinuity,
+                    s.duration_ms,
+                    Uint8Array::from(&s.payload.ts[..]),
+                    s.payload.pdt_ms,
+                )
             })
         };
         let Some((seq, disc, duration_ms, body, pdt_ms)) = job else {
@@ -498,7 +596,11 @@ async fn upload_loop(p: Rc<RefCell<Pipeline>>) {
         };
         let (server, session, token) = {
             let st = p.borrow();
-            (st.b.server.clone(), st.b.session.clone(), st.b.token.clone())
+            (
+                st.b.server.clone(),
+                st.b.session.clone(),
+                st.b.token.clone(),
+            )
         };
         let headers = Object::new();
         let set = |k: &str, v: &str| {
@@ -517,7 +619,11 @@ async fn upload_loop(p: Rc<RefCell<Pipeline>>) {
         let url = format!("{server}/ingest/{session}/{seq}.ts");
         let answer = http(&url, "PUT", &headers, Some(&body)).await;
         let status = answer.as_ref().map(|a| a.0);
-        let said = answer.map(|a| a.1).filter(|e| !e.is_empty()).map(|e| format!(" The server said: {e}")).unwrap_or_default();
+        let said = answer
+            .map(|a| a.1)
+            .filter(|e| !e.is_empty())
+            .map(|e| format!(" The server said: {e}"))
+            .unwrap_or_default();
         let mut st = p.borrow_mut();
         st.attempts += 1;
         let now = chrome::now_ms();
@@ -558,7 +664,12 @@ async fn upload_loop(p: Rc<RefCell<Pipeline>>) {
 }
 
 /// Sends a request; `None` when no answer came, else the status and the server's `error` text.
-async fn http(url: &str, method: &str, headers: &Object, body: Option<&Uint8Array>) -> Option<(u16, String)> {
+async fn http(
+    url: &str,
+    method: &str,
+    headers: &Object,
+    body: Option<&Uint8Array>,
+) -> Option<(u16, String)> {
     let init = Object::new();
     let _ = Reflect::set(&init, &"method".into(), &method.into());
     let _ = Reflect::set(&init, &"headers".into(), headers);
@@ -569,14 +680,23 @@ async fn http(url: &str, method: &str, headers: &Object, body: Option<&Uint8Arra
     if let Ok(signal) = abort_after(20_000) {
         let _ = Reflect::set(&init, &"signal".into(), &signal);
     }
-    let resp: Response = JsFuture::from(global_fetch(url, &init)).await.ok()?.unchecked_into();
+    let resp: Response = JsFuture::from(global_fetch(url, &init))
+        .await
+        .ok()?
+        .unchecked_into();
     let status = resp.status();
     let mut error = String::new();
     if let Ok(p) = resp.text() {
         if let Ok(text) = JsFuture::from(p).await {
             let text = text.as_string().unwrap_or_default();
             if let Ok(v) = serde_json::from_str::<serde_json::Value>(&text) {
-                error = v.get("error").and_then(|e| e.as_str()).unwrap_or_default().chars().take(300).collect();
+                error = v
+                    .get("error")
+                    .and_then(|e| e.as_str())
+                    .unwrap_or_default()
+                    .chars()
+                    .take(300)
+                    .collect();
             }
         }
     }
@@ -592,11 +712,19 @@ fn abort_after(ms: u32) -> Result<JsValue, JsValue> {
 async fn finish(p: &Rc<RefCell<Pipeline>>) {
     let (server, session, token) = {
         let st = p.borrow();
-        (st.b.server.clone(), st.b.session.clone(), st.b.token.clone())
+        (
+            st.b.server.clone(),
+            st.b.session.clone(),
+            st.b.token.clone(),
+        )
     };
     let headers = Object::new();
     if !token.is_empty() {
-        let _ = Reflect::set(&headers, &"Authorization".into(), &format!("Bearer {token}").into());
+        let _ = Reflect::set(
+            &headers,
+            &"Authorization".into(),
+            &format!("Bearer {token}").into(),
+        );
     }
     let url = format!("{server}/ingest/{session}/end");
     let mut attempt = 0;
@@ -628,7 +756,12 @@ async fn finish(p: &Rc<RefCell<Pipeline>>) {
 
 fn status(st: &Pipeline) -> Status {
     let now = chrome::now_ms();
-    let window: f64 = st.acks.iter().filter(|(t, _)| now - t <= 10_000.0).map(|(_, b)| b).sum();
+    let window: f64 = st
+        .acks
+        .iter()
+        .filter(|(t, _)| now - t <= 10_000.0)
+        .map(|(_, b)| b)
+        .sum();
     let heap = web_sys::window()
         .and_then(|w| Reflect::get(w.performance()?.as_ref(), &"memory".into()).ok())
         .and_then(|m| Reflect::get(&m, &"usedJSHeapSize".into()).ok())
@@ -650,7 +783,11 @@ fn status(st: &Pipeline) -> Status {
         last_error: st.last_error.clone(),
         remux_ms_total: st.remux_ms_total,
         media_ms_total: st.media_ms_total,
-        ack_latency_ms_avg: if st.sent > 0 { st.latency_sum / st.sent as f64 } else { 0.0 },
+        ack_latency_ms_avg: if st.sent > 0 {
+            st.latency_sum / st.sent as f64
+        } else {
+            0.0
+        },
         ack_latency_ms_max: st.latency_max,
         js_heap_bytes: heap,
     }

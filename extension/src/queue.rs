@@ -43,14 +43,19 @@ pub struct Backoff {
 
 impl Default for Backoff {
     fn default() -> Self {
-        Backoff { base_ms: 250, cap_ms: 4000 }
+        Backoff {
+            base_ms: 250,
+            cap_ms: 4000,
+        }
     }
 }
 
 impl Backoff {
     /// Delay before retry number `attempt` (1 = first retry); `jitter` in `[0, 1)`.
     pub fn delay_ms(&self, attempt: u32, jitter: f64) -> u64 {
-        let exp = self.base_ms.saturating_mul(1u64 << attempt.saturating_sub(1).min(20));
+        let exp = self
+            .base_ms
+            .saturating_mul(1u64 << attempt.saturating_sub(1).min(20));
         let d = exp.min(self.cap_ms) as f64;
         (d * (0.8 + 0.4 * jitter.clamp(0.0, 1.0))).round() as u64
     }
@@ -133,7 +138,12 @@ impl<T> UploadQueue<T> {
 
     /// Adds a segment at the tail, then drops the oldest unsent ones beyond the bound.
     pub fn push(&mut self, payload: T, duration_ms: u64) {
-        self.items.push_back(Entry { payload, duration_ms, seq: None, discontinuity: false });
+        self.items.push_back(Entry {
+            payload,
+            duration_ms,
+            seq: None,
+            discontinuity: false,
+        });
         let mut total: u64 = self.items.iter().map(|e| e.duration_ms).sum();
         while total > self.max_buffer_ms && self.items.len() > 1 {
             // Never drop the request on the wire; its answer must find it.
@@ -173,7 +183,12 @@ impl<T> UploadQueue<T> {
             s
         });
         self.in_flight = true;
-        Some(Send { seq, discontinuity: head.discontinuity, duration_ms: head.duration_ms, payload: &head.payload })
+        Some(Send {
+            seq,
+            discontinuity: head.discontinuity,
+            duration_ms: head.duration_ms,
+            payload: &head.payload,
+        })
     }
 
     /// Records the answer to the request `next` handed out; returns the acked entry.
@@ -243,7 +258,10 @@ mod tests {
 
     #[test]
     fn backoff_doubles_up_to_the_cap_with_bounded_jitter() {
-        let b = Backoff { base_ms: 250, cap_ms: 4000 };
+        let b = Backoff {
+            base_ms: 250,
+            cap_ms: 4000,
+        };
         assert_eq!(b.delay_ms(1, 0.5), 250);
         assert_eq!(b.delay_ms(2, 0.5), 500);
         assert_eq!(b.delay_ms(3, 0.5), 1000);

@@ -48,7 +48,14 @@ pub fn clamp_segment_seconds(s: u32) -> u32 {
 
 impl Segmenter {
     pub fn new(target_ms: u64) -> Self {
-        Segmenter { target_ms, start_ms: None, last_block_ms: 0, bytes: Vec::new(), skipped: 0, max_ms: None }
+        Segmenter {
+            target_ms,
+            start_ms: None,
+            last_block_ms: 0,
+            bytes: Vec::new(),
+            skipped: 0,
+            max_ms: None,
+        }
     }
 
     /// Adds a Cluster; returns the segment that ends where this Cluster begins, if it is a cut.
@@ -87,7 +94,9 @@ impl Segmenter {
     /// Makes a segment; the first fixes the server's target duration, later ones are trimmed
     /// to fit it (only when keyframes came late, e.g. on a starved CPU, or at Stop).
     fn cut(&mut self, start_ms: u64, duration_ms: u64, bytes: Vec<u8>) -> CutSegment {
-        let max = *self.max_ms.get_or_insert(((duration_ms + 500) / 1000).max(1) * 1000 + 499);
+        let max = *self
+            .max_ms
+            .get_or_insert(((duration_ms + 500) / 1000).max(1) * 1000 + 499);
         let trim = duration_ms > max;
         CutSegment {
             start_ms,
@@ -113,7 +122,12 @@ mod tests {
     use super::*;
 
     fn c(tc: u64, key: bool) -> Cluster {
-        Cluster { timecode_ms: tc, keyframe: key, last_block_ms: tc + 990, bytes: vec![tc as u8] }
+        Cluster {
+            timecode_ms: tc,
+            keyframe: key,
+            last_block_ms: tc + 990,
+            bytes: vec![tc as u8],
+        }
     }
 
     #[test]
@@ -139,7 +153,11 @@ mod tests {
             assert_eq!(w[0].start_ms + w[0].duration_ms, w[1].start_ms);
         }
         let total: u64 = segs.iter().map(|s| s.duration_ms).sum();
-        assert_eq!(total, 9009 + 990 + FRAME_MS, "ends at the last frame of the last cluster");
+        assert_eq!(
+            total,
+            9009 + 990 + FRAME_MS,
+            "ends at the last frame of the last cluster"
+        );
     }
 
     #[test]
@@ -158,7 +176,10 @@ mod tests {
         let first = s.push(c(2100, true)).unwrap();
         assert_eq!((first.duration_ms, first.trim_at_ms), (2100, None));
         let late = s.push(c(5100, true)).unwrap();
-        assert_eq!((late.start_ms, late.duration_ms, late.trim_at_ms), (2100, 2499, Some(4599)));
+        assert_eq!(
+            (late.start_ms, late.duration_ms, late.trim_at_ms),
+            (2100, 2499, Some(4599))
+        );
         let last = s.finish().unwrap();
         assert_eq!((last.start_ms, last.duration_ms), (5100, 990 + FRAME_MS));
     }

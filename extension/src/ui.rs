@@ -9,12 +9,16 @@ use wasm_bindgen_futures::{spawn_local, JsFuture};
 use web_sys::{Document, HtmlElement, HtmlInputElement, HtmlSelectElement};
 
 use crate::chrome::{self, obj};
-use crate::messages::{is_loopback, normalize_server, Broadcast, Msg, Options, Phase, Source, Status};
+use crate::messages::{
+    is_loopback, normalize_server, Broadcast, Msg, Options, Phase, Source, Status,
+};
 use crate::timing::clamp_segment_seconds;
 use crate::worker::{KEY_BROADCAST, KEY_LAST, KEY_OPTIONS};
 
 fn document() -> Result<Document, JsValue> {
-    web_sys::window().and_then(|w| w.document()).ok_or_else(|| JsValue::from_str("no document"))
+    web_sys::window()
+        .and_then(|w| w.document())
+        .ok_or_else(|| JsValue::from_str("no document"))
 }
 
 fn el(doc: &Document, id: &str) -> Option<HtmlElement> {
@@ -70,15 +74,27 @@ pub fn popup_main() -> Result<(), JsValue> {
         let d = d.clone();
         spawn_local(async move {
             let q = obj(json!({ "active": true, "currentWindow": true }));
-            let tabs = chrome::tabs_query(&q).await.map(|t| js_sys::Array::from(&t)).unwrap_or_default();
+            let tabs = chrome::tabs_query(&q)
+                .await
+                .map(|t| js_sys::Array::from(&t))
+                .unwrap_or_default();
             let tab = tabs.get(0);
-            let url = Reflect::get(&tab, &"url".into()).ok().and_then(|u| u.as_string()).unwrap_or_default();
-            let id = Reflect::get(&tab, &"id".into()).ok().and_then(|v| v.as_f64());
+            let url = Reflect::get(&tab, &"url".into())
+                .ok()
+                .and_then(|u| u.as_string())
+                .unwrap_or_default();
+            let id = Reflect::get(&tab, &"id".into())
+                .ok()
+                .and_then(|v| v.as_f64());
             match id {
                 Some(id) if !url.starts_with(&chrome::runtime_get_url("")) => {
                     report(&d, chrome::send(&Msg::StartTab { tab_id: id as i32 }).await)
                 }
-                _ => set_text(&d, "error", "Open the tab you want to stream and click the Chalkstream icon there."),
+                _ => set_text(
+                    &d,
+                    "error",
+                    "Open the tab you want to stream and click the Chalkstream icon there.",
+                ),
             }
             refresh(&d).await;
         });
@@ -113,8 +129,14 @@ pub fn popup_main() -> Result<(), JsValue> {
                 .map(|i| i.value())
                 .unwrap_or_default();
             let Some(w) = web_sys::window() else { return };
-            let copied = JsFuture::from(w.navigator().clipboard().write_text(&link)).await.is_ok();
-            set_text(&d, "copy", if copied { "Copied" } else { "Select and copy" });
+            let copied = JsFuture::from(w.navigator().clipboard().write_text(&link))
+                .await
+                .is_ok();
+            set_text(
+                &d,
+                "copy",
+                if copied { "Copied" } else { "Select and copy" },
+            );
         });
     });
     on_click(&doc, "open-options", || {
@@ -141,9 +163,14 @@ fn report(doc: &Document, r: Result<JsValue, String>) {
 /// Asks for camera + microphone from this extension page (the offscreen document cannot).
 async fn ask_camera() -> Result<(), String> {
     let w = web_sys::window().ok_or("no window")?;
-    let devices = w.navigator().media_devices().map_err(|e| chrome::js_error(&e))?;
+    let devices = w
+        .navigator()
+        .media_devices()
+        .map_err(|e| chrome::js_error(&e))?;
     let c = obj(json!({ "video": true, "audio": true }));
-    let p = devices.get_user_media_with_constraints(c.unchecked_ref()).map_err(|e| chrome::js_error(&e))?;
+    let p = devices
+        .get_user_media_with_constraints(c.unchecked_ref())
+        .map_err(|e| chrome::js_error(&e))?;
     let stream: web_sys::MediaStream = JsFuture::from(p)
         .await
         .map_err(|e| {
@@ -173,19 +200,23 @@ async fn refresh(doc: &Document) {
 }
 
 fn render(doc: &Document, s: Option<&Status>, pending: Option<&Broadcast>) {
-    let running = s.is_some_and(|s| matches!(s.phase, Phase::Starting | Phase::Live | Phase::Stopping))
+    let running = s
+        .is_some_and(|s| matches!(s.phase, Phase::Starting | Phase::Live | Phase::Stopping))
         || (s.is_none() && pending.is_some());
     let body = doc.body();
     if let Some(b) = body.as_ref() {
-        b.set_attribute("data-phase", match s.map(|s| s.phase) {
-            Some(Phase::Starting) => "starting",
-            Some(Phase::Live) => "live",
-            Some(Phase::Stopping) => "stopping",
-            Some(Phase::Ended) => "ended",
-            Some(Phase::Failed) => "failed",
-            None if pending.is_some() => "starting",
-            None => "idle",
-        })
+        b.set_attribute(
+            "data-phase",
+            match s.map(|s| s.phase) {
+                Some(Phase::Starting) => "starting",
+                Some(Phase::Live) => "live",
+                Some(Phase::Stopping) => "stopping",
+                Some(Phase::Ended) => "ended",
+                Some(Phase::Failed) => "failed",
+                None if pending.is_some() => "starting",
+                None => "idle",
+            },
+        )
         .ok();
     }
     show(doc, "idle-actions", !running);
@@ -193,7 +224,14 @@ fn render(doc: &Document, s: Option<&Status>, pending: Option<&Broadcast>) {
     let state = match s {
         Some(s) => match s.phase {
             Phase::Starting => "Starting…".to_string(),
-            Phase::Live => format!("Live — {}", if s.source == Source::Tab { "this tab" } else { "camera" }),
+            Phase::Live => format!(
+                "Live — {}",
+                if s.source == Source::Tab {
+                    "this tab"
+                } else {
+                    "camera"
+                }
+            ),
             Phase::Stopping => "Stopping — sending the last segments…".into(),
             Phase::Ended => "Ended. The recording stays watchable at the link.".into(),
             Phase::Failed => "Stopped because of an error.".into(),
@@ -207,12 +245,19 @@ fn render(doc: &Document, s: Option<&Status>, pending: Option<&Broadcast>) {
         return;
     };
     show(doc, "details", true);
-    if let Some(input) = doc.get_element_by_id("link").and_then(|e| e.dyn_into::<HtmlInputElement>().ok()) {
+    if let Some(input) = doc
+        .get_element_by_id("link")
+        .and_then(|e| e.dyn_into::<HtmlInputElement>().ok())
+    {
         if input.value() != s.viewer_url {
             input.set_value(&s.viewer_url);
         }
     }
-    let uptime = if running { ((chrome::now_ms() - s.started_at_ms) / 1000.0).max(0.0) as u64 } else { s.media_ms_total / 1000 };
+    let uptime = if running {
+        ((chrome::now_ms() - s.started_at_ms) / 1000.0).max(0.0) as u64
+    } else {
+        s.media_ms_total / 1000
+    };
     set_text(doc, "uptime", &clock(uptime));
     set_text(doc, "sent", &s.segments_sent.to_string());
     set_text(doc, "waiting", &s.segments_waiting.to_string());
@@ -229,25 +274,35 @@ pub fn options_main() -> Result<(), JsValue> {
     let doc = Rc::new(document()?);
     let d = doc.clone();
     spawn_local(async move {
-        let o = chrome::load::<Options>(KEY_OPTIONS).await.unwrap_or_default();
+        let o = chrome::load::<Options>(KEY_OPTIONS)
+            .await
+            .unwrap_or_default();
         input(&d, "server").map(|i| i.set_value(&o.server));
         input(&d, "token").map(|i| i.set_value(&o.token));
-        if let Some(sel) = d.get_element_by_id("segment").and_then(|e| e.dyn_into::<HtmlSelectElement>().ok()) {
+        if let Some(sel) = d
+            .get_element_by_id("segment")
+            .and_then(|e| e.dyn_into::<HtmlSelectElement>().ok())
+        {
             sel.set_value(&clamp_segment_seconds(o.segment_seconds).to_string());
         }
-        let id = if o.default_source == Source::Camera { "source-camera" } else { "source-tab" };
+        let id = if o.default_source == Source::Camera {
+            "source-camera"
+        } else {
+            "source-tab"
+        };
         input(&d, id).map(|i| i.set_checked(true));
     });
     let d = doc.clone();
     on_click(&doc, "save", move || {
         // Runs inside the click: permissions.request needs the user gesture.
-        let server = match normalize_server(&input(&d, "server").map(|i| i.value()).unwrap_or_default()) {
-            Ok(s) => s,
-            Err(e) => {
-                set_text(&d, "message", &e);
-                return;
-            }
-        };
+        let server =
+            match normalize_server(&input(&d, "server").map(|i| i.value()).unwrap_or_default()) {
+                Ok(s) => s,
+                Err(e) => {
+                    set_text(&d, "message", &e);
+                    return;
+                }
+            };
         let segment = d
             .get_element_by_id("segment")
             .and_then(|e| e.dyn_into::<HtmlSelectElement>().ok())
@@ -255,9 +310,15 @@ pub fn options_main() -> Result<(), JsValue> {
             .unwrap_or(crate::timing::DEFAULT_SEGMENT_S);
         let options = Options {
             server: server.clone(),
-            token: input(&d, "token").map(|i| i.value().trim().to_string()).unwrap_or_default(),
+            token: input(&d, "token")
+                .map(|i| i.value().trim().to_string())
+                .unwrap_or_default(),
             segment_seconds: clamp_segment_seconds(segment),
-            default_source: if input(&d, "source-camera").is_some_and(|i| i.checked()) { Source::Camera } else { Source::Tab },
+            default_source: if input(&d, "source-camera").is_some_and(|i| i.checked()) {
+                Source::Camera
+            } else {
+                Source::Tab
+            },
         };
         let grant = (!is_loopback(&server)).then(|| {
             chrome::permissions_request(&obj(json!({ "origins": [origin_pattern(&server)] })))
@@ -300,6 +361,9 @@ mod tests {
         assert_eq!(clock(3725), "1:02:05");
         assert_eq!(rate(2_500_000.0), "2.5 Mbit/s");
         assert_eq!(rate(64_000.0), "64 kbit/s");
-        assert_eq!(origin_pattern("https://live.example.com:8443"), "https://live.example.com/*");
+        assert_eq!(
+            origin_pattern("https://live.example.com:8443"),
+            "https://live.example.com/*"
+        );
     }
 }

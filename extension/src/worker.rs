@@ -18,23 +18,27 @@ pub const KEY_OPTIONS: &str = "options";
 #[wasm_bindgen]
 pub async fn on_action_clicked(tab: JsValue) -> Result<(), JsValue> {
     let tab_id = Reflect::get(&tab, &"id".into())?.as_f64().map(|v| v as i32);
-    let result = if chrome::load::<Broadcast>(KEY_BROADCAST).await.is_some() && offscreen_exists().await {
-        stop().await
-    } else {
-        let options = chrome::load::<Options>(KEY_OPTIONS).await.unwrap_or_default();
-        match (options.default_source, tab_id) {
-            (Source::Tab, Some(id)) => start_tab(id).await,
-            // The camera permission must be asked from an extension page.
-            (Source::Camera, _) | (_, None) => open_panel().await,
-        }
-    };
+    let result =
+        if chrome::load::<Broadcast>(KEY_BROADCAST).await.is_some() && offscreen_exists().await {
+            stop().await
+        } else {
+            let options = chrome::load::<Options>(KEY_OPTIONS)
+                .await
+                .unwrap_or_default();
+            match (options.default_source, tab_id) {
+                (Source::Tab, Some(id)) => start_tab(id).await,
+                // The camera permission must be asked from an extension page.
+                (Source::Camera, _) | (_, None) => open_panel().await,
+            }
+        };
     result.map_err(|e| JsValue::from_str(&e))
 }
 
 /// A message addressed to the worker; returns the answer.
 #[wasm_bindgen]
 pub async fn on_worker_message(msg: JsValue) -> Result<JsValue, JsValue> {
-    let msg: Msg = chrome::from_js(msg).map_err(|e| JsValue::from_str(&format!("unknown message: {e}")))?;
+    let msg: Msg =
+        chrome::from_js(msg).map_err(|e| JsValue::from_str(&format!("unknown message: {e}")))?;
     let answer = match msg {
         Msg::StartTab { tab_id } => start_tab(tab_id).await.map(|_| JsValue::TRUE),
         Msg::StartCamera => start(Source::Camera, None).await.map(|_| JsValue::TRUE),
@@ -44,22 +48,30 @@ pub async fn on_worker_message(msg: JsValue) -> Result<JsValue, JsValue> {
             .map(|b| to_js(&b))
             .unwrap_or(JsValue::NULL)),
         Msg::Finished { status } => finished(status).await.map(|_| JsValue::TRUE),
-        m @ (Msg::Begin { .. } | Msg::End | Msg::GetStatus) => {
-            Err(format!("{m:?} is for the offscreen document, not the worker"))
-        }
+        m @ (Msg::Begin { .. } | Msg::End | Msg::GetStatus) => Err(format!(
+            "{m:?} is for the offscreen document, not the worker"
+        )),
     };
     answer.map_err(|e| JsValue::from_str(&e))
 }
 
 async fn open_panel() -> Result<(), String> {
     let url = chrome::runtime_get_url("popup.html");
-    chrome::tabs_create(&obj(json!({ "url": url }))).await.map(|_| ()).map_err(|e| chrome::js_error(&e))
+    chrome::tabs_create(&obj(json!({ "url": url })))
+        .await
+        .map(|_| ())
+        .map_err(|e| chrome::js_error(&e))
 }
 
 async fn start_tab(tab_id: i32) -> Result<(), String> {
     let id = chrome::tab_capture_get_media_stream_id(&obj(json!({ "targetTabId": tab_id })))
         .await
-        .map_err(|e| format!("Chrome did not allow capturing this tab: {}", chrome::js_error(&e)))?;
+        .map_err(|e| {
+            format!(
+                "Chrome did not allow capturing this tab: {}",
+                chrome::js_error(&e)
+            )
+        })?;
     start(Source::Tab, id.as_string()).await
 }
 
@@ -70,7 +82,9 @@ async fn start(source: Source, media_stream_id: Option<String>) -> Result<(), St
         }
         chrome::forget(KEY_BROADCAST).await; // left over from a crashed browser
     }
-    let options = chrome::load::<Options>(KEY_OPTIONS).await.unwrap_or_default();
+    let options = chrome::load::<Options>(KEY_OPTIONS)
+        .await
+        .unwrap_or_default();
     let mut random = [0u8; 32];
     chrome::random_bytes(&mut random)?;
     let session = ids::session_secret(&random);
@@ -117,7 +131,14 @@ async fn finished(status: Status) -> Result<(), String> {
     chrome::save(KEY_LAST, &status).await?;
     chrome::forget(KEY_BROADCAST).await;
     match status.phase {
-        Phase::Failed => badge("ERR", "#b26a00", "Chalkstream: stopped — open the panel for details").await,
+        Phase::Failed => {
+            badge(
+                "ERR",
+                "#b26a00",
+                "Chalkstream: stopped — open the panel for details",
+            )
+            .await
+        }
         _ => badge("", "#616161", "Chalkstream: stream this tab").await,
     }
     let _ = chrome::offscreen_close_document().await;
