@@ -51,6 +51,11 @@ try {
     await sleep(t0 + m * 60_000 - Date.now());
     const s = await status();
     if (s) report(`${m} min`, s);
+    else {
+      const last = await ext.worker().evaluate(async () => (await chrome.storage.local.get('last_status')).last_status ?? null);
+      console.log(JSON.stringify({ at: `${m} min`, broadcast_over: last }));
+      break;
+    }
   }
   await ext.click(page);
 } finally {
