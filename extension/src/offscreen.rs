@@ -22,8 +22,9 @@ use crate::timing::{duration_header, program_date_ms, CutSegment, Segmenter};
 const MIME: &str = "video/webm;codecs=avc1.42E01E,opus";
 const TIMESLICE_MS: i32 = 250;
 const TICK_MS: i32 = 40;
-/// Segments one ffmpeg.wasm core remuxes before it is replaced by a fresh one.
-const FFMPEG_RUNS_PER_CORE: u32 = 150;
+/// Segments one ffmpeg.wasm core remuxes before it is replaced by a fresh one (measured: the
+/// 0.12.10 core traps with "memory access out of bounds" after about 120 runs).
+const FFMPEG_RUNS_PER_CORE: u32 = 50;
 /// Samples of priming the AAC encoder puts before the first real sample.
 const AAC_DELAY: u32 = 1024;
 
@@ -536,15 +537,14 @@ async fn process(p: &Rc<RefCell<Pipeline>>, cut: CutSegment) -> bool {
         )
     };
     let t0 = chrome::now_ms();
-    match remux(
-        &input,
-        n,
-        cut.start_ms,
-        cut.start_ms + cut.duration_ms,
-        cut.trim_at_ms.is_some(),
-    )
-    .await
-    {
+    let end_ms = cut.start_ms + cut.duration_ms;
+    let trim = cut.trim_at_ms.is_some();
+    let mut result = remux(&input, n, cut.start_ms, end_ms, trim).await;
+    if result.is_err() {
+        // A failed run replaced the core; one retry on the fresh core.
+        result = remux(&input, n, cut.start_ms, end_ms, trim).await;
+    }
+    match result {
         Ok(ts) => {
             let mut st = p.borrow_mut();
             st.remux_ms_total += chrome::now_ms() - t0;
