@@ -51,9 +51,12 @@ test('the popup streams camera + microphone as continuous HLS and Stop ends it',
   assert.ok(a.streams.some((s) => s.codec_type === 'audio' && s.codec_name === 'aac'), 'AAC audio');
   assert.ok(a.decodedSeconds >= 0.95 * streamedSeconds,
     `decoded ${a.decodedSeconds.toFixed(2)} s of ${streamedSeconds.toFixed(2)} s streamed`);
-  const frameLimit = 2 * Math.max(a.frame, 1 / 30);
+  // No video gap at a boundary larger than two frame durations (+1 ms: WebM timestamps are whole
+  // milliseconds). The largest gap the capture itself has inside a segment is printed alongside:
+  // on an overloaded machine Chromium's capturer drops frames, which no segmenter can undo.
+  const frameLimit = 2 * Math.max(a.frame, 1 / 30) + 0.001;
   for (const bd of a.boundaries) {
-    assert.ok(bd.videoGap <= Math.max(frameLimit, a.maxCaptureGap + 0.001),
+    assert.ok(bd.videoGap <= frameLimit,
       `video gap ${bd.videoGap.toFixed(3)} s before seq ${bd.seq} (largest gap inside segments ${a.maxCaptureGap.toFixed(3)} s)`);
     assert.ok(Math.abs(bd.drift) <= 2 / 30, `seq ${bd.seq} is ${bd.drift.toFixed(3)} s off the declared timeline`);
     assert.ok(bd.audioGap <= 2 * a.audioFrame, `audio gap ${bd.audioGap.toFixed(3)} s before seq ${bd.seq}`);

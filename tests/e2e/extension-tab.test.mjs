@@ -60,12 +60,12 @@ test('toolbar click streams the tab as continuous HLS with H.264 + AAC until the
   assert.ok(a.streams.some((s) => s.codec_type === 'audio' && s.codec_name === 'aac'), 'AAC audio');
   assert.ok(a.decodedSeconds >= 0.95 * streamedSeconds,
     `decoded ${a.decodedSeconds.toFixed(2)} s of ${streamedSeconds.toFixed(2)} s streamed`);
-  // Two frame durations; on a loaded 2-core machine Chromium's capturer/encoder itself skips
-  // frames (worst at keyframes), so a boundary may show a gap as large as the largest one the
-  // capture has inside any segment, no more. Audio (sample clock) must tile exactly.
-  const frameLimit = 2 * Math.max(a.frame, 1 / 30);
+  // No video gap at a boundary larger than two frame durations (+1 ms: WebM timestamps are whole
+  // milliseconds). The largest gap the capture itself has inside a segment is printed alongside:
+  // on an overloaded machine Chromium's capturer drops frames, which no segmenter can undo.
+  const frameLimit = 2 * Math.max(a.frame, 1 / 30) + 0.001;
   for (const bd of a.boundaries) {
-    assert.ok(bd.videoGap <= Math.max(frameLimit, a.maxCaptureGap + 0.001),
+    assert.ok(bd.videoGap <= frameLimit,
       `video gap ${bd.videoGap.toFixed(3)} s before seq ${bd.seq} (largest gap inside segments ${a.maxCaptureGap.toFixed(3)} s)`);
     assert.ok(Math.abs(bd.drift) <= 2 / 30,
       `seq ${bd.seq} starts ${bd.drift.toFixed(3)} s off the timeline the EXTINF durations declare`);
