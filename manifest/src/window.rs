@@ -11,6 +11,10 @@
 //! - at or past the tail hint: the run ends, unless the head has meanwhile moved past this seq
 //!   (a concurrent retention writes the head before deleting), in which case the walk resumes
 //!   from the new head.
+//!
+//! An `EVENT` playlist (retention 0, nothing expires) may also be walked a page at a time:
+//! [`walk_event`] lists the same run as [`walk`], but where the source keeps the rendered lines
+//! of consecutive segments ([`LinesSource`]) it takes them whole instead of one meta per seq.
 
 use crate::rules::{self, Retention};
 use crate::segment::{Breaks, EndMarker, SegmentMeta, StreamRecord};
@@ -101,6 +105,97 @@ pub fn walk<S: MetaSource>(
     Ok(walk)
 }
 
+/// Read access to stored segment lines, for walking an `EVENT` playlist a page at a time.
+pub trait LinesSource: MetaSource {
+    /// The rendered lines of consecutive segments starting at `seq`, when the source keeps them
+    /// and they check out ([`crate::playlist::check_lines`]): a [`Piece::Lines`] whose
+    /// `first_seq` is `seq`. Its segments were all committed when the lines were written.
+    fn lines(&mut self, seq: u64) -> Result<Option<Piece>, Self::Error>;
+}
+
+/// Part of a listed run: one segment's meta, or the lines of consecutive segments rendered
+/// when they were stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Piece {
+    Segment(SegmentMeta),
+    Lines { first_seq: u64, len: u64, text: String },
+}
+
+impl Piece {
+    /// How many segments this piece lists.
+    pub fn len(&self) -> u64 {
+        match self {
+            Piece::Segment(_) => 1,
+            Piece::Lines { len, .. } => *len,
+        }
+    }
+
+    /// Whether it lists no segment (never, for pieces a walk returns).
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    pub fn first_seq(&self) -> u64 {
+        match self {
+            Piece::Segment(meta) => meta.seq,
+            Piece::Lines { first_seq, .. } => *first_seq,
+        }
+    }
+}
+
+/// The result of [`walk_event`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct EventRun {
+    /// The listed run, oldest first.
+    pub pieces: Vec<Piece>,
+    /// The meta of the run's last segment (it decides live or ended); `None` when the run is
+    /// empty or that meta could not be read.
+    pub last: Option<SegmentMeta>,
+}
+
+/// Walks an `EVENT` playlist's run from `head` by the rules of [`walk`] with
+/// `Retention::Forever` and `Extent::Everything`, taking stored lines where the source has
+/// them. Lines stand for segments that were all committed, and without retention nothing is
+/// deleted, so the run lists the same seqs as [`walk`] would.
+pub fn walk_event<S: LinesSource>(source: &mut S, head: u64, tail: u64) -> Result<EventRun, S::Error> {
+    let mut pieces: Vec<Piece> = Vec::new();
+    let mut seq = head;
+    loop {
+        if let Some(piece) = source.lines(seq)? {
+            if piece.first_seq() == seq && !piece.is_empty() {
+                seq += piece.len();
+                pieces.push(piece);
+                continue;
+            }
+        }
+        match source.meta(seq)? {
+            Some(meta) => {
+                pieces.push(Piece::Segment(meta));
+                seq += 1;
+            }
+            None if seq < tail => {
+                pieces.clear();
+                seq += 1;
+            }
+            None => {
+                let moved = source.head()?;
+                if moved > seq {
+                    pieces.clear();
+                    seq = moved;
+                } else {
+                    break;
+                }
+            }
+        }
+    }
+    let last = match pieces.last() {
+        Some(Piece::Segment(meta)) => Some(meta.clone()),
+        Some(piece @ Piece::Lines { .. }) => source.meta(piece.first_seq() + piece.len() - 1)?,
+        None => None,
+    };
+    Ok(EventRun { pieces, last })
+}
+
 /// The two playlist shapes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PlaylistKind {
@@ -161,13 +256,12 @@ impl StreamView {
     ) -> Option<Self> {
         let first = segments.first()?.seq;
         let last = segments.last()?;
-        let state = if rules::is_ended(last, end, now_ms, idle_ms) { State::Ended } else { State::Live };
         Some(StreamView {
             target_s: record.target_s,
             kind: retention.into(),
             discontinuity_sequence: breaks.count_before(first),
+            state: state_after(last, end, now_ms, idle_ms),
             segments,
-            state,
         })
     }
 
@@ -182,6 +276,43 @@ impl StreamView {
 
     pub fn last(&self) -> &SegmentMeta {
         &self.segments[self.segments.len() - 1]
+    }
+}
+
+fn state_after(last: &SegmentMeta, end: Option<&EndMarker>, now_ms: i64, idle_ms: u64) -> State {
+    if rules::is_ended(last, end, now_ms, idle_ms) {
+        State::Ended
+    } else {
+        State::Live
+    }
+}
+
+/// What an `EVENT` playlist shows at one moment, as pieces (see [`walk_event`]): the same head
+/// lines and state as the [`StreamView`] of the same run, without every meta.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EventView {
+    pub target_s: u32,
+    /// `EXT-X-MEDIA-SEQUENCE`: the first listed seq.
+    pub first_seq: u64,
+    pub discontinuity_sequence: u64,
+    /// The listed run, oldest first; never empty.
+    pub pieces: Vec<Piece>,
+    pub state: State,
+}
+
+impl EventView {
+    /// Assembles the view from the stored records and an [`EventRun`]; `None` when the run is
+    /// empty or its last meta is unknown (the caller then reads the stream the slow way).
+    pub fn assemble(record: &StreamRecord, breaks: &Breaks, end: Option<&EndMarker>, run: EventRun, idle_ms: u64, now_ms: i64) -> Option<Self> {
+        let first_seq = run.pieces.first()?.first_seq();
+        let last = run.last.as_ref()?;
+        Some(EventView {
+            target_s: record.target_s,
+            first_seq,
+            discontinuity_sequence: breaks.count_before(first_seq),
+            state: state_after(last, end, now_ms, idle_ms),
+            pieces: run.pieces,
+        })
     }
 }
 

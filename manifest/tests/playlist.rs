@@ -3,11 +3,11 @@
 //! ends.
 
 use chalkstream_manifest::ingest::SegmentHeaders;
-use chalkstream_manifest::playlist::render;
+use chalkstream_manifest::playlist::{check_lines, render, render_event, segment_lines};
 use chalkstream_manifest::rules::{self, Retention};
 use chalkstream_manifest::segment::{Breaks, EndMarker, SegmentMeta, StreamRecord};
 use chalkstream_manifest::time::parse_rfc3339_ms;
-use chalkstream_manifest::window::{self, Extent, MetaSource, PlaylistKind, State, StreamView};
+use chalkstream_manifest::window::{self, EventView, Extent, LinesSource, MetaSource, Piece, PlaylistKind, State, StreamView};
 use m3u8_rs::{MediaPlaylist, MediaPlaylistType};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -295,4 +295,146 @@ fn fully_expired_stream_has_no_playlist() {
     sim.upload(0, 2000, T0);
     assert!(sim.render(T0 + 3000).is_some());
     assert!(sim.render(T0 + 3001).is_none());
+}
+
+/// A store of metas that also keeps the rendered lines of some 64-segment pages, the way the
+/// Spin component stores them; `bad_pages` hold text that is not what `segment_lines` wrote.
+struct Paged {
+    metas: BTreeMap<u64, SegmentMeta>,
+    head: u64,
+    lines: BTreeMap<u64, String>,
+    lines_taken: usize,
+}
+
+impl MetaSource for Paged {
+    type Error = std::convert::Infallible;
+    fn meta(&mut self, seq: u64) -> Result<Option<SegmentMeta>, Self::Error> {
+        Ok(self.metas.get(&seq).cloned())
+    }
+    fn head(&mut self) -> Result<u64, Self::Error> {
+        Ok(self.head)
+    }
+}
+
+impl LinesSource for Paged {
+    fn lines(&mut self, seq: u64) -> Result<Option<Piece>, Self::Error> {
+        if seq % 64 != 0 {
+            return Ok(None);
+        }
+        let Some(text) = self.lines.get(&(seq / 64)) else { return Ok(None) };
+        if !check_lines(STREAM, seq, 64, text) {
+            return Ok(None);
+        }
+        self.lines_taken += 1;
+        Ok(Some(Piece::Lines { first_seq: seq, len: 64, text: text.clone() }))
+    }
+}
+
+/// A stream of `count` segments with discontinuities (a resume at 70, others at 64 and 129,
+/// the first of a page and the last of one) and uneven durations; lines stored for every
+/// complete page except page 1, and page 3 damaged.
+fn paged(count: u64, head: u64) -> Paged {
+    let metas: BTreeMap<u64, SegmentMeta> = (head..count)
+        .map(|seq| (seq, meta(seq, 1000 + (seq % 7) as u32 * 167, [64, 70, 127, 129].contains(&seq))))
+        .collect();
+    let mut lines = BTreeMap::new();
+    for page in 0..count / 64 {
+        let page_metas: Vec<SegmentMeta> = (page * 64..page * 64 + 64).filter_map(|s| metas.get(&s).cloned()).collect();
+        if page == 1 || page_metas.len() < 64 {
+            continue;
+        }
+        let mut text = segment_lines(STREAM, &page_metas);
+        if page == 3 {
+            text.truncate(text.len() - 30);
+        }
+        lines.insert(page, text);
+    }
+    Paged { metas, head, lines, lines_taken: 0 }
+}
+
+#[test]
+fn event_playlists_from_stored_lines_are_byte_identical_to_rendering_every_meta() {
+    let record = StreamRecord { target_s: 2, created_ms: T0 };
+    let breaks = Breaks { before: 1, seqs: vec![20, 64, 70, 127, 129] };
+    let idle_ms = 30_000;
+    let mut compared = 0;
+    for count in [1u64, 63, 64, 65, 127, 128, 129, 200, 256, 300] {
+        // head 0, and a head above seq 20 (a stream once served with retention).
+        for head in [0u64, 21] {
+            if head >= count {
+                continue;
+            }
+            let last_stored = meta(count - 1, 1000, false).stored_ms;
+            let stop = EndMarker { after_seq: count - 1, at_ms: last_stored + 10 };
+            let moments = [(None, last_stored + 1), (Some(stop), last_stored + 20), (None, last_stored + idle_ms as i64 + 1)];
+            for (end, now) in moments {
+                let mut source = paged(count, head);
+                let tail = count;
+                let slow = window::walk(&mut source, head, tail, Retention::Forever, now, Extent::Everything).unwrap();
+                let slow = StreamView::assemble(&record, &breaks, end.as_ref(), slow.live, Retention::Forever, idle_ms, now).unwrap();
+                let run = window::walk_event(&mut source, head, tail).unwrap();
+                let fast = EventView::assemble(&record, &breaks, end.as_ref(), run, idle_ms, now).unwrap();
+                assert_eq!(fast.state, slow.state);
+                let text = render_event(STREAM, &fast);
+                assert_eq!(text, render(STREAM, &slow), "{count} segments from {head}, end {end:?}");
+                parse_and_check(&text, &slow);
+                compared += 1;
+            }
+        }
+    }
+    assert!(compared > 50);
+    // The pieces really came from stored lines: pages 0 and 2 of 300 segments (1 has none, 3 is
+    // damaged and falls back to its metas, 4 is incomplete).
+    let mut source = paged(300, 0);
+    let run = window::walk_event(&mut source, 0, 300).unwrap();
+    assert_eq!(source.lines_taken, 2);
+    assert_eq!(run.pieces.iter().map(Piece::len).sum::<u64>(), 300);
+    let text = render_event(STREAM, &EventView::assemble(&record, &breaks, None, run, idle_ms, T0).unwrap());
+    assert!(text.contains("#EXT-X-DISCONTINUITY-SEQUENCE:1\n"), "{text}");
+    assert_eq!(text.matches("#EXT-X-DISCONTINUITY\n").count(), 4);
+}
+
+#[test]
+fn event_walk_over_lines_waits_at_a_hole_and_follows_a_moved_head() {
+    let mut source = paged(200, 0);
+    // A page with a hole never had its lines written.
+    source.metas.remove(&150);
+    source.lines.remove(&2);
+    let run = window::walk_event(&mut source, 0, 140).unwrap();
+    assert_eq!(run.pieces.iter().map(Piece::len).sum::<u64>(), 150, "the run stops at the hole");
+    assert_eq!(run.last.unwrap().seq, 149);
+    // A run that ends exactly at the end of stored lines reads that page's last meta.
+    let mut source = paged(192, 0);
+    let run = window::walk_event(&mut source, 0, 192).unwrap();
+    assert!(matches!(run.pieces.last(), Some(Piece::Lines { first_seq: 128, .. })));
+    assert_eq!(run.last.unwrap().seq, 191);
+    // Past a stale tail the walk re-reads the head, as `walk` does.
+    let mut source = paged(200, 0);
+    for seq in 0..130 {
+        source.metas.remove(&seq);
+    }
+    source.lines.clear();
+    source.head = 130;
+    let run = window::walk_event(&mut source, 0, 3).unwrap();
+    assert_eq!(run.pieces.first().map(Piece::first_seq), Some(130));
+    assert_eq!(run.pieces.iter().map(Piece::len).sum::<u64>(), 70);
+}
+
+#[test]
+fn stored_lines_are_checked_against_their_place_in_the_stream() {
+    let metas: Vec<SegmentMeta> = (64..128).map(|s| meta(s, 2000, s == 64 || s == 100)).collect();
+    let text = segment_lines(STREAM, &metas);
+    assert!(check_lines(STREAM, 64, 64, &text));
+    assert!(!check_lines(STREAM, 0, 64, &text), "another page's place");
+    assert!(!check_lines(STREAM, 64, 63, &text), "a segment too many");
+    assert!(!check_lines(STREAM, 64, 65, &text), "a segment too few");
+    assert!(!check_lines(&"0".repeat(40), 64, 64, &text), "another stream");
+    assert!(!check_lines(STREAM, 64, 64, &text[..text.len() - 1]), "no final newline");
+    assert!(!check_lines(STREAM, 64, 64, &text[..text.len() / 2]), "truncated");
+    assert!(!check_lines(STREAM, 64, 64, &format!("{text}#EXT-X-ENDLIST\n")), "a trailing line");
+    assert!(!check_lines(STREAM, 64, 64, &text.replace('\n', "\r\n")), "CRLF");
+    assert!(!check_lines(STREAM, 64, 64, &text.replace("/64.ts", "/064.ts")), "a non-canonical seq");
+    assert!(!check_lines(STREAM, 64, 64, &text.replacen("#EXTINF:2.000,", "#EXTINF:2.000", 1)));
+    assert!(!check_lines(STREAM, 64, 64, ""));
+    assert!(!check_lines(STREAM, 64, 64, "[{\"seq\":64}]\n"), "a meta page is not lines");
 }
