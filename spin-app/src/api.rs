@@ -13,12 +13,11 @@
 use crate::kv::Kv;
 use crate::reply::{ApiError, Body, Reply};
 use crate::route::{Family, Method, Route};
-use crate::store::{PutError, Stored, Streams};
+use crate::store::{PlaylistText, PutError, Stored, Streams};
 use crate::web;
 use chalkstream_manifest::decimal::format_millis;
 use chalkstream_manifest::id::{SessionSecret, StreamId};
 use chalkstream_manifest::ingest::{self, SegmentHeaders};
-use chalkstream_manifest::playlist;
 use chalkstream_manifest::rules::{Config, ConfigError, RuleError};
 use chalkstream_manifest::time::format_rfc3339_ms;
 use chalkstream_manifest::window::{State, StreamView};
@@ -147,8 +146,10 @@ fn dispatch(
         Route::Playlist { stream } => {
             let id = playback_id(stream)?;
             let config = config().map_err(misconfigured)?;
-            let view = current_view(kv, &config, &id, now_ms)?;
-            playlist_reply(&id, &view)
+            let playlist = Streams::new(kv, &config)
+                .playlist(&id, now_ms)?
+                .ok_or_else(no_such_stream)?;
+            playlist_reply(playlist)
         }
         Route::Chunk { stream, seq } => {
             let id = playback_id(stream)?;
@@ -294,10 +295,14 @@ fn playback_id(text: &str) -> Result<StreamId, ApiError> {
     StreamId::parse(text).map_err(|_| ApiError::not_found("no such stream (a stream id is 40 lowercase hex characters)"))
 }
 
+fn no_such_stream() -> ApiError {
+    ApiError::not_found("no such stream, or all of its segments are past the retention window")
+}
+
 fn current_view(kv: &dyn Kv, config: &Config, id: &StreamId, now_ms: i64) -> Result<StreamView, ApiError> {
     Streams::new(kv, config)
         .view(id, now_ms)?
-        .ok_or_else(|| ApiError::not_found("no such stream, or all of its segments are past the retention window"))
+        .ok_or_else(no_such_stream)
 }
 
 fn page(html: String) -> Reply {
@@ -321,13 +326,12 @@ fn player_url(base_url: &str, id: &StreamId) -> String {
     format!("{base_url}/play/{id}")
 }
 
-fn playlist_reply(id: &StreamId, view: &StreamView) -> Reply {
-    let cache = match view.state {
-        State::Live => format!("max-age={}", (view.target_s / 2).max(1)),
+fn playlist_reply(playlist: PlaylistText) -> Reply {
+    let cache = match playlist.state {
+        State::Live => format!("max-age={}", (playlist.target_s / 2).max(1)),
         State::Ended => ENDED_PLAYLIST_CACHE.to_owned(),
     };
-    Reply::new(200, PLAYLIST_TYPE, Body::Bytes(playlist::render(id.as_str(), view).into_bytes()))
-        .header("cache-control", cache)
+    Reply::new(200, PLAYLIST_TYPE, Body::Bytes(playlist.text.into_bytes())).header("cache-control", cache)
 }
 
 fn status_reply(id: &StreamId, view: &StreamView, base_url: &str) -> Reply {

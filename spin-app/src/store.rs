@@ -13,11 +13,19 @@
 //! | `breaks/{id}` | JSON [`Breaks`] `{before, seqs}` | when a segment starts a discontinuity |
 //! | `end/{id}` | JSON [`EndMarker`] `{after_seq, at_ms}` | by `POST /ingest/{session}/end` |
 //! | `page/{id}/{n}` | JSON array of the 64 metas of seqs `64n..64n+63` | retention 0 only, once all 64 exist |
+//! | `lines/{id}/{n}` | the playlist lines of those 64 segments (text) | right after `page/{id}/{n}` |
 //!
 //! Pages keep playlist reads bounded for long `EVENT` streams (retention 0), whose playlist
 //! lists every segment: 3600 segments cost 57 page reads instead of 3600 meta reads. A page is
 //! immutable (metas never change and nothing is deleted without retention), so whoever writes
 //! it writes the same bytes; a missing page only means reading its metas one by one.
+//!
+//! The lines of a page are what the renderer writes for its 64 metas
+//! (`chalkstream_manifest::playlist::segment_lines`): they depend on nothing but those metas and
+//! the stream id, so they are as immutable as the page. A playlist GET of an `EVENT` stream
+//! copies them instead of parsing and formatting 64 metas ([`Streams::playlist`]); the head
+//! lines, the state and the end are decided per request as before. Lines that are missing or do
+//! not check out (`check_lines`) only mean taking that page's metas, as without them.
 //!
 //! # Why no acknowledged segment goes missing
 //!
@@ -45,7 +53,8 @@ use chalkstream_manifest::rules::{self, Config, Retention, RuleError};
 use chalkstream_manifest::segment::{
     Breaks, EndMarker, HeadMark, SegmentMeta, StreamRecord, TailHint, PART_LEN,
 };
-use chalkstream_manifest::window::{self, Extent, MetaSource, StreamView};
+use chalkstream_manifest::playlist;
+use chalkstream_manifest::window::{self, EventView, Extent, LinesSource, MetaSource, Piece, State, StreamView};
 use std::fmt;
 
 /// At most this many expired segments are deleted per request; the next request continues.
@@ -87,6 +96,10 @@ fn end_key(id: &StreamId) -> String {
 
 fn page_key(id: &StreamId, page: u64) -> String {
     format!("page/{id}/{page}")
+}
+
+fn lines_key(id: &StreamId, page: u64) -> String {
+    format!("lines/{id}/{page}")
 }
 
 /// How a stored upload was answered.
@@ -170,6 +183,27 @@ impl<K: Kv + ?Sized> MetaSource for Source<'_, '_, K> {
     }
 }
 
+impl<K: Kv + ?Sized> LinesSource for Source<'_, '_, K> {
+    fn lines(&mut self, seq: u64) -> Result<Option<Piece>, KvError> {
+        if !self.pages || seq % PAGE_LEN != 0 {
+            return Ok(None);
+        }
+        Ok(self.streams.page_lines(self.id, seq / PAGE_LEN)?.map(|text| Piece::Lines {
+            first_seq: seq,
+            len: PAGE_LEN,
+            text,
+        }))
+    }
+}
+
+/// A rendered playlist and what its response headers need.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlaylistText {
+    pub text: String,
+    pub state: State,
+    pub target_s: u32,
+}
+
 impl<'a, K: Kv + ?Sized> Streams<'a, K> {
     pub fn new(kv: &'a K, config: &'a Config) -> Self {
         Streams { kv, config }
@@ -188,23 +222,42 @@ impl<'a, K: Kv + ?Sized> Streams<'a, K> {
         }))
     }
 
-    /// Writes the page that ends just below `tail`, if it is complete and not yet stored.
+    /// The lines of page `number`, if stored and they check out.
+    fn page_lines(&self, id: &StreamId, number: u64) -> Result<Option<String>, KvError> {
+        let Some(bytes) = self.kv.get(&lines_key(id, number))? else {
+            return Ok(None);
+        };
+        Ok(String::from_utf8(bytes)
+            .ok()
+            .filter(|text| playlist::check_lines(id.as_str(), number * PAGE_LEN, PAGE_LEN, text)))
+    }
+
+    /// Writes the page that ends just below `tail` and then its lines, if it is complete and
+    /// its lines are not yet stored. Both come from the same 64 committed metas, which never
+    /// change, so racing writers write the same bytes.
     fn write_page(&self, id: &StreamId, tail: u64) -> Result<(), KvError> {
         let Some(number) = (tail / PAGE_LEN).checked_sub(1) else {
             return Ok(());
         };
-        let key = page_key(id, number);
-        if self.kv.get(&key)?.is_some() {
+        let lines = lines_key(id, number);
+        if self.kv.get(&lines)?.is_some() {
             return Ok(());
         }
-        let mut metas = Vec::with_capacity(PAGE_LEN as usize);
-        for seq in number * PAGE_LEN..(number + 1) * PAGE_LEN {
-            match self.meta(id, seq)? {
-                Some(meta) => metas.push(meta),
-                None => return Ok(()),
+        let metas = match self.page(id, number)? {
+            Some(metas) => metas,
+            None => {
+                let mut metas = Vec::with_capacity(PAGE_LEN as usize);
+                for seq in number * PAGE_LEN..(number + 1) * PAGE_LEN {
+                    match self.meta(id, seq)? {
+                        Some(meta) => metas.push(meta),
+                        None => return Ok(()),
+                    }
+                }
+                set_json(self.kv, &page_key(id, number), &metas)?;
+                metas
             }
-        }
-        set_json(self.kv, &key, &metas)
+        };
+        self.kv.set(&lines, playlist::segment_lines(id.as_str(), &metas).as_bytes())
     }
 
     fn head(&self, id: &StreamId) -> Result<u64, KvError> {
@@ -406,6 +459,35 @@ impl<'a, K: Kv + ?Sized> Streams<'a, K> {
             self.config.idle_ms,
             now_ms,
         ))
+    }
+
+    /// The playlist of stream `id` now; `None` for an unknown or entirely expired stream. An
+    /// `EVENT` playlist copies the stored lines of complete pages ([`window::walk_event`]); it
+    /// is byte for byte what rendering the [`Streams::view`] gives, which is also the answer
+    /// whenever the fast walk cannot tell the state.
+    pub fn playlist(&self, id: &StreamId, now_ms: i64) -> Result<Option<PlaylistText>, KvError> {
+        if self.config.retention == Retention::Forever {
+            let Some(record) = get_json::<StreamRecord>(self.kv, &stream_key(id))? else {
+                return Ok(None);
+            };
+            let head = self.head(id)?;
+            let tail = self.tail(id)?;
+            let run = window::walk_event(&mut Source::new(self, id), head, tail)?;
+            let breaks = self.breaks(id)?;
+            let end = self.end_marker(id)?;
+            if let Some(view) = EventView::assemble(&record, &breaks, end.as_ref(), run, self.config.idle_ms, now_ms) {
+                return Ok(Some(PlaylistText {
+                    text: playlist::render_event(id.as_str(), &view),
+                    state: view.state,
+                    target_s: view.target_s,
+                }));
+            }
+        }
+        Ok(self.view(id, now_ms)?.map(|view| PlaylistText {
+            text: playlist::render(id.as_str(), &view),
+            state: view.state,
+            target_s: view.target_s,
+        }))
     }
 
     /// Marks the stream ended after its last stored segment. Returns that seq, or `None` when

@@ -3,8 +3,12 @@
 
 mod common;
 
+use chalkstream_manifest::id::StreamId;
+use chalkstream_manifest::playlist::{render, segment_lines};
 use chalkstream_manifest::rules::{Config, ConfigError, Retention};
+use chalkstream_manifest::segment::SegmentMeta;
 use chalkstream_spin_app::kv::{Kv, MemoryKv};
+use chalkstream_spin_app::store::Streams;
 use chalkstream_spin_app::route::Method;
 use common::*;
 
@@ -318,15 +322,17 @@ fn pages_are_html_and_the_play_page_validates_the_id() {
     assert_eq!(get(&kv, &c, "/assets/no-such-file.js", T0).status, 404);
 }
 
-/// Counts reads, to pin the cost of a playlist request.
+/// Counts reads and remembers their keys, to pin the cost of a playlist request.
 struct Counting {
     inner: MemoryKv,
     gets: std::sync::atomic::AtomicUsize,
+    keys: std::sync::Mutex<Vec<String>>,
 }
 
 impl Kv for Counting {
     fn get(&self, key: &str) -> Result<Option<Vec<u8>>, chalkstream_spin_app::kv::KvError> {
         self.gets.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.keys.lock().unwrap().push(key.to_owned());
         self.inner.get(key)
     }
     fn set(&self, key: &str, value: &[u8]) -> Result<(), chalkstream_spin_app::kv::KvError> {
@@ -339,7 +345,7 @@ impl Kv for Counting {
 
 #[test]
 fn long_event_playlists_read_pages_instead_of_every_segment() {
-    let kv = Counting { inner: MemoryKv::new(), gets: Default::default() };
+    let kv = Counting { inner: MemoryKv::new(), gets: Default::default(), keys: Default::default() };
     let c = config(Retention::Forever, 30_000);
     let id = stream_id(SECRET);
     // Out of order inside the last page, so a page is completed by a seq that is not its last.
@@ -351,11 +357,129 @@ fn long_event_playlists_read_pages_instead_of_every_segment() {
     let pages = kv.inner.keys().iter().filter(|k| k.starts_with(&format!("page/{id}/"))).count();
     assert_eq!(pages, 9, "600 segments fill 9 pages of 64");
     kv.gets.store(0, std::sync::atomic::Ordering::Relaxed);
+    kv.keys.lock().unwrap().clear();
     let text = text(&kv, &playlist(&kv, &c, &id, T0 + 700));
     let reads = kv.gets.load(std::sync::atomic::Ordering::Relaxed);
     assert_eq!(listed_seqs(&text), (0..600).collect::<Vec<_>>());
     assert!(reads < 9 + 1 + 25 + 8, "{reads} reads for 600 segments");
+    // The 9 complete pages come as stored lines; only the incomplete tenth is looked up as
+    // lines and as a meta page (both missing) and read meta by meta.
+    let keys = kv.keys.lock().unwrap().clone();
+    assert_eq!(keys.iter().filter(|k| k.starts_with("lines/")).count(), 10, "{keys:?}");
+    assert_eq!(keys.iter().filter(|k| k.starts_with("page/")).cloned().collect::<Vec<_>>(), vec![format!("page/{id}/9")]);
     // Ended: the same reads, and the same list.
     let ended = text_of(&kv, &c, &id, T0 + 40_000);
     assert!(ended.ends_with("#EXT-X-ENDLIST\n") && ended.starts_with(&text));
+}
+
+/// The playlist a GET answers, and the one rendering every meta of the stream's view gives
+/// (the renderer as it was before stored lines), at the same moment.
+fn both_ways(kv: &dyn Kv, c: &Config, id: &str, now: i64) -> (String, String) {
+    let sid = StreamId::parse(id).unwrap();
+    let slow = render(id, &Streams::new(kv, c).view(&sid, now).unwrap().expect("a view"));
+    let reply = playlist(kv, c, id, now);
+    assert_eq!(reply.status, 200);
+    (text(kv, &reply), slow)
+}
+
+#[test]
+fn event_playlists_from_stored_lines_are_byte_identical_to_rendering_every_meta() {
+    let kv = MemoryKv::new();
+    let c = config(Retention::Forever, 30_000);
+    let id = stream_id(SECRET);
+    let mut now = T0;
+    let mut compared = 0;
+    let mut upload = |kv: &MemoryKv, seq: u64, now: i64| {
+        // Uneven durations, and a broadcaster-flagged break at the start of page 2 and inside page 3.
+        let duration = format!("1.{:03}", 500 + seq % 7 * 71);
+        let mut headers = vec![("X-Duration", duration.as_str())];
+        if seq == 128 || seq == 200 {
+            headers.push(("X-Discontinuity", "1"));
+        }
+        assert_eq!(put_with(kv, &c, SECRET, seq, &headers, &ts(1, seq as u8), now).status, 201);
+    };
+    for seq in 0..330u64 {
+        now += 1500;
+        upload(&kv, seq, now);
+        if seq == 63 || seq == 191 {
+            // Stop at the end of a page, then resume: the resume's discontinuity opens the next page.
+            let end = head(Method::Post, &format!("/ingest/{SECRET}/end"), &[]);
+            assert_eq!(request(&kv, &c, &end, &[], now + 1).status, 200);
+            let (fast, slow) = both_ways(&kv, &c, &id, now + 2);
+            assert!(fast.ends_with("#EXT-X-ENDLIST\n"), "ended after Stop");
+            assert_eq!(fast, slow);
+            now += 10_000;
+        }
+        if seq == 100 {
+            now += 40_000; // idle: the next upload resumes with a discontinuity
+        }
+        if seq % 37 == 0 || seq % 64 == 63 || seq % 64 == 0 {
+            let (fast, slow) = both_ways(&kv, &c, &id, now + 1);
+            assert_eq!(fast, slow, "live at seq {seq}");
+            compared += 1;
+        }
+    }
+    let lines = kv.keys().iter().filter(|k| k.starts_with(&format!("lines/{id}/"))).count();
+    assert_eq!(lines, 5, "330 segments fill 5 pages of 64");
+    let (fast, slow) = both_ways(&kv, &c, &id, now + 30_001);
+    assert!(fast.ends_with("#EXT-X-ENDLIST\n"), "ended by the idle timeout");
+    assert_eq!(fast, slow);
+    // Breaks at 64 and 192 (Stop), 101 (idle), 128 and 200 (flagged).
+    assert_eq!(fast.matches("#EXT-X-DISCONTINUITY\n").count(), 5, "{fast}");
+    // A stream once served with retention starts at its head: the discontinuity sequence counts
+    // the breaks below it, the first page is partial and the pages above it are lines.
+    set(&kv, &format!("head/{id}"), br#"{"first_seq":70}"#);
+    let (fast, slow) = both_ways(&kv, &c, &id, now + 1);
+    assert!(fast.contains("#EXT-X-MEDIA-SEQUENCE:70\n#EXT-X-DISCONTINUITY-SEQUENCE:1\n"), "{fast}");
+    assert_eq!(fast, slow);
+    assert!(compared > 15, "{compared}");
+}
+
+fn set(kv: &dyn Kv, key: &str, value: &[u8]) {
+    kv.set(key, value).unwrap();
+}
+
+#[test]
+fn stored_lines_that_are_missing_or_damaged_fall_back_to_the_metas() {
+    let kv = MemoryKv::new();
+    let c = config(Retention::Forever, 30_000);
+    let id = stream_id(SECRET);
+    for seq in 0..200u64 {
+        let flag = if seq == 70 { "1" } else { "0" };
+        let headers = [("X-Duration", "2"), ("X-Discontinuity", flag)];
+        assert_eq!(put_with(&kv, &c, SECRET, seq, &headers, &ts(1, 0), T0 + seq as i64 * 2000).status, 201);
+    }
+    let now = T0 + 400_000;
+    let (good, slow) = both_ways(&kv, &c, &id, now);
+    assert_eq!(good, slow);
+    let page1 = kv.get(&format!("lines/{id}/1")).unwrap().unwrap();
+    let page0 = kv.get(&format!("lines/{id}/0")).unwrap().unwrap();
+    let damaged: Vec<(&str, Vec<u8>)> = vec![
+        ("truncated", page1[..page1.len() - 40].to_vec()),
+        ("not UTF-8", vec![0xff, 0xfe, b'\n']),
+        ("another page's lines", page0.clone()),
+        ("empty", Vec::new()),
+        ("a meta page", kv.get(&format!("page/{id}/1")).unwrap().unwrap()),
+        ("a line too many", [page1.as_slice(), b"#EXT-X-ENDLIST\n"].concat()),
+    ];
+    for (what, bytes) in damaged {
+        set(&kv, &format!("lines/{id}/1"), &bytes);
+        let (fast, slow) = both_ways(&kv, &c, &id, now);
+        assert_eq!(fast, good, "{what}");
+        assert_eq!(slow, good, "{what}");
+    }
+    // Missing lines, and then a missing meta page too: the metas one by one.
+    kv.delete(&format!("lines/{id}/1")).unwrap();
+    assert_eq!(both_ways(&kv, &c, &id, now).0, good);
+    kv.delete(&format!("page/{id}/1")).unwrap();
+    assert_eq!(both_ways(&kv, &c, &id, now).0, good);
+    // The next complete page's upload does not rewrite older pages; the stored lines of every
+    // page are the renderer's lines for its metas.
+    for n in [0u64, 2] {
+        let metas: Vec<SegmentMeta> = (n * 64..n * 64 + 64)
+            .map(|seq| serde_json::from_slice(&kv.get(&format!("seg/{id}/{seq}/meta")).unwrap().unwrap()).unwrap())
+            .collect();
+        let stored = kv.get(&format!("lines/{id}/{n}")).unwrap().unwrap();
+        assert_eq!(String::from_utf8(stored).unwrap(), segment_lines(&id, &metas), "page {n}");
+    }
 }

@@ -1,10 +1,17 @@
 //! Concurrency without transactions: uploader threads race on one stream (duplicates, retries,
 //! out-of-order arrivals) while retention deletes and viewers read, over a store that yields
 //! between every operation to shuffle the interleavings. No acknowledged segment may go missing.
+//! With retention 0 a broadcaster also presses Stop now and then, so resumes add
+//! discontinuities while 64-segment pages and their playlist lines are being written; the lines
+//! must always be the renderer's lines for the committed metas.
 
 mod common;
 
+use chalkstream_manifest::id::StreamId;
+use chalkstream_manifest::playlist::{render, segment_lines};
 use chalkstream_manifest::rules::{Config, Retention};
+use chalkstream_manifest::segment::SegmentMeta;
+use chalkstream_spin_app::store::Streams;
 use chalkstream_spin_app::kv::{Kv, KvError, MemoryKv};
 use common::*;
 use std::collections::{BTreeMap, BTreeSet};
@@ -79,7 +86,9 @@ struct Outcome {
     viewer_checks: AtomicU64,
 }
 
-fn run(retention: Retention, uploaders: u64) -> (Shuffled, Config, Outcome, i64) {
+/// Uploaders (and viewers) race on one stream; with `stops`, a broadcaster thread also presses
+/// Stop every so often, so the next upload resumes with a discontinuity.
+fn run(retention: Retention, uploaders: u64, stops: bool) -> (Shuffled, Config, Outcome, i64) {
     let kv = Shuffled {
         inner: MemoryKv::new(),
         ops: AtomicU64::new(0),
@@ -133,6 +142,21 @@ fn run(retention: Retention, uploaders: u64) -> (Shuffled, Config, Outcome, i64)
                     }
                 }
                 done.fetch_add(1, Ordering::SeqCst);
+            });
+        }
+        if stops {
+            let (kv, c, clock, done) = (&kv, &c, &clock, &done);
+            scope.spawn(move || {
+                let end = head(chalkstream_spin_app::route::Method::Post, &format!("/ingest/{SECRET}/end"), &[]);
+                let mut rng = Lcg(99);
+                while done.load(Ordering::SeqCst) < uploaders {
+                    for _ in 0..20 + rng.next(60) {
+                        std::thread::yield_now();
+                    }
+                    let now = clock.fetch_add(1, Ordering::SeqCst);
+                    let status = request(kv, c, &end, &[], now).status;
+                    assert!(status == 200 || status == 404, "Stop answered {status}");
+                }
             });
         }
         // A viewer: every playlist it reads is a contiguous run whose chunks are readable,
@@ -232,6 +256,9 @@ fn check_every_ack_is_listed_or_expired(kv: &Shuffled, c: &Config, outcome: &Out
     }
     // The discontinuity sequence counts exactly the flagged seqs that slid out.
     let expected_before = (0..first).filter(|s| flagged(*s)).count();
+    let metas: Vec<SegmentMeta> = (first..SEGMENTS)
+        .map(|seq| serde_json::from_slice(&kv.inner.get(&format!("seg/{id}/{seq}/meta")).unwrap().unwrap()).unwrap())
+        .collect();
     assert!(
         text.contains(&format!("#EXT-X-DISCONTINUITY-SEQUENCE:{expected_before}\n")),
         "{text}"
@@ -241,26 +268,62 @@ fn check_every_ack_is_listed_or_expired(kv: &Shuffled, c: &Config, outcome: &Out
         .skip(1)
         .map(|rest| listed_seqs(rest)[0])
         .collect();
-    let expected: BTreeSet<u64> = (first..SEGMENTS).filter(|s| flagged(*s)).collect();
-    assert_eq!(marked, expected);
+    let expected: BTreeSet<u64> = metas.iter().filter(|m| m.discontinuity).map(|m| m.seq).collect();
+    assert_eq!(marked, expected, "exactly the committed discontinuities are marked");
+    assert!((first..SEGMENTS).filter(|s| flagged(*s)).all(|s| marked.contains(&s)));
     listed
+}
+
+/// Retention 0: every stored page's lines are the renderer's lines for its committed metas, and
+/// the playlist a GET answers is the one rendering every meta gives. Returns the resumes
+/// (discontinuities no uploader flagged).
+fn check_pages_match_the_metas(kv: &Shuffled, c: &Config, now: i64) -> usize {
+    let id = stream_id(SECRET);
+    let metas: Vec<SegmentMeta> = (0..SEGMENTS)
+        .map(|seq| serde_json::from_slice(&kv.inner.get(&format!("seg/{id}/{seq}/meta")).unwrap().unwrap()).unwrap())
+        .collect();
+    let pages = SEGMENTS / 64;
+    for n in 0..pages {
+        let lines = kv.inner.get(&format!("lines/{id}/{n}")).unwrap().expect("every complete page has lines");
+        let page = &metas[(n * 64) as usize..(n * 64 + 64) as usize];
+        assert_eq!(String::from_utf8(lines).unwrap(), segment_lines(&id, page), "lines of page {n}");
+        let stored: Vec<SegmentMeta> = serde_json::from_slice(&kv.inner.get(&format!("page/{id}/{n}")).unwrap().unwrap()).unwrap();
+        assert_eq!(stored, page, "page {n}");
+    }
+    let sid = StreamId::parse(&id).unwrap();
+    let slow = render(&id, &Streams::new(kv, c).view(&sid, now).unwrap().unwrap());
+    assert_eq!(text(kv, &playlist(kv, c, &id, now)), slow);
+    metas.iter().filter(|m| m.discontinuity && !flagged(m.seq)).count()
 }
 
 #[test]
 fn racing_uploads_retries_and_readers_never_lose_an_acknowledged_segment() {
     for _ in 0..ROUNDS {
-        let (kv, c, outcome, end) = run(Retention::Forever, 4);
+        let (kv, c, outcome, end) = run(Retention::Forever, 4, false);
         let listed = check_every_ack_is_listed_or_expired(&kv, &c, &outcome, end);
         assert_eq!(listed[0], 0, "EVENT playlists keep everything");
         assert!(outcome.viewer_checks.load(Ordering::Relaxed) > 0);
+        assert_eq!(check_pages_match_the_metas(&kv, &c, end), 0, "no Stop, no resume");
     }
+}
+
+#[test]
+fn pages_written_while_stop_and_resume_add_discontinuities_keep_the_lines_of_the_committed_metas() {
+    let mut resumes = 0;
+    for _ in 0..ROUNDS {
+        let (kv, c, outcome, end) = run(Retention::Forever, 4, true);
+        let listed = check_every_ack_is_listed_or_expired(&kv, &c, &outcome, end);
+        assert_eq!(listed[0], 0, "EVENT playlists keep everything");
+        resumes += check_pages_match_the_metas(&kv, &c, end);
+    }
+    assert!(resumes > 0, "Stop never led to a resume: the race was not exercised");
 }
 
 #[test]
 fn racing_uploads_with_retention_lose_only_expired_segments_and_keep_storage_bounded() {
     // The shared clock moves 1-3 ms per request; 100 ms keep a window of a few dozen segments.
     for _ in 0..ROUNDS {
-        let (kv, c, outcome, end) = run(Retention::Millis(100), 4);
+        let (kv, c, outcome, end) = run(Retention::Millis(100), 4, false);
         let listed = check_every_ack_is_listed_or_expired(&kv, &c, &outcome, end);
         assert!(listed[0] > 0, "retention moved the window");
         let id = stream_id(SECRET);
