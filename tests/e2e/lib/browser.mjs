@@ -150,7 +150,11 @@ async function ffprobeJson(args) {
 export async function analyseStream(server, stream) {
   const pl = await fetchPlaylist(server, stream);
   const url = `${server}/playlist/${stream}.m3u8`;
-  const decode = await run('ffmpeg', ['-nostdin', '-v', 'error', '-i', url, '-f', 'null', '-'],
+  // Decoded frames keep the source's 90 kHz time base: with the default (a frame rate guessed
+  // from the first frames), a capture whose frame rate varies, e.g. a camera slowed by a busy
+  // machine, puts two distinct frames in one output tick and ffmpeg's null muxer complains
+  // about its own rounding. Strictly increasing source timestamps are asserted separately.
+  const decode = await run('ffmpeg', ['-nostdin', '-v', 'error', '-i', url, '-enc_time_base', '-1', '-f', 'null', '-'],
     { maxBuffer: 64 << 20 }).then((r) => ({ ok: true, stderr: r.stderr }), (e) => ({ ok: false, stderr: String(e.stderr ?? e) }));
   const streams = (await ffprobeJson(['-show_entries', 'stream=codec_name,codec_type', url])).streams;
   const vol = await run('ffmpeg', ['-nostdin', '-i', url, '-map', '0:a:0', '-af', 'volumedetect', '-f', 'null', '-'],
@@ -196,6 +200,8 @@ export async function analyseStream(server, stream) {
       drift: (bStart - perSegment[0].times.video[0]) - declared });
   }
   const innerGaps = perSegment.map((s) => innerGap(s.times.video));
+  // Smallest step between consecutive video timestamps over the whole stream (<= 0: a repeat).
+  const minVideoStep = Math.min(...allVideo.slice(1).map((t, i) => t - allVideo[i]));
   // What ffmpeg decodes: from the first packet of either stream to the end of the last one.
   const allAudio = perSegment.flatMap((s) => s.times.audio);
   const starts = [allVideo[0], allAudio[0]].filter((t) => t !== undefined);
@@ -205,7 +211,7 @@ export async function analyseStream(server, stream) {
   const videoSeconds = allVideo.length ? allVideo.at(-1) - allVideo[0] + frame : 0;
   return {
     playlist: pl, decode, streams, meanVolume, frame, audioFrame, boundaries, decodedSeconds,
-    videoPackets: allVideo.length, innerGaps, videoSeconds, maxCaptureGap: Math.max(0, ...innerGaps),
+    videoPackets: allVideo.length, innerGaps, videoSeconds, maxCaptureGap: Math.max(0, ...innerGaps), minVideoStep,
   };
 }
 
@@ -223,6 +229,7 @@ export async function assertContinuousBroadcast(server, stream, playlist, stream
     frame: a.frame, innerGaps: a.innerGaps, meanVolume: a.meanVolume, boundaries: a.boundaries }, null, 1));
   assert.ok(a.decode.ok, `ffmpeg decodes the whole playlist: ${a.decode.stderr}`);
   assert.equal(a.decode.stderr.trim(), '', 'ffmpeg reports no errors');
+  assert.ok(a.minVideoStep > 0, `video timestamps strictly increase across the stream (smallest step ${a.minVideoStep})`);
   assert.ok(a.streams.some((s) => s.codec_type === 'video' && s.codec_name === 'h264'), 'H.264 video');
   assert.ok(a.streams.some((s) => s.codec_type === 'audio' && s.codec_name === 'aac'), 'AAC audio');
   assert.ok(a.decodedSeconds >= 0.95 * streamedSeconds,
