@@ -64,10 +64,15 @@ pub struct Cluster {
     pub timecode_ms: u64,
     /// The first video block in this Cluster is a keyframe.
     pub keyframe: bool,
+    /// Timestamp of the first video block in milliseconds (a Cluster may open with audio).
+    pub video_ms: Option<u64>,
     /// Latest block timestamp seen in this Cluster, in milliseconds.
     pub last_block_ms: u64,
     /// The whole Cluster element.
     pub bytes: Vec<u8>,
+    /// The same Cluster without its video blocks (Timecode and audio only): the audio a
+    /// neighbouring segment needs around its boundary, see [`crate::timing`].
+    pub audio: Vec<u8>,
 }
 
 /// What the splitter found in the bytes pushed so far.
@@ -90,8 +95,11 @@ enum State {
 struct Building {
     timecode: u64,
     first_video_key: Option<bool>,
+    first_video_rel: i64,
     max_rel: i64,
     bytes: Vec<u8>,
+    /// Children of the Cluster that are not video blocks.
+    audio: Vec<u8>,
 }
 
 /// Incremental WebM splitter; feed it with [`WebmSplitter::push`].
@@ -159,6 +167,16 @@ fn header(data: &[u8], at: usize) -> Result<Option<(u32, Option<u64>, usize)>, W
         (!unknown).then_some(size),
         id_len + size_len,
     )))
+}
+
+/// Wraps Cluster children into a Cluster element of known size.
+fn cluster_element(children: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(children.len() + 12);
+    out.extend_from_slice(&ID_CLUSTER.to_be_bytes());
+    // An 8-byte size: marker bit in the first byte, then the length.
+    out.extend_from_slice(&((1u64 << 56) | children.len() as u64).to_be_bytes());
+    out.extend_from_slice(children);
+    out
 }
 
 fn uint(data: &[u8]) -> u64 {
@@ -271,9 +289,12 @@ impl WebmSplitter {
                         break;
                     }
                     let element = rest[..end].to_vec();
-                    self.read_cluster_child(id, &element[hl..])?;
+                    let video = self.read_cluster_child(id, &element[hl..])?;
                     if let Some(c) = self.cluster.as_mut() {
                         c.bytes.extend_from_slice(&element);
+                        if !video {
+                            c.audio.extend_from_slice(&element);
+                        }
                     }
                     pos += end;
                     self.state = State::Cluster(left.map(|l| l.saturating_sub(end as u64)));
@@ -295,11 +316,14 @@ impl WebmSplitter {
         let c = self.cluster.take().unwrap_or_default();
         let timecode_ms = self.to_ms(c.timecode);
         let last = (c.timecode as i64 + c.max_rel).max(0) as u64;
+        let video = (c.timecode as i64 + c.first_video_rel).max(0) as u64;
         Cluster {
             timecode_ms,
             keyframe: c.first_video_key == Some(true),
+            video_ms: c.first_video_key.is_some().then(|| self.to_ms(video)),
             last_block_ms: self.to_ms(last),
             bytes: c.bytes,
+            audio: cluster_element(&c.audio),
         }
     }
 
@@ -332,12 +356,13 @@ impl WebmSplitter {
         }
     }
 
-    fn read_cluster_child(&mut self, id: u32, body: &[u8]) -> Result<(), WebmError> {
+    /// Reads what the splitter needs from a Cluster child; true when it is a video block.
+    fn read_cluster_child(&mut self, id: u32, body: &[u8]) -> Result<bool, WebmError> {
         let video = self.video_track;
         let Some(c) = self.cluster.as_mut() else {
-            return Ok(());
+            return Ok(false);
         };
-        let block = |data: &[u8], key: bool, c: &mut Building| -> Result<(), WebmError> {
+        let block = |data: &[u8], key: bool, c: &mut Building| -> Result<bool, WebmError> {
             let (track, len, _) = vint(data, false)
                 .ok()
                 .flatten()
@@ -350,12 +375,13 @@ impl WebmSplitter {
             let keyframe = key || data[len + 2] & 0x80 != 0;
             if Some(track) == video && c.first_video_key.is_none() {
                 c.first_video_key = Some(keyframe);
+                c.first_video_rel = rel;
             }
-            Ok(())
+            Ok(Some(track) == video)
         };
         match id {
             ID_TIMECODE => c.timecode = uint(body),
-            ID_SIMPLE_BLOCK => block(body, false, c)?,
+            ID_SIMPLE_BLOCK => return block(body, false, c),
             ID_BLOCK_GROUP => {
                 let (mut data, mut referenced) = (None, false);
                 children(body, |id, b| match id {
@@ -373,12 +399,12 @@ impl WebmSplitter {
                             d[len + 2] &= 0x7F;
                         }
                     }
-                    block(&d, !referenced, c)?;
+                    return block(&d, !referenced, c);
                 }
             }
             _ => {}
         }
-        Ok(())
+        Ok(false)
     }
 }
 
@@ -511,6 +537,65 @@ pub(crate) mod tests {
         assert_eq!(pieces.len(), 3);
         assert_eq!(s.video_track(), Some(2));
         assert!(s.finish().is_none());
+    }
+
+    #[test]
+    fn the_audio_copy_keeps_the_timecode_and_audio_blocks_and_drops_video() {
+        let stream = [
+            init_bytes(),
+            cluster(700, true, true),
+            cluster(900, true, true),
+        ]
+        .concat();
+        let (pieces, _) = run(&stream, 7);
+        let Some(Piece::Cluster(c)) = pieces.get(1) else {
+            panic!("expected a cluster, got {pieces:?}");
+        };
+        let expected = el(
+            ID_CLUSTER,
+            &[
+                el(ID_TIMECODE, &700u64.to_be_bytes(), false),
+                simple_block(1, 0, true),
+                simple_block(1, 40, true),
+            ]
+            .concat(),
+            false,
+        );
+        assert_eq!(c.audio, expected);
+        // The copy reads back as a Cluster with the same timecode and no video at all.
+        let mut s = WebmSplitter::new();
+        s.push(&init_bytes()).unwrap();
+        let back = [
+            s.push(&c.audio).unwrap(),
+            s.finish().into_iter().map(Piece::Cluster).collect(),
+        ]
+        .concat();
+        let Some(Piece::Cluster(back)) = back.last() else {
+            panic!("the audio copy did not read back: {back:?}");
+        };
+        assert_eq!(
+            (back.timecode_ms, back.keyframe, back.last_block_ms),
+            (700, false, 740)
+        );
+        assert_eq!((c.video_ms, back.video_ms), (Some(700), None));
+    }
+
+    #[test]
+    fn a_cluster_that_opens_with_audio_reports_when_its_video_starts() {
+        let body = [
+            el(ID_TIMECODE, &2014u64.to_be_bytes(), false),
+            simple_block(1, 0, true),
+            simple_block(2, 21, true),
+            simple_block(2, 54, false),
+        ]
+        .concat();
+        let stream = [init_bytes(), el(ID_CLUSTER, &body, true)].concat();
+        let (_, last) = run(&stream, 3);
+        let c = last.unwrap();
+        assert_eq!(
+            (c.timecode_ms, c.keyframe, c.video_ms),
+            (2014, true, Some(2035))
+        );
     }
 
     #[test]

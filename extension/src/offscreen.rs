@@ -25,8 +25,6 @@ const TICK_MS: i32 = 40;
 /// Segments one ffmpeg.wasm core remuxes before it is replaced by a fresh one (measured: the
 /// 0.12.10 core traps with "memory access out of bounds" after about 120 runs).
 const FFMPEG_RUNS_PER_CORE: u32 = 50;
-/// Samples of priming the AAC encoder puts before the first real sample.
-const AAC_DELAY: u32 = 1024;
 
 #[wasm_bindgen]
 extern "C" {
@@ -360,66 +358,79 @@ async fn ffmpeg() -> Result<Rc<FFmpeg>, String> {
     Ok(ff)
 }
 
-/// Remuxes `init + clusters` to MPEG-TS: video copied, Opus -> AAC, input timestamps kept.
+/// Remuxes one cut to MPEG-TS: video copied, Opus -> AAC on the broadcast's frame grid, input
+/// timestamps kept.
 ///
-/// AAC's encoder delay (1024 samples) would make each segment's audio start 21 ms before its
-/// cut and overlap the previous segment. So the audio is trimmed to `[start, end - 1024
-/// samples)` and shifted by 1024 samples: the packets then tile the timeline exactly.
-async fn remux(
-    input: &[u8],
-    n: u64,
-    start_ms: u64,
-    end_ms: u64,
-    trim: bool,
-) -> Result<Vec<u8>, String> {
+/// The input is the cut's pre-roll audio, its Clusters and the lookahead audio. The audio is
+/// made continuous from the plan's first sample (silence where the recording has none, timestamp
+/// jitter smoothed), cut to exactly the plan's samples, encoded, and only the packets of the
+/// frames inside the segment are kept: the AAC encoder's priming frame and the lead and tail
+/// frames are dropped by packet index, so consecutive segments tile the timeline.
+async fn remux(input: &[u8], n: u64, cut: &CutSegment) -> Result<Vec<u8>, String> {
     let ff = ffmpeg().await?;
     let (src, dst) = (format!("in{n}.webm"), format!("out{n}.ts"));
     ff.write_file(&src, &Uint8Array::from(input))
         .await
         .map_err(|e| chrome::js_error(&e))?;
     FFMPEG_LOG.with(|l| l.borrow_mut().clear());
+    let plan = cut.audio_plan();
     let audio_filter = format!(
-        "atrim=start={:.6}:end={:.6},asetpts=PTS+{AAC_DELAY}/SR/TB",
-        start_ms as f64 / 1000.0,
-        end_ms as f64 / 1000.0 - AAC_DELAY as f64 / 48_000.0
+        "aresample=async=1:first_pts={from},apad,atrim=start_pts={from}:end_pts={to}",
+        from = plan.from_sample,
+        to = plan.to_sample
     );
-    let to = format!("{:.3}", end_ms as f64 / 1000.0);
-    let mut args: Vec<&str> = vec!["-hide_banner", "-loglevel", "error"];
-    if trim {
-        args.extend(["-to", &to]);
+    let keep_packets = match plan.packets {
+        0 => "noise=drop=1".to_string(),
+        k => format!(
+            "noise=drop='not(between(n\\,{}\\,{}))'",
+            plan.first_packet,
+            plan.first_packet + k - 1
+        ),
+    };
+    // A cut trimmed to the target duration loses its media after `trim_at_ms` (output option:
+    // compared with the kept input timestamps).
+    let to = cut
+        .trim_at_ms
+        .map(|ms| format!("{}.{:03}", ms / 1000, ms % 1000));
+    let mut args: Vec<&str> = vec![
+        "-hide_banner",
+        "-loglevel",
+        "error",
+        "-i",
+        &src,
+        "-map",
+        "0:v:0",
+        "-map",
+        "0:a:0?",
+        "-c:v",
+        "copy",
+        "-af",
+        &audio_filter,
+        "-c:a",
+        "aac",
+        "-ar",
+        "48000",
+        "-b:a",
+        "128k",
+        "-bsf:a",
+        &keep_packets,
+    ];
+    if let Some(to) = &to {
+        args.extend(["-to", to]);
     }
-    let args: Array = args
-        .into_iter()
-        .chain([
-            "-i",
-            &src,
-            "-map",
-            "0:v:0",
-            "-map",
-            "0:a:0?",
-            "-c:v",
-            "copy",
-            "-af",
-            &audio_filter,
-            "-c:a",
-            "aac",
-            "-ar",
-            "48000",
-            "-b:a",
-            "128k",
-            "-copyts",
-            "-output_ts_offset",
-            "10",
-            "-muxdelay",
-            "0",
-            "-muxpreload",
-            "0",
-            "-f",
-            "mpegts",
-            &dst,
-        ])
-        .map(JsValue::from_str)
-        .collect();
+    args.extend([
+        "-copyts",
+        "-output_ts_offset",
+        "10",
+        "-muxdelay",
+        "0",
+        "-muxpreload",
+        "0",
+        "-f",
+        "mpegts",
+        &dst,
+    ]);
+    let args: Array = args.into_iter().map(JsValue::from_str).collect();
     let code = ff.exec(&args).await.map_err(|e| chrome::js_error(&e));
     let out = match code {
         Ok(c) if c.as_f64() == Some(0.0) => ff
@@ -530,19 +541,13 @@ async fn process(p: &Rc<RefCell<Pipeline>>, cut: CutSegment) -> bool {
             return true;
         };
         st.remuxed += 1;
-        (
-            [init, cut.bytes].concat(),
-            st.remuxed,
-            st.recording_start_wall,
-        )
+        (cut.input(&init), st.remuxed, st.recording_start_wall)
     };
     let t0 = chrome::now_ms();
-    let end_ms = cut.start_ms + cut.duration_ms;
-    let trim = cut.trim_at_ms.is_some();
-    let mut result = remux(&input, n, cut.start_ms, end_ms, trim).await;
+    let mut result = remux(&input, n, &cut).await;
     if result.is_err() {
         // A failed run replaced the core; one retry on the fresh core.
-        result = remux(&input, n, cut.start_ms, end_ms, trim).await;
+        result = remux(&input, n, &cut).await;
     }
     match result {
         Ok(ts) => {

@@ -1,16 +1,27 @@
 //! Segment timing: where to cut the recording and how long each segment is.
 //!
-//! Cuts happen only at Clusters that start with a video keyframe, once about the target
+//! Cuts happen only at Clusters whose first video block is a keyframe, once about the target
 //! length (at least three quarters of it) has accumulated. A segment's duration is the next
 //! cut's timecode minus its own, in integer milliseconds, so durations add up exactly to the
 //! recording's timeline.
+//!
+//! Audio does not break at keyframes: Chrome writes Opus packets of about 60 ms wherever they
+//! fall, so the packet playing across a cut sits in the Clusters before it, and each segment's
+//! AAC has to be encoded on its own. So every segment's remux also gets the audio of the
+//! Clusters just before it (pre-roll) and of the Cluster that starts the next one (lookahead),
+//! and [`AudioPlan`] puts its AAC frames on one grid of 1024-sample frames shared by the whole
+//! broadcast: the encoder starts two frames early, and only the frames whose grid start lies
+//! inside the segment are kept. Consecutive segments then tile the audio timeline exactly, and
+//! the encoder's priming frame never reaches a viewer.
+
+use std::collections::VecDeque;
 
 use crate::ebml::Cluster;
 
 /// A cut segment: the Clusters between two cuts, ready to be remuxed after the init bytes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CutSegment {
-    /// Timecode of the first Cluster (ms since the recording started).
+    /// Timestamp of the segment's keyframe, its first frame (ms since the recording started).
     pub start_ms: u64,
     /// Next cut's timecode minus this one's (or up to the last frame for the final segment).
     pub duration_ms: u64,
@@ -18,6 +29,84 @@ pub struct CutSegment {
     pub bytes: Vec<u8>,
     /// When set, media after this timecode is dropped so the segment fits the target duration.
     pub trim_at_ms: Option<u64>,
+    /// Audio-only copies of the Clusters just before `start_ms` (empty for the first segment).
+    pub preroll: Vec<u8>,
+    /// Audio-only copy of the Cluster that starts the next segment (empty for the last one).
+    pub lookahead: Vec<u8>,
+    /// Where the broadcast's audio frame grid starts: the first segment's `start_ms`.
+    pub origin_ms: u64,
+}
+
+impl CutSegment {
+    /// The remux input after the init bytes: pre-roll audio, the segment, lookahead audio.
+    pub fn input(&self, init: &[u8]) -> Vec<u8> {
+        [init, &self.preroll, &self.bytes, &self.lookahead].concat()
+    }
+
+    /// Last media timecode (exclusive) the segment keeps.
+    pub fn end_ms(&self) -> u64 {
+        self.start_ms + self.duration_ms
+    }
+
+    /// Which AAC frames this segment's remux encodes and keeps.
+    pub fn audio_plan(&self) -> AudioPlan {
+        AudioPlan::new(self.origin_ms, self.start_ms, self.end_ms())
+    }
+}
+
+/// Audio sample rate of the segments (Opus decodes at 48 kHz; AAC is encoded at it).
+pub const SAMPLE_RATE: u64 = 48_000;
+/// Samples in one AAC frame.
+pub const AAC_FRAME: u64 = 1024;
+/// Frames the encoder runs before a segment's first kept frame: its priming frame overlaps
+/// them, and the first kept frame then overlaps audio the previous segment also encoded.
+const LEAD_FRAMES: u64 = 2;
+/// Frames encoded after the last kept one, so that frame is complete.
+const TAIL_FRAMES: u64 = 2;
+/// How much audio before a cut the next segment's pre-roll holds at least: the lead frames,
+/// Opus's pre-skip (312 samples) and its 80 ms of recommended decoder pre-roll, with room.
+pub const PREROLL_MS: u64 = 200;
+
+/// A segment's audio on the broadcast's 1024-sample frame grid (sample numbers on the
+/// recording's timeline at 48 kHz).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AudioPlan {
+    /// First sample fed to the encoder (silence where the recording has none).
+    pub from_sample: i64,
+    /// Sample after the last one fed to the encoder.
+    pub to_sample: i64,
+    /// Index, among the encoder's output packets, of the first one kept (packet 0 is the
+    /// priming frame that starts one frame before `from_sample`).
+    pub first_packet: u64,
+    /// Packets kept: the frames whose grid start lies in the segment.
+    pub packets: u64,
+}
+
+impl AudioPlan {
+    pub fn new(origin_ms: u64, start_ms: u64, end_ms: u64) -> Self {
+        // The grid frame nearest to a timecode; timecodes before the origin map to frame 0.
+        let frame = |ms: u64| {
+            (ms.saturating_sub(origin_ms) * SAMPLE_RATE / 1000 + AAC_FRAME / 2) / AAC_FRAME
+        };
+        let (first, end) = (frame(start_ms), frame(end_ms).max(frame(start_ms)));
+        let sample = |f: u64| (origin_ms * SAMPLE_RATE / 1000 + f * AAC_FRAME) as i64;
+        AudioPlan {
+            from_sample: sample(first) - (LEAD_FRAMES * AAC_FRAME) as i64,
+            to_sample: sample(end) + (TAIL_FRAMES * AAC_FRAME) as i64,
+            first_packet: LEAD_FRAMES + 1,
+            packets: end - first,
+        }
+    }
+
+    /// First sample of the first kept frame.
+    pub fn kept_from(&self) -> i64 {
+        self.from_sample + (LEAD_FRAMES * AAC_FRAME) as i64
+    }
+
+    /// Sample after the last kept frame.
+    pub fn kept_to(&self) -> i64 {
+        self.kept_from() + (self.packets * AAC_FRAME) as i64
+    }
 }
 
 /// Accumulates Clusters and cuts segments at keyframes.
@@ -31,6 +120,12 @@ pub struct Segmenter {
     pub skipped: u64,
     /// Longest segment the server accepts: the first segment's rounded seconds + 499 ms.
     max_ms: Option<u64>,
+    /// The first segment's start: the origin of the audio frame grid.
+    origin_ms: Option<u64>,
+    /// Audio-only copies of the current segment's latest Clusters (at least `PREROLL_MS`).
+    recent: VecDeque<(u64, Vec<u8>)>,
+    /// Pre-roll for the segment being accumulated, taken at the cut that started it.
+    preroll: Vec<u8>,
 }
 
 /// Length of one video frame at 30 fps, used to close the final segment.
@@ -55,31 +150,51 @@ impl Segmenter {
             bytes: Vec::new(),
             skipped: 0,
             max_ms: None,
+            origin_ms: None,
+            recent: VecDeque::new(),
+            preroll: Vec::new(),
         }
     }
 
-    /// Adds a Cluster; returns the segment that ends where this Cluster begins, if it is a cut.
+    /// Keeps the audio of the latest Clusters, dropping what is older than the pre-roll needs.
+    fn remember(&mut self, timecode_ms: u64, audio: Vec<u8>) {
+        self.recent.push_back((timecode_ms, audio));
+        while self.recent.len() > 1 && self.recent[1].0 + PREROLL_MS <= timecode_ms {
+            self.recent.pop_front();
+        }
+    }
+
+    /// Adds a Cluster; returns the segment that ends where this Cluster's keyframe is, if it
+    /// is a cut. Cuts are at the keyframe's own timestamp, not the Cluster's: Chrome may open
+    /// the Cluster with an audio packet, and a segment's declared start is its first frame.
     pub fn push(&mut self, c: Cluster) -> Option<CutSegment> {
+        let at = c.video_ms.unwrap_or(c.timecode_ms);
         let Some(start) = self.start_ms else {
             if !c.keyframe {
                 self.skipped += 1;
                 return None;
             }
-            self.start_ms = Some(c.timecode_ms);
+            self.start_ms = Some(at);
+            self.origin_ms.get_or_insert(at);
             self.last_block_ms = c.last_block_ms;
             self.bytes = c.bytes;
+            self.remember(c.timecode_ms, c.audio);
             return None;
         };
         // A keyframe that Chrome forced a frame or two early still counts as the boundary.
-        if c.keyframe && c.timecode_ms + self.target_ms / 4 >= start + self.target_ms {
+        if c.keyframe && at + self.target_ms / 4 >= start + self.target_ms {
             let bytes = std::mem::replace(&mut self.bytes, c.bytes);
-            let seg = self.cut(start, c.timecode_ms - start, bytes);
-            self.start_ms = Some(c.timecode_ms);
+            let mut seg = self.cut(start, at - start, bytes);
+            seg.lookahead = c.audio.clone();
+            self.preroll = self.recent.drain(..).flat_map(|(_, a)| a).collect();
+            self.start_ms = Some(at);
             self.last_block_ms = c.last_block_ms;
+            self.remember(c.timecode_ms, c.audio);
             return Some(seg);
         }
         self.last_block_ms = self.last_block_ms.max(c.last_block_ms);
         self.bytes.extend_from_slice(&c.bytes);
+        self.remember(c.timecode_ms, c.audio);
         None
     }
 
@@ -103,6 +218,9 @@ impl Segmenter {
             duration_ms: duration_ms.min(max),
             bytes,
             trim_at_ms: trim.then_some(start_ms + max),
+            preroll: std::mem::take(&mut self.preroll),
+            lookahead: Vec::new(),
+            origin_ms: self.origin_ms.unwrap_or(start_ms),
         }
     }
 }
@@ -125,8 +243,10 @@ mod tests {
         Cluster {
             timecode_ms: tc,
             keyframe: key,
+            video_ms: Some(tc),
             last_block_ms: tc + 990,
             bytes: vec![tc as u8],
+            audio: format!("a{tc};").into_bytes(),
         }
     }
 
@@ -182,6 +302,104 @@ mod tests {
         );
         let last = s.finish().unwrap();
         assert_eq!((last.start_ms, last.duration_ms), (5100, 990 + FRAME_MS));
+    }
+
+    #[test]
+    fn each_segment_gets_the_audio_around_its_cuts() {
+        let mut s = Segmenter::new(1000);
+        let mut segs = Vec::new();
+        // Clusters every 120 ms (as Chrome writes them), a keyframe every 960 ms.
+        for tc in (0..=3000).step_by(120) {
+            segs.extend(s.push(c(tc, tc % 960 == 0)));
+        }
+        segs.extend(s.finish());
+        let audio = |tcs: &[u64]| tcs.iter().map(|t| format!("a{t};")).collect::<String>();
+        assert_eq!(segs[0].preroll, b"", "nothing before the first segment");
+        assert_eq!(String::from_utf8_lossy(&segs[0].lookahead), audio(&[960]));
+        assert_eq!(
+            String::from_utf8_lossy(&segs[1].preroll),
+            audio(&[600, 720, 840]),
+            "the clusters from the last one starting PREROLL_MS before the newest"
+        );
+        assert_eq!(String::from_utf8_lossy(&segs[1].lookahead), audio(&[1920]));
+        let last = segs.last().unwrap();
+        assert_eq!(
+            String::from_utf8_lossy(&last.preroll),
+            audio(&[2520, 2640, 2760])
+        );
+        assert_eq!(last.lookahead, b"", "nothing after the last segment");
+        assert!(segs.iter().all(|g| g.origin_ms == 0));
+        let input = segs[1].input(b"init;");
+        assert_eq!(
+            input,
+            [&b"init;"[..], b"a600;a720;a840;", &segs[1].bytes, b"a1920;"].concat()
+        );
+    }
+
+    #[test]
+    fn audio_frames_tile_the_timeline_across_any_cuts() {
+        // Cuts at uneven keyframe times, starting off the origin and off the frame grid.
+        let origin = 37;
+        let mut cuts = vec![origin];
+        let mut t = origin;
+        for i in 0..200u64 {
+            t += 750 + (i * 7919) % 1500;
+            cuts.push(t);
+        }
+        let plans: Vec<AudioPlan> = cuts
+            .windows(2)
+            .map(|w| AudioPlan::new(origin, w[0], w[1]))
+            .collect();
+        for (w, p) in cuts.windows(2).zip(&plans) {
+            assert_eq!(p.first_packet, LEAD_FRAMES + 1);
+            assert_eq!(
+                p.kept_from() - p.from_sample,
+                (LEAD_FRAMES * AAC_FRAME) as i64
+            );
+            assert_eq!(p.to_sample - p.kept_to(), (TAIL_FRAMES * AAC_FRAME) as i64);
+            // Kept audio starts and ends within half a frame of the segment's cuts.
+            let off = |sample: i64, ms: u64| (sample - (ms * SAMPLE_RATE / 1000) as i64).abs();
+            assert!(
+                off(p.kept_from(), w[0]) <= (AAC_FRAME / 2) as i64,
+                "{p:?} {w:?}"
+            );
+            assert!(
+                off(p.kept_to(), w[1]) <= (AAC_FRAME / 2) as i64,
+                "{p:?} {w:?}"
+            );
+        }
+        assert_eq!(
+            plans[0].kept_from(),
+            (origin * 48) as i64,
+            "the grid starts at the origin"
+        );
+        for pair in plans.windows(2) {
+            assert_eq!(pair[0].kept_to(), pair[1].kept_from(), "no gap, no overlap");
+        }
+    }
+
+    #[test]
+    fn a_tiny_last_segment_keeps_no_audio_rather_than_overlapping() {
+        let p = AudioPlan::new(0, 2000, 2005);
+        assert_eq!(p.packets, 0);
+        assert_eq!(p.kept_from(), p.kept_to());
+    }
+
+    #[test]
+    fn cuts_are_at_the_keyframe_even_when_its_cluster_opens_with_audio() {
+        let mut s = Segmenter::new(1000);
+        let at = |tc: u64, video: u64| Cluster {
+            video_ms: Some(video),
+            ..c(tc, true)
+        };
+        s.push(at(0, 68));
+        let seg = s.push(at(1014, 1035)).unwrap();
+        assert_eq!(
+            (seg.start_ms, seg.duration_ms, seg.origin_ms),
+            (68, 967, 68)
+        );
+        let seg = s.push(at(2040, 2040)).unwrap();
+        assert_eq!((seg.start_ms, seg.duration_ms), (1035, 1005));
     }
 
     #[test]
