@@ -6,6 +6,8 @@
 //! and whether its first video block is a keyframe. Chrome writes Clusters of unknown size,
 //! so a Cluster also ends where the next level-1 element begins.
 
+use crate::audio::{opus_samples, AudioClock};
+
 const ID_EBML: u32 = 0x1A45_DFA3;
 const ID_SEGMENT: u32 = 0x1853_8067;
 const ID_INFO: u32 = 0x1549_A966;
@@ -112,6 +114,8 @@ pub struct WebmSplitter {
     init_done: bool,
     timecode_scale: u64,
     video_track: Option<u64>,
+    audio_track: Option<u64>,
+    audio_clock: AudioClock,
     cluster: Option<Building>,
 }
 
@@ -206,6 +210,8 @@ impl WebmSplitter {
             init_done: false,
             timecode_scale: 1_000_000,
             video_track: None,
+            audio_track: None,
+            audio_clock: AudioClock::default(),
             cluster: None,
         }
     }
@@ -288,7 +294,10 @@ impl WebmSplitter {
                     if rest.len() < end {
                         break;
                     }
-                    let element = rest[..end].to_vec();
+                    let mut element = rest[..end].to_vec();
+                    if id == ID_SIMPLE_BLOCK {
+                        self.place_audio(&mut element[hl..]);
+                    }
                     let video = self.read_cluster_child(id, &element[hl..])?;
                     if let Some(c) = self.cluster.as_mut() {
                         c.bytes.extend_from_slice(&element);
@@ -351,8 +360,36 @@ impl WebmSplitter {
                 if kind == Some(1) && self.video_track.is_none() {
                     self.video_track = number;
                 }
+                if kind == Some(2) && self.audio_track.is_none() {
+                    self.audio_track = number;
+                }
             }),
             _ => {}
+        }
+    }
+
+    /// Moves an unlaced audio SimpleBlock to its continuous position (see [`crate::audio`]),
+    /// rewriting its relative timestamp in place. Anything else is left as it is.
+    fn place_audio(&mut self, body: &mut [u8]) {
+        let (Some(c), Some(audio)) = (self.cluster.as_ref(), self.audio_track) else {
+            return;
+        };
+        if self.timecode_scale != 1_000_000 {
+            return;
+        }
+        let Ok(Some((track, len, _))) = vint(body, false) else {
+            return;
+        };
+        if track != audio || body.len() < len + 4 || body[len + 2] & 0x06 != 0 {
+            return;
+        }
+        let Some(samples) = opus_samples(&body[len + 3..]) else {
+            return;
+        };
+        let rel = i16::from_be_bytes([body[len], body[len + 1]]) as i64;
+        let placed = self.audio_clock.place(c.timecode as i64 + rel, samples);
+        if let Ok(rel) = i16::try_from(placed - c.timecode as i64) {
+            body[len..len + 2].copy_from_slice(&rel.to_be_bytes());
         }
     }
 
@@ -472,7 +509,8 @@ pub(crate) mod tests {
             simple_block(1, 0, true),
             simple_block(2, 0, key),
             simple_block(2, 33, false),
-            simple_block(1, 40, true),
+            // The test payload's TOC byte (1) says 20 ms: this block follows the first.
+            simple_block(1, 20, true),
         ]
         .concat();
         el(ID_CLUSTER, &body, unknown)
@@ -496,7 +534,7 @@ pub(crate) mod tests {
         let last = last.unwrap();
         assert_eq!(last.bytes, cluster(0, true, true));
         assert!(last.keyframe);
-        assert_eq!(last.last_block_ms, 40);
+        assert_eq!(last.last_block_ms, 33, "the latest block, the video one at 33");
     }
 
     #[test]
@@ -556,7 +594,7 @@ pub(crate) mod tests {
             &[
                 el(ID_TIMECODE, &700u64.to_be_bytes(), false),
                 simple_block(1, 0, true),
-                simple_block(1, 40, true),
+                simple_block(1, 20, true),
             ]
             .concat(),
             false,
@@ -575,7 +613,7 @@ pub(crate) mod tests {
         };
         assert_eq!(
             (back.timecode_ms, back.keyframe, back.last_block_ms),
-            (700, false, 740)
+            (700, false, 720)
         );
         assert_eq!((c.video_ms, back.video_ms), (Some(700), None));
     }
@@ -595,6 +633,63 @@ pub(crate) mod tests {
         assert_eq!(
             (c.timecode_ms, c.keyframe, c.video_ms),
             (2014, true, Some(2035))
+        );
+    }
+
+    #[test]
+    fn audio_blocks_are_moved_to_continuous_positions_in_both_copies() {
+        // 20 ms packets stamped 0, 27 (wobble), 33 and 60 in the next cluster; video untouched.
+        let body = [
+            el(ID_TIMECODE, &0u64.to_be_bytes(), false),
+            simple_block(1, 0, true),
+            simple_block(2, 0, true),
+            simple_block(1, 27, true),
+            simple_block(2, 33, false),
+        ]
+        .concat();
+        let next = [
+            el(ID_TIMECODE, &33u64.to_be_bytes(), false),
+            simple_block(1, 0, true),
+            simple_block(1, 27, true),
+        ]
+        .concat();
+        let stream = [
+            init_bytes(),
+            el(ID_CLUSTER, &body, true),
+            el(ID_CLUSTER, &next, true),
+        ]
+        .concat();
+        let (pieces, last) = run(&stream, 4);
+        let Some(Piece::Cluster(first)) = pieces.get(1) else {
+            panic!("expected a cluster, got {pieces:?}");
+        };
+        let expected = [
+            el(ID_TIMECODE, &0u64.to_be_bytes(), false),
+            simple_block(1, 0, true),
+            simple_block(2, 0, true),
+            simple_block(1, 20, true),
+            simple_block(2, 33, false),
+        ]
+        .concat();
+        assert_eq!(first.bytes, el(ID_CLUSTER, &expected, true));
+        let audio = [
+            el(ID_TIMECODE, &0u64.to_be_bytes(), false),
+            simple_block(1, 0, true),
+            simple_block(1, 20, true),
+        ]
+        .concat();
+        assert_eq!(first.audio, el(ID_CLUSTER, &audio, false));
+        let last = last.unwrap();
+        let moved = [
+            el(ID_TIMECODE, &33u64.to_be_bytes(), false),
+            simple_block(1, 7, true),
+            simple_block(1, 27, true),
+        ]
+        .concat();
+        assert_eq!(
+            last.bytes,
+            el(ID_CLUSTER, &moved, true),
+            "40 and 60 ms, relative to 33"
         );
     }
 

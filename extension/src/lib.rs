@@ -1,9 +1,10 @@
 //! Chalkstream's browser extension: capture a tab or the camera, cut HLS segments, upload them.
 //!
-//! Pure parts (`ebml`, `timing`, `queue`, `ids`, `messages`) have unit tests and no browser
+//! Pure parts (`audio`, `ebml`, `timing`, `queue`, `ids`, `messages`) have unit tests and no browser
 //! dependencies; `worker`, `offscreen` and `ui` are the thin browser edges that the JavaScript
 //! loaders call into.
 
+pub mod audio;
 pub mod ebml;
 pub mod ids;
 pub mod messages;

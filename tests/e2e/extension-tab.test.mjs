@@ -3,7 +3,7 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { startServer } from './lib/server.mjs';
-import { launchExtension, serveFixtures, assertContinuousBroadcast, fetchPlaylist, sleep } from './lib/browser.mjs';
+import { launchExtension, serveFixtures, assertContinuousBroadcast, boundaryAudio, fetchPlaylist, sleep } from './lib/browser.mjs';
 
 const STREAM_MS = 20_000;
 let server; let fixtures; let ext;
@@ -51,6 +51,13 @@ test('toolbar click streams the tab as continuous HLS with H.264 + AAC until the
 
   const a = await assertContinuousBroadcast(server.url, b.stream, pl, streamedSeconds);
   assert.ok(a.meanVolume > -40, `the tone is audible (mean ${a.meanVolume} dB)`);
+  // The tab plays a steady 440 Hz tone: no boundary may click or drop out (see boundaryAudio).
+  const edges = await boundaryAudio(server.url, b.stream, a.audioPackets);
+  console.log('audio at boundaries (step, level):', edges.map((e) => `${e.step.toFixed(2)},${e.level.toFixed(2)}`).join(' '));
+  for (const [i, e] of edges.entries()) {
+    assert.ok(e.step < 3, `a click at the start of seq ${i + 1}: a step ${e.step.toFixed(1)}x the tone's slope`);
+    assert.ok(e.level > 0.5, `a dropout at the start of seq ${i + 1}: level ${e.level.toFixed(2)} of the stream's`);
+  }
 
   const done = await ext.until(async () => {
     const s = await ext.popupState();

@@ -147,6 +147,37 @@ async function ffprobeJson(args) {
  * ffmpeg's complaints while decoding the whole playlist, codecs, decoded duration, the largest
  * timestamp gap at each segment boundary, and the audio's mean volume.
  */
+/**
+ * How the decoded audio of a stream of a steady tone behaves at each segment boundary, within
+ * 25 ms either side: `step`, the largest step between consecutive samples divided by the 99.9th
+ * percentile of steps over the whole stream (about the tone's own steepest slope), and `level`,
+ * the lowest RMS of a 5 ms window divided by the stream's RMS. A boundary that drops or repeats
+ * audio clicks (step several times 1); one that plays an encoder's priming frame or a hole
+ * drops out (level near 0).
+ */
+export async function boundaryAudio(server, stream, audioPackets) {
+  const url = `${server}/playlist/${stream}.m3u8`;
+  const { stdout } = await run('ffmpeg', ['-nostdin', '-v', 'error', '-i', url, '-map', '0:a:0', '-ac', '1', '-ar', '48000',
+    '-f', 'f32le', '-'], { encoding: 'buffer', maxBuffer: 256 << 20 });
+  const x = new Float32Array(stdout.buffer, stdout.byteOffset, Math.floor(stdout.length / 4));
+  const steps = new Float32Array(x.length - 1);
+  for (let i = 1; i < x.length; i++) steps[i - 1] = Math.abs(x[i] - x[i - 1]);
+  const typical = Float32Array.from(steps).sort()[Math.floor(steps.length * 0.999)];
+  const rms = (from, to) => { let e = 0; for (let i = from; i < to; i++) e += x[i] * x[i]; return Math.sqrt(e / Math.max(1, to - from)); };
+  const overall = rms(0, x.length);
+  // Decoded samples are concatenated whatever the timestamps say: boundary k sits after the
+  // 1024 samples of every AAC packet of the segments before it.
+  return audioPackets.slice(0, -1).map((_, k) => {
+    const at = 1024 * audioPackets.slice(0, k + 1).reduce((a, b) => a + b, 0);
+    const [from, to] = [Math.max(0, at - 1200), Math.min(steps.length, at + 1200)];
+    let step = 0;
+    for (let i = from; i < to; i++) step = Math.max(step, steps[i]);
+    let level = Infinity;
+    for (let i = from; i + 240 <= to; i += 48) level = Math.min(level, rms(i, i + 240));
+    return { step: step / typical, level: level / overall };
+  });
+}
+
 export async function analyseStream(server, stream) {
   const pl = await fetchPlaylist(server, stream);
   const url = `${server}/playlist/${stream}.m3u8`;
@@ -212,6 +243,7 @@ export async function analyseStream(server, stream) {
   return {
     playlist: pl, decode, streams, meanVolume, frame, audioFrame, boundaries, decodedSeconds,
     videoPackets: allVideo.length, innerGaps, videoSeconds, maxCaptureGap: Math.max(0, ...innerGaps), minVideoStep,
+    audioPackets: perSegment.map((s) => s.times.audio.length),
   };
 }
 
