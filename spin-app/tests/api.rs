@@ -361,11 +361,17 @@ fn long_event_playlists_read_pages_instead_of_every_segment() {
     let text = text(&kv, &playlist(&kv, &c, &id, T0 + 700));
     let reads = kv.gets.load(std::sync::atomic::Ordering::Relaxed);
     assert_eq!(listed_seqs(&text), (0..600).collect::<Vec<_>>());
-    assert!(reads < 9 + 1 + 25 + 8, "{reads} reads for 600 segments");
-    // The 9 complete pages come as stored lines; only the incomplete tenth is looked up as
-    // lines and as a meta page (both missing) and read meta by meta.
+    // Stored lines: one block of 512, one of 64 and three of 8 (and a miss at each size where
+    // the stored blocks end), 5 stream records, the missing meta page and meta of seq 600, and
+    // the meta of seq 599 (its time decides live or ended).
     let keys = kv.keys.lock().unwrap().clone();
-    assert_eq!(keys.iter().filter(|k| k.starts_with("lines/")).count(), 10, "{keys:?}");
+    assert!(reads <= 17, "{reads} reads for 600 segments: {keys:?}");
+    let hits: Vec<&String> = keys.iter().filter(|k| k.starts_with("lines/") && kv.inner.get(k).unwrap().is_some()).collect();
+    let expected = [format!("lines/{id}/512/0"), format!("lines/{id}/64/8")]
+        .into_iter()
+        .chain((72..75).map(|n| format!("lines/{id}/8/{n}")))
+        .collect::<Vec<_>>();
+    assert_eq!(hits, expected.iter().collect::<Vec<_>>());
     assert_eq!(keys.iter().filter(|k| k.starts_with("page/")).cloned().collect::<Vec<_>>(), vec![format!("page/{id}/9")]);
     // Ended: the same reads, and the same list.
     let ended = text_of(&kv, &c, &id, T0 + 40_000);
@@ -389,7 +395,7 @@ fn event_playlists_from_stored_lines_are_byte_identical_to_rendering_every_meta(
     let id = stream_id(SECRET);
     let mut now = T0;
     let mut compared = 0;
-    let mut upload = |kv: &MemoryKv, seq: u64, now: i64| {
+    let upload = |kv: &MemoryKv, seq: u64, now: i64| {
         // Uneven durations, and a broadcaster-flagged break at the start of page 2 and inside page 3.
         let duration = format!("1.{:03}", 500 + seq % 7 * 71);
         let mut headers = vec![("X-Duration", duration.as_str())];
@@ -398,7 +404,7 @@ fn event_playlists_from_stored_lines_are_byte_identical_to_rendering_every_meta(
         }
         assert_eq!(put_with(kv, &c, SECRET, seq, &headers, &ts(1, seq as u8), now).status, 201);
     };
-    for seq in 0..330u64 {
+    for seq in 0..600u64 {
         now += 1500;
         upload(&kv, seq, now);
         if seq == 63 || seq == 191 {
@@ -413,18 +419,20 @@ fn event_playlists_from_stored_lines_are_byte_identical_to_rendering_every_meta(
         if seq == 100 {
             now += 40_000; // idle: the next upload resumes with a discontinuity
         }
-        if seq % 37 == 0 || seq % 64 == 63 || seq % 64 == 0 {
+        if seq % 37 == 0 || seq % 64 == 63 || seq % 64 == 0 || seq % 8 == 3 && seq > 500 {
             let (fast, slow) = both_ways(&kv, &c, &id, now + 1);
             assert_eq!(fast, slow, "live at seq {seq}");
             compared += 1;
         }
     }
-    let lines = kv.keys().iter().filter(|k| k.starts_with(&format!("lines/{id}/"))).count();
-    assert_eq!(lines, 5, "330 segments fill 5 pages of 64");
+    let blocks = |len: u64| kv.keys().iter().filter(|k| k.starts_with(&format!("lines/{id}/{len}/"))).count();
+    assert_eq!((blocks(8), blocks(64), blocks(512)), (75, 9, 1), "600 segments fill 75 blocks of 8, 9 of 64, 1 of 512");
     let (fast, slow) = both_ways(&kv, &c, &id, now + 30_001);
     assert!(fast.ends_with("#EXT-X-ENDLIST\n"), "ended by the idle timeout");
     assert_eq!(fast, slow);
     // Breaks at 64 and 192 (Stop), 101 (idle), 128 and 200 (flagged).
+    let sid = StreamId::parse(&id).unwrap();
+    assert!(Streams::new(&kv, &c).view(&sid, now).unwrap().unwrap().segments.len() == 600);
     assert_eq!(fast.matches("#EXT-X-DISCONTINUITY\n").count(), 5, "{fast}");
     // A stream once served with retention starts at its head: the discontinuity sequence counts
     // the breaks below it, the first page is partial and the pages above it are lines.
@@ -452,8 +460,8 @@ fn stored_lines_that_are_missing_or_damaged_fall_back_to_the_metas() {
     let now = T0 + 400_000;
     let (good, slow) = both_ways(&kv, &c, &id, now);
     assert_eq!(good, slow);
-    let page1 = kv.get(&format!("lines/{id}/1")).unwrap().unwrap();
-    let page0 = kv.get(&format!("lines/{id}/0")).unwrap().unwrap();
+    let page1 = kv.get(&format!("lines/{id}/64/1")).unwrap().unwrap();
+    let page0 = kv.get(&format!("lines/{id}/64/0")).unwrap().unwrap();
     let damaged: Vec<(&str, Vec<u8>)> = vec![
         ("truncated", page1[..page1.len() - 40].to_vec()),
         ("not UTF-8", vec![0xff, 0xfe, b'\n']),
@@ -462,24 +470,33 @@ fn stored_lines_that_are_missing_or_damaged_fall_back_to_the_metas() {
         ("a meta page", kv.get(&format!("page/{id}/1")).unwrap().unwrap()),
         ("a line too many", [page1.as_slice(), b"#EXT-X-ENDLIST\n"].concat()),
     ];
+    // Seqs 64..127 as one damaged block of 64, then also damaged blocks of 8 beneath it.
     for (what, bytes) in damaged {
-        set(&kv, &format!("lines/{id}/1"), &bytes);
+        set(&kv, &format!("lines/{id}/64/1"), &bytes);
+        set(&kv, &format!("lines/{id}/8/9"), &bytes);
         let (fast, slow) = both_ways(&kv, &c, &id, now);
         assert_eq!(fast, good, "{what}");
         assert_eq!(slow, good, "{what}");
     }
-    // Missing lines, and then a missing meta page too: the metas one by one.
-    kv.delete(&format!("lines/{id}/1")).unwrap();
+    // Missing blocks, and then a missing meta page too: the metas one by one.
+    for n in 8..16 {
+        kv.delete(&format!("lines/{id}/8/{n}")).unwrap();
+    }
+    kv.delete(&format!("lines/{id}/64/1")).unwrap();
     assert_eq!(both_ways(&kv, &c, &id, now).0, good);
     kv.delete(&format!("page/{id}/1")).unwrap();
     assert_eq!(both_ways(&kv, &c, &id, now).0, good);
-    // The next complete page's upload does not rewrite older pages; the stored lines of every
-    // page are the renderer's lines for its metas.
-    for n in [0u64, 2] {
-        let metas: Vec<SegmentMeta> = (n * 64..n * 64 + 64)
-            .map(|seq| serde_json::from_slice(&kv.get(&format!("seg/{id}/{seq}/meta")).unwrap().unwrap()).unwrap())
-            .collect();
-        let stored = kv.get(&format!("lines/{id}/{n}")).unwrap().unwrap();
-        assert_eq!(String::from_utf8(stored).unwrap(), segment_lines(&id, &metas), "page {n}");
+    // Every stored block is the renderer's lines for its metas.
+    let metas: Vec<SegmentMeta> = (0..200)
+        .map(|seq| serde_json::from_slice(&kv.get(&format!("seg/{id}/{seq}/meta")).unwrap().unwrap()).unwrap())
+        .collect();
+    let mut checked = 0;
+    for key in kv.keys().iter().filter(|k| k.starts_with("lines/")) {
+        let mut parts = key.rsplit('/');
+        let (n, len): (usize, usize) = (parts.next().unwrap().parse().unwrap(), parts.next().unwrap().parse().unwrap());
+        let stored = String::from_utf8(kv.get(key).unwrap().unwrap()).unwrap();
+        assert_eq!(stored, segment_lines(&id, &metas[n * len..n * len + len]), "{key}");
+        checked += 1;
     }
+    assert_eq!(checked, 25 - 8 + 3 - 1, "blocks of 8 and 64, less the deleted ones");
 }
