@@ -75,6 +75,8 @@ pub struct Cluster {
     /// The same Cluster without its video blocks (Timecode and audio only): the audio a
     /// neighbouring segment needs around its boundary, see [`crate::timing`].
     pub audio: Vec<u8>,
+    /// Where the audio of this Cluster's last Opus packet ends, in milliseconds.
+    pub audio_end_ms: Option<u64>,
 }
 
 /// What the splitter found in the bytes pushed so far.
@@ -102,6 +104,8 @@ struct Building {
     bytes: Vec<u8>,
     /// Children of the Cluster that are not video blocks.
     audio: Vec<u8>,
+    /// End of the latest placed audio packet, in milliseconds.
+    audio_end: Option<u64>,
 }
 
 /// Incremental WebM splitter; feed it with [`WebmSplitter::push`].
@@ -333,6 +337,7 @@ impl WebmSplitter {
             last_block_ms: self.to_ms(last),
             bytes: c.bytes,
             audio: cluster_element(&c.audio),
+            audio_end_ms: c.audio_end,
         }
     }
 
@@ -388,8 +393,13 @@ impl WebmSplitter {
         };
         let rel = i16::from_be_bytes([body[len], body[len + 1]]) as i64;
         let placed = self.audio_clock.place(c.timecode as i64 + rel, samples);
-        if let Ok(rel) = i16::try_from(placed - c.timecode as i64) {
-            body[len..len + 2].copy_from_slice(&rel.to_be_bytes());
+        let Ok(rel) = i16::try_from(placed - c.timecode as i64) else {
+            return;
+        };
+        body[len..len + 2].copy_from_slice(&rel.to_be_bytes());
+        let end = placed.max(0) as u64 + samples / 48;
+        if let Some(c) = self.cluster.as_mut() {
+            c.audio_end = Some(c.audio_end.map_or(end, |e| e.max(end)));
         }
     }
 
@@ -534,7 +544,10 @@ pub(crate) mod tests {
         let last = last.unwrap();
         assert_eq!(last.bytes, cluster(0, true, true));
         assert!(last.keyframe);
-        assert_eq!(last.last_block_ms, 33, "the latest block, the video one at 33");
+        assert_eq!(
+            last.last_block_ms, 33,
+            "the latest block, the video one at 33"
+        );
     }
 
     #[test]
@@ -616,6 +629,7 @@ pub(crate) mod tests {
             (700, false, 720)
         );
         assert_eq!((c.video_ms, back.video_ms), (Some(700), None));
+        assert_eq!(c.audio_end_ms, Some(740), "the packet at 720 lasts 20 ms");
     }
 
     #[test]

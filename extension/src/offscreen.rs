@@ -362,10 +362,12 @@ async fn ffmpeg() -> Result<Rc<FFmpeg>, String> {
 /// timestamps kept.
 ///
 /// The input is the cut's pre-roll audio, its Clusters and the lookahead audio. The audio is
-/// made continuous from the plan's first sample (silence where the recording has none, timestamp
-/// jitter smoothed), cut to exactly the plan's samples, encoded, and only the packets of the
-/// frames inside the segment are kept: the AAC encoder's priming frame and the lead and tail
-/// frames are dropped by packet index, so consecutive segments tile the timeline.
+/// placed by its timestamps from the plan's first sample on (silence where the recording has
+/// none; any offset over 5 ms is filled or trimmed at once, so every remux places a packet at
+/// the same sample: the splitter already made the timestamps continuous), cut to exactly the
+/// plan's samples, encoded, and only the packets of the frames inside the segment are kept: the
+/// AAC encoder's priming frame and the lead and tail frames are dropped by packet index, so
+/// consecutive segments tile the timeline.
 async fn remux(input: &[u8], n: u64, cut: &CutSegment) -> Result<Vec<u8>, String> {
     let ff = ffmpeg().await?;
     let (src, dst) = (format!("in{n}.webm"), format!("out{n}.ts"));
@@ -375,7 +377,7 @@ async fn remux(input: &[u8], n: u64, cut: &CutSegment) -> Result<Vec<u8>, String
     FFMPEG_LOG.with(|l| l.borrow_mut().clear());
     let plan = cut.audio_plan();
     let audio_filter = format!(
-        "aresample=async=1:first_pts={from},apad,atrim=start_pts={from}:end_pts={to}",
+        "aresample=async=1:min_hard_comp=0.005:first_pts={from},apad,atrim=start_pts={from}:end_pts={to}",
         from = plan.from_sample,
         to = plan.to_sample
     );
@@ -508,7 +510,7 @@ async fn ingest_loop(p: Rc<RefCell<Pipeline>>) {
                 let last = st.splitter.finish();
                 let mut cuts: Vec<CutSegment> = last
                     .into_iter()
-                    .filter_map(|c| st.segmenter.push(c))
+                    .flat_map(|c| st.segmenter.push(c))
                     .collect();
                 cuts.extend(st.segmenter.finish());
                 drop(st);

@@ -63,6 +63,11 @@ pub const AAC_FRAME: u64 = 1024;
 const LEAD_FRAMES: u64 = 2;
 /// Frames encoded after the last kept one, so that frame is complete.
 const TAIL_FRAMES: u64 = 2;
+/// How much audio past a segment's end its lookahead must hold before the segment is remuxed:
+/// the frame straddling the end and the tail frames. A cut waits for later Clusters until then.
+pub const LOOKAHEAD_MS: u64 = 64;
+/// How long (in media time past the cut) a cut waits for that audio at most.
+pub const LOOKAHEAD_WAIT_MS: u64 = 500;
 /// How much audio before a cut the next segment's pre-roll holds at least: the lead frames,
 /// Opus's pre-skip (312 samples) and its 80 ms of recommended decoder pre-roll, with room.
 pub const PREROLL_MS: u64 = 200;
@@ -126,6 +131,10 @@ pub struct Segmenter {
     recent: VecDeque<(u64, Vec<u8>)>,
     /// Pre-roll for the segment being accumulated, taken at the cut that started it.
     preroll: Vec<u8>,
+    /// A cut segment whose lookahead does not yet reach `LOOKAHEAD_MS` past its end.
+    pending: Option<CutSegment>,
+    /// Whether the recording has audio at all (any Cluster ended an audio packet).
+    has_audio: bool,
 }
 
 /// Length of one video frame at 30 fps, used to close the final segment.
@@ -153,7 +162,24 @@ impl Segmenter {
             origin_ms: None,
             recent: VecDeque::new(),
             preroll: Vec::new(),
+            pending: None,
+            has_audio: false,
         }
+    }
+
+    /// Adds a Cluster's audio to the waiting cut; returns the cut once its lookahead is enough
+    /// (or it waited long enough, or there is no audio to wait for).
+    fn extend_pending(&mut self, c: &Cluster, first: bool) -> Option<CutSegment> {
+        let seg = self.pending.as_mut()?;
+        if !first {
+            seg.lookahead.extend_from_slice(&c.audio);
+        }
+        let end = seg.trim_at_ms.unwrap_or(seg.end_ms());
+        let covered = c.audio_end_ms.is_some_and(|e| e >= end + LOOKAHEAD_MS);
+        if covered || !self.has_audio || c.timecode_ms >= end + LOOKAHEAD_WAIT_MS {
+            return self.pending.take();
+        }
+        None
     }
 
     /// Keeps the audio of the latest Clusters, dropping what is older than the pre-roll needs.
@@ -167,7 +193,24 @@ impl Segmenter {
     /// Adds a Cluster; returns the segment that ends where this Cluster's keyframe is, if it
     /// is a cut. Cuts are at the keyframe's own timestamp, not the Cluster's: Chrome may open
     /// the Cluster with an audio packet, and a segment's declared start is its first frame.
-    pub fn push(&mut self, c: Cluster) -> Option<CutSegment> {
+    ///
+    /// A cut is returned once the audio after it has arrived (see `LOOKAHEAD_MS`), usually with
+    /// the Cluster that makes the cut, at most a Cluster or two later.
+    pub fn push(&mut self, c: Cluster) -> Vec<CutSegment> {
+        self.has_audio |= c.audio_end_ms.is_some();
+        let mut out: Vec<CutSegment> = self.extend_pending(&c, false).into_iter().collect();
+        if let Some((cut, c)) = self.accumulate(c) {
+            // A new cut while the previous one still waits (no audio came for a whole
+            // segment): the previous one goes as it is.
+            out.extend(self.pending.replace(cut));
+            out.extend(self.extend_pending(&c, true));
+        }
+        out
+    }
+
+    /// Adds a Cluster to the segment being accumulated; returns the cut it makes, if any, with
+    /// the Cluster (for its lookahead audio).
+    fn accumulate(&mut self, c: Cluster) -> Option<(CutSegment, Cluster)> {
         let at = c.video_ms.unwrap_or(c.timecode_ms);
         let Some(start) = self.start_ms else {
             if !c.keyframe {
@@ -183,14 +226,15 @@ impl Segmenter {
         };
         // A keyframe that Chrome forced a frame or two early still counts as the boundary.
         if c.keyframe && at + self.target_ms / 4 >= start + self.target_ms {
-            let bytes = std::mem::replace(&mut self.bytes, c.bytes);
+            let mut c = c;
+            let bytes = std::mem::replace(&mut self.bytes, std::mem::take(&mut c.bytes));
             let mut seg = self.cut(start, at - start, bytes);
             seg.lookahead = c.audio.clone();
             self.preroll = self.recent.drain(..).flat_map(|(_, a)| a).collect();
             self.start_ms = Some(at);
             self.last_block_ms = c.last_block_ms;
-            self.remember(c.timecode_ms, c.audio);
-            return Some(seg);
+            self.remember(c.timecode_ms, c.audio.clone());
+            return Some((seg, c));
         }
         self.last_block_ms = self.last_block_ms.max(c.last_block_ms);
         self.bytes.extend_from_slice(&c.bytes);
@@ -198,12 +242,16 @@ impl Segmenter {
         None
     }
 
-    /// Ends the recording: the rest becomes the final segment, lasting until its last frame.
-    pub fn finish(&mut self) -> Option<CutSegment> {
-        let start = self.start_ms.take()?;
-        let end = self.last_block_ms.max(start) + FRAME_MS;
-        let bytes = std::mem::take(&mut self.bytes);
-        Some(self.cut(start, end - start, bytes))
+    /// Ends the recording: a cut still waiting for audio goes as it is, and the rest becomes
+    /// the final segment, lasting until its last frame.
+    pub fn finish(&mut self) -> Vec<CutSegment> {
+        let mut out: Vec<CutSegment> = self.pending.take().into_iter().collect();
+        if let Some(start) = self.start_ms.take() {
+            let end = self.last_block_ms.max(start) + FRAME_MS;
+            let bytes = std::mem::take(&mut self.bytes);
+            out.push(self.cut(start, end - start, bytes));
+        }
+        out
     }
 
     /// Makes a segment; the first fixes the server's target duration, later ones are trimmed
@@ -239,6 +287,12 @@ pub fn program_date_ms(recording_start_ms: u64, cut_ms: u64) -> u64 {
 mod tests {
     use super::*;
 
+    /// The one segment a push returned.
+    fn one(mut v: Vec<CutSegment>) -> CutSegment {
+        assert_eq!(v.len(), 1, "expected exactly one segment");
+        v.remove(0)
+    }
+
     fn c(tc: u64, key: bool) -> Cluster {
         Cluster {
             timecode_ms: tc,
@@ -247,16 +301,17 @@ mod tests {
             last_block_ms: tc + 990,
             bytes: vec![tc as u8],
             audio: format!("a{tc};").into_bytes(),
+            audio_end_ms: None,
         }
     }
 
     #[test]
     fn cuts_only_at_keyframes_after_the_target_length() {
         let mut s = Segmenter::new(2000);
-        assert_eq!(s.push(c(0, true)), None);
-        assert_eq!(s.push(c(1000, true)), None, "too short");
-        assert_eq!(s.push(c(2000, false)), None, "not a keyframe");
-        let seg = s.push(c(2500, true)).unwrap();
+        assert_eq!(s.push(c(0, true)), vec![]);
+        assert_eq!(s.push(c(1000, true)), vec![], "too short");
+        assert_eq!(s.push(c(2000, false)), vec![], "not a keyframe");
+        let seg = one(s.push(c(2500, true)));
         assert_eq!((seg.start_ms, seg.duration_ms), (0, 2500));
         assert_eq!(seg.bytes, vec![0, 232, 208]);
     }
@@ -283,24 +338,24 @@ mod tests {
     #[test]
     fn a_recording_that_starts_without_a_keyframe_waits_for_one() {
         let mut s = Segmenter::new(1000);
-        assert_eq!(s.push(c(0, false)), None);
+        assert_eq!(s.push(c(0, false)), vec![]);
         assert_eq!(s.skipped, 1);
         s.push(c(500, true));
-        assert_eq!(s.push(c(1500, true)).unwrap().start_ms, 500);
+        assert_eq!(one(s.push(c(1500, true))).start_ms, 500);
     }
 
     #[test]
     fn late_keyframes_are_trimmed_to_the_target_the_first_segment_fixed() {
         let mut s = Segmenter::new(2000);
         s.push(c(0, true));
-        let first = s.push(c(2100, true)).unwrap();
+        let first = one(s.push(c(2100, true)));
         assert_eq!((first.duration_ms, first.trim_at_ms), (2100, None));
-        let late = s.push(c(5100, true)).unwrap();
+        let late = one(s.push(c(5100, true)));
         assert_eq!(
             (late.start_ms, late.duration_ms, late.trim_at_ms),
             (2100, 2499, Some(4599))
         );
-        let last = s.finish().unwrap();
+        let last = one(s.finish());
         assert_eq!((last.start_ms, last.duration_ms), (5100, 990 + FRAME_MS));
     }
 
@@ -393,18 +448,69 @@ mod tests {
             ..c(tc, true)
         };
         s.push(at(0, 68));
-        let seg = s.push(at(1014, 1035)).unwrap();
+        let seg = one(s.push(at(1014, 1035)));
         assert_eq!(
             (seg.start_ms, seg.duration_ms, seg.origin_ms),
             (68, 967, 68)
         );
-        let seg = s.push(at(2040, 2040)).unwrap();
+        let seg = one(s.push(at(2040, 2040)));
         assert_eq!((seg.start_ms, seg.duration_ms), (1035, 1005));
     }
 
     #[test]
+    fn a_cut_waits_for_the_audio_just_after_it() {
+        let mut s = Segmenter::new(1000);
+        // Audio reaching only 20 ms past each cluster's start.
+        let a = |tc: u64, key: bool| Cluster {
+            audio_end_ms: Some(tc + 20),
+            ..c(tc, key)
+        };
+        for tc in (0..960).step_by(120) {
+            assert_eq!(s.push(a(tc, tc == 0)), vec![]);
+        }
+        assert_eq!(
+            s.push(a(960, true)),
+            vec![],
+            "980 is short of 960 + LOOKAHEAD_MS"
+        );
+        let seg = one(s.push(a(1080, false)));
+        assert_eq!((seg.start_ms, seg.duration_ms), (0, 960));
+        assert_eq!(seg.lookahead, b"a960;a1080;");
+        // Audio that already covers the cut: no wait.
+        let mut s = Segmenter::new(1000);
+        let far = |tc: u64, key: bool| Cluster {
+            audio_end_ms: Some(tc + 100),
+            ..c(tc, key)
+        };
+        s.push(far(0, true));
+        assert_eq!(one(s.push(far(1000, true))).lookahead, b"a1000;");
+    }
+
+    #[test]
+    fn a_cut_does_not_wait_for_audio_that_stopped() {
+        let mut s = Segmenter::new(1000);
+        s.push(Cluster {
+            audio_end_ms: Some(60),
+            ..c(0, true)
+        });
+        assert_eq!(s.push(c(1000, true)), vec![]);
+        assert_eq!(s.push(c(1200, false)), vec![]);
+        let seg = one(s.push(c(1000 + LOOKAHEAD_WAIT_MS, false)));
+        assert_eq!((seg.start_ms, seg.duration_ms), (0, 1000));
+        // At Stop, a waiting cut goes first, then the rest.
+        let mut s = Segmenter::new(1000);
+        s.push(Cluster {
+            audio_end_ms: Some(60),
+            ..c(0, true)
+        });
+        assert_eq!(s.push(c(1000, true)), vec![]);
+        let starts: Vec<u64> = s.finish().iter().map(|g| g.start_ms).collect();
+        assert_eq!(starts, vec![0, 1000]);
+    }
+
+    #[test]
     fn finish_without_clusters_is_none() {
-        assert_eq!(Segmenter::new(2000).finish(), None);
+        assert_eq!(Segmenter::new(2000).finish(), vec![]);
     }
 
     #[test]
