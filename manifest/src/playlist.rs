@@ -72,33 +72,54 @@ pub fn segment_lines(stream_id: &str, metas: &[SegmentMeta]) -> String {
 /// `#EXT-X-PROGRAM-DATE-TIME`, an `#EXTINF` and the segment's own URI, and nothing else. A
 /// truncated, foreign or misplaced text fails; the values inside the tags are not re-checked.
 pub fn check_lines(stream_id: &str, first_seq: u64, len: u64, lines: &str) -> bool {
-    let Some(body) = lines.strip_suffix('\n') else {
-        return false;
-    };
-    let mut it = body.split('\n');
+    // Byte by byte rather than line by line: a GET checks every stored block it copies.
+    let mut rest = lines.as_bytes();
+    let mut digits = [0u8; 20];
     for seq in first_seq..first_seq.saturating_add(len) {
-        let mut line = it.next();
-        if line == Some("#EXT-X-DISCONTINUITY") {
-            line = it.next();
+        if let Some(after) = rest.strip_prefix(b"#EXT-X-DISCONTINUITY\n") {
+            rest = after;
         }
-        if !line.is_some_and(|l| l.starts_with("#EXT-X-PROGRAM-DATE-TIME:")) {
+        let Some((_, after)) = rest.strip_prefix(b"#EXT-X-PROGRAM-DATE-TIME:").and_then(split_line) else {
+            return false;
+        };
+        let Some((extinf, after)) = after.strip_prefix(b"#EXTINF:").and_then(split_line) else {
+            return false;
+        };
+        if !extinf.ends_with(b",") {
             return false;
         }
-        if !it.next().is_some_and(|l| l.starts_with("#EXTINF:") && l.ends_with(',')) {
+        let uri = after
+            .strip_prefix(b"/chunks/")
+            .and_then(|r| r.strip_prefix(stream_id.as_bytes()))
+            .and_then(|r| r.strip_prefix(b"/"))
+            .and_then(|r| r.strip_prefix(decimal(seq, &mut digits)))
+            .and_then(|r| r.strip_prefix(b".ts\n"));
+        let Some(after) = uri else {
             return false;
-        }
-        let number = it
-            .next()
-            .and_then(|l| l.strip_prefix("/chunks/"))
-            .and_then(|l| l.strip_prefix(stream_id))
-            .and_then(|l| l.strip_prefix('/'))
-            .and_then(|l| l.strip_suffix(".ts"));
-        let canonical = number.is_some_and(|n| !n.is_empty() && (n == "0" || !n.starts_with('0')));
-        if !canonical || number.and_then(|n| n.parse::<u64>().ok()) != Some(seq) {
-            return false;
+        };
+        rest = after;
+    }
+    rest.is_empty()
+}
+
+/// The line at the start of `bytes` (without its newline) and what follows it; `None` when no
+/// newline ends it.
+fn split_line(bytes: &[u8]) -> Option<(&[u8], &[u8])> {
+    let end = bytes.iter().position(|&b| b == b'\n')?;
+    Some((&bytes[..end], &bytes[end + 1..]))
+}
+
+/// `n` in decimal, written into the end of `buf`.
+fn decimal(mut n: u64, buf: &mut [u8; 20]) -> &[u8] {
+    let mut at = buf.len();
+    loop {
+        at -= 1;
+        buf[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            return &buf[at..];
         }
     }
-    it.next().is_none()
 }
 
 fn write_head(out: &mut String, target_s: u32, first_seq: u64, discontinuity_sequence: u64, kind: PlaylistKind) {

@@ -61,8 +61,8 @@ fn where_the_time_of_a_long_event_playlist_goes() {
     let sid = StreamId::parse(&id).unwrap();
     let kv = Counted::default();
     let mut stored = 0u64;
-    println!("\n| stored | GET: KV reads | GET: KV bytes | meta pages: reads only (µs) | meta pages: JSON parse (µs) | view (µs) | render (µs) | stored lines: Streams::playlist (µs) | GET handler (µs) | playlist bytes |");
-    println!("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |");
+    println!("\n| stored | GET: KV reads | GET: KV bytes | meta pages: reads only (µs) | meta pages: JSON parse (µs) | view (µs) | render (µs) | stored lines: Streams::playlist (µs) | of which check_lines (µs) | GET handler (µs) | playlist bytes |");
+    println!("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |");
     for count in [10u64, 600, 3600] {
         while stored < count {
             let seq = stored;
@@ -106,11 +106,31 @@ fn where_the_time_of_a_long_event_playlist_goes() {
         let lines_us = median_us(30, || {
             black_box(streams.playlist(&sid, now).unwrap());
         });
+        // The blocks a GET copies, checked again on their own.
+        let mut blocks = Vec::new();
+        let mut seq = 0;
+        'walk: while seq < count {
+            for len in [512u64, 64, 8] {
+                if seq % len == 0 && seq + len <= count {
+                    if let Some(text) = kv.inner.get(&format!("lines/{id}/{len}/{}", seq / len)).unwrap() {
+                        blocks.push((seq, len, String::from_utf8(text).unwrap()));
+                        seq += len;
+                        continue 'walk;
+                    }
+                }
+            }
+            seq += 1;
+        }
+        let check_us = median_us(30, || {
+            for (first, len, text) in &blocks {
+                assert!(playlist::check_lines(&id, *first, *len, text));
+            }
+        });
         let handler_us = median_us(30, || {
             black_box(playlist(&kv, &c, &id, now));
         });
         println!(
-            "| {count} | {reads} | {bytes} | {reads_only:.0} | {parse:.0} | {view_us:.0} | {render_us:.0} | {lines_us:.0} | {handler_us:.0} | {} |",
+            "| {count} | {reads} | {bytes} | {reads_only:.0} | {parse:.0} | {view_us:.0} | {render_us:.0} | {lines_us:.0} | {check_us:.0} | {handler_us:.0} | {} |",
             text.len()
         );
     }
