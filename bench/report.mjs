@@ -41,7 +41,7 @@ average when it is seen, and glass-to-glass is about two to three segment length
 as the unit. That is why the 6 s setting of the original design cannot come near the targets. Beyond
 the floor, everything done per segment adds directly: the remux, the upload, the polling; a remux
 that approaches the segment length also makes segments queue behind each other. The PDT error column
-is how much earlier than the true capture the extension's \`X-Program-Date-Time\` stamps are
+is how much later than the true capture the extension's \`X-Program-Date-Time\` stamps are
 (positive: the player's own figure under-reports).`;
 const LATENCY_GAP = `What would close the gap: smaller segments only help while the per-segment costs
 stay small, so the remux must get cheaper (see part 4 for where that time goes), and LL-HLS partial
