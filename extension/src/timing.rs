@@ -169,11 +169,9 @@ impl Segmenter {
 
     /// Adds a Cluster's audio to the waiting cut; returns the cut once its lookahead is enough
     /// (or it waited long enough, or there is no audio to wait for).
-    fn extend_pending(&mut self, c: &Cluster, first: bool) -> Option<CutSegment> {
+    fn extend_pending(&mut self, c: &Cluster) -> Option<CutSegment> {
         let seg = self.pending.as_mut()?;
-        if !first {
-            seg.lookahead.extend_from_slice(&c.audio);
-        }
+        seg.lookahead.extend_from_slice(&c.audio);
         let end = seg.trim_at_ms.unwrap_or(seg.end_ms());
         let covered = c.audio_end_ms.is_some_and(|e| e >= end + LOOKAHEAD_MS);
         if covered || !self.has_audio || c.timecode_ms >= end + LOOKAHEAD_WAIT_MS {
@@ -196,21 +194,22 @@ impl Segmenter {
     ///
     /// A cut is returned once the audio after it has arrived (see `LOOKAHEAD_MS`), usually with
     /// the Cluster that makes the cut, at most a Cluster or two later.
-    pub fn push(&mut self, c: Cluster) -> Vec<CutSegment> {
+    pub fn push(&mut self, mut c: Cluster) -> Vec<CutSegment> {
         self.has_audio |= c.audio_end_ms.is_some();
-        let mut out: Vec<CutSegment> = self.extend_pending(&c, false).into_iter().collect();
-        if let Some((cut, c)) = self.accumulate(c) {
+        let mut out: Vec<CutSegment> = self.extend_pending(&c).into_iter().collect();
+        if let Some(cut) = self.accumulate(&mut c) {
             // A new cut while the previous one still waits (no audio came for a whole
-            // segment): the previous one goes as it is.
+            // segment): the previous one goes as it is. The cut's lookahead starts with the
+            // audio of the Cluster that made it.
             out.extend(self.pending.replace(cut));
-            out.extend(self.extend_pending(&c, true));
+            out.extend(self.extend_pending(&c));
         }
         out
     }
 
-    /// Adds a Cluster to the segment being accumulated; returns the cut it makes, if any, with
-    /// the Cluster (for its lookahead audio).
-    fn accumulate(&mut self, c: Cluster) -> Option<(CutSegment, Cluster)> {
+    /// Adds a Cluster's video and audio to the segment being accumulated (taking its bytes, and
+    /// its audio unless it makes a cut, which needs it as lookahead); returns that cut, if any.
+    fn accumulate(&mut self, c: &mut Cluster) -> Option<CutSegment> {
         let at = c.video_ms.unwrap_or(c.timecode_ms);
         let Some(start) = self.start_ms else {
             if !c.keyframe {
@@ -220,25 +219,23 @@ impl Segmenter {
             self.start_ms = Some(at);
             self.origin_ms.get_or_insert(at);
             self.last_block_ms = c.last_block_ms;
-            self.bytes = c.bytes;
-            self.remember(c.timecode_ms, c.audio);
+            self.bytes = std::mem::take(&mut c.bytes);
+            self.remember(c.timecode_ms, std::mem::take(&mut c.audio));
             return None;
         };
         // A keyframe that Chrome forced a frame or two early still counts as the boundary.
         if c.keyframe && at + self.target_ms / 4 >= start + self.target_ms {
-            let mut c = c;
             let bytes = std::mem::replace(&mut self.bytes, std::mem::take(&mut c.bytes));
-            let mut seg = self.cut(start, at - start, bytes);
-            seg.lookahead = c.audio.clone();
+            let seg = self.cut(start, at - start, bytes);
             self.preroll = self.recent.drain(..).flat_map(|(_, a)| a).collect();
             self.start_ms = Some(at);
             self.last_block_ms = c.last_block_ms;
             self.remember(c.timecode_ms, c.audio.clone());
-            return Some((seg, c));
+            return Some(seg);
         }
         self.last_block_ms = self.last_block_ms.max(c.last_block_ms);
         self.bytes.extend_from_slice(&c.bytes);
-        self.remember(c.timecode_ms, c.audio);
+        self.remember(c.timecode_ms, std::mem::take(&mut c.audio));
         None
     }
 
