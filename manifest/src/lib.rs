@@ -13,6 +13,7 @@
 //! - [`rules`]: target duration, retention, idle end, discontinuities, configuration values.
 //! - [`window`]: which stored segments a playlist lists, given what the store returns.
 //! - [`playlist`]: rendering the media playlist text.
+//! - [`wire`]: the wire contract's header names and paths, shared with the extension.
 
 pub mod decimal;
 pub mod id;
@@ -22,3 +23,4 @@ pub mod rules;
 pub mod segment;
 pub mod time;
 pub mod window;
+pub mod wire;
