@@ -2,7 +2,7 @@
 // HLS where the browser has no Media Source Extensions, as on older iPhones),
 // replays it from the start once it has ended, and recovers from network
 // blips and stalls without a reload. Tests and tools read
-// `window.chalkstreamPlayer = { hls, video, state, delay, firstFrameAt }` and
+// `window.chalkstreamPlayer = { hls, video, state, delay, firstFrameAt, lowLatency }` and
 // may preset `window.chalkstreamPlayerConfig` (see `defaults`) before load.
 
 const $ = (id) => document.getElementById(id);
@@ -29,13 +29,15 @@ const defaults = {
   slowPollMs: 10_000,
   // Once ended, how often to check whether the broadcaster resumed the stream.
   resumePollMs: 15_000,
-  // Low latency for 1–2 s segments: play two segments behind the live edge,
-  // and catch up by playing up to 1.2x (pitch kept) rather than jumping when
-  // we fall behind that. hls.js only adapts the rate in lowLatencyMode; with no
-  // LL-HLS parts or EXT-X-SERVER-CONTROL in our playlists that is all it changes.
+  // Low latency. A stream uploaded in parts (LL-HLS) is played PART-HOLD-BACK
+  // (three parts) behind its live edge, with blocking reloads and part loads;
+  // one of whole segments two segments behind (`wholeSegments` below). Either
+  // way hls.js catches up by playing up to 1.2x (pitch kept) rather than
+  // jumping, which it only does in lowLatencyMode. hls.js lets a configured
+  // liveSyncDurationCount override PART-HOLD-BACK, so it is set only for
+  // streams without parts.
   hls: {
     lowLatencyMode: true,
-    liveSyncDurationCount: 2,
     liveMaxLatencyDurationCount: 6,
     maxLiveSyncPlaybackRate: 1.2,
     backBufferLength: 60,
@@ -43,12 +45,14 @@ const defaults = {
     // of hls.js and cost ~0.9 s of first-frame time here; the work itself is small.
     enableWorker: false,
   },
+  // Added to `hls` for a live stream without parts.
+  wholeSegments: { liveSyncDurationCount: 2 },
 };
 const preset = window.chalkstreamPlayerConfig || {};
 // `hls` in the preset replaces our hls.js settings entirely (`{}` = hls.js defaults).
 const config = { ...defaults, ...preset, hls: preset.hls ?? defaults.hls };
 
-const player = { hls: null, video, state: 'loading', delay: null, firstFrameAt: null, config };
+const player = { hls: null, video, state: 'loading', delay: null, firstFrameAt: null, lowLatency: false, config };
 window.chalkstreamPlayer = player;
 
 const openedAt = performance.now();
@@ -156,9 +160,22 @@ function play(ended) {
   }
 }
 
-function playWithHlsJs(ended) {
+/** Whether the live playlist offers parts (LL-HLS), so hls.js should hold back by PART-HOLD-BACK. */
+async function hasParts() {
+  try {
+    const res = await fetch(playlistUrl(), { cache: 'no-store' });
+    return res.ok && (await res.text()).includes('#EXT-X-PART-INF:');
+  } catch {
+    return false;
+  }
+}
+
+async function playWithHlsJs(ended) {
   const { Hls } = window;
-  const hls = new Hls({ ...config.hls, startPosition: ended ? 0 : -1 });
+  const lowLatency = !ended && config.hls.lowLatencyMode !== false && await hasParts();
+  player.lowLatency = lowLatency;
+  const extra = ended || lowLatency || preset.hls ? {} : config.wholeSegments;
+  const hls = new Hls({ ...config.hls, ...extra, startPosition: ended ? 0 : -1 });
   player.hls = hls;
   hls.on(Hls.Events.MANIFEST_PARSED, () => autoplay());
   hls.on(Hls.Events.LEVEL_UPDATED, (_, { details }) => {
