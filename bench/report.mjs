@@ -291,7 +291,49 @@ native-code muxer in Rust/wasm for the video copy, would cut it.`;
   return s;
 }
 
+function lowLatency(r) {
+  const L = r.parts.ll;
+  let s = '\n## 5. Low-latency HLS on the server\n' + failed(r, 'll');
+  if (!L) return s + '\nNot measured in this run.\n';
+  const a = L.audience;
+  const b = a.at_best;
+  s += `
+Command: \`${L.cmd}\`. A simulated broadcaster uploads a 2 s 720p segment as ${2000 / a.part_ms | 0} parts of
+${a.part_ms} ms in real time (wire contract v2) and seals each segment; every simulated viewer does what
+hls.js does in low-latency mode: a blocking playlist reload for the part named by
+\`EXT-X-PRELOAD-HINT\` (\`_HLS_msn\`/\`_HLS_part\`) and, at the same time, a request for that part,
+both held by the server until the part exists; then the next hint. A step passes when no request
+failed and the part requests' p99 (which includes the wait for the part to exist, up to one part
+target) stays under 1 s. Viewers double per ${a.step_seconds} s step until one fails. Host memory
+per held request is the host's RSS growth during the step over twice the viewers (each holds two).
+
+| figure | value | target | verdict |
+| --- | --- | --- | --- |
+| viewers held at the live edge | ${spread(a.viewers, 0)} | >= 320 | ${verdict(a.viewers.median >= 320)} |
+`;
+  if (b) {
+    s += `| at ${b.n} viewers: requests per viewer per second | ${spread(b.requests_per_viewer_s, 2)} | — | — |
+| at ${b.n} viewers: part request p99 (ms) | ${spread(b.part_p99_ms, 0)} | < 1000 | ${verdict(b.part_p99_ms.median < 1000)} |
+| at ${b.n} viewers: blocking reload p99 (ms) | ${spread(b.reload_p99_ms, 0)} | — | — |
+| at ${b.n} viewers: host memory per held request (KiB) | ${spread(b.host_kib_per_held, 0)} | — | — |
+| at ${b.n} viewers: host CPU (%, 200 = both cores) | ${spread(b.server_cpu_pct, 0)} | — | — |
+`;
+  }
+  const k = L.skip;
+  s += `
+Delta updates: a retention-0 v2 stream of ${k.segments} sealed 2 s segments; its live playlist read whole
+and with \`_HLS_skip=YES\` (${k.skip?.requests} sequential requests each).
+
+| reload at ${k.segments} segments | bytes | p50 (ms) | p99 (ms) | target | verdict |
+| --- | --- | --- | --- | --- | --- |
+| whole playlist | ${k.full?.bytes} | ${f(k.full?.p50_ms, 2)} | ${f(k.full?.p99_ms, 2)} | — | — |
+| \`_HLS_skip=YES\` | ${k.skip?.bytes} | ${f(k.skip?.p50_ms, 2)} | ${f(k.skip?.p99_ms, 2)} | <= 16 KiB, p99 <= 10 ms | ${verdict(k.skip?.bytes <= 16384 && k.skip?.p99_ms <= 10)} |
+`;
+  if (L.notes) s += `\n${L.notes}\n`;
+  return s;
+}
+
 /** The whole BENCHMARKS.md for one run's results. */
 export function render(r) {
-  return `${header(r)}${latency(r)}${server(r)}${scaling(r)}${client(r)}${r.notes ? `\n## Notes\n\n${r.notes}\n` : ''}`;
+  return `${header(r)}${latency(r)}${server(r)}${scaling(r)}${client(r)}${lowLatency(r)}${r.notes ? `\n## Notes\n\n${r.notes}\n` : ''}`;
 }

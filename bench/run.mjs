@@ -18,6 +18,7 @@ export const MODES = {
     scaling: { counts: [10, 20], wrkSeconds: 1 },
     latency: { segments: [1], seconds: 3, runs: 1 },
     client: { points: [4] },
+    ll: { ns: [3], stepSeconds: 3, skipSegments: 20, skipRequests: 20 },
   },
   default: {
     runs: 3, wrkSeconds: 5,
@@ -26,6 +27,7 @@ export const MODES = {
     scaling: { counts: [10, 600, 3600], wrkSeconds: 3 },
     latency: { segments: [1, 2, 6], seconds: 60, runs: 3 },
     client: { points: [60, 300] },
+    ll: { ns: [10, 20, 40, 80, 160, 320, 480, 640], stepSeconds: 12, skipSegments: 3600, skipRequests: 400 },
   },
 };
 MODES.long = { ...MODES.default, client: { points: [60, 600, 1800] } };
@@ -35,6 +37,7 @@ const PARTS = {
   scaling: async (ctx) => (await import('./scaling.mjs')).runScaling(ctx),
   latency: async (ctx) => (await import('./latency.mjs')).runLatency(ctx),
   client: async (ctx) => (await import('./client.mjs')).runClient(ctx),
+  ll: async (ctx) => (await import('./ll.mjs')).runLowLatency(ctx),
 };
 
 function sh(cmd, args) {

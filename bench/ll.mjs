@@ -1,0 +1,226 @@
+//! Part 5, low-latency HLS on the server: an audience held at the live edge (blocking playlist
+//! reloads and held part requests, as hls.js makes them in low-latency mode), what each held request
+//! costs the host, and the delta (`_HLS_skip=YES`) reload of a long retention-0 stream.
+//!
+//! The broadcaster is simulated (wire contract v2): a 2 s 720p segment from bench/lib/media.mjs cut at
+//! MPEG-TS packet boundaries into parts, one part every part target, then a commit. The server only
+//! checks the TS shape, so the cut does not matter for what is measured here.
+
+import { startHost } from './lib/host.mjs';
+import { request, agent, sleep } from './lib/http.mjs';
+import { newSession } from './lib/stream.mjs';
+import { segment } from './lib/media.mjs';
+import { percentile, summary } from './lib/stats.mjs';
+import { cpuMeter, rssBytes } from './lib/proc.mjs';
+
+const SEGMENT_S = 2;
+const PART_MS = 334;
+const PARTS = 6; // 6 x 334 ms = 2.004 s, rounds to the 2 s target
+const TS = 188;
+
+/** `bytes` cut into `n` runs of whole TS packets. */
+export function cutParts(bytes, n) {
+  const packets = bytes.length / TS;
+  return Array.from({ length: n }, (_, i) =>
+    bytes.subarray(Math.floor((i * packets) / n) * TS, Math.floor(((i + 1) * packets) / n) * TS));
+}
+
+/** PUT part `part` of segment `seq` (wire contract v2). */
+export function putPart(base, s, seq, part, bytes, { agent: a, pdt = new Date(), partMs = PART_MS, targetMs = PART_MS } = {}) {
+  const headers = {
+    'content-type': 'video/mp2t', 'content-length': bytes.length,
+    'x-duration': (partMs / 1000).toFixed(3), 'x-part-target': (targetMs / 1000).toFixed(3),
+    'x-target-duration': String(SEGMENT_S),
+  };
+  if (part === 0) {
+    headers['x-independent'] = '1';
+    headers['x-program-date-time'] = pdt.toISOString();
+  }
+  return request(`${base}/ingest/${s.secret}/${seq}/${part}.ts`, { method: 'PUT', agent: a, body: bytes, headers });
+}
+
+/** Seal segment `seq` from its `parts` parts. */
+export const commit = (base, s, seq, parts, a) =>
+  request(`${base}/ingest/${s.secret}/${seq}/commit`, { method: 'POST', agent: a, headers: { 'x-parts': String(parts) } });
+
+async function mustOk(r, what) {
+  if (r.status !== 201 && r.status !== 200) {
+    throw new Error(`${what} answered ${r.status || r.error}: ${r.body?.toString().slice(0, 200) ?? ''}`);
+  }
+  return r;
+}
+
+/** A broadcaster in real time: a part every PART_MS, a commit after each segment's last part. */
+async function broadcast(base, s, parts, stopAt, st, firstSeq = 0) {
+  const a = agent(1);
+  const start = Date.now();
+  let n = 0;
+  for (let seq = firstSeq; Date.now() < stopAt; seq++) {
+    for (let part = 0; part < PARTS; part++, n++) {
+      await sleep(start + n * PART_MS - Date.now());
+      const r = await putPart(base, s, seq, part, parts[part], { agent: a, pdt: new Date() });
+      st.put.push(r.ms);
+      if (r.status !== 201 && r.status !== 200) { st.errors++; st.lastError = `part PUT ${r.status || r.error}`; }
+    }
+    const c = await commit(base, s, seq, PARTS, a);
+    if (c.status !== 201 && c.status !== 200) { st.errors++; st.lastError = `commit ${c.status || c.error}`; }
+  }
+  a.destroy();
+}
+
+/** The next part a player asks for: from `EXT-X-PRELOAD-HINT`, as `{ msn, part, uri }`. */
+export function preloadHint(text, base) {
+  const m = text.match(/#EXT-X-PRELOAD-HINT:TYPE=PART,URI="([^"]+)"/);
+  if (!m) return null;
+  const k = m[1].match(/\/(\d+)\.(\d+)\.ts$/);
+  return k ? { msn: Number(k[1]), part: Number(k[2]), uri: new URL(m[1], base).href } : null;
+}
+
+/**
+ * One low-latency viewer until `stopAt`: a blocking reload for the hinted part and, at the same time,
+ * the hinted part itself (the server holds both until the part exists), then the next hint.
+ */
+async function viewer(base, id, stopAt, st) {
+  const a = agent(4);
+  const url = `${base}/playlist/${id}.m3u8`;
+  let p = await request(url, { agent: a });
+  let hint = p.status === 200 ? preloadHint(p.body.toString(), base) : null;
+  while (Date.now() < stopAt) {
+    if (!hint) { st.errors++; st.lastError = `playlist ${p.status || p.error} without a preload hint`; break; }
+    const [reload, part] = await Promise.all([
+      request(`${url}?_HLS_msn=${hint.msn}&_HLS_part=${hint.part}`, { agent: a }),
+      request(hint.uri, { agent: a, discard: true }),
+    ]);
+    st.requests += 2;
+    st.reload.push(reload.ms);
+    st.part.push(part.ms);
+    st.bytes += part.bytes;
+    if (part.status !== 200) { st.errors++; st.lastError = `part ${part.status || part.error}`; }
+    if (reload.status !== 200) { st.errors++; st.lastError = `blocking reload ${reload.status || reload.error}`; break; }
+    p = reload;
+    hint = preloadHint(p.body.toString(), base);
+  }
+  a.destroy();
+}
+
+async function audience(server, parts, cfg, log) {
+  const pid = server.pid;
+  const trial = async (n) => {
+    const s = newSession();
+    const base = server.url;
+    const stopAt = Date.now() + cfg.ll.stepSeconds * 1000;
+    const bst = { put: [], errors: 0, lastError: null };
+    const st = { reload: [], part: [], requests: 0, errors: 0, bytes: 0, lastError: null };
+    const pushing = broadcast(base, s, parts, stopAt + 2 * PART_MS, bst);
+    await sleep(3 * PART_MS); // the viewers join a stream that has started
+    const rss0 = rssBytes(pid);
+    let rssMax = rss0;
+    const rssTimer = setInterval(() => { rssMax = Math.max(rssMax, rssBytes(pid)); }, 100);
+    const srv = cpuMeter(pid);
+    const t0 = performance.now();
+    await Promise.all(Array.from({ length: n }, () => viewer(base, s.id, stopAt, st)));
+    const wall = (performance.now() - t0) / 1000;
+    clearInterval(rssTimer);
+    const server_cpu = srv.stop().percent;
+    await pushing;
+    const p99 = percentile(st.part, 99);
+    const pass = st.errors === 0 && bst.errors === 0 && st.part.length > 0 && p99 < 1000;
+    const r = {
+      pass, errors: st.errors + bst.errors, last_error: st.lastError ?? bst.lastError,
+      parts: st.part.length, part_p50_ms: percentile(st.part, 50), part_p99_ms: p99,
+      reload_p50_ms: percentile(st.reload, 50), reload_p99_ms: percentile(st.reload, 99),
+      requests_per_viewer_s: st.requests / n / wall, server_cpu_pct: server_cpu,
+      // Every viewer holds about two requests at a time; the growth is theirs.
+      host_kib_per_held: ((rssMax - rss0) / 1024) / (2 * n),
+    };
+    r.note = `part p50 ${r.part_p50_ms.toFixed(0)} ms p99 ${p99.toFixed(0)} ms, reload p99 ${r.reload_p99_ms.toFixed(0)} ms, `
+      + `${r.requests_per_viewer_s.toFixed(1)} req/s per viewer, host CPU ${server_cpu.toFixed(0)}%, `
+      + `host +${r.host_kib_per_held.toFixed(0)} KiB per held request, ${r.errors} errors`
+      + (r.last_error ? ` (${r.last_error})` : '');
+    return r;
+  };
+  const runs = [];
+  for (let i = 0; i < cfg.runs; i++) {
+    const steps = [];
+    let best = 0;
+    for (const n of cfg.ll.ns) {
+      const r = await trial(n);
+      steps.push({ n, ...r });
+      log(`  low-latency audience run ${i + 1} N=${n}: ${r.pass ? 'pass' : 'FAIL'} ${r.note}`);
+      if (!r.pass) break;
+      best = n;
+    }
+    runs.push({ best, steps });
+  }
+  const at = (n) => runs.map((r) => r.steps.find((s) => s.n === n)).filter(Boolean);
+  const top = Math.max(...runs.map((r) => r.best));
+  const atTop = at(top);
+  return {
+    viewers: summary(runs.map((r) => r.best)), runs, step_seconds: cfg.ll.stepSeconds, part_ms: PART_MS,
+    at_best: atTop.length ? {
+      n: top,
+      requests_per_viewer_s: summary(atTop.map((s) => s.requests_per_viewer_s)),
+      part_p99_ms: summary(atTop.map((s) => s.part_p99_ms)),
+      reload_p99_ms: summary(atTop.map((s) => s.reload_p99_ms)),
+      host_kib_per_held: summary(atTop.map((s) => s.host_kib_per_held)),
+      server_cpu_pct: summary(atTop.map((s) => s.server_cpu_pct)),
+    } : null,
+  };
+}
+
+/**
+ * A retention-0 v2 stream of `count` sealed segments, then the full and the delta reload. To keep the
+ * set-up short each segment is one 2 s part (a part target of 2 s): the playlist's length, which is
+ * what a delta update saves, is the same as with 334 ms parts.
+ */
+async function skipCost(root, parts, cfg, log) {
+  const server = await startHost(root, 'll-skip', { stream_retention: 0, idle_timeout: 3600 });
+  try {
+    const s = newSession();
+    const a = agent(1);
+    const small = parts[0];
+    const t0 = Date.now() - cfg.ll.skipSegments * SEGMENT_S * 1000;
+    const whole = { agent: a, partMs: SEGMENT_S * 1000, targetMs: SEGMENT_S * 1000 };
+    for (let seq = 0; seq < cfg.ll.skipSegments; seq++) {
+      const pdt = new Date(t0 + seq * SEGMENT_S * 1000);
+      await mustOk(await putPart(server.url, s, seq, 0, small, { ...whole, pdt }), `part ${seq}.0`);
+      await mustOk(await commit(server.url, s, seq, 1, a), `commit ${seq}`);
+    }
+    a.destroy();
+    const out = {};
+    for (const [name, q] of [['full', ''], ['skip', '?_HLS_skip=YES']]) {
+      const url = `${server.url}/playlist/${s.id}.m3u8${q}`;
+      const first = await request(url);
+      if (first.status !== 200) throw new Error(`${name} reload answered ${first.status}`);
+      if (name === 'skip' && !first.body.toString().includes('#EXT-X-SKIP:SKIPPED-SEGMENTS=')) {
+        throw new Error('the delta reload has no EXT-X-SKIP');
+      }
+      const ms = [];
+      const b = agent(1);
+      for (let i = 0; i < cfg.ll.skipRequests; i++) ms.push((await request(url, { agent: b, discard: true })).ms);
+      b.destroy();
+      out[name] = { bytes: first.bytes, p50_ms: percentile(ms, 50), p99_ms: percentile(ms, 99), requests: ms.length };
+      log(`  ${cfg.ll.skipSegments}-segment retention-0 stream, ${name} reload: ${first.bytes} bytes, `
+        + `p50 ${out[name].p50_ms.toFixed(2)} ms, p99 ${out[name].p99_ms.toFixed(2)} ms over ${ms.length} requests`);
+    }
+    return { segments: cfg.ll.skipSegments, ...out };
+  } finally {
+    await server.stop();
+  }
+}
+
+/** Run part 5 against a fresh host. */
+export async function runLowLatency({ root, cfg, log }) {
+  const parts = cutParts(segment(root, 'hd2s'), PARTS);
+  const server = await startHost(root, 'll', { idle_timeout: 3600 });
+  let aud;
+  try {
+    log('low latency: audience held at the live edge');
+    aud = await audience(server, parts, cfg, log);
+  } finally {
+    await server.stop();
+  }
+  log('low latency: delta reload of a long retention-0 stream');
+  const skip = await skipCost(root, parts, cfg, log);
+  return { audience: aud, skip, cmd: 'scripts/bench (bench/ll.mjs)' };
+}
