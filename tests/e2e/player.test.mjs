@@ -8,7 +8,7 @@ import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { chromium } from 'playwright-core';
 import { startServer, ROOT } from './lib/server.mjs';
-import { encodeSegments, newSession, streamId, pushLive, end } from './lib/push.mjs';
+import { encodeSegments, encodeParts, newSession, streamId, pushLive, pushLiveParts, end } from './lib/push.mjs';
 
 const OUT = join(ROOT, 'tests', 'e2e', 'out');
 const SEGMENT_SECONDS = 2;
@@ -19,14 +19,17 @@ let server;
 let browser;
 let segments;
 let longSegments;
+let partSegments;
+const PART_SECONDS = 0.5;
 
 before(async () => {
   mkdirSync(OUT, { recursive: true });
-  [server, browser, segments, longSegments] = await Promise.all([
+  [server, browser, segments, longSegments, partSegments] = await Promise.all([
     startServer(),
     chromium.launch({ executablePath: '/usr/bin/chromium', args: CHROMIUM_ARGS }),
     encodeSegments({ seconds: SEGMENT_SECONDS, count: 8 }),
     encodeSegments({ seconds: SEGMENT_SECONDS, count: 15, frequency: 660 }),
+    encodeParts({ seconds: SEGMENT_SECONDS, partSeconds: PART_SECONDS, count: 8, frequency: 550 }),
   ]);
 });
 
@@ -174,6 +177,97 @@ test('an ended stream opens as on-demand video from the start, with its duration
   assert.equal(await page.locator('#duration').textContent(), 'Duration 0:08');
   assert.equal(await page.locator('#overlay').isVisible(), false);
   assert.match(await page.title(), /^Replay · Stream /);
+  assert.deepEqual(page.problems, []);
+  await page.context().close();
+});
+
+/** Requests the page makes, sorted into blocking reloads, parts and whole segments. */
+function watchRequests(page) {
+  const seen = { blocking: 0, parts: 0, segments: 0 };
+  page.on('request', (req) => {
+    const { pathname, searchParams } = new URL(req.url());
+    if (pathname.startsWith('/playlist/') && searchParams.has('_HLS_msn')) seen.blocking += 1;
+    if (/^\/chunks\/[0-9a-f]{40}\/\d+\.\d+\.ts$/.test(pathname)) seen.parts += 1;
+    if (/^\/chunks\/[0-9a-f]{40}\/\d+\.ts$/.test(pathname)) seen.segments += 1;
+  });
+  return seen;
+}
+
+test('a stream uploaded in parts plays in low-latency mode: blocking reloads, parts, three parts behind live', async (t) => {
+  const session = newSession();
+  const pushing = pushLiveParts({
+    url: server.url, session, segments: partSegments, partTarget: PART_SECONDS, targetDuration: SEGMENT_SECONDS,
+  });
+  pushing.catch(() => {});
+  const page = await openPlayer(streamId(session));
+  const seen = watchRequests(page);
+  await waitForState(page, 'live', 15_000);
+  await page.waitForFunction(() => window.chalkstreamPlayer.video.currentTime > 1, null, { timeout: 20_000 });
+  assert.equal(await page.evaluate(() => window.chalkstreamPlayer.lowLatency), true, 'the player saw the parts');
+  const hls = await page.evaluate(() => {
+    const { hls } = window.chalkstreamPlayer;
+    const details = hls.levels[hls.currentLevel]?.details ?? hls.levels[0].details;
+    return { target: hls.targetLatency, partTarget: details.partTarget, partHoldBack: details.partHoldBack,
+      canBlock: details.canBlockReload, parts: details.partList?.length ?? 0 };
+  });
+  t.diagnostic(`hls.js: ${JSON.stringify(hls)}`);
+  assert.equal(hls.partTarget, PART_SECONDS);
+  assert.equal(hls.partHoldBack, 3 * PART_SECONDS);
+  assert.equal(hls.canBlock, true);
+  assert.ok(hls.parts > 0, 'the live playlist lists parts');
+  // hls.js aims at PART-HOLD-BACK (it adds up to one target duration after stalls), not two segments.
+  assert.ok(hls.target >= 3 * PART_SECONDS && hls.target < 2 * SEGMENT_SECONDS, `target latency ${hls.target} s`);
+
+  const a = await videoStats(page);
+  await page.waitForTimeout(3_000);
+  const b = await videoStats(page);
+  assert.ok(b.currentTime > a.currentTime + 2, `currentTime advances: ${a.currentTime} -> ${b.currentTime}`);
+  assert.ok(b.audioBytes > a.audioBytes, 'audio is decoded');
+  const delays = [];
+  for (let i = 0; i < 4; i += 1) {
+    delays.push(await page.evaluate(() => (Date.now() - window.chalkstreamPlayer.hls.playingDate.getTime()) / 1000));
+    await page.waitForTimeout(500);
+  }
+  const shown = await page.evaluate(() => parseFloat(document.getElementById('delay').textContent));
+  t.diagnostic(`behind live: ${delays.map((d) => d.toFixed(2)).join(', ')} s (shown ${shown} s); `
+    + `${seen.blocking} blocking reloads, ${seen.parts} part and ${seen.segments} segment requests`);
+  assert.ok(seen.blocking > 3, 'hls.js makes blocking playlist reloads');
+  assert.ok(seen.parts > 3, 'hls.js loads parts');
+  // Less than one segment plus the hold-back: a whole-segment player cannot be there (it lists a
+  // segment only once it is complete and holds back two of them).
+  assert.ok(Math.min(...delays) < SEGMENT_SECONDS + 3 * PART_SECONDS, `delay behind live ${delays}`);
+  assert.ok(Math.abs(shown - delays.at(-1)) <= 1, `shown delay ${shown} s vs actual ${delays.at(-1)} s`);
+
+  await pushing;
+  await end({ url: server.url, session });
+  await waitForState(page, 'ended', 20_000);
+  const total = partSegments.reduce((sum, s) => sum + s.duration, 0);
+  await page.waitForFunction((d) => Math.abs(window.chalkstreamPlayer.video.duration - d) < 0.5, total);
+  assert.deepEqual(page.problems, []);
+  await page.context().close();
+});
+
+test('a player that ignores the low-latency tags plays the same stream from whole segments', async (t) => {
+  const session = newSession();
+  const pushing = pushLiveParts({
+    url: server.url, session, segments: partSegments.slice(0, 5), partTarget: PART_SECONDS, targetDuration: SEGMENT_SECONDS,
+  });
+  pushing.catch(() => {});
+  const page = await openPlayer(streamId(session), { config: { hls: { lowLatencyMode: false, enableWorker: false } } });
+  const seen = watchRequests(page);
+  await waitForState(page, 'live', 15_000);
+  await page.waitForFunction(() => window.chalkstreamPlayer.video.currentTime > 1, null, { timeout: 20_000 });
+  const a = await videoStats(page);
+  await page.waitForTimeout(2_500);
+  const b = await videoStats(page);
+  t.diagnostic(`${seen.blocking} blocking reloads, ${seen.parts} part and ${seen.segments} segment requests`);
+  assert.ok(b.currentTime > a.currentTime + 1 && b.frames > a.frames, 'plays');
+  assert.equal(await page.evaluate(() => window.chalkstreamPlayer.lowLatency), false);
+  assert.equal(seen.parts, 0, 'no part requests');
+  assert.equal(seen.blocking, 0, 'no blocking reloads');
+  assert.ok(seen.segments > 0, 'whole segments');
+  await pushing;
+  await end({ url: server.url, session });
   assert.deepEqual(page.problems, []);
   await page.context().close();
 });

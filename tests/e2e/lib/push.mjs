@@ -133,3 +133,81 @@ export async function end({ url, session, token }) {
   if (res.status !== 200) throw new Error(`end answered ${res.status}: ${JSON.stringify(body)}`);
   return body;
 }
+
+/**
+ * Encode `count` segments of `seconds` each, every one cut into parts of
+ * `partSeconds` (wire contract v2): an IDR frame opens every segment, and the
+ * parts between are cut at ordinary frames (`break_non_keyframes`), as the
+ * extension cuts them. Resolves to `[{ seq, duration, offset, parts: [{ path,
+ * duration, independent }] }]`, durations in seconds to the millisecond.
+ */
+export async function encodeParts({
+  seconds = 2, partSeconds = 0.5, count = 6, width = 640, height = 360, fps = 30, frequency = 440, dir,
+} = {}) {
+  dir ??= mkdtempSync(join(tmpdir(), 'chalkstream-parts-'));
+  const gop = Math.round(seconds * fps);
+  await run('ffmpeg', [
+    '-hide_banner', '-loglevel', 'error', '-y',
+    '-f', 'lavfi', '-i', `testsrc2=size=${width}x${height}:rate=${fps}`,
+    '-f', 'lavfi', '-i', `sine=frequency=${frequency}:sample_rate=48000`,
+    '-t', String(seconds * count), '-map', '0:v', '-map', '1:a',
+    '-c:v', 'libx264', '-preset', 'veryfast', '-tune', 'zerolatency', '-profile:v', 'main',
+    '-pix_fmt', 'yuv420p', '-g', String(gop), '-keyint_min', String(gop), '-sc_threshold', '0',
+    '-force_key_frames', `expr:gte(t,n_forced*${seconds})`,
+    '-c:a', 'aac', '-b:a', '96k', '-ac', '2',
+    '-f', 'segment', '-segment_time', String(partSeconds), '-break_non_keyframes', '1',
+    '-segment_format', 'mpegts', '-reset_timestamps', '0', join(dir, 'part%05d.ts'),
+  ], { maxBuffer: 1 << 20 });
+  const files = readdirSync(dir).filter((f) => /^part\d{5}\.ts$/.test(f)).sort();
+  const perSegment = Math.round(seconds / partSeconds);
+  const segments = [];
+  let offset = 0;
+  for (let seq = 0; seq * perSegment < files.length; seq++) {
+    const parts = [];
+    for (const [i, name] of files.slice(seq * perSegment, (seq + 1) * perSegment).entries()) {
+      const path = join(dir, name);
+      parts.push({ path, duration: await probeDuration(path), independent: i === 0 });
+    }
+    const duration = Math.round(parts.reduce((sum, p) => sum + p.duration * 1000, 0)) / 1000;
+    segments.push({ seq, duration, offset, parts });
+    offset = Math.round((offset + duration) * 1000) / 1000;
+  }
+  return segments;
+}
+
+/**
+ * Broadcast `segments` from `encodeParts` per wire contract v2: each part PUT
+ * when it would have finished recording (with `realTime`), then the segment's
+ * commit. `partTarget` (seconds) is the stream's part target. Throws on any
+ * answer other than 200/201.
+ */
+export async function pushLiveParts({
+  url, session, segments, partTarget, targetDuration, realTime = true, token, signal,
+}) {
+  const total = segments.reduce((sum, s) => sum + s.duration, 0);
+  const start = realTime ? Date.now() : Date.now() - total * 1000;
+  const mustOk = async (res, what) => {
+    const body = await res.json().catch(() => null);
+    if (res.status !== 200 && res.status !== 201) throw new Error(`${what} answered ${res.status}: ${JSON.stringify(body)}`);
+  };
+  for (const segment of segments) {
+    let at = segment.offset;
+    for (const [part, p] of segment.parts.entries()) {
+      if (signal?.aborted) return;
+      const capturedAt = start + at * 1000;
+      at += p.duration;
+      if (realTime) await sleep(start + at * 1000 - Date.now());
+      const headers = {
+        'content-type': 'video/mp2t', 'x-duration': p.duration.toFixed(3),
+        'x-part-target': partTarget.toFixed(3), 'x-target-duration': String(targetDuration), ...authHeaders(token),
+      };
+      if (p.independent) headers['x-independent'] = '1';
+      if (part === 0) headers['x-program-date-time'] = new Date(capturedAt).toISOString();
+      await mustOk(await fetch(`${url}/ingest/${session}/${segment.seq}/${part}.ts`,
+        { method: 'PUT', headers, body: readFileSync(p.path) }), `PUT part ${segment.seq}.${part}`);
+    }
+    await mustOk(await fetch(`${url}/ingest/${session}/${segment.seq}/commit`,
+      { method: 'POST', headers: { 'x-parts': String(segment.parts.length), ...authHeaders(token) } }),
+    `commit ${segment.seq}`);
+  }
+}
