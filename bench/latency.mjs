@@ -22,8 +22,8 @@ async function firstFrame(player, ms) {
   }
 }
 
-async function oneRun({ server, clock, viewer, segmentS, seconds, log }) {
-  const b = await launchBroadcaster({ serverUrl: server.url, segmentSeconds: segmentS });
+async function oneRun({ server, clock, viewer, segmentS, lowLatency, seconds, log }) {
+  const b = await launchBroadcaster({ serverUrl: server.url, segmentSeconds: segmentS, lowLatency });
   try {
     const { streamId } = await b.streamTab(`${clock.url}/clock.html`, { width: 1280, height: 720 });
     const player = await openPlayer(viewer.context, `${server.url}/play/${streamId}`);
@@ -46,8 +46,9 @@ async function oneRun({ server, clock, viewer, segmentS, seconds, log }) {
         ack: st ? st.ack_latency_ms_avg / 1000 : NaN, dropped: st?.segments_dropped ?? NaN,
         fps: window.length / seconds,
         start_s: (t0 - b.startedAt) / 1000,
+        low_latency: r.low_latency,
       };
-      log(`  latency ${segmentS} s segments: p50 ${out.p50.toFixed(2)} s, p95 ${out.p95.toFixed(2)} s, player's own p50 `
+      log(`  latency ${segmentS} s segments, ${lowLatency ? 'low latency (parts)' : 'whole segments'}: p50 ${out.p50.toFixed(2)} s, p95 ${out.p95.toFixed(2)} s, player's own p50 `
         + `${out.player_p50.toFixed(2)} s over ${out.samples} frames (${out.undecoded} unreadable), first frame after ${out.start_s.toFixed(1)} s; `
         + `player ${out.behind_edge.toFixed(2)} s behind the live edge, ffmpeg.wasm ${out.remux_per_media_s.toFixed(2)} s per media s, upload ack ${out.ack.toFixed(2)} s`);
       return out;
@@ -59,7 +60,7 @@ async function oneRun({ server, clock, viewer, segmentS, seconds, log }) {
   }
 }
 
-/** Run part 1 for each segment length in `cfg.latency.segments`, `cfg.latency.runs` times each. */
+/** Run part 1 for each setting in `cfg.latency.settings` (segment length, parts on or off), `cfg.latency.runs` times each. */
 export async function runLatency({ root, cfg, log }) {
   const clock = await startClockServer();
   const server = await startHost(root, 'latency');
@@ -67,20 +68,23 @@ export async function runLatency({ root, cfg, log }) {
   try {
     const rows = [];
     let config;
-    for (const segmentS of cfg.latency.segments) {
+    for (const { segment_s: segmentS, low_latency: lowLatency } of cfg.latency.settings) {
       const runs = [];
       for (let i = 0; i < cfg.latency.runs; i++) {
-        runs.push(await oneRun({ server, clock, viewer, segmentS, seconds: cfg.latency.seconds, log }));
+        runs.push(await oneRun({ server, clock, viewer, segmentS, lowLatency, seconds: cfg.latency.seconds, log }));
       }
       config ??= runs[0].config;
       rows.push({
-        segment_s: segmentS,
+        segment_s: segmentS, low_latency: lowLatency,
+        // Whether the player really played in low-latency mode (it decides from the playlist).
+        player_low_latency: runs.every((r) => r.low_latency === true),
         measured_p50: summary(runs.map((r) => r.p50)), measured_p95: summary(runs.map((r) => r.p95)),
         player_p50: summary(runs.map((r) => r.player_p50)), player_p95: summary(runs.map((r) => r.player_p95)),
         frames: runs.reduce((a, r) => a + r.samples, 0), undecoded: runs.reduce((a, r) => a + r.undecoded, 0),
         start_s: summary(runs.map((r) => r.start_s)),
         behind_edge: summary(runs.map((r) => r.behind_edge)),
         remux_per_segment: summary(runs.map((r) => r.remux_per_segment)),
+        remux_per_media_s: summary(runs.map((r) => r.remux_per_media_s)),
         ack: summary(runs.map((r) => r.ack)),
         fps: summary(runs.map((r) => r.fps)),
         dropped: runs.reduce((a, r) => a + r.dropped, 0),

@@ -156,7 +156,7 @@ async function audience(server, parts, cfg, log) {
   const top = Math.max(...runs.map((r) => r.best));
   const atTop = at(top);
   return {
-    viewers: summary(runs.map((r) => r.best)), runs, step_seconds: cfg.ll.stepSeconds, part_ms: PART_MS,
+    viewers: summary(runs.map((r) => r.best)), runs, step_seconds: cfg.ll.stepSeconds, part_ms: PART_MS, parts: PARTS,
     at_best: atTop.length ? {
       n: top,
       requests_per_viewer_s: summary(atTop.map((s) => s.requests_per_viewer_s)),

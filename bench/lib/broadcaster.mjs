@@ -20,11 +20,12 @@ export function unpackedExtensionId(path) {
 }
 
 /**
- * Launch Chromium with the extension, pointed at `serverUrl` with `segmentSeconds` segments.
+ * Launch Chromium with the extension, pointed at `serverUrl` with `segmentSeconds` segments, uploaded
+ * in parts (low latency, the default) unless `lowLatency` is false.
  * `--allowlisted-extension-id` lets the extension capture a tab without a click on its toolbar button
  * (Chrome's switch for automated tab capture); everything else runs as for a user.
  */
-export async function launchBroadcaster({ serverUrl, segmentSeconds }) {
+export async function launchBroadcaster({ serverUrl, segmentSeconds, lowLatency = true }) {
   if (!existsSync(join(DIST, 'manifest.json'))) throw new Error('extension/dist is missing: run scripts/build');
   const dir = mkdtempSync(join(tmpdir(), 'chalkstream-broadcaster-'));
   const id = unpackedExtensionId(DIST);
@@ -42,7 +43,7 @@ export async function launchBroadcaster({ serverUrl, segmentSeconds }) {
     const control = await context.newPage();
     await control.goto(`chrome-extension://${id}/options.html`);
     await control.evaluate(async (options) => chrome.storage.local.set({ options }),
-      { server: serverUrl, token: '', segment_seconds: segmentSeconds, default_source: 'tab' });
+      { server: serverUrl, token: '', segment_seconds: segmentSeconds, default_source: 'tab', low_latency: lowLatency });
     // Chromium's child processes rewrite their command line into one string, so match on the joined text.
     const browserPid = processes((a) => a.includes(`--user-data-dir=${dir}`) && !a.join(' ').includes('--type='))[0]?.pid;
     if (!browserPid) throw new Error('could not find the broadcaster browser process in /proc');

@@ -70,7 +70,7 @@ export async function openPlayer(context, url) {
     read: () => page.evaluate(() => {
       const s = window.__benchLatency;
       return { samples: s.samples, frames: s.frames, unreadable: s.unreadable, error: s.error, state: window.chalkstreamPlayer?.state,
-        config: window.chalkstreamPlayer?.config };
+        config: window.chalkstreamPlayer?.config, low_latency: window.chalkstreamPlayer?.lowLatency };
     }),
   };
 }
