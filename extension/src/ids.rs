@@ -1,6 +1,7 @@
-//! Session secrets and stream ids: base64url secret, public id = lowercase hex SHA-1 of it.
+//! Session secrets: 32 random bytes in base64url. The public stream id is derived from the
+//! secret by `chalkstream_manifest::id`, the server's own rule.
 
-use sha1::{Digest, Sha1};
+use chalkstream_manifest::id::SessionSecret;
 
 /// Encodes bytes as unpadded base64url (RFC 4648 §5).
 pub fn base64url(bytes: &[u8]) -> String {
@@ -23,12 +24,11 @@ pub fn session_secret(random: &[u8; 32]) -> String {
     base64url(random)
 }
 
-/// The public stream id of a session secret.
-pub fn stream_id(session: &str) -> String {
-    Sha1::digest(session.as_bytes())
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+/// The public stream id of a session secret the extension made (manifest's derivation).
+pub fn stream_id(session: &str) -> Result<String, String> {
+    SessionSecret::parse(session)
+        .map(|s| s.stream_id().to_string())
+        .map_err(|e| e.to_string())
 }
 
 #[cfg(test)]
@@ -52,6 +52,12 @@ mod tests {
         assert!(s
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'));
-        assert_eq!(stream_id("abc"), "a9993e364706816aba3e25717850c26c9cd0d89d");
+        // The server's rule accepts it, and the id is the SHA-1 of its bytes.
+        assert_eq!(
+            stream_id("abcdefghijklmnopqrstuv").unwrap(),
+            "c436f0485bf34625ff7764ead634bccd875b514d"
+        );
+        assert_eq!(stream_id(&s).unwrap().len(), 40);
+        assert!(stream_id("abc").is_err(), "too short to be a secret");
     }
 }

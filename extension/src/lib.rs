@@ -2,7 +2,9 @@
 //!
 //! Pure parts (`audio`, `ebml`, `timing`, `queue`, `ids`, `messages`) have unit tests and no browser
 //! dependencies; `worker`, `offscreen` and `ui` are the thin browser edges that the JavaScript
-//! loaders call into.
+//! loaders call into, and `offscreen` runs its pipeline through `capture`, `remux` and `upload`.
+//! The wire contract (stream id, header names, paths, duration text) is
+//! `chalkstream_manifest`'s, shared with the server.
 
 pub mod audio;
 pub mod ebml;
@@ -12,10 +14,16 @@ pub mod queue;
 pub mod timing;
 
 #[cfg(target_arch = "wasm32")]
+mod capture;
+#[cfg(target_arch = "wasm32")]
 mod chrome;
 #[cfg(target_arch = "wasm32")]
 pub mod offscreen;
 #[cfg(target_arch = "wasm32")]
+mod remux;
+#[cfg(target_arch = "wasm32")]
 pub mod ui;
+#[cfg(target_arch = "wasm32")]
+mod upload;
 #[cfg(target_arch = "wasm32")]
 pub mod worker;

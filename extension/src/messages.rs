@@ -51,7 +51,11 @@ pub struct Broadcast {
 
 impl Broadcast {
     pub fn viewer_url(&self) -> String {
-        format!("{}/play/{}", self.server, self.stream)
+        format!(
+            "{}{}",
+            self.server,
+            chalkstream_manifest::wire::player_path(&self.stream)
+        )
     }
 }
 

@@ -270,11 +270,6 @@ impl Segmenter {
     }
 }
 
-/// Formats milliseconds as the decimal seconds `X-Duration` wants ("2.016").
-pub fn duration_header(ms: u64) -> String {
-    format!("{}.{:03}", ms / 1000, ms % 1000)
-}
-
 /// Wall-clock capture time of a cut: the recording's start plus the cut's timecode.
 pub fn program_date_ms(recording_start_ms: u64, cut_ms: u64) -> u64 {
     recording_start_ms + cut_ms
@@ -512,8 +507,9 @@ mod tests {
 
     #[test]
     fn headers_are_formatted_from_integers() {
-        assert_eq!(duration_header(2016), "2.016");
-        assert_eq!(duration_header(999), "0.999");
+        use chalkstream_manifest::wire::duration_text;
+        assert_eq!(duration_text(2016), "2.016");
+        assert_eq!(duration_text(999), "0.999");
         assert_eq!(program_date_ms(1_700_000_000_000, 2000), 1_700_000_002_000);
         assert_eq!(clamp_segment_seconds(0), 1);
         assert_eq!(clamp_segment_seconds(9), 6);

@@ -89,7 +89,7 @@ async fn start(source: Source, media_stream_id: Option<String>) -> Result<(), St
     chrome::random_bytes(&mut random)?;
     let session = ids::session_secret(&random);
     let broadcast = Broadcast {
-        stream: ids::stream_id(&session),
+        stream: ids::stream_id(&session)?,
         session,
         server: options.server.clone(),
         token: options.token.clone(),

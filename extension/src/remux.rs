@@ -1,0 +1,201 @@
+//! Remux: ffmpeg.wasm turns one cut of the WebM recording into MPEG-TS (video copied, Opus ->
+//! AAC on the broadcast's frame grid, input timestamps kept).
+//!
+//! One ffmpeg.wasm core serves the document and is replaced now and then (its heap only grows)
+//! and after any failure; a failed run is retried once on the fresh core.
+
+use std::cell::RefCell;
+use std::collections::VecDeque;
+use std::rc::Rc;
+
+use js_sys::{Array, Reflect, Uint8Array};
+use serde_json::json;
+use wasm_bindgen::prelude::*;
+
+use crate::chrome::{self, obj, FFmpeg};
+use crate::timing::AudioPlan;
+
+/// Runs one ffmpeg.wasm core does before it is replaced by a fresh one (measured: the 0.12.10
+/// core traps with "memory access out of bounds" after about 120 runs).
+const FFMPEG_RUNS_PER_CORE: u32 = 50;
+
+thread_local! {
+    static FFMPEG: RefCell<Option<Rc<FFmpeg>>> = const { RefCell::new(None) };
+    static FFMPEG_LOG: RefCell<VecDeque<String>> = const { RefCell::new(VecDeque::new()) };
+    static FFMPEG_RUNS: RefCell<u32> = const { RefCell::new(0) };
+}
+
+/// One remux: the WebM input (init bytes first) and what to keep of it.
+#[derive(Debug, Clone, Copy)]
+pub struct Job<'a> {
+    /// Init bytes, pre-roll audio, the cut's media, lookahead audio.
+    pub input: &'a [u8],
+    /// The AAC frames to encode and keep.
+    pub plan: AudioPlan,
+    /// Media after this timecode (ms) is dropped.
+    pub trim_at_ms: Option<u64>,
+    /// The cut's video may start with a frame that is not a keyframe (a part inside a
+    /// segment): copy it anyway instead of dropping frames until the next keyframe.
+    pub copy_leading_delta_frames: bool,
+}
+
+/// Loads the core ahead of the first remux.
+pub async fn preload() -> Result<(), String> {
+    ffmpeg().await.map(|_| ())
+}
+
+/// Remuxes `job` to MPEG-TS; a failed run is retried once on a fresh core.
+pub async fn remux(job: &Job<'_>) -> Result<Vec<u8>, String> {
+    match run(job).await {
+        Ok(ts) => Ok(ts),
+        // A failed run replaced the core; one retry on the fresh core.
+        Err(_) => run(job).await,
+    }
+}
+
+async fn ffmpeg() -> Result<Rc<FFmpeg>, String> {
+    if let Some(f) = FFMPEG.with(|f| f.borrow().clone()) {
+        return Ok(f);
+    }
+    let ff = FFmpeg::new();
+    let log = Closure::<dyn FnMut(JsValue)>::new(|ev: JsValue| {
+        if let Some(m) = Reflect::get(&ev, &"message".into())
+            .ok()
+            .and_then(|m| m.as_string())
+        {
+            FFMPEG_LOG.with(|l| {
+                let mut l = l.borrow_mut();
+                l.push_back(m);
+                if l.len() > 20 {
+                    l.pop_front();
+                }
+            });
+        }
+    });
+    ff.on("log", log.as_ref().unchecked_ref());
+    log.forget(); // lives as long as the FFmpeg instance, which lives as long as the document
+    let config = obj(json!({
+        "coreURL": chrome::runtime_get_url("vendor/core/ffmpeg-core.js"),
+        "wasmURL": chrome::runtime_get_url("vendor/core/ffmpeg-core.wasm"),
+    }));
+    ff.load(&config)
+        .await
+        .map_err(|e| format!("ffmpeg.wasm did not load: {}", chrome::js_error(&e)))?;
+    let ff = Rc::new(ff);
+    FFMPEG.with(|f| *f.borrow_mut() = Some(ff.clone()));
+    Ok(ff)
+}
+
+/// One ffmpeg.wasm run.
+///
+/// The audio is placed by its timestamps from the plan's first sample on (silence where the
+/// recording has none; any offset over 5 ms is filled or trimmed at once, so every remux places
+/// a packet at the same sample: the splitter already made the timestamps continuous), cut to
+/// exactly the plan's samples, encoded, and only the packets of the frames inside the cut are
+/// kept: the AAC encoder's priming frame and the lead and tail frames are dropped by packet
+/// index, so consecutive cuts tile the timeline.
+async fn run(job: &Job<'_>) -> Result<Vec<u8>, String> {
+    let ff = ffmpeg().await?;
+    let n = FFMPEG_RUNS.with(|r| *r.borrow());
+    let (src, dst) = (format!("in{n}.webm"), format!("out{n}.ts"));
+    ff.write_file(&src, &Uint8Array::from(job.input))
+        .await
+        .map_err(|e| chrome::js_error(&e))?;
+    FFMPEG_LOG.with(|l| l.borrow_mut().clear());
+    let plan = job.plan;
+    let audio_filter = format!(
+        "aresample=async=1:min_hard_comp=0.005:first_pts={from},apad,atrim=start_pts={from}:end_pts={to}",
+        from = plan.from_sample,
+        to = plan.to_sample
+    );
+    let keep_packets = match plan.packets {
+        0 => "noise=drop=1".to_string(),
+        k => format!(
+            "noise=drop='not(between(n\\,{}\\,{}))'",
+            plan.first_packet,
+            plan.first_packet + k - 1
+        ),
+    };
+    // A cut trimmed to the target duration loses its media after `trim_at_ms` (output option:
+    // compared with the kept input timestamps).
+    let to = job
+        .trim_at_ms
+        .map(|ms| format!("{}.{:03}", ms / 1000, ms % 1000));
+    let mut args: Vec<&str> = vec![
+        "-hide_banner",
+        "-loglevel",
+        "error",
+        // The WebM header has every parameter a copy and the Opus decoder need: probing the
+        // stream (decoding H.264 frames in wasm) only cost time, ~30% of a 720p remux.
+        "-probesize",
+        "32",
+        "-analyzeduration",
+        "0",
+        "-i",
+        &src,
+        "-map",
+        "0:v:0",
+        "-map",
+        "0:a:0?",
+        "-c:v",
+        "copy",
+    ];
+    if job.copy_leading_delta_frames {
+        args.push("-copyinkf");
+    }
+    args.extend([
+        "-af",
+        &audio_filter,
+        "-c:a",
+        "aac",
+        "-ar",
+        "48000",
+        "-b:a",
+        "128k",
+        "-bsf:a",
+        &keep_packets,
+    ]);
+    if let Some(to) = &to {
+        args.extend(["-to", to]);
+    }
+    args.extend([
+        "-copyts",
+        "-output_ts_offset",
+        "10",
+        "-muxdelay",
+        "0",
+        "-muxpreload",
+        "0",
+        "-f",
+        "mpegts",
+        &dst,
+    ]);
+    let args: Array = args.into_iter().map(JsValue::from_str).collect();
+    let code = ff.exec(&args).await.map_err(|e| chrome::js_error(&e));
+    let out = match code {
+        Ok(c) if c.as_f64() == Some(0.0) => ff
+            .read_file(&dst)
+            .await
+            .map(|d| d.unchecked_into::<Uint8Array>().to_vec())
+            .map_err(|e| chrome::js_error(&e)),
+        Ok(c) => Err(format!(
+            "ffmpeg.wasm failed ({:?}): {}",
+            c.as_f64(),
+            FFMPEG_LOG.with(|l| l.borrow().iter().cloned().collect::<Vec<_>>().join(" / "))
+        )),
+        Err(e) => Err(e),
+    };
+    // Keep memory flat: ffmpeg's in-memory files go away whatever happened, and the core is
+    // restarted now and then, as its wasm heap can only grow.
+    let _ = ff.delete_file(&src).await;
+    let _ = ff.delete_file(&dst).await;
+    let runs = FFMPEG_RUNS.with(|r| {
+        *r.borrow_mut() += 1;
+        *r.borrow()
+    });
+    if runs % FFMPEG_RUNS_PER_CORE == 0 || out.is_err() {
+        ff.terminate();
+        FFMPEG.with(|f| *f.borrow_mut() = None);
+    }
+    out
+}
