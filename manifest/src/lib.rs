@@ -10,14 +10,18 @@
 //! - [`ingest`]: validation of one `PUT /ingest/{session}/{seq}.ts` (seq, headers, MPEG-TS body).
 //! - [`decimal`], [`time`]: exact decimal parsing and RFC 3339 timestamps.
 //! - [`segment`]: what is stored per segment and per stream (the serde records).
+//! - [`part`]: v2 partial segments: part and commit validation, the part records.
+//! - [`ll`]: low-latency decisions: delivery directives, blocking reloads, skips, part window.
 //! - [`rules`]: target duration, retention, idle end, discontinuities, configuration values.
 //! - [`window`]: which stored segments a playlist lists, given what the store returns.
-//! - [`playlist`]: rendering the media playlist text.
+//! - [`playlist`]: rendering the media playlist text (v1, and v2 with LL-HLS tags).
 //! - [`wire`]: the wire contract's header names and paths, shared with the extension.
 
 pub mod decimal;
 pub mod id;
 pub mod ingest;
+pub mod ll;
+pub mod part;
 pub mod playlist;
 pub mod rules;
 pub mod segment;

@@ -11,6 +11,7 @@
 //! [`segment_lines`] wrote, so the caller can fall back to the metas.
 
 use crate::decimal::format_millis;
+use crate::ll::{self, LlView, OpenSegment};
 use crate::segment::SegmentMeta;
 use crate::time::format_rfc3339_ms;
 use crate::window::{EventView, Piece, PlaylistKind, State, StreamView};
@@ -18,6 +19,9 @@ use std::fmt::Write;
 
 /// The protocol version: decimal `EXTINF` durations need 3; nothing here needs more.
 pub const VERSION: u32 = 3;
+/// The protocol version of a v2 (low-latency) stream's playlist: `EXT-X-SKIP` needs 9
+/// (rfc8216bis §8), and a playlist keeps one version for its whole life.
+pub const LL_VERSION: u32 = 9;
 
 /// About how many bytes one segment's lines take (for reserving).
 const SEGMENT_LINES_LEN: usize = 120;
@@ -56,6 +60,124 @@ pub fn render_event(stream_id: &str, view: &EventView) -> String {
     }
     write_end(&mut out, view.state);
     out
+}
+
+/// The playlist of a v2 stream. While live: `EXT-X-SERVER-CONTROL` and `EXT-X-PART-INF` in the
+/// head, `EXT-X-SKIP` for a delta update, `EXT-X-PART` lines before the lines of each segment
+/// that starts within three target durations of the end, the open segment's
+/// `EXT-X-DISCONTINUITY`/`EXT-X-PROGRAM-DATE-TIME` and parts after the last segment (so they are
+/// already the first lines that segment will have once sealed), and `EXT-X-PRELOAD-HINT` for the
+/// next part. Once ended: the same head, every segment without parts, and `EXT-X-ENDLIST`.
+pub fn render_ll(stream_id: &str, view: &LlView) -> String {
+    let live = view.state == State::Live;
+    let body: usize = view.pieces.iter().map(|piece| match piece {
+        Piece::Segment(meta) => SEGMENT_LINES_LEN + meta.ll_parts.len() * PART_LINE_LEN,
+        Piece::Lines { text, .. } => text.len(),
+    }).sum();
+    let mut out = String::with_capacity(400 + body);
+    let _ = writeln!(out, "#EXTM3U");
+    let _ = writeln!(out, "#EXT-X-VERSION:{LL_VERSION}");
+    let _ = writeln!(out, "#EXT-X-INDEPENDENT-SEGMENTS");
+    let _ = writeln!(out, "#EXT-X-TARGETDURATION:{}", view.target_s);
+    let (hold_back, skip_until, part_target) = ll::server_control(view.target_s, view.part_target_ms);
+    let _ = writeln!(
+        out,
+        "#EXT-X-SERVER-CONTROL:CAN-BLOCK-RELOAD=YES,PART-HOLD-BACK={hold_back},CAN-SKIP-UNTIL={skip_until}"
+    );
+    let _ = writeln!(out, "#EXT-X-PART-INF:PART-TARGET={part_target}");
+    let _ = writeln!(out, "#EXT-X-MEDIA-SEQUENCE:{}", view.first_seq);
+    let _ = writeln!(out, "#EXT-X-DISCONTINUITY-SEQUENCE:{}", view.discontinuity_sequence);
+    if view.kind == PlaylistKind::Event {
+        let _ = writeln!(out, "#EXT-X-PLAYLIST-TYPE:EVENT");
+    }
+    // After every head tag: hls.js counts EXT-X-SKIP as segments (hls.js issue 7554).
+    if live && view.skipped > 0 {
+        let _ = writeln!(out, "#EXT-X-SKIP:SKIPPED-SEGMENTS={}", view.skipped);
+    }
+    let with_parts = if live { part_window_start(view) } else { view.pieces.len() };
+    for (i, piece) in view.pieces.iter().enumerate() {
+        match piece {
+            Piece::Segment(meta) if i >= with_parts => write_segment_with_parts(&mut out, stream_id, meta),
+            Piece::Segment(meta) => write_segment(&mut out, stream_id, meta),
+            Piece::Lines { text, .. } => out.push_str(text),
+        }
+    }
+    if live {
+        if let Some(open) = &view.open {
+            write_open(&mut out, stream_id, open);
+            let (seq, part) = open.next_part();
+            let _ = writeln!(out, "#EXT-X-PRELOAD-HINT:TYPE=PART,URI=\"/chunks/{stream_id}/{seq}.{part}.ts\"");
+        }
+    }
+    write_end(&mut out, view.state);
+    out
+}
+
+/// About how many bytes one `EXT-X-PART` line takes.
+const PART_LINE_LEN: usize = 100;
+
+/// The index of the first piece whose segment lists its parts: the trailing segments that start
+/// within the part window, counted from the end of the open segment's parts.
+fn part_window_start(view: &LlView) -> usize {
+    let mut from_end = view.open.as_ref().map_or(0, OpenSegment::duration_ms);
+    let mut start = view.pieces.len();
+    for (i, piece) in view.pieces.iter().enumerate().rev() {
+        let Piece::Segment(meta) = piece else { break };
+        from_end += u64::from(meta.duration_ms);
+        if !ll::in_part_window(from_end, view.target_s) {
+            break;
+        }
+        start = i;
+    }
+    start
+}
+
+fn write_part(out: &mut String, stream_id: &str, seq: u64, part: usize, duration_ms: u32, independent: bool) {
+    let _ = write!(
+        out,
+        "#EXT-X-PART:DURATION={},URI=\"/chunks/{stream_id}/{seq}.{part}.ts\"",
+        format_millis(u64::from(duration_ms))
+    );
+    let _ = writeln!(out, "{}", if independent { ",INDEPENDENT=YES" } else { "" });
+}
+
+/// A segment's lines with its `EXT-X-PART` lines after the tags that apply to the whole segment.
+fn write_segment_with_parts(out: &mut String, stream_id: &str, meta: &SegmentMeta) {
+    if meta.discontinuity {
+        let _ = writeln!(out, "#EXT-X-DISCONTINUITY");
+    }
+    let _ = writeln!(out, "#EXT-X-PROGRAM-DATE-TIME:{}", format_rfc3339_ms(meta.pdt_ms));
+    for (n, part) in meta.ll_parts.iter().enumerate() {
+        write_part(out, stream_id, meta.seq, n, part.duration_ms, part.independent);
+    }
+    let _ = writeln!(out, "#EXTINF:{},", format_millis(u64::from(meta.duration_ms)));
+    let _ = writeln!(out, "/chunks/{stream_id}/{}.ts", meta.seq);
+}
+
+/// The open segment: its tags (from part 0) and parts, without `EXTINF` or URI.
+fn write_open(out: &mut String, stream_id: &str, open: &OpenSegment) {
+    let Some(first) = open.parts.first() else {
+        return;
+    };
+    if first.discontinuity {
+        let _ = writeln!(out, "#EXT-X-DISCONTINUITY");
+    }
+    let pdt = first.pdt_ms.unwrap_or(first.stored_ms - i64::from(first.duration_ms));
+    let _ = writeln!(out, "#EXT-X-PROGRAM-DATE-TIME:{}", format_rfc3339_ms(pdt));
+    for (n, part) in open.parts.iter().enumerate() {
+        write_part(out, stream_id, open.seq, n, part.duration_ms, part.independent);
+    }
+}
+
+/// The lines of the segments of a [`Piece::Lines`] starting at `first_seq` that come before
+/// `at_seq` (the text up to the end of segment `at_seq - 1`'s URI line); `None` when that URI
+/// line is not in the text.
+pub fn lines_before<'t>(stream_id: &str, first_seq: u64, text: &'t str, at_seq: u64) -> Option<&'t str> {
+    if at_seq <= first_seq {
+        return Some("");
+    }
+    let uri = format!("\n/chunks/{stream_id}/{}.ts\n", at_seq - 1);
+    text.find(&uri).map(|at| &text[..at + uri.len()])
 }
 
 /// The lines of `metas`, in order, exactly as [`render`] writes them inside a playlist.

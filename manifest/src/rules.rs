@@ -179,6 +179,7 @@ mod tests {
             len: 188,
             parts: 1,
             sha1: "0".repeat(40),
+            ll_parts: Vec::new(),
         }
     }
 

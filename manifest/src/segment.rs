@@ -4,6 +4,7 @@
 
 use crate::id::sha1_hex;
 use crate::ingest::SegmentHeaders;
+use crate::part::PartRef;
 use serde::{Deserialize, Serialize};
 
 /// Largest stored value: segment bodies are split into parts of at most this many bytes
@@ -28,8 +29,13 @@ pub struct SegmentMeta {
     pub len: u64,
     /// Number of body parts of at most [`PART_LEN`] bytes.
     pub parts: u32,
-    /// Lowercase hex SHA-1 of the body.
+    /// Lowercase hex SHA-1 of the body (for a segment sealed from parts: of its parts' SHA-1s,
+    /// see [`SegmentMeta::from_parts`]).
     pub sha1: String,
+    /// v2: the parts the segment was sealed from, in order; empty for a whole-segment upload
+    /// (and absent from its JSON, so v1 metas read and write exactly as before).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ll_parts: Vec<PartRef>,
 }
 
 impl SegmentMeta {
@@ -45,6 +51,7 @@ impl SegmentMeta {
             len: body.len() as u64,
             parts: part_count(body.len()),
             sha1: sha1_hex(body),
+            ll_parts: Vec::new(),
         }
     }
 
@@ -65,6 +72,10 @@ pub struct StreamRecord {
     /// `EXT-X-TARGETDURATION`, in whole seconds; never changes.
     pub target_s: u32,
     pub created_ms: i64,
+    /// v2 streams (first upload a part): `EXT-X-PART-INF:PART-TARGET`, in milliseconds, fixed by
+    /// the first part like the target duration. `None` for a v1 stream.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub part_target_ms: Option<u32>,
 }
 
 /// Retention's low-water mark: every seq below `first_seq` is expired (and maybe deleted).

@@ -348,6 +348,7 @@ mod tests {
             len: 188,
             parts: 1,
             sha1: "0".repeat(40),
+            ll_parts: Vec::new(),
         }
     }
 
@@ -413,7 +414,7 @@ mod tests {
 
     #[test]
     fn view_counts_breaks_before_the_window_and_decides_the_state() {
-        let record = StreamRecord { target_s: 2, created_ms: 0 };
+        let record = StreamRecord { target_s: 2, created_ms: 0, part_target_ms: None };
         let breaks = Breaks { before: 0, seqs: vec![1, 3, 8] };
         let segments: Vec<_> = (4..8).map(|s| meta(s, s as i64 * 1000)).collect();
         let view = StreamView::assemble(&record, &breaks, None, segments.clone(), Retention::Millis(5000), 30_000, 8000)

@@ -3,13 +3,15 @@
 //!
 //! Uploads take two steps because the body is read by the edge, with a size limit, only after
 //! the path, the token and the declared length have been checked: [`handle`] answers a
-//! [`Step::ReadBody`] and [`Upload::finish`] stores the body.
+//! [`Step::ReadBody`] and [`Upload::finish`] stores the body. A blocking reload or a request for
+//! a part not stored yet answers a [`Step::Hold`], which the edge runs with [`crate::hold::wait`].
 //!
 //! CORS: playback endpoints (playlist, chunks, status) and ingest answer
 //! `Access-Control-Allow-Origin: *`, including their errors and `OPTIONS` preflights. Ingest may
 //! be cross-origin because it is authorised by the secret in the path and the optional bearer
 //! token, never by cookies; the extension itself needs no CORS (host permission).
 
+use crate::hold::Hold;
 use crate::kv::Kv;
 use crate::reply::{ApiError, Body, Reply};
 use crate::route::{Family, Method, Route};
@@ -18,6 +20,8 @@ use crate::web;
 use chalkstream_manifest::decimal::format_millis;
 use chalkstream_manifest::id::{SessionSecret, StreamId};
 use chalkstream_manifest::ingest::{self, SegmentHeaders};
+use chalkstream_manifest::ll::{self, Directives, Reload};
+use chalkstream_manifest::part::{self, PartHeaders, RawPartHeaders};
 use chalkstream_manifest::rules::{Config, ConfigError, RuleError};
 use chalkstream_manifest::time::format_rfc3339_ms;
 use chalkstream_manifest::window::{State, StreamView};
@@ -27,7 +31,7 @@ use serde_json::json;
 const ENDED_PLAYLIST_CACHE: &str = "public, max-age=30";
 const CHUNK_CACHE: &str = "public, max-age=31536000, immutable";
 const PLAYLIST_TYPE: &str = "application/vnd.apple.mpegurl";
-const ALLOW_HEADERS: &str = "Authorization, Content-Type, X-Duration, X-Program-Date-Time, X-Discontinuity";
+const ALLOW_HEADERS: &str = "Authorization, Content-Type, X-Duration, X-Program-Date-Time, X-Discontinuity, X-Independent, X-Part-Target, X-Target-Duration, X-Parts";
 
 /// The parts of a request the handlers look at.
 #[derive(Debug, Clone)]
@@ -55,6 +59,8 @@ pub enum Step {
     Reply(Reply),
     /// Read the request body (at most `upload.limit` bytes), then call [`Upload::finish`].
     ReadBody(Upload),
+    /// Not yet: run [`crate::hold::wait`] (check, sleep as told, until it answers).
+    Hold(Hold),
 }
 
 /// A checked upload waiting for its body.
@@ -62,6 +68,8 @@ pub enum Step {
 pub struct Upload {
     id: StreamId,
     seq: u64,
+    /// v2: the part of segment `seq` (`None` for a whole segment).
+    part: Option<u32>,
     config: Config,
     base_url: String,
     /// Bodies longer than this get `413`.
@@ -106,11 +114,16 @@ pub fn handle(head: &RequestHead, kv: &dyn Kv, config: impl FnOnce() -> Result<C
 }
 
 /// CORS for playback and ingest; no body for `HEAD`.
-fn finish_reply(mut reply: Reply, head: &RequestHead, family: Family) -> Reply {
+fn finish_reply(reply: Reply, head: &RequestHead, family: Family) -> Reply {
+    finish(reply, &head.method, family)
+}
+
+/// [`finish_reply`] for a request that is no longer at hand (a held one).
+pub(crate) fn finish(mut reply: Reply, method: &Method, family: Family) -> Reply {
     if family != Family::Page {
         reply = reply.header("access-control-allow-origin", "*");
     }
-    if head.method == Method::Head {
+    if *method == Method::Head {
         reply.body = Body::Empty;
     }
     reply
@@ -145,10 +158,25 @@ fn dispatch(
         },
         Route::Playlist { stream } => {
             let id = playback_id(stream)?;
+            let directives = Directives::parse(&head.query).map_err(ApiError::bad_request)?;
             let config = config().map_err(misconfigured)?;
-            let playlist = Streams::new(kv, &config)
-                .playlist(&id, now_ms)?
-                .ok_or_else(no_such_stream)?;
+            let streams = Streams::new(kv, &config);
+            if let Some(msn) = directives.msn {
+                // Only a live v2 stream offers blocking reloads (CAN-BLOCK-RELOAD); anything
+                // else answers at once (rfc8216bis §6.2.5.2: ignored once the playlist ends).
+                if let Some(live) = streams.live_edge(&id, now_ms)?.filter(|live| live.state == State::Live) {
+                    let part_target_ms = live.record.part_target_ms.unwrap_or(1000);
+                    match ll::reload(&live.edge(), msn, directives.part, part_target_ms) {
+                        Reload::Ready => {}
+                        Reload::TooFar => return Err(ApiError::bad_request(too_far(&live, msn, directives.part))),
+                        Reload::Wait => {
+                            let hold = Hold::playlist(id, config.clone(), head.method.clone(), &live, msn, directives.part, directives.skip, now_ms);
+                            return Ok(Step::Hold(hold));
+                        }
+                    }
+                }
+            }
+            let playlist = streams.playlist_with(&id, now_ms, directives.skip)?.ok_or_else(no_such_stream)?;
             playlist_reply(playlist)
         }
         Route::Chunk { stream, seq } => {
@@ -161,6 +189,30 @@ fn dispatch(
             };
             Reply::new(200, "video/mp2t", Body::Parts { keys, len: meta.len }).header("cache-control", CHUNK_CACHE)
         }
+        Route::Part { stream, seq, part } => {
+            let id = playback_id(stream)?;
+            let seq = ingest::parse_seq(seq).map_err(|_| ApiError::not_found("no such part"))?;
+            let part = part::parse_part_index(part).map_err(|_| ApiError::not_found("no such part"))?;
+            let config = config().map_err(misconfigured)?;
+            let streams = Streams::new(kv, &config);
+            if let Some((meta, keys)) = streams.part_chunk(&id, seq, part, now_ms)? {
+                part_reply(meta.len, keys)
+            } else {
+                // The preload-hinted part (or one a little ahead) of a live stream is held until
+                // it exists, like a blocking reload of it; anything else is not found (§6.2.6).
+                let live = streams.live_edge(&id, now_ms)?.filter(|live| live.state == State::Live);
+                match live {
+                    Some(live)
+                        if ll::reload(&live.edge(), seq, Some(u64::from(part)), live.record.part_target_ms.unwrap_or(1000))
+                            == Reload::Wait
+                            && seq > live.last.seq =>
+                    {
+                        return Ok(Step::Hold(Hold::part(id, config.clone(), head.method.clone(), &live, seq, part, now_ms)));
+                    }
+                    _ => return Err(ApiError::not_found("no such part (never stored, past the retention window, or not the next one)")),
+                }
+            }
+        }
         Route::Status { stream } => {
             let id = playback_id(stream)?;
             let config = config().map_err(misconfigured)?;
@@ -172,24 +224,54 @@ fn dispatch(
             let seq = ingest::parse_seq(seq).map_err(ApiError::bad_request)?;
             let config = config().map_err(misconfigured)?;
             authorize(head, &config)?;
-            if let Some(declared) = head.header("content-length") {
-                let declared: u64 = declared
-                    .trim()
-                    .parse()
-                    .map_err(|_| ApiError::bad_request("Content-Length is not a number"))?;
-                if declared > config.max_segment_bytes {
-                    return Err(too_large(&config));
-                }
-            }
+            check_declared_length(head, &config)?;
             // Headers are checked before the body is read; `finish` parses them again.
             segment_headers(head)?;
             return Ok(Step::ReadBody(Upload {
                 id: secret.stream_id(),
                 seq,
+                part: None,
                 limit: config.max_segment_bytes,
                 config,
                 base_url: head.base_url.clone(),
             }));
+        }
+        Route::IngestPart { session, seq, part } => {
+            let secret = SessionSecret::parse(session).map_err(ApiError::bad_request)?;
+            let seq = ingest::parse_seq(seq).map_err(ApiError::bad_request)?;
+            let part = part::parse_part_index(part).map_err(ApiError::bad_request)?;
+            let config = config().map_err(misconfigured)?;
+            authorize(head, &config)?;
+            check_declared_length(head, &config)?;
+            // Headers are checked before the body is read; `finish` parses them again.
+            part_headers(head, part)?;
+            return Ok(Step::ReadBody(Upload {
+                id: secret.stream_id(),
+                seq,
+                part: Some(part),
+                limit: config.max_segment_bytes,
+                config,
+                base_url: head.base_url.clone(),
+            }));
+        }
+        Route::IngestCommit { session, seq } => {
+            let secret = SessionSecret::parse(session).map_err(ApiError::bad_request)?;
+            let seq = ingest::parse_seq(seq).map_err(ApiError::bad_request)?;
+            let config = config().map_err(misconfigured)?;
+            authorize(head, &config)?;
+            let count = part::parse_parts_count(head.header("x-parts")).map_err(ApiError::bad_request)?;
+            let id = secret.stream_id();
+            let status = stored_status(Streams::new(kv, &config).commit(&id, seq, count, now_ms))?;
+            Reply::json(
+                status,
+                &json!({
+                    "stream": id.as_str(),
+                    "seq": seq,
+                    "parts": count,
+                    "playlist": playlist_url(&head.base_url, &id),
+                    "player": player_url(&head.base_url, &id),
+                }),
+            )
         }
         Route::IngestEnd { session } => {
             let secret = SessionSecret::parse(session).map_err(ApiError::bad_request)?;
@@ -213,6 +295,9 @@ impl Upload {
     }
 
     fn store(&self, head: &RequestHead, kv: &dyn Kv, body: Result<Vec<u8>, BodyError>, now_ms: i64) -> Result<Reply, ApiError> {
+        if let Some(part) = self.part {
+            return self.store_part(head, kv, part, body, now_ms);
+        }
         let headers = segment_headers(head)?;
         let body = match body {
             Ok(body) if body.len() as u64 <= self.limit => body,
@@ -223,14 +308,7 @@ impl Upload {
         };
         ingest::check_ts(&body).map_err(ApiError::bad_request)?;
         let streams = Streams::new(kv, &self.config);
-        let status = match streams.put_segment(&self.id, self.seq, &headers, &body, now_ms) {
-            Ok(Stored::Created) => 201,
-            Ok(Stored::AlreadyStored) => 200,
-            Err(e @ PutError::Conflict { .. }) => return Err(ApiError::new(409, e.to_string())),
-            Err(PutError::Rule(e @ RuleError::BeforeWindow { .. })) => return Err(ApiError::new(409, e.to_string())),
-            Err(PutError::Rule(e)) => return Err(ApiError::bad_request(e)),
-            Err(PutError::Kv(e)) => return Err(ApiError::internal(e)),
-        };
+        let status = stored_status(streams.put_segment(&self.id, self.seq, &headers, &body, now_ms))?;
         Ok(Reply::json(
             status,
             &json!({
@@ -241,6 +319,89 @@ impl Upload {
             }),
         ))
     }
+}
+
+impl Upload {
+    fn store_part(&self, head: &RequestHead, kv: &dyn Kv, part: u32, body: Result<Vec<u8>, BodyError>, now_ms: i64) -> Result<Reply, ApiError> {
+        let headers = part_headers(head, part)?;
+        let body = self.body(body)?;
+        ingest::check_ts(&body).map_err(ApiError::bad_request)?;
+        let streams = Streams::new(kv, &self.config);
+        let status = stored_status(streams.put_part(&self.id, self.seq, part, &headers, &body, now_ms))?;
+        Ok(Reply::json(
+            status,
+            &json!({
+                "stream": self.id.as_str(),
+                "seq": self.seq,
+                "part": part,
+                "playlist": playlist_url(&self.base_url, &self.id),
+                "player": player_url(&self.base_url, &self.id),
+            }),
+        ))
+    }
+
+    fn body(&self, body: Result<Vec<u8>, BodyError>) -> Result<Vec<u8>, ApiError> {
+        match body {
+            Ok(body) if body.len() as u64 <= self.limit => Ok(body),
+            Ok(_) | Err(BodyError::TooLarge) => Err(too_large(&self.config)),
+            Err(BodyError::Read(cause)) => Err(ApiError::bad_request(format!("the request body could not be read: {cause}"))),
+        }
+    }
+}
+
+/// The status of a stored upload or commit, or the error it becomes: a broken stream rule is
+/// the uploader's `400`; a conflict with what is stored (other bytes, a sealed segment, another
+/// part target, a missing part, a seq behind the window) is `409`.
+fn stored_status(result: Result<Stored, PutError>) -> Result<u16, ApiError> {
+    match result {
+        Ok(Stored::Created) => Ok(201),
+        Ok(Stored::AlreadyStored) => Ok(200),
+        Err(PutError::Rule(e @ RuleError::BeforeWindow { .. })) => Err(ApiError::new(409, e.to_string())),
+        Err(PutError::Rule(e)) => Err(ApiError::bad_request(e)),
+        Err(PutError::Kv(e)) => Err(ApiError::internal(e)),
+        Err(e) => Err(ApiError::new(409, e.to_string())),
+    }
+}
+
+/// Refuses a declared `Content-Length` over the limit before the body is read.
+fn check_declared_length(head: &RequestHead, config: &Config) -> Result<(), ApiError> {
+    if let Some(declared) = head.header("content-length") {
+        let declared: u64 = declared
+            .trim()
+            .parse()
+            .map_err(|_| ApiError::bad_request("Content-Length is not a number"))?;
+        if declared > config.max_segment_bytes {
+            return Err(too_large(config));
+        }
+    }
+    Ok(())
+}
+
+fn part_headers(head: &RequestHead, part: u32) -> Result<PartHeaders, ApiError> {
+    let raw = RawPartHeaders {
+        duration: head.header("x-duration"),
+        part_target: head.header("x-part-target"),
+        target_duration: head.header("x-target-duration"),
+        independent: head.header("x-independent"),
+        program_date_time: head.header("x-program-date-time"),
+        discontinuity: head.header("x-discontinuity"),
+    };
+    PartHeaders::parse(part, &raw).map_err(ApiError::bad_request)
+}
+
+/// The `400` for a blocking reload too far ahead, saying where the playlist is.
+fn too_far(live: &crate::store::LiveEdge, msn: u64, part: Option<u64>) -> String {
+    let edge = live.edge();
+    let asked = match part {
+        Some(part) => format!("_HLS_msn={msn}&_HLS_part={part}"),
+        None => format!("_HLS_msn={msn}"),
+    };
+    format!(
+        "{asked} is too far ahead: the playlist ends at segment {} with {} parts of segment {} (rfc8216bis §6.2.5.2: at most two segments, or the Advance Part Limit of parts, ahead)",
+        edge.last_seq,
+        edge.open_parts,
+        edge.last_seq + 1
+    )
 }
 
 fn segment_headers(head: &RequestHead) -> Result<SegmentHeaders, ApiError> {
@@ -326,7 +487,12 @@ fn player_url(base_url: &str, id: &StreamId) -> String {
     format!("{base_url}/play/{id}")
 }
 
-fn playlist_reply(playlist: PlaylistText) -> Reply {
+/// One part, streamed from its slices.
+pub(crate) fn part_reply(len: u64, keys: Vec<String>) -> Reply {
+    Reply::new(200, "video/mp2t", Body::Parts { keys, len }).header("cache-control", CHUNK_CACHE)
+}
+
+pub(crate) fn playlist_reply(playlist: PlaylistText) -> Reply {
     let cache = match playlist.state {
         State::Live => format!("max-age={}", (playlist.target_s / 2).max(1)),
         State::Ended => ENDED_PLAYLIST_CACHE.to_owned(),

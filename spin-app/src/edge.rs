@@ -1,8 +1,18 @@
 //! The Spin edge: the `wasi:http` entry point, Spin key-value behind [`Kv`], configuration from
 //! Spin variables, and the clock. It converts types and moves bytes; [`crate::api`] decides.
 //! Nothing here logs a request path (ingest paths hold the session secret).
+//!
+//! Held requests ([`Step::Hold`]) sleep between checks with `std::thread::sleep`, which on
+//! `wasm32-wasip2` is `wasi:clocks/monotonic-clock.subscribe-duration(..).block()` (Rust's
+//! `library/std/src/sys/thread/wasip2.rs`): the guest blocks on a pollable and the host parks
+//! the call asynchronously, so nothing spins and other requests (other instances) run on. It
+//! adds no import: the component already imports `wasi:clocks/monotonic-clock` and
+//! `wasi:io/poll` (0.2.x, through std and spin-sdk), which Spin 3.x and 4.x provide. Blocking the
+//! guest is right here because an instance serves exactly one request and has nothing else to
+//! poll while it waits.
 
 use crate::api::{self, BodyError, RequestHead, Step};
+use crate::hold;
 use crate::kv::{check_limits, Kv, KvError};
 use crate::reply::{ApiError, Body, Reply};
 use crate::route::Method;
@@ -167,6 +177,7 @@ async fn handle(req: IncomingRequest, out: ResponseOutparam) {
             let body = read_body(req, upload.limit).await;
             upload.finish(&head, &kv, body, now_ms())
         }
+        Step::Hold(held) => hold::wait(held, &kv, now_ms, |ms| std::thread::sleep(std::time::Duration::from_millis(ms))),
     };
     send(reply, Some(&kv), out).await
 }

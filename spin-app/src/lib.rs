@@ -6,6 +6,7 @@
 //!
 //! - [`route`]: the typed router (`Route::parse`, allowed methods).
 //! - [`api`]: the handlers, over [`kv::Kv`]; they run natively in unit tests.
+//! - [`hold`]: blocking reloads and held part requests (LL-HLS): what to re-read and when.
 //! - [`store`]: streams in the key-value store (key layout and the no-lost-segment argument).
 //! - [`kv`]: the storage trait and an in-memory implementation.
 //! - [`reply`]: responses and the one error type, [`reply::ApiError`].
@@ -13,6 +14,7 @@
 //! - `edge` (wasm32 only): the Spin entry point, Spin key-value, variables and the clock.
 
 pub mod api;
+pub mod hold;
 pub mod kv;
 pub mod reply;
 pub mod route;

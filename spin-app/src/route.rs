@@ -39,12 +39,18 @@ pub enum Route {
     Playlist { stream: String },
     /// `/chunks/{stream}/{seq}.ts`.
     Chunk { stream: String, seq: String },
+    /// `/chunks/{stream}/{seq}.{part}.ts` (v2).
+    Part { stream: String, seq: String, part: String },
     /// `/api/streams/{stream}`.
     Status { stream: String },
     /// `/ingest/{session}/{seq}.ts`.
     IngestSegment { session: String, seq: String },
     /// `/ingest/{session}/end`.
     IngestEnd { session: String },
+    /// `/ingest/{session}/{seq}/{part}.ts` (v2).
+    IngestPart { session: String, seq: String, part: String },
+    /// `/ingest/{session}/{seq}/commit` (v2).
+    IngestCommit { session: String, seq: String },
 }
 
 /// Which family a route belongs to, for CORS and error shapes.
@@ -67,15 +73,31 @@ impl Route {
             ["play", stream] => Route::Play { stream: (*stream).to_owned() },
             ["assets", name] => Route::Asset { name: (*name).to_owned() },
             ["playlist", file] => Route::Playlist { stream: file.strip_suffix(".m3u8")?.to_owned() },
-            ["chunks", stream, file] => Route::Chunk {
-                stream: (*stream).to_owned(),
-                seq: file.strip_suffix(".ts")?.to_owned(),
-            },
+            ["chunks", stream, file] => {
+                let stem = file.strip_suffix(".ts")?;
+                match stem.split_once('.') {
+                    Some((seq, part)) => Route::Part {
+                        stream: (*stream).to_owned(),
+                        seq: seq.to_owned(),
+                        part: part.to_owned(),
+                    },
+                    None => Route::Chunk { stream: (*stream).to_owned(), seq: stem.to_owned() },
+                }
+            }
             ["api", "streams", stream] => Route::Status { stream: (*stream).to_owned() },
             ["ingest", session, "end"] => Route::IngestEnd { session: (*session).to_owned() },
             ["ingest", session, file] => Route::IngestSegment {
                 session: (*session).to_owned(),
                 seq: file.strip_suffix(".ts")?.to_owned(),
+            },
+            ["ingest", session, seq, "commit"] => Route::IngestCommit {
+                session: (*session).to_owned(),
+                seq: (*seq).to_owned(),
+            },
+            ["ingest", session, seq, file] => Route::IngestPart {
+                session: (*session).to_owned(),
+                seq: (*seq).to_owned(),
+                part: file.strip_suffix(".ts")?.to_owned(),
             },
             _ => return None,
         };
@@ -85,8 +107,8 @@ impl Route {
     /// The methods this route answers (besides `OPTIONS` for CORS preflight).
     pub fn methods(&self) -> &'static [Method] {
         match self {
-            Route::IngestSegment { .. } => &[Method::Put],
-            Route::IngestEnd { .. } => &[Method::Post],
+            Route::IngestSegment { .. } | Route::IngestPart { .. } => &[Method::Put],
+            Route::IngestEnd { .. } | Route::IngestCommit { .. } => &[Method::Post],
             _ => &[Method::Get, Method::Head],
         }
     }
@@ -94,8 +116,8 @@ impl Route {
     /// The `Allow` header value.
     pub fn allow(&self) -> &'static str {
         match self {
-            Route::IngestSegment { .. } => "PUT, OPTIONS",
-            Route::IngestEnd { .. } => "POST, OPTIONS",
+            Route::IngestSegment { .. } | Route::IngestPart { .. } => "PUT, OPTIONS",
+            Route::IngestEnd { .. } | Route::IngestCommit { .. } => "POST, OPTIONS",
             _ => "GET, HEAD, OPTIONS",
         }
     }
@@ -103,8 +125,10 @@ impl Route {
     pub fn family(&self) -> Family {
         match self {
             Route::Landing | Route::Play { .. } | Route::Asset { .. } => Family::Page,
-            Route::Playlist { .. } | Route::Chunk { .. } | Route::Status { .. } => Family::Playback,
-            Route::IngestSegment { .. } | Route::IngestEnd { .. } => Family::Ingest,
+            Route::Playlist { .. } | Route::Chunk { .. } | Route::Part { .. } | Route::Status { .. } => Family::Playback,
+            Route::IngestSegment { .. } | Route::IngestEnd { .. } | Route::IngestPart { .. } | Route::IngestCommit { .. } => {
+                Family::Ingest
+            }
         }
     }
 }
@@ -130,6 +154,19 @@ mod tests {
             Some(Route::IngestSegment { session: "SECRET".into(), seq: "0".into() })
         );
         assert_eq!(Route::parse("/ingest/SECRET/end"), Some(Route::IngestEnd { session: "SECRET".into() }));
+        assert_eq!(
+            Route::parse("/ingest/SECRET/4/2.ts"),
+            Some(Route::IngestPart { session: "SECRET".into(), seq: "4".into(), part: "2".into() })
+        );
+        assert_eq!(
+            Route::parse("/ingest/SECRET/4/commit"),
+            Some(Route::IngestCommit { session: "SECRET".into(), seq: "4".into() })
+        );
+        assert_eq!(
+            Route::parse(&format!("/chunks/{id}/12.3.ts")),
+            Some(Route::Part { stream: id.into(), seq: "12".into(), part: "3".into() })
+        );
+        assert_eq!(Route::parse("/ingest/SECRET/4/2.mp4"), None);
     }
 
     #[test]
@@ -144,6 +181,8 @@ mod tests {
     fn each_route_lists_its_methods() {
         assert_eq!(Route::parse("/ingest/s/1.ts").unwrap().methods(), &[Method::Put]);
         assert_eq!(Route::parse("/ingest/s/end").unwrap().allow(), "POST, OPTIONS");
+        assert_eq!(Route::parse("/ingest/s/1/0.ts").unwrap().methods(), &[Method::Put]);
+        assert_eq!(Route::parse("/ingest/s/1/commit").unwrap().allow(), "POST, OPTIONS");
         assert_eq!(Route::Landing.methods(), &[Method::Get, Method::Head]);
     }
 }

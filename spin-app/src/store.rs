@@ -52,14 +52,16 @@
 //! See `chalkstream_manifest::window` for how readers walk the run.
 
 use crate::kv::{get_json, set_json, Kv, KvError};
-use chalkstream_manifest::id::StreamId;
+use chalkstream_manifest::id::{sha1_hex, StreamId};
 use chalkstream_manifest::ingest::SegmentHeaders;
+use chalkstream_manifest::ll::{self, LlView, OpenSegment};
+use chalkstream_manifest::part::{PartHeaders, PartMeta, MAX_PARTS};
 use chalkstream_manifest::rules::{self, Config, Retention, RuleError};
 use chalkstream_manifest::segment::{
     Breaks, EndMarker, HeadMark, SegmentMeta, StreamRecord, TailHint, PART_LEN,
 };
 use chalkstream_manifest::playlist;
-use chalkstream_manifest::window::{self, EventView, Extent, LinesSource, MetaSource, Piece, State, StreamView};
+use chalkstream_manifest::window::{self, EventView, Extent, LinesSource, MetaSource, Piece, PlaylistKind, State, StreamView};
 use std::fmt;
 
 /// At most this many expired segments are deleted per request; the next request continues.
@@ -80,6 +82,16 @@ fn meta_key(id: &StreamId, seq: u64) -> String {
 
 fn part_key(id: &StreamId, seq: u64, sha1_prefix: &str, part: u32) -> String {
     format!("seg/{id}/{seq}/{sha1_prefix}/{part}")
+}
+
+/// The meta of part `part` of segment `seq` (v2): its commit point.
+fn part_meta_key(id: &StreamId, seq: u64, part: u32) -> String {
+    format!("seg/{id}/{seq}/p{part}")
+}
+
+/// Slice `slice` of part `part` of segment `seq`, named by the part body's SHA-1 prefix.
+fn part_slice_key(id: &StreamId, seq: u64, part: u32, sha1_prefix: &str, slice: u32) -> String {
+    format!("seg/{id}/{seq}/p{part}/{sha1_prefix}/{slice}")
 }
 
 fn stream_key(id: &StreamId) -> String {
@@ -119,11 +131,28 @@ pub enum Stored {
     AlreadyStored,
 }
 
-/// Why an upload was not stored.
+/// Why an upload or a commit was not stored.
 #[derive(Debug)]
 pub enum PutError {
     /// Different bytes are already stored under this seq (`409`).
     Conflict { seq: u64 },
+    /// Different bytes are already stored under this part (`409`).
+    PartConflict { seq: u64, part: u32 },
+    /// The segment is sealed and this part is not in it (`409`).
+    SealedWithout { seq: u64, part: u32 },
+    /// A whole segment for a seq sealed from parts (`409`).
+    SealedFromParts { seq: u64 },
+    /// A commit of a segment sealed otherwise: as a whole segment (`parts` 0) or from another
+    /// number of parts (`409`).
+    SealedOtherwise { seq: u64, parts: usize },
+    /// A part for a stream that was started with whole segments (`409`).
+    WholeSegmentStream,
+    /// The part names another part target or target duration than the stream's (`409`).
+    TargetsDiffer { part_target_ms: u32, target_s: u32 },
+    /// A commit names a part that is not stored (`409`).
+    MissingPart { seq: u64, part: u32 },
+    /// A commit leaves out a stored part (`409`).
+    UncountedPart { seq: u64, part: u32 },
     /// The upload breaks a stream rule (`400`, or `409` for a seq behind the window).
     Rule(RuleError),
     /// The store failed (`500`).
@@ -142,6 +171,39 @@ impl fmt::Display for PutError {
             PutError::Conflict { seq } => write!(
                 f,
                 "segment {seq} is already stored with different bytes; a retry must send the same bytes, a new segment needs the next seq"
+            ),
+            PutError::PartConflict { seq, part } => write!(
+                f,
+                "part {part} of segment {seq} is already stored with different bytes; a retry must send the same bytes"
+            ),
+            PutError::SealedWithout { seq, part } => write!(
+                f,
+                "segment {seq} is already sealed without part {part}; send the parts of the next segment under the next seq"
+            ),
+            PutError::SealedFromParts { seq } => {
+                write!(f, "segment {seq} is already sealed from parts; a whole segment cannot replace it")
+            }
+            PutError::SealedOtherwise { seq, parts: 0 } => {
+                write!(f, "segment {seq} is already stored as a whole segment, not from parts")
+            }
+            PutError::SealedOtherwise { seq, parts } => {
+                write!(f, "segment {seq} is already sealed from {parts} parts")
+            }
+            PutError::WholeSegmentStream => f.write_str(
+                "this stream was started with whole segments (wire contract v1); start a new session to upload parts",
+            ),
+            PutError::TargetsDiffer { part_target_ms, target_s } => write!(
+                f,
+                "this stream's part target is {} s and its target duration {target_s} s (fixed by its first part); send those",
+                chalkstream_manifest::decimal::format_millis(u64::from(*part_target_ms))
+            ),
+            PutError::MissingPart { seq, part } => {
+                write!(f, "part {part} of segment {seq} is not stored; upload it before committing")
+            }
+            PutError::UncountedPart { seq, part } => write!(
+                f,
+                "part {part} of segment {seq} is stored, so X-Parts must count it (X-Parts: {})",
+                part + 1
             ),
             PutError::Rule(e) => e.fmt(f),
             PutError::Kv(e) => e.fmt(f),
@@ -322,7 +384,7 @@ impl<'a, K: Kv + ?Sized> Streams<'a, K> {
         Ok(get_json(self.kv, &breaks_key(id))?.unwrap_or_default())
     }
 
-    fn end_marker(&self, id: &StreamId) -> Result<Option<EndMarker>, KvError> {
+    pub(crate) fn end_marker(&self, id: &StreamId) -> Result<Option<EndMarker>, KvError> {
         get_json(self.kv, &end_key(id))
     }
 
@@ -388,6 +450,9 @@ impl<'a, K: Kv + ?Sized> Streams<'a, K> {
 
     /// The answer when `seq` already has a commit: the same bytes are a retry.
     fn answer_existing(&self, id: &StreamId, existing: &SegmentMeta, sha1: &str) -> Result<Stored, PutError> {
+        if existing.is_part_built() {
+            return Err(PutError::SealedFromParts { seq: existing.seq });
+        }
         if existing.sha1 != sha1 {
             return Err(PutError::Conflict { seq: existing.seq });
         }
@@ -406,7 +471,7 @@ impl<'a, K: Kv + ?Sized> Streams<'a, K> {
         if let Some(record) = get_json(self.kv, &key)? {
             return Ok(record);
         }
-        let record = StreamRecord { target_s: rules::target_duration_s(duration_ms), created_ms: now_ms };
+        let record = StreamRecord { target_s: rules::target_duration_s(duration_ms), created_ms: now_ms, part_target_ms: None };
         set_json(self.kv, &key, &record)?;
         Ok(get_json(self.kv, &key)?.unwrap_or(record))
     }
@@ -483,10 +548,35 @@ impl<'a, K: Kv + ?Sized> Streams<'a, K> {
     }
 
     fn delete_parts(&self, id: &StreamId, meta: &SegmentMeta) -> Result<(), KvError> {
-        for part in 0..meta.parts {
-            self.kv.delete(&part_key(id, meta.seq, meta.sha1_prefix(), part))?;
+        if !meta.is_part_built() {
+            for part in 0..meta.parts {
+                self.kv.delete(&part_key(id, meta.seq, meta.sha1_prefix(), part))?;
+            }
+            return Ok(());
+        }
+        for (n, part) in meta.ll_parts.iter().enumerate() {
+            let n = n as u32;
+            for slice in 0..part.slices {
+                self.kv.delete(&part_slice_key(id, meta.seq, n, &part.sha1, slice))?;
+            }
+            self.kv.delete(&part_meta_key(id, meta.seq, n))?;
+        }
+        // Parts stored past the ones the commit named (only a racing upload can leave one).
+        for n in meta.ll_parts.len() as u32..MAX_PARTS {
+            match self.part_meta(id, meta.seq, n)? {
+                Some(orphan) => self.delete_part(id, &orphan)?,
+                None => break,
+            }
         }
         Ok(())
+    }
+
+    /// Deletes one part: its slices, then its meta.
+    fn delete_part(&self, id: &StreamId, part: &PartMeta) -> Result<(), KvError> {
+        for slice in 0..part.slices {
+            self.kv.delete(&part_slice_key(id, part.seq, part.part, part.sha1_prefix(), slice))?;
+        }
+        self.kv.delete(&part_meta_key(id, part.seq, part.part))
     }
 
     /// What a playlist shows now; `None` for an unknown or entirely expired stream. Expired
@@ -495,6 +585,11 @@ impl<'a, K: Kv + ?Sized> Streams<'a, K> {
         let Some(record) = get_json::<StreamRecord>(self.kv, &stream_key(id))? else {
             return Ok(None);
         };
+        self.view_of(id, &record, now_ms)
+    }
+
+    /// [`Streams::view`] with the stream record already read.
+    fn view_of(&self, id: &StreamId, record: &StreamRecord, now_ms: i64) -> Result<Option<StreamView>, KvError> {
         let head = self.head(id)?;
         let tail = self.tail(id)?;
         let mut source = Source::new(self, id);
@@ -505,7 +600,7 @@ impl<'a, K: Kv + ?Sized> Streams<'a, K> {
         let breaks = self.breaks(id)?;
         let end = self.end_marker(id)?;
         Ok(StreamView::assemble(
-            &record,
+            record,
             &breaks,
             end.as_ref(),
             walk.live,
@@ -520,10 +615,20 @@ impl<'a, K: Kv + ?Sized> Streams<'a, K> {
     /// is byte for byte what rendering the [`Streams::view`] gives, which is also the answer
     /// whenever the fast walk cannot tell the state.
     pub fn playlist(&self, id: &StreamId, now_ms: i64) -> Result<Option<PlaylistText>, KvError> {
+        self.playlist_with(id, now_ms, false)
+    }
+
+    /// [`Streams::playlist`], as a delta update (`_HLS_skip=YES`) when `skip` and the stream is
+    /// a live v2 stream. A v2 stream's playlist is [`Streams::ll_playlist`]'s; a v1 stream's is
+    /// byte for byte what it was before v2 existed.
+    pub fn playlist_with(&self, id: &StreamId, now_ms: i64, skip: bool) -> Result<Option<PlaylistText>, KvError> {
+        let Some(record) = get_json::<StreamRecord>(self.kv, &stream_key(id))? else {
+            return Ok(None);
+        };
+        if record.part_target_ms.is_some() {
+            return self.ll_playlist(id, &record, now_ms, skip);
+        }
         if self.config.retention == Retention::Forever {
-            let Some(record) = get_json::<StreamRecord>(self.kv, &stream_key(id))? else {
-                return Ok(None);
-            };
             let head = self.head(id)?;
             let tail = self.tail(id)?;
             let run = window::walk_event(&mut Source::new(self, id), head, tail)?;
@@ -537,7 +642,7 @@ impl<'a, K: Kv + ?Sized> Streams<'a, K> {
                 }));
             }
         }
-        Ok(self.view(id, now_ms)?.map(|view| PlaylistText {
+        Ok(self.view_of(id, &record, now_ms)?.map(|view| PlaylistText {
             text: playlist::render(id.as_str(), &view),
             state: view.state,
             target_s: view.target_s,
@@ -584,12 +689,436 @@ impl<'a, K: Kv + ?Sized> Streams<'a, K> {
         if self.config.retention.is_expired(meta.stored_ms, now_ms) {
             return Ok(None);
         }
-        let keys = (0..meta.parts).map(|part| part_key(id, seq, meta.sha1_prefix(), part)).collect();
+        let keys = if meta.is_part_built() {
+            let mut keys = Vec::with_capacity(meta.parts as usize);
+            for (n, part) in meta.ll_parts.iter().enumerate() {
+                keys.extend((0..part.slices).map(|slice| part_slice_key(id, seq, n as u32, &part.sha1, slice)));
+            }
+            keys
+        } else {
+            (0..meta.parts).map(|part| part_key(id, seq, meta.sha1_prefix(), part)).collect()
+        };
+        Ok(Some((meta, keys)))
+    }
+
+    /// The stored part `part` of segment `seq` and the keys of its slices, in order; `None`
+    /// when missing or expired.
+    pub fn part_chunk(&self, id: &StreamId, seq: u64, part: u32, now_ms: i64) -> Result<Option<(PartMeta, Vec<String>)>, KvError> {
+        let Some(meta) = self.part_meta(id, seq, part)? else {
+            return Ok(None);
+        };
+        if self.config.retention.is_expired(meta.stored_ms, now_ms) {
+            return Ok(None);
+        }
+        let keys = (0..meta.slices).map(|slice| part_slice_key(id, seq, part, meta.sha1_prefix(), slice)).collect();
         Ok(Some((meta, keys)))
     }
 
     /// Reads a body part (for streaming a chunk).
     pub fn part(&self, key: &str) -> Result<Option<Vec<u8>>, KvError> {
         self.kv.get(key)
+    }
+}
+
+/// The live edge of a v2 stream: what a blocking request decides from, read cheaply (the hints,
+/// a probe or two, the open segment's parts).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LiveEdge {
+    pub record: StreamRecord,
+    /// The last segment of the listed run.
+    pub last: SegmentMeta,
+    /// While live: the segment after it, with its unbroken run of parts.
+    pub open: OpenSegment,
+    pub state: State,
+}
+
+impl LiveEdge {
+    pub fn edge(&self) -> ll::Edge {
+        ll::Edge {
+            last_seq: self.last.seq,
+            last_parts: self.last.ll_parts.len() as u32,
+            open_parts: self.open.parts.len() as u32,
+        }
+    }
+
+    /// When the part after the newest one is expected (Unix ms): the newest part's stored time
+    /// plus its duration, or, before the open segment's first part, the last segment's.
+    pub fn next_part_expected_ms(&self) -> i64 {
+        match self.open.parts.last() {
+            Some(part) => part.stored_ms + i64::from(part.duration_ms),
+            None => {
+                let last_part = self.last.ll_parts.last().map_or(0, |p| p.duration_ms);
+                self.last.stored_ms + i64::from(last_part)
+            }
+        }
+    }
+}
+
+/// v2: parts, commits, the live edge and the low-latency playlist.
+impl<'a, K: Kv + ?Sized> Streams<'a, K> {
+    pub fn part_meta(&self, id: &StreamId, seq: u64, part: u32) -> Result<Option<PartMeta>, KvError> {
+        get_json(self.kv, &part_meta_key(id, seq, part))
+    }
+
+    /// Stores part `part` of segment `seq`: dedupe, sealed check, stream record (created by a
+    /// first part, which fixes the part target and target duration), the discontinuity on part
+    /// 0, slices, then the part meta (the commit point). A commit that seals the segment
+    /// without this part meanwhile takes the part back out (`409`).
+    pub fn put_part(&self, id: &StreamId, seq: u64, part: u32, headers: &PartHeaders, body: &[u8], now_ms: i64) -> Result<Stored, PutError> {
+        let sha1 = sha1_hex(body);
+        if let Some(existing) = self.part_meta(id, seq, part)? {
+            return answer_existing_part(&existing, &sha1);
+        }
+        if self.meta(id, seq)?.is_some() {
+            return Err(PutError::SealedWithout { seq, part });
+        }
+        let head = self.head(id)?;
+        if seq < head || seq < self.tail(id)? {
+            return Err(PutError::Rule(RuleError::BeforeWindow { seq, first_seq: head.max(seq + 1) }));
+        }
+        self.part_stream_record(id, headers, now_ms)?;
+        let discontinuity = part == 0 && {
+            let end = self.end_marker(id)?;
+            let previous = match seq.checked_sub(1) {
+                Some(prev) => self.meta(id, prev)?,
+                None => None,
+            };
+            rules::starts_discontinuity(headers.discontinuity, seq, end.as_ref(), previous.as_ref(), now_ms, self.config.idle_ms)
+        };
+        let meta = PartMeta::new(seq, part, headers, discontinuity, body, now_ms);
+        for (slice, bytes) in body.chunks(PART_LEN).enumerate() {
+            self.kv.set(&part_slice_key(id, seq, part, meta.sha1_prefix(), slice as u32), bytes)?;
+        }
+        // A racing upload may have committed this part meanwhile; never overwrite a commit.
+        if let Some(existing) = self.part_meta(id, seq, part)? {
+            if existing.sha1_prefix() != meta.sha1_prefix() {
+                for slice in 0..meta.slices {
+                    self.kv.delete(&part_slice_key(id, seq, part, meta.sha1_prefix(), slice))?;
+                }
+            }
+            return answer_existing_part(&existing, &sha1);
+        }
+        set_json(self.kv, &part_meta_key(id, seq, part), &meta)?;
+        if let Some(sealed) = self.meta(id, seq)? {
+            if part as usize >= sealed.ll_parts.len() {
+                self.delete_part(id, &meta)?;
+                return Err(PutError::SealedWithout { seq, part });
+            }
+        }
+        Ok(Stored::Created)
+    }
+
+    /// The stream record for a part: created from it when absent (re-read after writing so two
+    /// racing first parts most likely agree), and checked against it.
+    fn part_stream_record(&self, id: &StreamId, headers: &PartHeaders, now_ms: i64) -> Result<StreamRecord, PutError> {
+        let key = stream_key(id);
+        let record = match get_json::<StreamRecord>(self.kv, &key)? {
+            Some(record) => record,
+            None => {
+                let record = StreamRecord {
+                    target_s: headers.target_s,
+                    created_ms: now_ms,
+                    part_target_ms: Some(headers.part_target_ms),
+                };
+                set_json(self.kv, &key, &record)?;
+                get_json(self.kv, &key)?.unwrap_or(record)
+            }
+        };
+        match record.part_target_ms {
+            None => Err(PutError::WholeSegmentStream),
+            Some(part_target_ms) if part_target_ms != headers.part_target_ms || record.target_s != headers.target_s => {
+                Err(PutError::TargetsDiffer { part_target_ms, target_s: record.target_s })
+            }
+            Some(_) => Ok(record),
+        }
+    }
+
+    /// Seals segment `seq` from its parts `0..count`: all must be stored, none past them, and
+    /// together they must fit the target duration. Then the segment is a segment like any other:
+    /// breaks, tail hint, pages and lines, retention, exactly as after a whole-segment upload.
+    pub fn commit(&self, id: &StreamId, seq: u64, count: u32, now_ms: i64) -> Result<Stored, PutError> {
+        if let Some(existing) = self.meta(id, seq)? {
+            return self.answer_existing_commit(id, &existing, count);
+        }
+        let head = self.head(id)?;
+        if seq < head || seq < self.tail(id)? {
+            return Err(PutError::Rule(RuleError::BeforeWindow { seq, first_seq: head.max(seq + 1) }));
+        }
+        let mut parts = Vec::with_capacity(count as usize);
+        for part in 0..count {
+            match self.part_meta(id, seq, part)? {
+                Some(meta) => parts.push(meta),
+                None => return Err(PutError::MissingPart { seq, part }),
+            }
+        }
+        if count < MAX_PARTS && self.part_meta(id, seq, count)?.is_some() {
+            return Err(PutError::UncountedPart { seq, part: count });
+        }
+        let Some(record) = get_json::<StreamRecord>(self.kv, &stream_key(id))? else {
+            return Err(PutError::MissingPart { seq, part: 0 });
+        };
+        let duration_ms: u32 = parts.iter().map(|p| p.duration_ms).sum();
+        rules::check_target(duration_ms, record.target_s).map_err(PutError::Rule)?;
+        // Part 0 decided the discontinuity when it arrived; a Stop since then is a resume too.
+        let end = self.end_marker(id)?;
+        let previous = match seq.checked_sub(1) {
+            Some(prev) => self.meta(id, prev)?,
+            None => None,
+        };
+        let discontinuity = parts[0].discontinuity
+            || rules::starts_discontinuity(false, seq, end.as_ref(), previous.as_ref(), now_ms, self.config.idle_ms);
+        let meta = SegmentMeta::from_parts(seq, &parts, discontinuity, now_ms);
+        if let Some(existing) = self.meta(id, seq)? {
+            return self.answer_existing_commit(id, &existing, count);
+        }
+        set_json(self.kv, &meta_key(id, seq), &meta)?;
+
+        if meta.discontinuity {
+            self.record_break(id, seq, head)?;
+        }
+        let tail = self.advance_tail(id, head)?;
+        if self.config.retention == Retention::Forever {
+            self.write_page(id, tail)?;
+        }
+        self.apply_retention(id, now_ms)?;
+        Ok(Stored::Created)
+    }
+
+    /// The answer to a commit of a sealed segment: the same number of parts is a retry (the
+    /// parts are immutable, so the same parts).
+    fn answer_existing_commit(&self, id: &StreamId, existing: &SegmentMeta, count: u32) -> Result<Stored, PutError> {
+        if existing.ll_parts.len() != count as usize {
+            return Err(PutError::SealedOtherwise { seq: existing.seq, parts: existing.ll_parts.len() });
+        }
+        // A retry may follow a request that died after its commit: finish its bookkeeping.
+        if existing.discontinuity {
+            let head = self.head(id)?;
+            self.record_break(id, existing.seq, head)?;
+        }
+        Ok(Stored::AlreadyStored)
+    }
+
+    /// Segment `seq` as the open segment: its unbroken run of parts from part 0.
+    pub fn open_segment(&self, id: &StreamId, seq: u64) -> Result<OpenSegment, KvError> {
+        let mut parts = Vec::new();
+        for part in 0..MAX_PARTS {
+            match self.part_meta(id, seq, part)? {
+                Some(meta) => parts.push(meta),
+                None => break,
+            }
+        }
+        Ok(OpenSegment { seq, parts })
+    }
+
+    /// The last segment of the listed run, found from the hints (as [`Streams::end`] does);
+    /// `None` when there is none or it has expired.
+    fn run_last(&self, id: &StreamId, now_ms: i64) -> Result<Option<SegmentMeta>, KvError> {
+        let head = self.head(id)?;
+        let start = self.tail(id)?.max(head);
+        let mut last = None;
+        let mut next = start;
+        while next - start < TAIL_PROBE {
+            match self.meta(id, next)? {
+                Some(meta) => last = Some(meta),
+                None => break,
+            }
+            next += 1;
+        }
+        if last.is_none() && start > head {
+            last = self.meta(id, start - 1)?;
+        }
+        Ok(last.filter(|meta| !self.config.retention.is_expired(meta.stored_ms, now_ms)))
+    }
+
+    /// The live edge of v2 stream `id`; `None` for an unknown, v1 or entirely expired stream,
+    /// or one with no sealed segment yet.
+    pub fn live_edge(&self, id: &StreamId, now_ms: i64) -> Result<Option<LiveEdge>, KvError> {
+        let Some(record) = get_json::<StreamRecord>(self.kv, &stream_key(id))? else {
+            return Ok(None);
+        };
+        if record.part_target_ms.is_none() {
+            return Ok(None);
+        }
+        let Some(last) = self.run_last(id, now_ms)? else {
+            return Ok(None);
+        };
+        let end = self.end_marker(id)?;
+        let state = if rules::is_ended(&last, end.as_ref(), now_ms, self.config.idle_ms) { State::Ended } else { State::Live };
+        let open = match state {
+            State::Live => self.open_segment(id, last.seq + 1)?,
+            State::Ended => OpenSegment { seq: last.seq + 1, parts: Vec::new() },
+        };
+        Ok(Some(LiveEdge { record, last, open, state }))
+    }
+
+    /// The playlist of v2 stream `id` ([`playlist::render_ll`]): the run as for v1 (stored lines
+    /// blocks for `EVENT`), with the segments in the part window read as metas; while live the
+    /// open segment's parts and, for a delta update, the head of the run replaced by a count. A
+    /// delta update of an `EVENT` stream reads backwards from the end, only the metas it lists.
+    pub fn ll_playlist(&self, id: &StreamId, record: &StreamRecord, now_ms: i64, skip: bool) -> Result<Option<PlaylistText>, KvError> {
+        let part_target_ms = record.part_target_ms.unwrap_or(1000);
+        let kind = PlaylistKind::from(self.config.retention);
+        let idle_ms = self.config.idle_ms;
+        let mut view = None;
+        if kind == PlaylistKind::Event && skip {
+            if let Some(last) = self.run_last(id, now_ms)? {
+                let end = self.end_marker(id)?;
+                if !rules::is_ended(&last, end.as_ref(), now_ms, idle_ms) {
+                    let head = self.head(id)?;
+                    if let Some(metas) = self.skip_tail(id, head, last, record.target_s)? {
+                        let first_kept = metas[0].seq;
+                        view = Some(LlView {
+                            target_s: record.target_s,
+                            part_target_ms,
+                            kind,
+                            first_seq: head,
+                            discontinuity_sequence: self.breaks(id)?.count_before(head),
+                            skipped: first_kept - head,
+                            pieces: metas.into_iter().map(Piece::Segment).collect(),
+                            open: None,
+                            state: State::Live,
+                        });
+                    }
+                }
+            }
+        }
+        if view.is_none() && kind == PlaylistKind::Event {
+            let head = self.head(id)?;
+            let tail = self.tail(id)?;
+            let run = window::walk_event(&mut Source::new(self, id), head, tail)?;
+            let breaks = self.breaks(id)?;
+            let end = self.end_marker(id)?;
+            view = EventView::assemble(record, &breaks, end.as_ref(), run, idle_ms, now_ms).map(|v| LlView {
+                target_s: record.target_s,
+                part_target_ms,
+                kind,
+                first_seq: v.first_seq,
+                discontinuity_sequence: v.discontinuity_sequence,
+                skipped: 0,
+                pieces: v.pieces,
+                open: None,
+                state: v.state,
+            });
+        }
+        let mut view = match view {
+            Some(view) => view,
+            None => match self.view_of(id, record, now_ms)? {
+                Some(v) => LlView {
+                    target_s: record.target_s,
+                    part_target_ms,
+                    kind,
+                    first_seq: v.first().seq,
+                    discontinuity_sequence: v.discontinuity_sequence,
+                    skipped: 0,
+                    pieces: v.segments.into_iter().map(Piece::Segment).collect(),
+                    open: None,
+                    state: v.state,
+                },
+                None => return Ok(None),
+            },
+        };
+        if view.state == State::Live {
+            let last_seq = view.pieces.last().map_or(view.first_seq, |p| p.first_seq() + p.len() - 1);
+            let open = self.open_segment(id, last_seq + 1)?;
+            if skip && view.skipped == 0 {
+                let durations: Option<Vec<u32>> = view
+                    .pieces
+                    .iter()
+                    .map(|p| match p {
+                        Piece::Segment(meta) => Some(meta.duration_ms),
+                        Piece::Lines { .. } => None,
+                    })
+                    .collect();
+                if let Some(durations) = durations {
+                    let n = ll::skip_count(&durations, record.target_s);
+                    view.pieces.drain(..n);
+                    view.skipped = n as u64;
+                }
+            }
+            self.unroll_part_window(id, &mut view.pieces, open.duration_ms(), record.target_s)?;
+            view.open = Some(open);
+        }
+        Ok(Some(PlaylistText {
+            text: playlist::render_ll(id.as_str(), &view),
+            state: view.state,
+            target_s: view.target_s,
+        }))
+    }
+
+    /// The metas a delta update of an `EVENT` stream lists, read backwards from `last`: every
+    /// segment not wholly past the skip boundary ([`ll::skip_count`]'s rule). `None` when a
+    /// meta is missing (the caller then walks the run the usual way).
+    fn skip_tail(&self, id: &StreamId, head: u64, last: SegmentMeta, target_s: u32) -> Result<Option<Vec<SegmentMeta>>, KvError> {
+        let boundary = u64::from(ll::SKIP_UNTIL_TARGETS * target_s) * 1000;
+        let mut after = u64::from(last.duration_ms);
+        let mut seq = last.seq;
+        let mut metas = vec![last];
+        while seq > head && after <= boundary {
+            seq -= 1;
+            let Some(meta) = self.meta(id, seq)? else {
+                return Ok(None);
+            };
+            after += u64::from(meta.duration_ms);
+            metas.push(meta);
+        }
+        metas.reverse();
+        Ok(Some(metas))
+    }
+
+    /// Makes the trailing segments that start within the part window [`Piece::Segment`]s, so
+    /// they get their `EXT-X-PART` lines: a lines block reaching into the window is cut before
+    /// them ([`playlist::lines_before`]) and their metas are read.
+    fn unroll_part_window(&self, id: &StreamId, pieces: &mut Vec<Piece>, open_ms: u64, target_s: u32) -> Result<(), KvError> {
+        let mut from_end = open_ms;
+        let mut i = pieces.len();
+        while i > 0 {
+            i -= 1;
+            let (first, len, text) = match &pieces[i] {
+                Piece::Segment(meta) => {
+                    from_end += u64::from(meta.duration_ms);
+                    if !ll::in_part_window(from_end, target_s) {
+                        return Ok(());
+                    }
+                    continue;
+                }
+                Piece::Lines { first_seq, len, text } => (*first_seq, *len, text),
+            };
+            let mut metas = Vec::new();
+            let mut inside = true;
+            let mut seq = first + len;
+            while seq > first && inside {
+                seq -= 1;
+                let Some(meta) = self.meta(id, seq)? else {
+                    return Ok(());
+                };
+                from_end += u64::from(meta.duration_ms);
+                inside = ll::in_part_window(from_end, target_s);
+                metas.push(meta);
+            }
+            metas.reverse();
+            let split = metas[0].seq;
+            let Some(prefix) = playlist::lines_before(id.as_str(), first, text, split) else {
+                return Ok(());
+            };
+            let mut replacement = Vec::with_capacity(metas.len() + 1);
+            if !prefix.is_empty() {
+                replacement.push(Piece::Lines { first_seq: first, len: split - first, text: prefix.to_owned() });
+            }
+            replacement.extend(metas.into_iter().map(Piece::Segment));
+            pieces.splice(i..=i, replacement);
+            if !inside {
+                return Ok(());
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The answer when part `existing` is stored: the same bytes are a retry.
+fn answer_existing_part(existing: &PartMeta, sha1: &str) -> Result<Stored, PutError> {
+    if existing.sha1 == sha1 {
+        Ok(Stored::AlreadyStored)
+    } else {
+        Err(PutError::PartConflict { seq: existing.seq, part: existing.part })
     }
 }

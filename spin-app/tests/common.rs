@@ -71,6 +71,12 @@ pub fn request_with(
             };
             upload.finish(head, kv, read, now)
         }
+        // A held request on a fake clock that only moves when it sleeps: nothing else writes,
+        // so it ends at its deadline (tests that race writers drive `hold::wait` themselves).
+        Step::Hold(held) => {
+            let clock = std::cell::Cell::new(now);
+            chalkstream_spin_app::hold::wait(held, kv, || clock.get(), |ms| clock.set(clock.get() + ms as i64))
+        }
     }
 }
 
