@@ -79,6 +79,97 @@ pub struct Cluster {
     pub audio_end_ms: Option<u64>,
 }
 
+/// One block (a video frame or an audio packet) with its place on the recording's timeline, for
+/// cutting at frames rather than at Clusters (see [`crate::parts`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Block {
+    /// Absolute timestamp in ms (audio: its continuous position, see [`crate::audio`]).
+    pub ms: u64,
+    /// A block of the video track.
+    pub video: bool,
+    /// A keyframe (audio blocks always are).
+    pub key: bool,
+    /// Audio: where the packet's sound ends, in ms.
+    pub end_ms: Option<u64>,
+    /// The SimpleBlock or BlockGroup element.
+    element: Vec<u8>,
+    /// Offset in `element` of the block's 16-bit timestamp, relative to its Cluster.
+    ts_at: usize,
+}
+
+impl Block {
+    /// A SimpleBlock of `track` at `ms` (for tests of what consumes blocks).
+    #[cfg(test)]
+    pub(crate) fn simple(track: u8, ms: u64, video: bool, key: bool, end_ms: Option<u64>) -> Block {
+        let mut body = vec![0x80 | track, 0, 0, if key { 0x80 } else { 0 }];
+        body.extend_from_slice(&ms.to_be_bytes());
+        let mut element = vec![ID_SIMPLE_BLOCK as u8, 0x80 | body.len() as u8];
+        element.extend_from_slice(&body);
+        Block {
+            ms,
+            video,
+            key,
+            end_ms,
+            element,
+            ts_at: 3,
+        }
+    }
+}
+
+/// A Cluster of known size holding `blocks` (in the order given), with its timecode at the first
+/// block's time: a cut of the recording at any block boundary, readable after the init bytes.
+pub fn cluster_of<'a>(blocks: impl IntoIterator<Item = &'a Block>) -> Vec<u8> {
+    let blocks: Vec<&Block> = blocks.into_iter().collect();
+    let tc = blocks.iter().map(|b| b.ms).min().unwrap_or(0);
+    let mut children =
+        Vec::with_capacity(blocks.iter().map(|b| b.element.len()).sum::<usize>() + 10);
+    children.extend_from_slice(&[0xE7, 0x88]);
+    children.extend_from_slice(&tc.to_be_bytes());
+    for b in blocks {
+        let mut e = b.element.clone();
+        let rel = i16::try_from(b.ms - tc).unwrap_or(i16::MAX);
+        e[b.ts_at..b.ts_at + 2].copy_from_slice(&rel.to_be_bytes());
+        children.extend_from_slice(&e);
+    }
+    cluster_element(&children)
+}
+
+/// Where a SimpleBlock's or BlockGroup's block header is: (track, relative time, keyframe,
+/// offset of the relative time in the element). `hl` is the element's header length.
+fn block_header(id: u32, element: &[u8], hl: usize) -> Option<(u64, i16, bool, usize)> {
+    let (at, referenced) = match id {
+        ID_SIMPLE_BLOCK => (hl, None),
+        ID_BLOCK_GROUP => {
+            let (mut pos, mut block, mut referenced) = (hl, None, false);
+            while let Ok(Some((cid, Some(size), chl))) = header(&element[pos..], pos) {
+                let end = pos + chl + size as usize;
+                if end > element.len() {
+                    break;
+                }
+                match cid {
+                    ID_BLOCK => block = Some(pos + chl),
+                    ID_REFERENCE_BLOCK => referenced = true,
+                    _ => {}
+                }
+                pos = end;
+            }
+            (block?, Some(referenced))
+        }
+        _ => return None,
+    };
+    let (track, len, _) = vint(&element[at..], false).ok().flatten()?;
+    let ts_at = at + len;
+    if element.len() < ts_at + 3 {
+        return None;
+    }
+    let rel = i16::from_be_bytes([element[ts_at], element[ts_at + 1]]);
+    let key = match referenced {
+        Some(r) => !r,
+        None => element[ts_at + 2] & 0x80 != 0,
+    };
+    Some((track, rel, key, ts_at))
+}
+
 /// What the splitter found in the bytes pushed so far.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Piece {
@@ -121,6 +212,9 @@ pub struct WebmSplitter {
     audio_track: Option<u64>,
     audio_clock: AudioClock,
     cluster: Option<Building>,
+    /// Collect every block for [`WebmSplitter::take_blocks`].
+    collect_blocks: bool,
+    blocks: Vec<Block>,
 }
 
 impl Default for WebmSplitter {
@@ -217,7 +311,23 @@ impl WebmSplitter {
             audio_track: None,
             audio_clock: AudioClock::default(),
             cluster: None,
+            collect_blocks: false,
+            blocks: Vec::new(),
         }
+    }
+
+    /// A splitter that also hands out every block as soon as it is read
+    /// ([`WebmSplitter::take_blocks`]), without waiting for its Cluster to end.
+    pub fn with_blocks() -> Self {
+        WebmSplitter {
+            collect_blocks: true,
+            ..Self::new()
+        }
+    }
+
+    /// The blocks read since the last call, in stream order (only [`WebmSplitter::with_blocks`]).
+    pub fn take_blocks(&mut self) -> Vec<Block> {
+        std::mem::take(&mut self.blocks)
     }
 
     /// Number of the video track, once Tracks has been read.
@@ -303,6 +413,9 @@ impl WebmSplitter {
                         self.place_audio(&mut element[hl..]);
                     }
                     let video = self.read_cluster_child(id, &element[hl..])?;
+                    if self.collect_blocks {
+                        self.collect(id, &element, hl);
+                    }
                     if let Some(c) = self.cluster.as_mut() {
                         c.bytes.extend_from_slice(&element);
                         if !video {
@@ -401,6 +514,33 @@ impl WebmSplitter {
         if let Some(c) = self.cluster.as_mut() {
             c.audio_end = Some(c.audio_end.map_or(end, |e| e.max(end)));
         }
+    }
+
+    /// Keeps a block of the video or audio track with its absolute time.
+    fn collect(&mut self, id: u32, element: &[u8], hl: usize) {
+        let Some((track, rel, key, ts_at)) = block_header(id, element, hl) else {
+            return;
+        };
+        let Some(c) = self.cluster.as_ref() else {
+            return;
+        };
+        let video = Some(track) == self.video_track;
+        if !video && Some(track) != self.audio_track {
+            return;
+        }
+        let ms = self.to_ms((c.timecode as i64 + rel as i64).max(0) as u64);
+        let end_ms = (!video)
+            .then(|| opus_samples(element.get(ts_at + 3..)?))
+            .flatten()
+            .map(|samples| ms + samples / 48);
+        self.blocks.push(Block {
+            ms,
+            video,
+            key,
+            end_ms,
+            element: element.to_vec(),
+            ts_at,
+        });
     }
 
     /// Reads what the splitter needs from a Cluster child; true when it is a video block.

@@ -10,8 +10,10 @@ pub mod audio;
 pub mod ebml;
 pub mod ids;
 pub mod messages;
+pub mod parts;
 pub mod queue;
 pub mod timing;
+pub mod ts;
 
 #[cfg(target_arch = "wasm32")]
 mod capture;

@@ -20,6 +20,8 @@ pub struct Options {
     pub token: String,
     pub segment_seconds: u32,
     pub default_source: Source,
+    /// Upload parts as they are recorded (LL-HLS, wire contract v2); off: whole segments (v1).
+    pub low_latency: bool,
 }
 
 impl Default for Options {
@@ -29,6 +31,7 @@ impl Default for Options {
             token: String::new(),
             segment_seconds: crate::timing::DEFAULT_SEGMENT_S,
             default_source: Source::Tab,
+            low_latency: true,
         }
     }
 }
@@ -47,6 +50,9 @@ pub struct Broadcast {
     pub started_at_ms: f64,
     /// `chrome.tabCapture` stream id for a tab broadcast (consumed by the offscreen document).
     pub media_stream_id: Option<String>,
+    /// Parts (wire contract v2) instead of whole segments.
+    #[serde(default)]
+    pub low_latency: bool,
 }
 
 impl Broadcast {
@@ -80,6 +86,9 @@ pub struct Status {
     pub source: Source,
     pub started_at_ms: f64,
     pub segments_sent: u64,
+    /// Parts acknowledged (low latency only).
+    #[serde(default)]
+    pub parts_sent: u64,
     pub segments_waiting: u64,
     pub segments_dropped: u64,
     pub bytes_sent: f64,
@@ -199,6 +208,20 @@ mod tests {
         assert!(serde_json::from_value::<Msg>(serde_json::json!({"type": "Reboot"})).is_err());
         assert_eq!(Msg::GetStatus.recipient(), Recipient::Offscreen);
         assert_eq!(Msg::Stop.recipient(), Recipient::Worker);
+    }
+
+    #[test]
+    fn low_latency_is_the_default_and_old_records_read_as_whole_segments() {
+        let o: Options = serde_json::from_value(serde_json::json!({"server": "http://a"})).unwrap();
+        assert!(o.low_latency);
+        let o: Options = serde_json::from_value(serde_json::json!({"low_latency": false})).unwrap();
+        assert!(!o.low_latency);
+        let b: Broadcast = serde_json::from_value(serde_json::json!({
+            "session": "s", "stream": "i", "server": "http://a", "token": "", "segment_ms": 2000,
+            "source": "tab", "started_at_ms": 0.0, "media_stream_id": null,
+        }))
+        .unwrap();
+        assert!(!b.low_latency);
     }
 
     #[test]

@@ -15,21 +15,45 @@ use crate::capture::{Capture, Events, Settings};
 use crate::chrome::{self, to_js};
 use crate::ebml::{Piece, WebmSplitter};
 use crate::messages::{Broadcast, Msg, Phase, Status};
+use crate::parts::{Cut, CutPart, PartCutter, PART_TARGET_MS};
 use crate::remux::{self, Job};
 use crate::timing::{program_date_ms, CutSegment, Segmenter};
-use crate::upload::{self, Feed, Segment, Target, Uploads};
+use crate::ts::Continuity;
+use crate::upload::{self, Feed, Part, Queue, Segment, Target, Uploads};
 
-/// How often the recorder hands out its bytes.
+/// How often the recorder hands out its bytes, for whole segments.
 const TIMESLICE_MS: i32 = 250;
-/// How often an idle loop looks again.
+/// How often an idle loop looks again, for whole segments.
 const TICK_MS: i32 = 40;
+/// The same with parts: every block is read within a few ms of being encoded, and a part is
+/// cut, remuxed and sent as soon as its last frame and the audio after it are in.
+const LL_TIMESLICE_MS: i32 = 30;
+const LL_TICK_MS: i32 = 5;
+
+/// How the recording is cut: whole segments (wire contract v1) or parts (v2).
+enum Cutter {
+    Segments(Segmenter),
+    Parts {
+        cutter: PartCutter,
+        /// Continuity counters across all parts of the broadcast.
+        cc: Continuity,
+    },
+}
+
+/// What the cutter hands out, in upload order.
+enum Work {
+    Segment(CutSegment),
+    Part(CutPart),
+    Seal,
+}
 
 struct Pipeline {
     b: Broadcast,
     phase: Phase,
     splitter: WebmSplitter,
     init: Option<Vec<u8>>,
-    segmenter: Segmenter,
+    cutter: Cutter,
+    tick_ms: i32,
     blobs: VecDeque<Blob>,
     capture: Option<Capture>,
     recorder_stopped: bool,
@@ -113,13 +137,39 @@ async fn begin(b: Broadcast) {
         // one, so segments stay within the server's target duration even when frames come
         // slowly.
         keyframe_interval_ms: (b.segment_ms / 2).max(500),
-        timeslice_ms: TIMESLICE_MS,
+        timeslice_ms: if b.low_latency {
+            LL_TIMESLICE_MS
+        } else {
+            TIMESLICE_MS
+        },
+    };
+    // A segment may last up to its target duration's rounding limit (as v1's first segment).
+    let target_s = (b.segment_ms / 1000).max(1);
+    let (cutter, splitter, uploads, tick_ms) = if b.low_latency {
+        let cutter = PartCutter::new(PART_TARGET_MS, b.segment_ms, target_s * 1000 + 499);
+        (
+            Cutter::Parts {
+                cutter,
+                cc: Continuity::default(),
+            },
+            WebmSplitter::with_blocks(),
+            Uploads::parts(PART_TARGET_MS, target_s),
+            LL_TICK_MS,
+        )
+    } else {
+        (
+            Cutter::Segments(Segmenter::new(b.segment_ms)),
+            WebmSplitter::new(),
+            Uploads::segments(),
+            TICK_MS,
+        )
     };
     let p = Rc::new(RefCell::new(Pipeline {
-        segmenter: Segmenter::new(b.segment_ms),
+        cutter,
+        tick_ms,
         b,
         phase: Phase::Starting,
-        splitter: WebmSplitter::new(),
+        splitter,
         init: None,
         blobs: VecDeque::new(),
         capture: None,
@@ -130,7 +180,7 @@ async fn begin(b: Broadcast) {
         remux_ms_total: 0.0,
         media_ms_total: 0,
     }));
-    let up = Rc::new(RefCell::new(Uploads::default()));
+    let up = Rc::new(RefCell::new(uploads));
     CURRENT.with(|c| *c.borrow_mut() = Some((p.clone(), up.clone())));
     match Capture::start(&settings, events(&p)).await {
         Ok(c) => p.borrow_mut().capture = Some(c),
@@ -207,11 +257,11 @@ async fn ingest_loop(p: Rc<RefCell<Pipeline>>, up: Rc<RefCell<Uploads>>) {
         return;
     }
     loop {
-        let (blob, stopped) = {
+        let (blob, stopped, tick_ms) = {
             let mut st = p.borrow_mut();
-            (st.blobs.pop_front(), st.recorder_stopped)
+            (st.blobs.pop_front(), st.recorder_stopped, st.tick_ms)
         };
-        let cuts = match blob {
+        let work = match blob {
             Some(blob) => {
                 let data = match JsFuture::from(blob.array_buffer()).await {
                     Ok(buf) => Uint8Array::new(&buf).to_vec(),
@@ -221,20 +271,10 @@ async fn ingest_loop(p: Rc<RefCell<Pipeline>>, up: Rc<RefCell<Uploads>>) {
                         return;
                     }
                 };
-                let mut st = p.borrow_mut();
-                match st.splitter.push(&data) {
-                    Ok(pieces) => {
-                        let mut cuts = Vec::new();
-                        for piece in pieces {
-                            match piece {
-                                Piece::Init(init) => st.init = Some(init),
-                                Piece::Cluster(c) => cuts.extend(st.segmenter.push(c)),
-                            }
-                        }
-                        cuts
-                    }
+                let cut = p.borrow_mut().cut(&data);
+                match cut {
+                    Ok(work) => work,
                     Err(e) => {
-                        drop(st);
                         let e = format!("The recording is not readable WebM: {e}");
                         fail(&p, &up, e).await;
                         return;
@@ -242,16 +282,9 @@ async fn ingest_loop(p: Rc<RefCell<Pipeline>>, up: Rc<RefCell<Uploads>>) {
                 }
             }
             None if stopped => {
-                let mut st = p.borrow_mut();
-                let last = st.splitter.finish();
-                let mut cuts: Vec<CutSegment> = last
-                    .into_iter()
-                    .flat_map(|c| st.segmenter.push(c))
-                    .collect();
-                cuts.extend(st.segmenter.finish());
-                drop(st);
-                for cut in cuts {
-                    if !process(&p, &up, cut).await {
+                let work = p.borrow_mut().finish();
+                for w in work {
+                    if !process(&p, &up, w).await {
                         return;
                     }
                 }
@@ -259,45 +292,142 @@ async fn ingest_loop(p: Rc<RefCell<Pipeline>>, up: Rc<RefCell<Uploads>>) {
                 return;
             }
             None => {
-                chrome::sleep(TICK_MS).await;
+                chrome::sleep(tick_ms).await;
                 continue;
             }
         };
-        for cut in cuts {
-            if !process(&p, &up, cut).await {
+        for w in work {
+            if !process(&p, &up, w).await {
                 return;
             }
         }
     }
 }
 
+impl Pipeline {
+    /// Reads recorded bytes; returns the work they complete.
+    fn cut(&mut self, data: &[u8]) -> Result<Vec<Work>, crate::ebml::WebmError> {
+        let pieces = self.splitter.push(data)?;
+        let mut work = Vec::new();
+        for piece in pieces {
+            match piece {
+                Piece::Init(init) => self.init = Some(init),
+                Piece::Cluster(c) => {
+                    if let Cutter::Segments(s) = &mut self.cutter {
+                        work.extend(s.push(c).into_iter().map(Work::Segment));
+                    }
+                }
+            }
+        }
+        if let Cutter::Parts { cutter, .. } = &mut self.cutter {
+            for b in self.splitter.take_blocks() {
+                work.extend(cutter.push(b).into_iter().map(Work::from));
+            }
+        }
+        Ok(work)
+    }
+
+    /// The recording ended: what is left.
+    fn finish(&mut self) -> Vec<Work> {
+        let last = self.splitter.finish();
+        match &mut self.cutter {
+            Cutter::Segments(s) => {
+                let mut cuts: Vec<CutSegment> = last.into_iter().flat_map(|c| s.push(c)).collect();
+                cuts.extend(s.finish());
+                cuts.into_iter().map(Work::Segment).collect()
+            }
+            Cutter::Parts { cutter, .. } => {
+                let mut work: Vec<Work> = Vec::new();
+                for b in self.splitter.take_blocks() {
+                    work.extend(cutter.push(b).into_iter().map(Work::from));
+                }
+                work.extend(cutter.finish().into_iter().map(Work::from));
+                work
+            }
+        }
+    }
+}
+
+impl From<Cut> for Work {
+    fn from(c: Cut) -> Self {
+        match c {
+            Cut::Part(p) => Work::Part(p),
+            Cut::Seal { .. } => Work::Seal,
+        }
+    }
+}
+
 /// Remuxes one cut and queues it; false when the broadcast failed.
-async fn process(p: &Rc<RefCell<Pipeline>>, up: &Rc<RefCell<Uploads>>, cut: CutSegment) -> bool {
+async fn process(p: &Rc<RefCell<Pipeline>>, up: &Rc<RefCell<Uploads>>, work: Work) -> bool {
     let (input, start_wall) = {
         let st = p.borrow();
         let Some(init) = st.init.as_ref() else {
             return true;
         };
-        (cut.input(init), st.recording_start_wall)
+        let input = match &work {
+            Work::Segment(cut) => cut.input(init),
+            Work::Part(part) => part.input(init),
+            Work::Seal => Vec::new(),
+        };
+        (input, st.recording_start_wall)
+    };
+    let (job, start_ms, duration_ms) = match &work {
+        Work::Segment(cut) => (
+            Job {
+                input: &input,
+                plan: cut.audio_plan(),
+                trim_at_ms: cut.trim_at_ms,
+                copy_leading_delta_frames: false,
+            },
+            cut.start_ms,
+            cut.duration_ms,
+        ),
+        Work::Part(part) => (
+            Job {
+                input: &input,
+                plan: part.audio_plan(),
+                trim_at_ms: None,
+                copy_leading_delta_frames: true,
+            },
+            part.start_ms,
+            part.duration_ms,
+        ),
+        Work::Seal => {
+            if let Queue::Parts { queue, .. } = &mut up.borrow_mut().queue {
+                queue.seal();
+            }
+            return true;
+        }
     };
     let t0 = chrome::now_ms();
-    let job = Job {
-        input: &input,
-        plan: cut.audio_plan(),
-        trim_at_ms: cut.trim_at_ms,
-        copy_leading_delta_frames: false,
-    };
     match remux::remux(&job).await {
-        Ok(ts) => {
+        Ok(mut ts) => {
             let mut st = p.borrow_mut();
             st.remux_ms_total += chrome::now_ms() - t0;
-            st.media_ms_total += cut.duration_ms;
-            let seg = Segment {
-                ts,
-                pdt_ms: program_date_ms(start_wall as u64, cut.start_ms) as f64,
-                end_wall_ms: start_wall + (cut.start_ms + cut.duration_ms) as f64,
-            };
-            up.borrow_mut().queue.push(seg, cut.duration_ms);
+            st.media_ms_total += duration_ms;
+            let pdt_ms = program_date_ms(start_wall as u64, start_ms) as f64;
+            let end_wall_ms = start_wall + (start_ms + duration_ms) as f64;
+            match (&work, &mut st.cutter, &mut up.borrow_mut().queue) {
+                (Work::Segment(_), _, Queue::Segments(q)) => q.push(
+                    Segment {
+                        ts,
+                        pdt_ms,
+                        end_wall_ms,
+                    },
+                    duration_ms,
+                ),
+                (Work::Part(part), Cutter::Parts { cc, .. }, Queue::Parts { queue, .. }) => {
+                    cc.rewrite(&mut ts);
+                    let payload = Part {
+                        ts,
+                        independent: part.independent,
+                        pdt_ms,
+                        end_wall_ms,
+                    };
+                    queue.push_part(payload, duration_ms, part.index == 0);
+                }
+                _ => unreachable!("the cutter and the queue are of one kind"),
+            }
             true
         }
         Err(e) => {
@@ -315,7 +445,8 @@ async fn upload_loop(p: Rc<RefCell<Pipeline>>, up: Rc<RefCell<Uploads>>, target:
         Some(_) => Feed::Open,
         None => Feed::Aborted,
     };
-    match upload::run(target, up.clone(), feed).await {
+    let tick_ms = p.borrow().tick_ms;
+    match upload::run(target, up.clone(), feed, tick_ms).await {
         Ok(false) => {}
         Ok(true) => {
             let status = {
@@ -344,8 +475,9 @@ fn status(st: &Pipeline, up: &Uploads) -> Status {
         source: st.b.source,
         started_at_ms: st.b.started_at_ms,
         segments_sent: up.sent,
+        parts_sent: up.parts_sent,
         segments_waiting: up.queue.waiting() as u64,
-        segments_dropped: up.queue.dropped,
+        segments_dropped: up.queue.dropped(),
         bytes_sent: up.bytes_sent,
         upload_rate_bps: up.rate_bps(now),
         attempts: up.attempts,

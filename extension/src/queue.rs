@@ -3,6 +3,8 @@
 //! Pure and clock-free: the caller passes `now_ms` and a jitter value in `[0, 1)`. A segment
 //! gets its `seq` when it is first sent, so seqs stay dense even when the bound drops old
 //! segments during a long outage; the first segment after a drop carries a discontinuity.
+//! [`UploadQueue`] sends whole segments (wire contract v1), [`PartQueue`] the parts and commits
+//! of low-latency segments (v2).
 
 use std::collections::VecDeque;
 
@@ -222,6 +224,242 @@ impl<T> UploadQueue<T> {
     }
 }
 
+/// What to send next from a [`PartQueue`].
+#[derive(Debug, PartialEq)]
+pub enum Item<'a, T> {
+    /// `PUT` part `part` of segment `seq`.
+    Part {
+        seq: u64,
+        part: u32,
+        /// Only ever on part 0: the segment starts after a break.
+        discontinuity: bool,
+        duration_ms: u64,
+        payload: &'a T,
+    },
+    /// `POST` the commit of segment `seq` from its `parts` parts.
+    Commit { seq: u64, parts: u32 },
+}
+
+/// What an acknowledgement settled.
+#[derive(Debug, PartialEq)]
+pub enum Acked<'a, T> {
+    Part(&'a T),
+    /// The segment is sealed and left the queue.
+    Commit {
+        seq: u64,
+        parts: u32,
+    },
+}
+
+/// One segment's parts in the queue.
+#[derive(Debug)]
+struct Seg<T> {
+    parts: Vec<(T, u64)>,
+    /// Every part is here (its commit may be sent).
+    sealed: bool,
+    /// Parts the server acknowledged.
+    acked: usize,
+    seq: Option<u64>,
+    discontinuity: bool,
+}
+
+impl<T> Seg<T> {
+    fn unsent_ms(&self) -> u64 {
+        self.parts[self.acked..].iter().map(|p| p.1).sum()
+    }
+}
+
+/// Upload order for low-latency parts (wire contract v2): one queue of parts and commits,
+/// strictly in order, one request at a time.
+///
+/// A segment gets its `seq` when its part 0 is first sent, so seqs stay dense. Once any request
+/// of a segment went out, the segment is never dropped and never changes: a retry sends the same
+/// part again, so the server never sees two bodies under one `(seq, part)`, and no sealed
+/// segment can end up without the parts it names. During an outage the bound drops whole
+/// segments that are sealed and never sent, oldest first; the segment after them starts with a
+/// discontinuity.
+#[derive(Debug)]
+pub struct PartQueue<T> {
+    segs: VecDeque<Seg<T>>,
+    next_seq: u64,
+    in_flight: bool,
+    attempts: u32,
+    retry_at_ms: u64,
+    halted: Option<u16>,
+    /// The next segment queued starts after dropped ones.
+    gap: bool,
+    backoff: Backoff,
+    max_buffer_ms: u64,
+    /// Segments dropped by the buffer bound so far.
+    pub dropped: u64,
+}
+
+impl<T> PartQueue<T> {
+    pub fn new(backoff: Backoff, max_buffer_ms: u64) -> Self {
+        PartQueue {
+            segs: VecDeque::new(),
+            next_seq: 0,
+            in_flight: false,
+            attempts: 0,
+            retry_at_ms: 0,
+            halted: None,
+            gap: false,
+            backoff,
+            max_buffer_ms,
+            dropped: 0,
+        }
+    }
+
+    /// Segments not yet sealed on the server (the one being recorded included).
+    pub fn waiting(&self) -> usize {
+        self.segs.len()
+    }
+
+    /// Media (ms) in parts not yet acknowledged.
+    pub fn waiting_ms(&self) -> u64 {
+        self.segs.iter().map(Seg::unsent_ms).sum()
+    }
+
+    /// Failed attempts in a row for the head request.
+    pub fn attempts(&self) -> u32 {
+        self.attempts
+    }
+
+    /// When the next attempt may start.
+    pub fn retry_at_ms(&self) -> u64 {
+        self.retry_at_ms
+    }
+
+    /// The status that stopped the queue for good, if any.
+    pub fn halted(&self) -> Option<u16> {
+        self.halted
+    }
+
+    /// Adds a part; `first` starts a new segment (and seals an unsealed one before it, which
+    /// only happens if its seal never came).
+    pub fn push_part(&mut self, payload: T, duration_ms: u64, first: bool) {
+        let open = self.segs.back().is_some_and(|s| !s.sealed);
+        if first || !open {
+            if let Some(prev) = self.segs.back_mut() {
+                prev.sealed = true;
+            }
+            self.segs.push_back(Seg {
+                parts: Vec::new(),
+                sealed: false,
+                acked: 0,
+                seq: None,
+                discontinuity: std::mem::take(&mut self.gap),
+            });
+        }
+        let seg = self.segs.back_mut().expect("pushed above");
+        seg.parts.push((payload, duration_ms));
+    }
+
+    /// The segment being filled has all its parts: its commit may go, and the bound applies.
+    pub fn seal(&mut self) {
+        if let Some(seg) = self.segs.back_mut() {
+            seg.sealed = true;
+        }
+        self.bound();
+    }
+
+    /// Drops the oldest sealed, never-sent segments while more than the bound waits.
+    fn bound(&mut self) {
+        let mut total = self.waiting_ms();
+        while total > self.max_buffer_ms {
+            // Never the newest: what comes after a drop must exist to carry the discontinuity.
+            let last = self.segs.len().saturating_sub(1);
+            let Some(idx) = self
+                .segs
+                .iter()
+                .take(last)
+                .position(|s| s.sealed && s.seq.is_none())
+            else {
+                break;
+            };
+            let gone = self.segs.remove(idx).expect("index found");
+            total -= gone.unsent_ms();
+            self.dropped += 1;
+            if let Some(next) = self.segs.get_mut(idx) {
+                next.discontinuity = true;
+            }
+        }
+    }
+
+    /// The request to make now, if any; assigns the segment's seq on its first request.
+    pub fn next(&mut self, now_ms: u64) -> Option<Item<'_, T>> {
+        if self.in_flight || self.halted.is_some() || now_ms < self.retry_at_ms {
+            return None;
+        }
+        let next_seq = &mut self.next_seq;
+        let head = self.segs.front_mut()?;
+        let item_ready = head.acked < head.parts.len() || head.sealed;
+        if !item_ready {
+            return None;
+        }
+        let seq = *head.seq.get_or_insert_with(|| {
+            let s = *next_seq;
+            *next_seq += 1;
+            s
+        });
+        self.in_flight = true;
+        Some(match head.parts.get(head.acked) {
+            Some((payload, duration_ms)) => Item::Part {
+                seq,
+                part: head.acked as u32,
+                discontinuity: head.acked == 0 && head.discontinuity,
+                duration_ms: *duration_ms,
+                payload,
+            },
+            None => Item::Commit {
+                seq,
+                parts: head.parts.len() as u32,
+            },
+        })
+    }
+
+    /// Records the answer to the request `next` handed out.
+    pub fn settle(&mut self, outcome: Outcome, now_ms: u64, jitter: f64) -> Option<Acked<'_, T>> {
+        self.in_flight = false;
+        match outcome {
+            Outcome::Acked => {
+                self.attempts = 0;
+                self.retry_at_ms = 0;
+                let head = self.segs.front_mut()?;
+                if head.acked < head.parts.len() {
+                    head.acked += 1;
+                    let head = self.segs.front()?;
+                    return Some(Acked::Part(&head.parts[head.acked - 1].0));
+                }
+                let seg = self.segs.pop_front()?;
+                Some(Acked::Commit {
+                    seq: seg.seq.unwrap_or_default(),
+                    parts: seg.parts.len() as u32,
+                })
+            }
+            Outcome::Conflict => {
+                // That seq holds something else: the whole segment again, under a fresh seq.
+                if let Some(head) = self.segs.front_mut() {
+                    head.seq = Some(self.next_seq);
+                    head.acked = 0;
+                    head.discontinuity = true;
+                    self.next_seq += 1;
+                }
+                None
+            }
+            Outcome::Retry => {
+                self.attempts += 1;
+                self.retry_at_ms = now_ms + self.backoff.delay_ms(self.attempts, jitter);
+                None
+            }
+            Outcome::Fatal(status) => {
+                self.halted = Some(status);
+                None
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -337,5 +575,136 @@ mod tests {
         assert!(q.settle(Outcome::Conflict, 0, 0.5).is_none());
         let s = q.next(0).unwrap();
         assert_eq!((s.seq, s.discontinuity), (1, true));
+    }
+
+    fn pq() -> PartQueue<&'static str> {
+        PartQueue::new(Backoff::default(), 10_000)
+    }
+
+    /// Acks everything the queue hands out until it has nothing; returns what went out.
+    fn drain(q: &mut PartQueue<&'static str>) -> Vec<String> {
+        let mut sent = Vec::new();
+        while let Some(item) = q.next(1_000_000) {
+            sent.push(match item {
+                Item::Part {
+                    seq,
+                    part,
+                    discontinuity,
+                    payload,
+                    ..
+                } => {
+                    format!(
+                        "{seq}/{part}:{payload}{}",
+                        if discontinuity { "!" } else { "" }
+                    )
+                }
+                Item::Commit { seq, parts } => format!("{seq}/commit {parts}"),
+            });
+            q.settle(Outcome::Acked, 1_000_000, 0.5);
+        }
+        sent
+    }
+
+    #[test]
+    fn parts_go_in_order_and_a_commit_follows_each_segments_last_part() {
+        let mut q = pq();
+        q.push_part("a0", 334, true);
+        q.push_part("a1", 334, false);
+        assert_eq!(
+            drain(&mut q),
+            ["0/0:a0", "0/1:a1"],
+            "no commit before the seal"
+        );
+        q.push_part("a2", 300, false);
+        q.seal();
+        q.push_part("b0", 334, true);
+        assert_eq!(drain(&mut q), ["0/2:a2", "0/commit 3", "1/0:b0"]);
+        assert_eq!(q.waiting(), 1, "segment 1 is still open");
+        q.seal();
+        assert_eq!(drain(&mut q), ["1/commit 1"]);
+        assert_eq!(q.waiting(), 0);
+    }
+
+    #[test]
+    fn a_retry_sends_the_same_part_under_the_same_seq() {
+        let mut q = pq();
+        q.push_part("a0", 334, true);
+        q.push_part("a1", 334, false);
+        q.next(0).unwrap();
+        q.settle(Outcome::Acked, 0, 0.5);
+        let first = format!("{:?}", q.next(0).unwrap());
+        q.settle(Outcome::Retry, 100, 0.5);
+        assert!(q.next(349).is_none(), "backing off");
+        assert_eq!(format!("{:?}", q.next(350).unwrap()), first);
+        assert!(matches!(
+            q.settle(Outcome::Acked, 400, 0.5),
+            Some(Acked::Part(&"a1"))
+        ));
+    }
+
+    #[test]
+    fn the_bound_drops_only_whole_segments_never_sent_and_marks_the_break() {
+        let mut q = pq(); // 10 s bound
+        q.push_part("s0p0", 1000, true);
+        q.next(0).unwrap();
+        q.settle(Outcome::Retry, 0, 0.5); // server down while s0's part 0 is out
+        q.push_part("s0p1", 1000, false);
+        q.seal();
+        for s in ["s1", "s2", "s3", "s4", "s5"] {
+            q.push_part(s, 1000, true);
+            q.push_part(s, 1000, false);
+            q.seal();
+        }
+        // 12 s waiting > 10 s: s1 goes (s0 was sent, s5 is the newest).
+        assert_eq!((q.dropped, q.waiting(), q.waiting_ms()), (1, 5, 10_000));
+        q.push_part("s6", 1000, true); // open segments are never dropped either
+        q.push_part("s6", 1000, false);
+        assert_eq!(q.dropped, 1);
+        q.seal();
+        assert_eq!(q.dropped, 2, "s2 goes");
+        let sent = drain(&mut q);
+        assert_eq!(
+            &sent[..4],
+            ["0/0:s0p0", "0/1:s0p1", "0/commit 2", "1/0:s3!"]
+        );
+        assert_eq!(sent.iter().filter(|s| s.ends_with('!')).count(), 1);
+        assert_eq!(sent.last().unwrap(), "4/commit 2", "seqs stay dense");
+    }
+
+    #[test]
+    fn the_bound_drops_nothing_once_every_segment_was_sent() {
+        let mut q = pq();
+        q.push_part("a", 6000, true);
+        q.next(0).unwrap();
+        q.settle(Outcome::Retry, 0, 0.5);
+        q.push_part("a", 6000, false);
+        q.seal();
+        q.push_part("b", 6000, true);
+        q.seal();
+        assert_eq!(q.dropped, 0, "a was sent; b is the newest");
+        assert_eq!(q.waiting_ms(), 18_000);
+    }
+
+    #[test]
+    fn a_conflict_sends_the_whole_segment_again_under_a_fresh_seq() {
+        let mut q = pq();
+        q.push_part("a0", 334, true);
+        q.push_part("a1", 334, false);
+        q.seal();
+        q.next(0).unwrap();
+        q.settle(Outcome::Acked, 0, 0.5);
+        q.next(0).unwrap();
+        assert!(q.settle(Outcome::Conflict, 0, 0.5).is_none());
+        assert_eq!(drain(&mut q), ["1/0:a0!", "1/1:a1", "1/commit 2"]);
+    }
+
+    #[test]
+    fn fatal_answers_stop_the_part_queue() {
+        let mut q = pq();
+        q.push_part("a0", 334, true);
+        q.next(0).unwrap();
+        q.settle(Outcome::Fatal(400), 0, 0.5);
+        assert_eq!(q.halted(), Some(400));
+        assert!(q.next(1_000_000).is_none());
     }
 }

@@ -291,6 +291,7 @@ pub fn options_main() -> Result<(), JsValue> {
             "source-tab"
         };
         input(&d, id).map(|i| i.set_checked(true));
+        input(&d, "low-latency").map(|i| i.set_checked(o.low_latency));
     });
     let d = doc.clone();
     on_click(&doc, "save", move || {
@@ -319,6 +320,7 @@ pub fn options_main() -> Result<(), JsValue> {
             } else {
                 Source::Tab
             },
+            low_latency: input(&d, "low-latency").is_none_or(|i| i.checked()),
         };
         let grant = (!is_loopback(&server)).then(|| {
             chrome::permissions_request(&obj(json!({ "origins": [origin_pattern(&server)] })))

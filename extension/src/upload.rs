@@ -1,5 +1,6 @@
-//! Upload: sends the queued segments to the server in order (the policy is [`crate::queue`]),
-//! keeps the numbers the popup shows, and marks the stream ended once everything is sent.
+//! Upload: sends the queued segments, or the parts and commits of low-latency segments, to the
+//! server in order (the policy is [`crate::queue`]), keeps the numbers the popup shows, and
+//! marks the stream ended once everything is sent.
 
 use std::cell::RefCell;
 use std::collections::VecDeque;
@@ -13,10 +14,10 @@ use web_sys::Response;
 
 use crate::chrome;
 use crate::messages::{refusal_message, unreachable_message};
-use crate::queue::{classify, Backoff, Outcome, UploadQueue, MAX_BUFFER_MS};
+use crate::queue::{
+    classify, Acked, Backoff, Item, Outcome, PartQueue, UploadQueue, MAX_BUFFER_MS,
+};
 
-/// How often an idle loop looks again.
-const TICK_MS: i32 = 40;
 /// How long a request may take before it counts as unanswered.
 const REQUEST_TIMEOUT_MS: u32 = 20_000;
 
@@ -43,12 +44,67 @@ pub struct Segment {
     pub end_wall_ms: f64,
 }
 
+/// A remuxed part of a low-latency segment waiting for upload.
+#[derive(Debug)]
+pub struct Part {
+    pub ts: Vec<u8>,
+    /// Starts with a keyframe.
+    pub independent: bool,
+    /// Capture time of the part's first frame (sent with part 0).
+    pub pdt_ms: f64,
+    /// Wall-clock time of the part's end, for the latency numbers.
+    pub end_wall_ms: f64,
+}
+
+/// Whole segments (v1) or parts (v2).
+#[derive(Debug)]
+pub enum Queue {
+    Segments(UploadQueue<Segment>),
+    Parts {
+        queue: PartQueue<Part>,
+        part_target_ms: u64,
+        target_duration_s: u64,
+    },
+}
+
+impl Queue {
+    /// Segments not yet stored (sealed) on the server.
+    pub fn waiting(&self) -> usize {
+        match self {
+            Queue::Segments(q) => q.waiting(),
+            Queue::Parts { queue, .. } => queue.waiting(),
+        }
+    }
+
+    /// Segments the outage bound dropped.
+    pub fn dropped(&self) -> u64 {
+        match self {
+            Queue::Segments(q) => q.dropped,
+            Queue::Parts { queue, .. } => queue.dropped,
+        }
+    }
+}
+
+/// One request to make.
+struct Request {
+    method: &'static str,
+    path: String,
+    headers: Vec<(&'static str, String)>,
+    body: Option<Uint8Array>,
+    /// What it carries, for messages ("segment 3", "part 1 of segment 3").
+    what: String,
+}
+
 /// The queue and what has happened to it so far.
 #[derive(Debug)]
 pub struct Uploads {
-    pub queue: UploadQueue<Segment>,
-    /// Segments acknowledged.
+    pub queue: Queue,
+    /// Segments acknowledged (whole, or sealed from their parts).
     pub sent: u64,
+    /// Parts acknowledged.
+    pub parts_sent: u64,
+    /// Media items (segments or parts) acknowledged, for the mean latency.
+    media_acked: u64,
     pub bytes_sent: f64,
     /// Requests made, answered or not.
     pub attempts: u64,
@@ -60,11 +116,30 @@ pub struct Uploads {
     pub last_error: Option<String>,
 }
 
-impl Default for Uploads {
-    fn default() -> Self {
+impl Uploads {
+    /// Uploads of whole segments (wire contract v1).
+    pub fn segments() -> Self {
+        Self::with(Queue::Segments(UploadQueue::new(
+            Backoff::default(),
+            MAX_BUFFER_MS,
+        )))
+    }
+
+    /// Uploads of parts (v2) with the stream's part target and target duration.
+    pub fn parts(part_target_ms: u64, target_duration_s: u64) -> Self {
+        Self::with(Queue::Parts {
+            queue: PartQueue::new(Backoff::default(), MAX_BUFFER_MS),
+            part_target_ms,
+            target_duration_s,
+        })
+    }
+
+    fn with(queue: Queue) -> Self {
         Uploads {
-            queue: UploadQueue::new(Backoff::default(), MAX_BUFFER_MS),
+            queue,
             sent: 0,
+            parts_sent: 0,
+            media_acked: 0,
             bytes_sent: 0.0,
             attempts: 0,
             acks: VecDeque::new(),
@@ -87,17 +162,17 @@ impl Uploads {
         bytes * 8.0 / 10.0
     }
 
-    /// Mean time from a segment's end to its acknowledgement.
+    /// Mean time from a segment's (or part's) end to its acknowledgement.
     pub fn latency_avg(&self) -> f64 {
-        if self.sent > 0 {
-            self.latency_sum / self.sent as f64
+        if self.media_acked > 0 {
+            self.latency_sum / self.media_acked as f64
         } else {
             0.0
         }
     }
 
     fn acked(&mut self, now: f64, size: f64, end_wall_ms: f64) {
-        self.sent += 1;
+        self.media_acked += 1;
         self.bytes_sent += size;
         self.acks.push_back((now, size));
         while self.acks.front().is_some_and(|(t, _)| now - t > 10_000.0) {
@@ -127,48 +202,30 @@ pub async fn run(
     target: Target,
     up: Rc<RefCell<Uploads>>,
     feed: impl Fn() -> Feed,
+    tick_ms: i32,
 ) -> Result<bool, String> {
     loop {
         let state = feed();
         if state == Feed::Aborted {
             return Ok(false);
         }
-        let job = {
-            let mut u = up.borrow_mut();
-            let now = chrome::now_ms() as u64;
-            u.queue.next(now).map(|s| {
-                (
-                    s.seq,
-                    s.discontinuity,
-                    s.duration_ms,
-                    Uint8Array::from(&s.payload.ts[..]),
-                    s.payload.pdt_ms,
-                )
-            })
-        };
-        let Some((seq, disc, duration_ms, body, pdt_ms)) = job else {
+        let request = up.borrow_mut().next_request(&target.session);
+        let Some(request) = request else {
             if state == Feed::Done && up.borrow().queue.waiting() == 0 {
                 return finish(&target)
                     .await
                     .map(|()| true)
                     .map_err(|e| format!("The stream could not be marked as ended: {e}"));
             }
-            chrome::sleep(TICK_MS).await;
+            chrome::sleep(tick_ms).await;
             continue;
         };
         let headers = target.headers();
-        let set = |k: &str, v: &str| {
-            let _ = Reflect::set(&headers, &k.into(), &v.into());
-        };
-        set("Content-Type", "video/mp2t");
-        set(wire::DURATION, &wire::duration_text(duration_ms));
-        let pdt = js_sys::Date::new(&JsValue::from_f64(pdt_ms)).to_iso_string();
-        set(wire::PROGRAM_DATE_TIME, &String::from(pdt));
-        if disc {
-            set(wire::DISCONTINUITY, "1");
+        for (k, v) in &request.headers {
+            let _ = Reflect::set(&headers, &(*k).into(), &v.into());
         }
-        let url = target.url(&wire::ingest_segment_path(&target.session, seq));
-        let answer = http(&url, "PUT", &headers, Some(&body)).await;
+        let url = target.url(&request.path);
+        let answer = http(&url, request.method, &headers, request.body.as_ref()).await;
         let status = answer.as_ref().map(|a| a.0);
         let said = answer
             .map(|a| a.1)
@@ -179,24 +236,124 @@ pub async fn run(
         u.attempts += 1;
         let now = chrome::now_ms();
         let outcome = classify(status);
-        let size = body.length() as f64;
-        match u.queue.settle(outcome, now as u64, chrome::jitter()) {
-            Some(entry) => u.acked(now, size, entry.payload.end_wall_ms),
-            None => {
-                let server = &target.server;
-                u.last_error = Some(match outcome {
-                    Outcome::Acked => unreachable!("acked entries are returned"),
-                    Outcome::Retry => unreachable_message(server, status),
-                    Outcome::Conflict => format!(
-                        "The server at {server} already holds different bytes for segment {seq} (409); sending it as the next segment."
-                    ),
-                    Outcome::Fatal(s) => refusal_message(s, server) + &said,
-                });
-            }
+        let size = request.body.as_ref().map_or(0.0, |b| b.length() as f64);
+        if !u.settle(outcome, now, size) {
+            let server = &target.server;
+            let what = &request.what;
+            u.last_error = Some(match outcome {
+                Outcome::Acked => unreachable!("acked requests are settled"),
+                Outcome::Retry => unreachable_message(server, status),
+                Outcome::Conflict => format!(
+                    "The server at {server} already holds different bytes for {what} (409); sending the segment again as the next one."
+                ),
+                Outcome::Fatal(s) => refusal_message(s, server) + &said,
+            });
         }
         if let Outcome::Fatal(_) = outcome {
             return Err(u.last_error.clone().unwrap_or_default());
         }
+    }
+}
+
+impl Uploads {
+    /// The request the queue wants made now, if any.
+    fn next_request(&mut self, session: &str) -> Option<Request> {
+        let now = chrome::now_ms() as u64;
+        let pdt = |ms: f64| String::from(js_sys::Date::new(&JsValue::from_f64(ms)).to_iso_string());
+        let media = |ts: &[u8]| Some(Uint8Array::from(ts));
+        match &mut self.queue {
+            Queue::Segments(q) => {
+                let s = q.next(now)?;
+                let mut headers = vec![
+                    ("Content-Type", "video/mp2t".to_string()),
+                    (wire::DURATION, wire::duration_text(s.duration_ms)),
+                    (wire::PROGRAM_DATE_TIME, pdt(s.payload.pdt_ms)),
+                ];
+                if s.discontinuity {
+                    headers.push((wire::DISCONTINUITY, "1".into()));
+                }
+                Some(Request {
+                    method: "PUT",
+                    path: wire::ingest_segment_path(session, s.seq),
+                    headers,
+                    body: media(&s.payload.ts),
+                    what: format!("segment {}", s.seq),
+                })
+            }
+            Queue::Parts {
+                queue,
+                part_target_ms,
+                target_duration_s,
+            } => {
+                let (part_target_ms, target_duration_s) = (*part_target_ms, *target_duration_s);
+                match queue.next(now)? {
+                    Item::Part {
+                        seq,
+                        part,
+                        discontinuity,
+                        duration_ms,
+                        payload,
+                    } => {
+                        let mut headers = vec![
+                            ("Content-Type", "video/mp2t".to_string()),
+                            (wire::DURATION, wire::duration_text(duration_ms)),
+                            (wire::PART_TARGET, wire::duration_text(part_target_ms)),
+                            (wire::TARGET_DURATION, target_duration_s.to_string()),
+                        ];
+                        if payload.independent {
+                            headers.push((wire::INDEPENDENT, "1".into()));
+                        }
+                        if part == 0 {
+                            headers.push((wire::PROGRAM_DATE_TIME, pdt(payload.pdt_ms)));
+                            if discontinuity {
+                                headers.push((wire::DISCONTINUITY, "1".into()));
+                            }
+                        }
+                        Some(Request {
+                            method: "PUT",
+                            path: wire::ingest_part_path(session, seq, part),
+                            headers,
+                            body: media(&payload.ts),
+                            what: format!("part {part} of segment {seq}"),
+                        })
+                    }
+                    Item::Commit { seq, parts } => Some(Request {
+                        method: "POST",
+                        path: wire::ingest_commit_path(session, seq),
+                        headers: vec![(wire::PARTS, parts.to_string())],
+                        body: None,
+                        what: format!("the commit of segment {seq}"),
+                    }),
+                }
+            }
+        }
+    }
+
+    /// Records the answer to the last request; false when it was not acknowledged.
+    fn settle(&mut self, outcome: Outcome, now: f64, size: f64) -> bool {
+        let jitter = chrome::jitter();
+        let (end_wall, segment_done) = match &mut self.queue {
+            Queue::Segments(q) => match q.settle(outcome, now as u64, jitter) {
+                Some(entry) => (Some(entry.payload.end_wall_ms), true),
+                None => return false,
+            },
+            Queue::Parts { queue, .. } => match queue.settle(outcome, now as u64, jitter) {
+                Some(Acked::Part(p)) => (Some(p.end_wall_ms), false),
+                Some(Acked::Commit { .. }) => (None, true),
+                None => return false,
+            },
+        };
+        if let Some(end_wall) = end_wall {
+            if !segment_done {
+                self.parts_sent += 1;
+            }
+            self.acked(now, size, end_wall);
+        }
+        if segment_done {
+            self.sent += 1;
+        }
+        self.last_error = None;
+        true
     }
 }
 

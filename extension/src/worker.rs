@@ -97,6 +97,7 @@ async fn start(source: Source, media_stream_id: Option<String>) -> Result<(), St
         source,
         started_at_ms: chrome::now_ms(),
         media_stream_id,
+        low_latency: options.low_latency,
     };
     chrome::save(KEY_BROADCAST, &broadcast).await?;
     chrome::forget(KEY_LAST).await;

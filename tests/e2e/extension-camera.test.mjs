@@ -1,4 +1,5 @@
 // The popup streams the (fake) camera and microphone instead of a tab; Stop in the popup ends it.
+// Low latency is off here, so this is also the test of whole-segment uploads (wire contract v1).
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { startServer } from './lib/server.mjs';
@@ -10,7 +11,7 @@ let server; let ext;
 before(async () => {
   server = await startServer({ env: { stream_retention: 0 } });
   ext = await launchExtension({ camera: true });
-  await ext.setOptions({ server: server.url, segment_seconds: 2, default_source: 'camera' });
+  await ext.setOptions({ server: server.url, segment_seconds: 2, default_source: 'camera', low_latency: false });
 });
 
 after(async () => {
@@ -28,6 +29,8 @@ test('the popup streams camera + microphone as continuous HLS and Stop ends it',
   const first = (await fetchPlaylist(server.url, b.stream)).segments[0];
   const live = await ext.until(async () => { const s = await ext.popupState(); return s.phase === 'live' && s; },
     { what: 'the popup to show live' });
+  const livePlaylist = await fetchPlaylist(server.url, b.stream);
+  assert.doesNotMatch(livePlaylist.text, /#EXT-X-PART/, 'low latency off: whole segments only');
   assert.match(live.state, /camera/);
   assert.equal(live.link, `${server.url}/play/${b.stream}`);
 
@@ -43,4 +46,8 @@ test('the popup streams camera + microphone as continuous HLS and Stop ends it',
   const a = await assertContinuousBroadcast(server.url, b.stream, pl, streamedSeconds);
   // Chromium's fake microphone beeps; it must not be silence.
   assert.ok(a.meanVolume > -60, `the microphone is audible (mean ${a.meanVolume} dB)`);
+  const done = await ext.until(async () => { const s = await ext.popupState(); return s.phase === 'ended' && s; },
+    { what: 'the popup to show the end' });
+  assert.equal(done.status.segments_sent, pl.segments.length);
+  assert.equal(done.status.parts_sent, 0, 'no parts with low latency off');
 });
