@@ -1,9 +1,12 @@
 // A real toolbar click streams an animated, sounding tab into the real component in the test
-// host; a second click stops it. ffmpeg/ffprobe then judge what arrived.
+// host; a second click stops it. ffmpeg/ffprobe then judge what arrived. Low latency is on (the
+// default): the playlist lists parts while live, and every part boundary is judged as well as
+// every segment boundary.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { startServer } from './lib/server.mjs';
-import { launchExtension, serveFixtures, assertContinuousBroadcast, boundaryAudio, fetchPlaylist, sleep } from './lib/browser.mjs';
+import { launchExtension, serveFixtures, assertContinuousBroadcast, assertContinuousParts, allParts, boundaryAudio,
+  fetchPlaylist, sleep, watchParts } from './lib/browser.mjs';
 
 const STREAM_MS = 20_000;
 let server; let fixtures; let ext;
@@ -28,6 +31,8 @@ test('toolbar click streams the tab as continuous HLS with H.264 + AAC until the
   const b = await ext.until(() => ext.broadcast(), { what: 'the broadcast to start' });
   assert.match(b.stream, /^[0-9a-f]{40}$/);
   assert.equal(b.source, 'tab');
+  assert.equal(b.low_latency, true, 'low latency is the default');
+  const watch = watchParts(server.url, b.stream);
   await ext.until(async () => (await fetchPlaylist(server.url, b.stream))?.segments.length > 0,
     { what: 'the first segment', timeout: 30_000 });
   const first = (await fetchPlaylist(server.url, b.stream)).segments[0];
@@ -48,6 +53,11 @@ test('toolbar click streams the tab as continuous HLS with H.264 + AAC until the
   const streamedSeconds = (stopAt - first.pdt) / 1000;
   console.log('after stop:', JSON.stringify(await ext.popupState()));
   console.log(pl.text);
+  const seen = await watch.stop();
+  assert.ok(seen.sawPartInf, 'the live playlist has EXT-X-PART-INF');
+  assert.ok(seen.parts.size > 0, 'the live playlist lists EXT-X-PART lines');
+  const parts = await allParts(server.url, b.stream, pl, seen.parts);
+  console.log(`${parts.length} parts in ${pl.segments.length} segments; ${seen.parts.size} seen live`);
 
   const a = await assertContinuousBroadcast(server.url, b.stream, pl, streamedSeconds);
   assert.ok(a.meanVolume > -40, `the tone is audible (mean ${a.meanVolume} dB)`);
@@ -58,14 +68,25 @@ test('toolbar click streams the tab as continuous HLS with H.264 + AAC until the
     assert.ok(e.step < 3, `a click at the start of seq ${i + 1}: a step ${e.step.toFixed(1)}x the tone's slope`);
     assert.ok(e.level > 0.5, `a dropout at the start of seq ${i + 1}: level ${e.level.toFixed(2)} of the stream's`);
   }
+  // The same at every part boundary: video and audio timestamps, and the decoded tone.
+  const ap = await assertContinuousParts(server.url, b.stream, pl, parts);
+  const partEdges = await boundaryAudio(server.url, b.stream, ap.audioPackets);
+  console.log('audio at part boundaries (step, level):', partEdges.map((e) => `${e.step.toFixed(2)},${e.level.toFixed(2)}`).join(' '));
+  for (const [i, e] of partEdges.entries()) {
+    const at = `${parts[i + 1].seq}.${parts[i + 1].part}`;
+    assert.ok(e.step < 3, `a click at the start of part ${at}: a step ${e.step.toFixed(1)}x the tone's slope`);
+    assert.ok(e.level > 0.5, `a dropout at the start of part ${at}: level ${e.level.toFixed(2)} of the stream's`);
+  }
 
   const done = await ext.until(async () => {
     const s = await ext.popupState();
     return s.phase === 'ended' && s;
   }, { what: 'the popup to show the end' });
   assert.equal(done.status.segments_sent, pl.segments.length);
+  assert.equal(done.status.parts_sent, parts.length);
   assert.equal(done.status.segments_waiting, 0);
   console.log(JSON.stringify({ remux_ms_per_segment: done.status.remux_ms_total / done.status.segments_sent,
+    remux_ms_per_part: done.status.remux_ms_total / done.status.parts_sent,
     remux_ms_per_media_s: done.status.remux_ms_total / (done.status.media_ms_total / 1000),
     ack_latency_ms_avg: done.status.ack_latency_ms_avg, ack_latency_ms_max: done.status.ack_latency_ms_max }));
 });

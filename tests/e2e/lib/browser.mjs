@@ -143,6 +143,142 @@ async function ffprobeJson(args) {
 }
 
 /**
+ * The packets of one MPEG-TS file at `url`, by stream type: sorted presentation times, packet
+ * durations, and whether the first video packet (in file order) is a keyframe.
+ */
+async function probeTimes(url) {
+  const dir = mkdtempSync(join(tmpdir(), 'chalkstream-segs-'));
+  try {
+    const file = join(dir, 'piece.ts');
+    writeFileSync(file, Buffer.from(await (await fetch(url)).arrayBuffer()));
+    const { packets, streams: ss } = await ffprobeJson(['-show_entries',
+      'packet=stream_index,pts_time,duration_time,flags:stream=index,codec_type', file]);
+    const kind = Object.fromEntries(ss.map((s) => [s.index, s.codec_type]));
+    const times = { video: [], audio: [] };
+    const durs = { video: [], audio: [] };
+    let firstVideoKey = null;
+    for (const p of packets) {
+      const k = kind[p.stream_index];
+      if (!times[k] || p.pts_time === undefined) continue;
+      if (k === 'video' && firstVideoKey === null) firstVideoKey = String(p.flags ?? '').startsWith('K');
+      times[k].push(Number(p.pts_time));
+      if (p.duration_time !== undefined) durs[k].push(Number(p.duration_time));
+    }
+    for (const k of ['video', 'audio']) times[k].sort((a, b) => a - b);
+    return { times, durs, firstVideoKey };
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+/** The LL-HLS parts a live playlist lists: `[{ seq, part, duration, independent, uri }]`. */
+export function playlistParts(server, text) {
+  const parts = [];
+  for (const line of text.split('\n')) {
+    if (!line.startsWith('#EXT-X-PART:')) continue;
+    const attrs = Object.fromEntries([...line.slice(12).matchAll(/([A-Z-]+)=("[^"]*"|[^,]*)/g)]
+      .map(([, k, v]) => [k, v.replace(/^"|"$/g, '')]));
+    const m = attrs.URI.match(/(\d+)\.(\d+)\.ts$/);
+    parts.push({ seq: Number(m[1]), part: Number(m[2]), duration: Number(attrs.DURATION),
+      independent: attrs.INDEPENDENT === 'YES', uri: new URL(attrs.URI, `${server}/playlist/`).href });
+  }
+  return parts;
+}
+
+/**
+ * Polls a live playlist every `everyMs` until `stop()` is called; resolves to `{ sawPartInf,
+ * parts: Map("seq.part" -> part) }` with every part any reload listed.
+ */
+export function watchParts(server, stream, { everyMs = 500 } = {}) {
+  const seen = new Map();
+  let sawPartInf = false; let running = true;
+  const done = (async () => {
+    while (running) {
+      const pl = await fetchPlaylist(server, stream).catch(() => null);
+      if (pl && !pl.ended) {
+        sawPartInf ||= /^#EXT-X-PART-INF:PART-TARGET=/m.test(pl.text);
+        for (const p of playlistParts(server, pl.text)) seen.set(`${p.seq}.${p.part}`, p);
+      }
+      await sleep(everyMs);
+    }
+    return { sawPartInf, parts: seen };
+  })();
+  return { stop: () => { running = false; return done; } };
+}
+
+/**
+ * Every part of every segment of a finished v2 stream, in order: the parts `seen` while live
+ * (with their declared durations), and for a segment whose seen parts do not add up to its
+ * EXTINF, the rest found by fetching `/chunks/{stream}/{seq}.{n}.ts` until one is missing
+ * (duration unknown: null).
+ */
+export async function allParts(server, stream, playlist, seen) {
+  const out = [];
+  for (const seg of playlist.segments) {
+    const mine = [...seen.values()].filter((p) => p.seq === seg.seq).sort((a, b) => a.part - b.part);
+    mine.forEach((p, i) => assert.equal(p.part, i, `parts of seq ${seg.seq} are listed from 0 without a hole`));
+    const sum = mine.reduce((t, p) => t + p.duration, 0);
+    if (Math.abs(sum - seg.duration) > 0.0005) {
+      for (let n = mine.length; n < 64; n++) {
+        const uri = `${server}/chunks/${stream}/${seg.seq}.${n}.ts`;
+        const res = await fetch(uri);
+        await res.arrayBuffer();
+        if (res.status !== 200) break;
+        mine.push({ seq: seg.seq, part: n, duration: null, independent: null, uri });
+      }
+    }
+    out.push(...mine);
+  }
+  return out;
+}
+
+/**
+ * What the issue asks at every part boundary, as assertContinuousBroadcast asks at segment
+ * boundaries: each segment is exactly its parts' bytes, every independent part (and part 0)
+ * starts with a keyframe, and between consecutive parts neither video nor audio has a gap, and
+ * video stays on the declared timeline. Returns the audio packets per part (for boundaryAudio).
+ */
+export async function assertContinuousParts(server, stream, playlist, parts) {
+  for (const seg of playlist.segments) {
+    const mine = parts.filter((p) => p.seq === seg.seq);
+    assert.ok(mine.length > 0, `seq ${seg.seq} has parts`);
+    const whole = Buffer.from(await (await fetch(seg.uri)).arrayBuffer());
+    const pieces = await Promise.all(mine.map(async (p) => Buffer.from(await (await fetch(p.uri)).arrayBuffer())));
+    assert.ok(whole.equals(Buffer.concat(pieces)), `seq ${seg.seq} is its ${mine.length} parts' bytes in order`);
+  }
+  const probed = [];
+  for (const p of parts) probed.push({ ...p, ...await probeTimes(p.uri) });
+  const allVideo = probed.flatMap((p) => p.times.video);
+  const diffs = allVideo.slice(1).map((t, i) => t - allVideo[i]).filter((d) => d > 0);
+  const frame = [...diffs].sort((x, y) => x - y)[Math.floor(diffs.length / 2)];
+  const audioFrame = 1024 / 48000;
+  const frameLimit = 2 * Math.max(frame, 1 / 30) + 0.001;
+  let declared = 0; let known = true;
+  const rows = [];
+  for (const [i, p] of probed.entries()) {
+    if (p.part === 0 || p.independent) assert.equal(p.firstVideoKey, true, `part ${p.seq}.${p.part} starts with a keyframe`);
+    if (i > 0) {
+      const a = probed[i - 1];
+      const aEnd = a.times.video.at(-1); const bStart = p.times.video[0];
+      const audioEnd = a.times.audio.at(-1) + audioFrame;
+      const row = { at: `${p.seq}.${p.part}`, videoGap: bStart - aEnd, audioGap: p.times.audio[0] - audioEnd,
+        drift: known ? (bStart - probed[0].times.video[0]) - declared : null };
+      rows.push(row);
+      if (aEnd !== undefined && bStart !== undefined) {
+        assert.ok(row.videoGap > 0 && row.videoGap <= frameLimit, `video gap ${row.videoGap.toFixed(3)} s before part ${row.at}`);
+        if (row.drift !== null) assert.ok(Math.abs(row.drift) <= 2 / 30, `part ${row.at} is ${row.drift.toFixed(3)} s off the declared timeline`);
+      }
+      assert.ok(Math.abs(row.audioGap) <= 2 * audioFrame, `audio gap ${row.audioGap.toFixed(4)} s before part ${row.at}`);
+    }
+    if (p.duration === null) known = false;
+    declared += p.duration ?? 0;
+  }
+  console.log('part boundaries (part: video gap, audio gap, drift):', rows.map((r) =>
+    `${r.at}:${r.videoGap.toFixed(3)},${r.audioGap.toFixed(4)},${r.drift === null ? '-' : r.drift.toFixed(3)}`).join(' '));
+  return { audioPackets: probed.map((p) => p.times.audio.length), frame };
+}
+
+/**
  * Everything the tests check about a finished stream, measured with Debian's ffmpeg/ffprobe:
  * ffmpeg's complaints while decoding the whole playlist, codecs, decoded duration, the largest
  * timestamp gap at each segment boundary, and the audio's mean volume.
@@ -193,26 +329,8 @@ export async function analyseStream(server, stream) {
   const meanVolume = Number((vol.match(/mean_volume: (-?[\d.]+) dB/) ?? [0, NaN])[1]);
 
   // Per segment: first/last packet times per stream type (timestamps are absolute: -copyts).
-  const dir = mkdtempSync(join(tmpdir(), 'chalkstream-segs-'));
   const perSegment = [];
-  for (const seg of pl.segments) {
-    const file = join(dir, `${seg.seq}.ts`);
-    writeFileSync(file, Buffer.from(await (await fetch(seg.uri)).arrayBuffer()));
-    const { packets, streams: ss } = await ffprobeJson(['-show_entries',
-      'packet=stream_index,pts_time,duration_time:stream=index,codec_type', file]);
-    const kind = Object.fromEntries(ss.map((s) => [s.index, s.codec_type]));
-    const times = { video: [], audio: [] };
-    const durs = { video: [], audio: [] };
-    for (const p of packets) {
-      const k = kind[p.stream_index];
-      if (!times[k] || p.pts_time === undefined) continue;
-      times[k].push(Number(p.pts_time));
-      if (p.duration_time !== undefined) durs[k].push(Number(p.duration_time));
-    }
-    for (const k of ['video', 'audio']) times[k].sort((a, b) => a - b);
-    perSegment.push({ seq: seg.seq, times, durs });
-  }
-  rmSync(dir, { recursive: true, force: true });
+  for (const seg of pl.segments) perSegment.push({ seq: seg.seq, ...await probeTimes(seg.uri) });
   const audioFrame = 1024 / 48000;
   const innerGap = (t) => Math.max(0, ...t.slice(1).map((x, i) => x - t[i]));
   const median = (a) => { const s = [...a].sort((x, y) => x - y); return s.length ? s[Math.floor(s.length / 2)] : NaN; };
