@@ -1,0 +1,514 @@
+//! Wire contract v2 (LL-HLS) on the memory store: part uploads and commits with their retries
+//! and conflicts, the low-latency playlist (parts near the live edge, the open segment, the
+//! preload hint, delta updates), and blocking reloads and held part requests driven by
+//! `hold::wait` on a fake clock, whose sleeps are where other requests happen.
+
+mod common;
+
+#[path = "../../tests/host/tests/common/ll_check.rs"]
+mod ll_check;
+
+use chalkstream_manifest::rules::{Config, Retention};
+use chalkstream_spin_app::api::{self, Step};
+use chalkstream_spin_app::hold;
+use chalkstream_spin_app::kv::{Kv, KvError, MemoryKv};
+use chalkstream_spin_app::reply::{Body, Reply};
+use chalkstream_spin_app::route::Method;
+use common::*;
+use std::cell::Cell;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+const PT: &str = "0.250";
+
+fn part_headers(part: u32, duration: &str) -> Vec<(&'static str, String)> {
+    vec![
+        ("X-Duration", duration.to_owned()),
+        ("X-Part-Target", PT.to_owned()),
+        ("X-Target-Duration", "1".to_owned()),
+        ("X-Independent", if part == 0 { "1" } else { "0" }.to_owned()),
+    ]
+}
+
+fn put_part_with(kv: &dyn Kv, c: &Config, seq: u64, part: u32, headers: &[(&str, String)], body: &[u8], now: i64) -> Reply {
+    let headers: Vec<(&str, &str)> = headers.iter().map(|(n, v)| (*n, v.as_str())).collect();
+    let h = head(Method::Put, &format!("/ingest/{SECRET}/{seq}/{part}.ts"), &headers);
+    request(kv, c, &h, body, now)
+}
+
+fn put_part(kv: &dyn Kv, c: &Config, seq: u64, part: u32, body: &[u8], now: i64) -> Reply {
+    put_part_with(kv, c, seq, part, &part_headers(part, PT), body, now)
+}
+
+fn commit(kv: &dyn Kv, c: &Config, seq: u64, parts: &str, now: i64) -> Reply {
+    let h = head(Method::Post, &format!("/ingest/{SECRET}/{seq}/commit"), &[("X-Parts", parts)]);
+    request(kv, c, &h, b"", now)
+}
+
+fn part_body(seq: u64, part: u32) -> Vec<u8> {
+    ts(2 + part as usize, (seq * 7 + u64::from(part)) as u8)
+}
+
+/// Segments `from..to`, four 250 ms parts each, sealed, one part every 250 ms after `now`;
+/// returns the time of the last.
+fn stream(kv: &dyn Kv, c: &Config, from: u64, to: u64, mut now: i64) -> i64 {
+    for seq in from..to {
+        for part in 0..4 {
+            now += 250;
+            put_part(kv, c, seq, part, &part_body(seq, part), now).assert(201);
+        }
+        commit(kv, c, seq, "4", now).assert(201);
+    }
+    now
+}
+
+trait Status {
+    fn assert(&self, status: u16) -> &Self;
+}
+
+impl Status for Reply {
+    #[track_caller]
+    fn assert(&self, status: u16) -> &Self {
+        let body = match &self.body {
+            Body::Bytes(bytes) => String::from_utf8_lossy(bytes).into_owned(),
+            _ => String::new(),
+        };
+        assert_eq!(self.status, status, "{body}");
+        self
+    }
+}
+
+fn error(kv: &dyn Kv, reply: &Reply) -> String {
+    json(kv, reply)["error"].as_str().unwrap_or_default().to_owned()
+}
+
+fn ll_playlist(kv: &dyn Kv, c: &Config, query: &str, now: i64) -> (Reply, ll_check::LlPlaylist) {
+    let id = stream_id(SECRET);
+    let r = get(kv, c, &format!("/playlist/{id}.m3u8{query}"), now);
+    r.assert(200);
+    let p = ll_check::check(&text(kv, &r));
+    (r, p)
+}
+
+#[test]
+fn parts_are_stored_committed_and_retried_idempotently() {
+    let kv = MemoryKv::new();
+    let c = config(Retention::Forever, 30_000);
+    let id = stream_id(SECRET);
+    for part in 0..3 {
+        let r = put_part(&kv, &c, 0, part, &part_body(0, part), T0 + i64::from(part) * 250);
+        r.assert(201);
+        let j = json(&kv, &r);
+        assert_eq!((j["seq"].as_u64(), j["part"].as_u64()), (Some(0), Some(u64::from(part))));
+        assert!(j["playlist"].as_str().unwrap().ends_with(&format!("/playlist/{id}.m3u8")));
+    }
+    put_part(&kv, &c, 0, 1, &part_body(0, 1), T0 + 800).assert(200);
+    let r = put_part(&kv, &c, 0, 1, &part_body(9, 9), T0 + 800);
+    r.assert(409);
+    assert!(error(&kv, &r).contains("part 1 of segment 0 is already stored with different bytes"), "{}", error(&kv, &r));
+    // Parts serve at once, before the segment is sealed.
+    let r = get(&kv, &c, &format!("/chunks/{id}/0.2.ts"), T0 + 800);
+    r.assert(200);
+    assert_eq!(body(&kv, &r), part_body(0, 2));
+    assert_eq!(r.get_header("content-type"), Some("video/mp2t"));
+    assert_eq!(r.get_header("cache-control"), Some("public, max-age=31536000, immutable"));
+    get(&kv, &c, &format!("/chunks/{id}/0.ts"), T0 + 800).assert(404);
+
+    let r = commit(&kv, &c, 0, "3", T0 + 900);
+    r.assert(201);
+    assert_eq!(json(&kv, &r)["parts"], 3);
+    commit(&kv, &c, 0, "3", T0 + 950).assert(200);
+    let r = commit(&kv, &c, 0, "2", T0 + 950);
+    r.assert(409);
+    assert!(error(&kv, &r).contains("already sealed from 3 parts"), "{}", error(&kv, &r));
+    // After the seal: the same part again is a retry, other bytes or a part not in it a conflict.
+    put_part(&kv, &c, 0, 2, &part_body(0, 2), T0 + 1000).assert(200);
+    put_part(&kv, &c, 0, 2, &part_body(5, 5), T0 + 1000).assert(409);
+    let r = put_part(&kv, &c, 0, 3, &part_body(0, 3), T0 + 1000);
+    r.assert(409);
+    assert!(error(&kv, &r).contains("sealed without part 3"), "{}", error(&kv, &r));
+    assert!(kv.get(&format!("seg/{id}/0/p3")).unwrap().is_none(), "a refused part leaves nothing");
+
+    // The segment is its parts' bytes in order, and a v1 re-upload of it is refused.
+    let whole: Vec<u8> = (0..3).flat_map(|p| part_body(0, p)).collect();
+    let r = get(&kv, &c, &format!("/chunks/{id}/0.ts"), T0 + 1000);
+    r.assert(200);
+    assert_eq!(body(&kv, &r), whole);
+    let r = put(&kv, &c, SECRET, 0, "0.750", &whole, T0 + 1000);
+    r.assert(409);
+    assert!(error(&kv, &r).contains("sealed from parts"), "{}", error(&kv, &r));
+    // No byte is stored twice: the parts' slices are the segment's body.
+    let keys = kv.keys();
+    assert_eq!(keys.iter().filter(|k| k.starts_with(&format!("seg/{id}/0/"))).count(), 3 * 2 + 1, "{keys:?}");
+}
+
+#[test]
+fn bad_parts_and_commits_get_a_clear_4xx_and_change_nothing() {
+    let kv = MemoryKv::new();
+    let c = config(Retention::Forever, 30_000);
+    let body0 = part_body(0, 0);
+    let cases: Vec<(u32, Vec<(&str, String)>, Vec<u8>, &str)> = vec![
+        (0, vec![("X-Part-Target", PT.into()), ("X-Target-Duration", "1".into()), ("X-Independent", "1".into())], body0.clone(), "X-Duration"),
+        (0, vec![("X-Duration", "0.2".into()), ("X-Target-Duration", "1".into()), ("X-Independent", "1".into())], body0.clone(), "X-Part-Target"),
+        (0, vec![("X-Duration", "0.2".into()), ("X-Part-Target", PT.into()), ("X-Independent", "1".into())], body0.clone(), "X-Target-Duration"),
+        (0, part_headers(1, "0.2"), body0.clone(), "X-Independent: 1"),
+        (1, part_headers(1, "0.251"), body0.clone(), "longer than the part target"),
+        (0, [part_headers(0, "0.2"), vec![("X-Part-Target", "2.5".into())]].concat(), body0.clone(), "X-Part-Target"),
+        (1, [part_headers(1, "0.2"), vec![("X-Program-Date-Time", "2026-11-25T13:00:00Z".into())]].concat(), body0.clone(), "part 0 only"),
+        (0, part_headers(0, "0.2"), b"<html>".to_vec(), "not MPEG-TS"),
+    ];
+    for (part, headers, body, says) in cases {
+        let headers: Vec<(&str, String)> = headers.into_iter().collect();
+        let mut dedup: Vec<(&str, String)> = Vec::new();
+        for (n, v) in headers {
+            dedup.retain(|(m, _)| *m != n);
+            dedup.push((n, v));
+        }
+        let r = put_part_with(&kv, &c, 0, part, &dedup, &body, T0);
+        r.assert(400);
+        assert!(error(&kv, &r).contains(says), "{says}: {}", error(&kv, &r));
+    }
+    let r = request(&kv, &c, &head(Method::Put, &format!("/ingest/{SECRET}/0/64.ts"), &[]), &body0, T0);
+    r.assert(400);
+    assert!(error(&kv, &r).contains("at most 63"));
+    assert!(kv.keys().is_empty(), "refused uploads store nothing: {:?}", kv.keys());
+
+    put_part(&kv, &c, 0, 0, &body0, T0).assert(201);
+    // Another part target or target duration than the stream's first part fixed.
+    let mut other = part_headers(1, "0.2");
+    other[1].1 = "0.5".into();
+    let r = put_part_with(&kv, &c, 0, 1, &other, &part_body(0, 1), T0 + 250);
+    r.assert(409);
+    assert!(error(&kv, &r).contains("part target is 0.250 s"), "{}", error(&kv, &r));
+    // Commits.
+    for (parts, status, says) in [("", 400, "X-Parts"), ("0", 400, "X-Parts"), ("65", 400, "X-Parts"), ("2", 409, "part 1 of segment 0 is not stored")] {
+        let h = if parts.is_empty() {
+            head(Method::Post, &format!("/ingest/{SECRET}/0/commit"), &[])
+        } else {
+            head(Method::Post, &format!("/ingest/{SECRET}/0/commit"), &[("X-Parts", parts)])
+        };
+        let r = request(&kv, &c, &h, b"", T0 + 300);
+        r.assert(status);
+        assert!(error(&kv, &r).contains(says), "{says}: {}", error(&kv, &r));
+    }
+    put_part(&kv, &c, 0, 1, &part_body(0, 1), T0 + 500).assert(201);
+    let r = commit(&kv, &c, 0, "1", T0 + 600);
+    r.assert(409);
+    assert!(error(&kv, &r).contains("X-Parts must count it (X-Parts: 2)"), "{}", error(&kv, &r));
+    // Six parts of 250 ms are 1.5 s: rounded to whole seconds (as RFC 8216 compares), over the
+    // 1 s target.
+    for part in 2..6 {
+        put_part(&kv, &c, 0, part, &part_body(0, part), T0 + 600).assert(201);
+    }
+    let r = commit(&kv, &c, 0, "6", T0 + 700);
+    r.assert(400);
+    assert!(error(&kv, &r).contains("target duration is 1 s"), "{}", error(&kv, &r));
+    assert!(kv.get(&format!("seg/{}/0/meta", stream_id(SECRET))).unwrap().is_none());
+    // A v1 stream takes no parts.
+    let other_secret = "other-secret-0123456789abcdef";
+    put(&kv, &c, other_secret, 0, "1.000", &ts(3, 1), T0).assert(201);
+    let h = head(Method::Put, &format!("/ingest/{other_secret}/1/0.ts"), &part_headers(0, "0.2").iter().map(|(n, v)| (*n, v.as_str())).collect::<Vec<_>>());
+    let r = request(&kv, &c, &h, &part_body(1, 0), T0);
+    r.assert(409);
+    assert!(error(&kv, &r).contains("started with whole segments"));
+    let h = head(Method::Post, &format!("/ingest/{other_secret}/0/commit"), &[("X-Parts", "1")]);
+    request(&kv, &c, &h, b"", T0).assert(409);
+    // Wrong methods.
+    let r = request(&kv, &c, &head(Method::Get, &format!("/ingest/{SECRET}/0/commit"), &[]), b"", T0);
+    r.assert(405);
+    assert_eq!(r.get_header("allow"), Some("POST, OPTIONS"));
+}
+
+#[test]
+fn the_live_playlist_lists_parts_near_the_edge_the_open_segment_and_a_hint() {
+    for retention in [Retention::Forever, Retention::Millis(60_000)] {
+        let kv = MemoryKv::new();
+        let c = config(retention, 30_000);
+        let mut now = stream(&kv, &c, 0, 6, T0);
+        now += 250;
+        put_part(&kv, &c, 6, 0, &part_body(6, 0), now).assert(201);
+        now += 250;
+        put_part(&kv, &c, 6, 1, &part_body(6, 1), now).assert(201);
+        let (r, p) = ll_playlist(&kv, &c, "", now);
+        assert_eq!(r.get_header("content-type"), Some("application/vnd.apple.mpegurl"));
+        assert_eq!(p.seqs(), (0..6).collect::<Vec<_>>());
+        assert_eq!(p.part_target_ms, Some(250));
+        assert_eq!(p.part_hold_back_ms, Some(750));
+        assert_eq!(p.can_skip_until_ms, Some(6000));
+        // 0.5 s of open parts + segments 5, 4 (2.5 s) are within 3 s; segment 3 starts 3.5 s back.
+        let with_parts: Vec<u64> = p.segments.iter().filter(|s| !s.parts.is_empty()).map(|s| s.seq).collect();
+        assert_eq!(with_parts, vec![4, 5]);
+        assert_eq!(p.open_parts.iter().map(|x| (x.seq, x.part)).collect::<Vec<_>>(), vec![(6, 0), (6, 1)]);
+        assert_eq!(p.hint, Some((6, 2)));
+        // Every URI it lists answers.
+        for part in p.parts() {
+            let r = get(&kv, &c, &part.uri, now);
+            r.assert(200);
+            assert_eq!(body(&kv, &r), part_body(part.seq, part.part), "{}", part.uri);
+        }
+        for s in &p.segments {
+            let r = get(&kv, &c, &s.uri, now);
+            r.assert(200);
+            assert_eq!(body(&kv, &r), (0..4).flat_map(|n| part_body(s.seq, n)).collect::<Vec<_>>());
+        }
+        // Ending: the same head and segments, no parts or hint, EXT-X-ENDLIST.
+        request(&kv, &c, &head(Method::Post, &format!("/ingest/{SECRET}/end"), &[]), b"", now).assert(200);
+        let (r, ended) = ll_playlist(&kv, &c, "", now + 10);
+        assert!(ended.ended && ended.open_parts.is_empty() && ended.hint.is_none());
+        assert_eq!(ended.seqs(), p.seqs());
+        assert_eq!(r.get_header("cache-control"), Some("public, max-age=30"));
+        // Directives are ignored once ended (§6.2.5.1, §6.2.5.2).
+        let (_, again) = ll_playlist(&kv, &c, "?_HLS_msn=9&_HLS_part=3&_HLS_skip=YES", now + 10);
+        assert_eq!(again.seqs(), p.seqs());
+        assert_eq!(again.media_sequence, p.media_sequence);
+    }
+}
+
+#[test]
+fn event_playlists_cut_stored_lines_blocks_for_the_part_window() {
+    let kv = MemoryKv::new();
+    let c = config(Retention::Forever, 30_000);
+    // 70 segments: lines blocks of 8 and 64 exist and the part window reaches into one.
+    let now = stream(&kv, &c, 0, 70, T0);
+    let id = stream_id(SECRET);
+    assert!(kv.get(&format!("lines/{id}/64/0")).unwrap().is_some());
+    assert!(kv.get(&format!("lines/{id}/8/7")).unwrap().is_some());
+    let (_, p) = ll_playlist(&kv, &c, "", now + 10);
+    assert_eq!(p.seqs(), (0..70).collect::<Vec<_>>());
+    let with_parts: Vec<u64> = p.segments.iter().filter(|s| !s.parts.is_empty()).map(|s| s.seq).collect();
+    assert_eq!(with_parts, vec![67, 68, 69]);
+    // Byte for byte what the sliding-window walk over every meta renders, apart from the head.
+    let sliding = config(Retention::Millis(3_600_000), 30_000);
+    let r = get(&kv, &sliding, &format!("/playlist/{id}.m3u8"), now + 10);
+    let from_metas = text(&kv, &r);
+    let from_lines = text(&kv, &get(&kv, &c, &format!("/playlist/{id}.m3u8"), now + 10));
+    assert_eq!(from_lines.replace("#EXT-X-PLAYLIST-TYPE:EVENT\n", ""), from_metas);
+}
+
+#[test]
+fn a_delta_update_skips_all_but_the_last_six_target_durations_and_stays_small() {
+    for retention in [Retention::Forever, Retention::Millis(3_600_000)] {
+        let kv = MemoryKv::new();
+        let c = config(retention, 30_000);
+        let now = stream(&kv, &c, 0, 600, T0);
+        put_part(&kv, &c, 600, 0, &part_body(600, 0), now + 250).assert(201);
+        let (full_reply, full) = ll_playlist(&kv, &c, "", now + 260);
+        let (delta_reply, delta) = ll_playlist(&kv, &c, "?_HLS_skip=YES", now + 260);
+        // 1 s segments, CAN-SKIP-UNTIL 6 s: the 7 segments ending within 6 s of the end stay.
+        assert_eq!(delta.skipped, 593);
+        assert_eq!(delta.media_sequence, full.media_sequence);
+        assert_eq!(delta.discontinuity_sequence, full.discontinuity_sequence);
+        assert_eq!(delta.segments, full.segments[593..].to_vec());
+        assert_eq!((delta.open_parts.clone(), delta.hint), (full.open_parts.clone(), full.hint));
+        let (full_len, delta_len) = (body(&kv, &full_reply).len(), body(&kv, &delta_reply).len());
+        assert!(delta_len < 3 * 1024, "delta update of {delta_len} bytes (full: {full_len})");
+        // Skip with a blocking reload that is ready at once.
+        let (_, both) = ll_playlist(&kv, &c, "?_HLS_msn=600&_HLS_part=0&_HLS_skip=YES", now + 260);
+        assert_eq!(both.skipped, 593);
+    }
+}
+
+/// A store that counts reads.
+#[derive(Default)]
+struct Counted {
+    inner: MemoryKv,
+    gets: AtomicUsize,
+}
+
+impl Kv for Counted {
+    fn get(&self, key: &str) -> Result<Option<Vec<u8>>, KvError> {
+        self.gets.fetch_add(1, Ordering::Relaxed);
+        self.inner.get(key)
+    }
+    fn set(&self, key: &str, value: &[u8]) -> Result<(), KvError> {
+        self.inner.set(key, value)
+    }
+    fn delete(&self, key: &str) -> Result<(), KvError> {
+        self.inner.delete(key)
+    }
+}
+
+/// Runs `path` at `now`; when it is held, drives the hold on a fake clock, calling `during(t)`
+/// at every sleep (with the time the sleep ends) so other requests happen meanwhile. Returns the
+/// answer and the fake time it came at.
+fn held(kv: &dyn Kv, c: &Config, path: &str, now: i64, mut during: impl FnMut(i64)) -> (Reply, i64) {
+    let h = head(Method::Get, path, &[]);
+    let held = match api::handle(&h, kv, || Ok(c.clone()), now) {
+        Step::Hold(held) => held,
+        Step::Reply(reply) => panic!("answered at once: {} {}", reply.status, text(kv, &reply)),
+        Step::ReadBody(_) => unreachable!(),
+    };
+    let clock = Cell::new(now);
+    let reply = hold::wait(
+        held,
+        kv,
+        || clock.get(),
+        |ms| {
+            let t = clock.get() + ms as i64;
+            during(t);
+            clock.set(t);
+        },
+    );
+    (reply, clock.get())
+}
+
+#[test]
+fn a_blocking_reload_is_held_until_the_part_arrives_and_costs_a_few_reads() {
+    let kv = Counted::default();
+    let c = config(Retention::Forever, 30_000);
+    let id = stream_id(SECRET);
+    let mut now = stream(&kv, &c, 0, 3, T0);
+    now += 250;
+    put_part(&kv, &c, 3, 0, &part_body(3, 0), now).assert(201);
+    // The hinted part 3.1 arrives 250 ms later (its due time), uploaded by "another request".
+    let arrives = now + 250;
+    let mut uploaded = false;
+    let gets_before = kv.gets.load(Ordering::Relaxed);
+    let mut upload_reads = 0;
+    let (reply, at) = held(&kv, &c, &format!("/playlist/{id}.m3u8?_HLS_msn=3&_HLS_part=1"), now + 5, |t| {
+        if !uploaded && t >= arrives {
+            let g = kv.gets.load(Ordering::Relaxed);
+            put_part(&kv, &c, 3, 1, &part_body(3, 1), arrives).assert(201);
+            upload_reads = kv.gets.load(Ordering::Relaxed) - g;
+            uploaded = true;
+        }
+    });
+    reply.assert(200);
+    assert!(at >= arrives, "answered at {} before the part arrived at {arrives}", at - T0);
+    let p = ll_check::check(&text(&kv, &reply));
+    assert_eq!(p.open_parts.len(), 2);
+    assert_eq!(p.hint, Some((3, 2)));
+    let total = kv.gets.load(Ordering::Relaxed) - gets_before - upload_reads;
+    println!("reads for a held blocking reload (request, checks and the playlist it answers): {total}");
+    // Deciding, a check or two at the due time, then rendering: bounded, never a poll loop.
+    assert!(total <= 40, "{total} reads");
+
+    // Waiting for a whole segment: answered once the open segment is sealed.
+    let mut step = 0;
+    let (reply, _) = held(&kv, &c, &format!("/playlist/{id}.m3u8?_HLS_msn=3"), arrives + 5, |t| {
+        if step < 2 && t >= arrives + 250 * (step + 1) {
+            put_part(&kv, &c, 3, 2 + step as u32, &part_body(3, 2 + step as u32), t).assert(201);
+            step += 1;
+            if step == 2 {
+                commit(&kv, &c, 3, "4", t).assert(201);
+            }
+        }
+    });
+    let p = ll_check::check(&text(&kv, &reply));
+    assert_eq!(p.last_seq(), Some(3));
+    // §6.2.5.2: a part past the last of sealed segment 3 is part 0 of segment 4.
+    let (reply, _) = held(&kv, &c, &format!("/playlist/{id}.m3u8?_HLS_msn=3&_HLS_part=4"), arrives + 600, |t| {
+        if kv.inner.get(&format!("seg/{id}/4/p0")).unwrap().is_none() && t >= arrives + 800 {
+            put_part(&kv, &c, 4, 0, &part_body(4, 0), t).assert(201);
+        }
+    });
+    assert_eq!(ll_check::check(&text(&kv, &reply)).open_parts.len(), 1);
+}
+
+#[test]
+fn a_blocking_reload_times_out_after_three_target_durations_or_answers_when_the_stream_ends() {
+    let kv = Counted::default();
+    let c = config(Retention::Forever, 30_000);
+    let id = stream_id(SECRET);
+    let now = stream(&kv, &c, 0, 2, T0);
+    let start = now + 5;
+    let (reply, at) = held(&kv, &c, &format!("/playlist/{id}.m3u8?_HLS_msn=2&_HLS_part=0"), start, |_| {});
+    reply.assert(503);
+    assert_eq!(reply.get_header("retry-after"), Some("1"));
+    assert_eq!(reply.get_header("access-control-allow-origin"), Some("*"));
+    assert_eq!(at - start, 3000, "held for exactly three target durations");
+
+    // Stop while held: answered at once with the ended playlist, not at the deadline.
+    let mut ended_at = None;
+    let (reply, at) = held(&kv, &c, &format!("/playlist/{id}.m3u8?_HLS_msn=2&_HLS_part=0"), start + 4000, |t| {
+        if ended_at.is_none() && t >= start + 4100 {
+            request(&kv, &c, &head(Method::Post, &format!("/ingest/{SECRET}/end"), &[]), b"", t).assert(200);
+            ended_at = Some(t);
+        }
+    });
+    reply.assert(200);
+    assert!(ll_check::check(&text(&kv, &reply)).ended);
+    assert!(at - ended_at.unwrap() <= 300, "answered {} ms after Stop", at - ended_at.unwrap());
+}
+
+#[test]
+fn blocking_reloads_too_far_ahead_or_malformed_get_400() {
+    let kv = MemoryKv::new();
+    let c = config(Retention::Forever, 30_000);
+    let id = stream_id(SECRET);
+    let now = stream(&kv, &c, 0, 3, T0);
+    let cases = [
+        ("_HLS_msn=5", "too far ahead"),
+        ("_HLS_msn=3&_HLS_part=13", "too far ahead"),
+        ("_HLS_msn=x", "_HLS_msn must be a decimal integer"),
+        ("_HLS_msn=-1", "_HLS_msn must be a decimal integer"),
+        ("_HLS_msn=3&_HLS_part=1.0", "_HLS_part must be a decimal integer"),
+        ("_HLS_part=1", "_HLS_part needs _HLS_msn"),
+        ("_HLS_skip=NO", "_HLS_skip must be YES or v2"),
+        ("_HLS_msn=1&_HLS_msn=2", "more than once"),
+    ];
+    for (query, says) in cases {
+        let r = get(&kv, &c, &format!("/playlist/{id}.m3u8?{query}"), now + 5);
+        r.assert(400);
+        assert!(error(&kv, &r).contains(says), "{query}: {}", error(&kv, &r));
+        assert_eq!(r.get_header("access-control-allow-origin"), Some("*"));
+    }
+    // Within the Advance Part Limit (3 / 0.25 = 12 parts past the last, 2.3): held, not refused.
+    let counted = Counted::default();
+    stream(&counted, &c, 0, 3, T0);
+    let (reply, _) = held(&counted, &c, &format!("/playlist/{id}.m3u8?_HLS_msn=3&_HLS_part=11"), now + 5, |_| {});
+    reply.assert(503);
+    // Already there: answered at once.
+    let (_, p) = ll_playlist(&kv, &c, "?_HLS_msn=1&_HLS_part=3", now + 5);
+    assert_eq!(p.last_seq(), Some(2));
+}
+
+#[test]
+fn the_hinted_part_is_held_until_it_exists() {
+    let kv = Counted::default();
+    let c = config(Retention::Forever, 30_000);
+    let id = stream_id(SECRET);
+    let now = stream(&kv, &c, 0, 2, T0);
+    let arrives = now + 250;
+    let (reply, at) = held(&kv, &c, &format!("/chunks/{id}/2.0.ts"), now + 5, |t| {
+        if t >= arrives && kv.inner.get(&format!("seg/{id}/2/p0")).unwrap().is_none() {
+            put_part(&kv, &c, 2, 0, &part_body(2, 0), t).assert(201);
+        }
+    });
+    reply.assert(200);
+    assert!(at >= arrives);
+    assert_eq!(body(&kv, &reply), part_body(2, 0));
+    // A part its segment was sealed without can never come: 404 once it is overdue.
+    for part in 1..4 {
+        put_part(&kv, &c, 2, part, &part_body(2, part), arrives + 250 * i64::from(part)).assert(201);
+    }
+    let sealed_at = arrives + 760;
+    let (reply, _) = held(&kv, &c, &format!("/chunks/{id}/2.4.ts"), arrives + 755, |t| {
+        if t >= sealed_at && kv.inner.get(&format!("seg/{id}/2/meta")).unwrap().is_none() {
+            commit(&kv, &c, 2, "4", t).assert(201);
+        }
+    });
+    reply.assert(404);
+    // Far ahead, or of an ended stream: 404 at once.
+    get(&kv, &c, &format!("/chunks/{id}/3.40.ts"), sealed_at + 10).assert(404);
+    get(&kv, &c, &format!("/chunks/{id}/9.0.ts"), sealed_at + 10).assert(404);
+    get(&kv, &c, &format!("/chunks/{id}/x.0.ts"), sealed_at + 10).assert(404);
+    // Nothing arrives: 503 after three target durations.
+    let (reply, at) = held(&kv, &c, &format!("/chunks/{id}/3.0.ts"), sealed_at + 10, |_| {});
+    reply.assert(503);
+    assert_eq!(at - (sealed_at + 10), 3000);
+}
+
+#[test]
+fn retention_deletes_parts_with_their_segment() {
+    let kv = MemoryKv::new();
+    let c = config(Retention::Millis(3000), 30_000);
+    let id = stream_id(SECRET);
+    let now = stream(&kv, &c, 0, 10, T0);
+    let (_, p) = ll_playlist(&kv, &c, "", now + 10);
+    assert_eq!(p.media_sequence, 7);
+    for seq in 0..7 {
+        assert!(!kv.keys().iter().any(|k| k.starts_with(&format!("seg/{id}/{seq}/"))), "segment {seq} left keys");
+    }
+    get(&kv, &c, &format!("/chunks/{id}/0.0.ts"), now + 10).assert(404);
+    get(&kv, &c, &format!("/chunks/{id}/9.3.ts"), now + 10).assert(200);
+}
