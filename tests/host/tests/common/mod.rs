@@ -4,6 +4,8 @@
 
 #![allow(dead_code)] // each test file uses a different part of the harness
 
+pub mod ll_check;
+
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -51,6 +53,8 @@ pub struct Host {
     addr: String,
     state: tempfile::TempDir,
     vars: Vec<(String, String)>,
+    /// More command-line arguments (e.g. `--runtime-config-file FILE`), kept for restarts.
+    args: Vec<String>,
     log: Arc<Mutex<String>>,
     agent: ureq::Agent,
 }
@@ -63,6 +67,12 @@ impl Host {
 
     /// Starts a host with the given Spin variables, by name (`("idle_timeout", "2")`).
     pub fn with_vars(vars: &[(&str, &str)]) -> Host {
+        Host::with_args(vars, &[])
+    }
+
+    /// Starts a host with Spin variables and more command-line arguments, such as
+    /// `["--runtime-config-file", path]`.
+    pub fn with_args(vars: &[(&str, &str)], args: &[&str]) -> Host {
         let wasm = component_wasm();
         assert!(
             wasm.is_file() || std::env::var_os("CHALKSTREAM_SPIN_TOML").is_some(),
@@ -75,9 +85,10 @@ impl Host {
             .expect("temp state dir");
         let vars: Vec<(String, String)> =
             vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
         let log = Arc::new(Mutex::new(String::new()));
-        let (child, addr) = spawn_host("127.0.0.1:0", state.path(), &vars, &log);
-        Host { child: Some(child), addr, state, vars, log, agent: new_agent() }
+        let (child, addr) = spawn_host("127.0.0.1:0", state.path(), &vars, &args, &log);
+        Host { child: Some(child), addr, state, vars, args, log, agent: new_agent() }
     }
 
     /// Kills the host (SIGKILL, like a crash) and starts it again on the same port and state.
@@ -85,7 +96,7 @@ impl Host {
         self.kill();
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
-            match try_spawn_host(&self.addr, self.state.path(), &self.vars, &self.log) {
+            match try_spawn_host(&self.addr, self.state.path(), &self.vars, &self.args, &self.log) {
                 Ok((child, addr)) => {
                     assert_eq!(addr, self.addr, "host restarted on another address");
                     self.child = Some(child);
@@ -102,7 +113,8 @@ impl Host {
         self.agent = new_agent();
     }
 
-    fn kill(&mut self) {
+    /// Kills the host with SIGKILL, like a crash, and waits for it (idempotent).
+    pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
             let _ = child.wait();
@@ -133,29 +145,8 @@ impl Host {
         headers: &[(&str, &str)],
         body: Option<&[u8]>,
     ) -> Resp {
-        let url = format!("{}{}", self.base(), path);
-        let mut builder = ureq::http::Request::builder().method(method).uri(&url);
-        for (name, value) in headers {
-            builder = builder.header(*name, *value);
-        }
-        let result = match body {
-            Some(body) => self.agent.run(builder.body(body.to_vec()).expect("request")),
-            None => self.agent.run(builder.body(()).expect("request")),
-        };
-        let mut resp = result.unwrap_or_else(|e| panic!("{method} {path}: transport error: {e}"));
-        let status = resp.status().as_u16();
-        let headers = resp
-            .headers()
-            .iter()
-            .map(|(k, v)| (k.as_str().to_ascii_lowercase(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
-            .collect();
-        let body = resp
-            .body_mut()
-            .with_config()
-            .limit(256 * 1024 * 1024)
-            .read_to_vec()
-            .unwrap_or_else(|e| panic!("{method} {path}: reading the body: {e}"));
-        Resp { method: method.to_string(), path: path.to_string(), status, headers, body }
+        try_request(&self.agent, &self.base(), method, path, headers, body)
+            .unwrap_or_else(|e| panic!("{method} {path}: transport error: {e}"))
     }
 
     pub fn get(&self, path: &str) -> Resp {
@@ -174,6 +165,30 @@ impl Host {
             headers.push(("X-Program-Date-Time", pdt));
         }
         self.put_segment(session, seq, &headers, body)
+    }
+
+    /// `PUT /ingest/{session}/{seq}/{part}.ts` (v2) with the given headers.
+    pub fn put_part(&self, session: &str, seq: u64, part: u32, headers: &[(&str, &str)], body: &[u8]) -> Resp {
+        self.request("PUT", &format!("/ingest/{session}/{seq}/{part}.ts"), headers, Some(body))
+    }
+
+    /// `PUT` of one part with the v2 headers: its duration, the stream's part target and target
+    /// duration, `X-Independent: 1` on part 0.
+    pub fn upload_part(&self, session: &str, seq: u64, part: u32, duration: &str, part_target: &str, target: &str, body: &[u8]) -> Resp {
+        let independent = if part == 0 { "1" } else { "0" };
+        let headers = [
+            ("X-Duration", duration),
+            ("X-Part-Target", part_target),
+            ("X-Target-Duration", target),
+            ("X-Independent", independent),
+        ];
+        self.put_part(session, seq, part, &headers, body)
+    }
+
+    /// `POST /ingest/{session}/{seq}/commit` with `X-Parts`.
+    pub fn commit(&self, session: &str, seq: u64, parts: u32) -> Resp {
+        let parts = parts.to_string();
+        self.request("POST", &format!("/ingest/{session}/{seq}/commit"), &[("X-Parts", &parts)], Some(b""))
     }
 
     /// `POST /ingest/{session}/end`
@@ -237,7 +252,43 @@ impl Drop for Host {
     }
 }
 
-fn new_agent() -> ureq::Agent {
+/// Sends one request to `base` (`http://IP:PORT`); `Err` only for transport errors (refused,
+/// reset, timed out), so a caller can retry them as a client behind a load balancer would.
+pub fn try_request(
+    agent: &ureq::Agent,
+    base: &str,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: Option<&[u8]>,
+) -> Result<Resp, String> {
+    let url = format!("{base}{path}");
+    let mut builder = ureq::http::Request::builder().method(method).uri(&url);
+    for (name, value) in headers {
+        builder = builder.header(*name, *value);
+    }
+    let result = match body {
+        Some(body) => agent.run(builder.body(body.to_vec()).expect("request")),
+        None => agent.run(builder.body(()).expect("request")),
+    };
+    let mut resp = result.map_err(|e| e.to_string())?;
+    let status = resp.status().as_u16();
+    let headers = resp
+        .headers()
+        .iter()
+        .map(|(k, v)| (k.as_str().to_ascii_lowercase(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
+        .collect();
+    let body = resp
+        .body_mut()
+        .with_config()
+        .limit(256 * 1024 * 1024)
+        .read_to_vec()
+        .map_err(|e| format!("reading the body: {e}"))?;
+    Ok(Resp { method: method.to_string(), path: path.to_string(), status, headers, body })
+}
+
+/// An HTTP agent as the tests use it: statuses are answers, not errors; no redirects.
+pub fn new_agent() -> ureq::Agent {
     ureq::Agent::config_builder()
         .http_status_as_error(false)
         .max_redirects(0)
@@ -246,8 +297,14 @@ fn new_agent() -> ureq::Agent {
         .into()
 }
 
-fn spawn_host(listen: &str, state: &Path, vars: &[(String, String)], log: &Arc<Mutex<String>>) -> (Child, String) {
-    try_spawn_host(listen, state, vars, log).unwrap_or_else(|why| panic!("chalkstream-host did not start: {why}"))
+fn spawn_host(
+    listen: &str,
+    state: &Path,
+    vars: &[(String, String)],
+    args: &[String],
+    log: &Arc<Mutex<String>>,
+) -> (Child, String) {
+    try_spawn_host(listen, state, vars, args, log).unwrap_or_else(|why| panic!("chalkstream-host did not start: {why}"))
 }
 
 /// Starts the host and waits for its `listening on http://ADDR` line.
@@ -255,6 +312,7 @@ fn try_spawn_host(
     listen: &str,
     state: &Path,
     vars: &[(String, String)],
+    args: &[String],
     log: &Arc<Mutex<String>>,
 ) -> Result<(Child, String), String> {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_chalkstream-host"));
@@ -264,6 +322,7 @@ fn try_spawn_host(
         .arg(spin_toml())
         .arg("--state-dir")
         .arg(state)
+        .args(args)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
@@ -647,6 +706,64 @@ fn make_media() -> Vec<Segment> {
     segments
 }
 
+/// One segment of [`media_parts`]: its bytes cut into parts at packet boundaries.
+pub struct PartedSegment {
+    pub segment: Segment,
+    /// The parts' bytes, in order; together the segment's bytes.
+    pub parts: Vec<Vec<u8>>,
+    /// Each part's `X-Duration` (the segment's duration shared out, in whole milliseconds).
+    pub durations_ms: Vec<u64>,
+}
+
+/// How many parts [`media_parts`] cuts each segment into.
+pub const PARTS_PER_SEGMENT: usize = 4;
+
+/// Real H.264 (a keyframe every second) + AAC segments of about 1 s from ffmpeg's HLS muxer,
+/// each cut into [`PARTS_PER_SEGMENT`] parts at 188-byte packet boundaries (part 0 starts with
+/// the segment, so with its IDR frame); made once per test binary.
+pub fn media_parts() -> &'static [PartedSegment] {
+    static MEDIA: OnceLock<Vec<PartedSegment>> = OnceLock::new();
+    MEDIA.get_or_init(make_media_parts)
+}
+
+fn make_media_parts() -> Vec<PartedSegment> {
+    let dir = tempfile::Builder::new().prefix("chalkstream-parts-").tempdir().expect("temp dir");
+    let out = Command::new("ffmpeg")
+        .current_dir(dir.path())
+        .args(["-hide_banner", "-loglevel", "error", "-nostdin", "-y"])
+        .args(["-f", "lavfi", "-i", "testsrc2=size=320x240:rate=30"])
+        .args(["-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000"])
+        .args(["-t", "8", "-map", "0:v", "-map", "1:a"])
+        .args(["-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p"])
+        .args(["-g", "30", "-keyint_min", "30", "-sc_threshold", "0"])
+        .args(["-c:a", "aac", "-b:a", "64k"])
+        .args(["-f", "hls", "-hls_time", "1", "-hls_list_size", "0"])
+        .args(["-hls_segment_filename", "seg%d.ts", "index.m3u8"])
+        .output()
+        .expect("run ffmpeg (Debian package `ffmpeg`; scripts/setup --test installs it)");
+    assert!(out.status.success(), "ffmpeg failed: {}", String::from_utf8_lossy(&out.stderr));
+    let text = std::fs::read_to_string(dir.path().join("index.m3u8")).expect("ffmpeg's segment list");
+    let mut segments = Vec::new();
+    let mut duration_ms = None;
+    for line in text.lines() {
+        if let Some(v) = line.strip_prefix("#EXTINF:") {
+            duration_ms = decimal_ms(v.split(',').next().unwrap());
+        } else if !line.starts_with('#') && !line.is_empty() {
+            let bytes = std::fs::read(dir.path().join(line)).expect("segment file");
+            let duration_ms = duration_ms.take().expect("EXTINF before segment");
+            let packets = bytes.len() / TS_PACKET;
+            assert!(packets >= PARTS_PER_SEGMENT, "segment of {packets} packets");
+            let per = packets.div_ceil(PARTS_PER_SEGMENT);
+            let parts: Vec<Vec<u8>> = bytes.chunks(per * TS_PACKET).map(<[u8]>::to_vec).collect();
+            let n = parts.len() as u64;
+            let durations_ms = (0..n).map(|i| duration_ms / n + u64::from(i + 1 == n) * (duration_ms % n)).collect();
+            segments.push(PartedSegment { segment: Segment { bytes, duration_ms }, parts, durations_ms });
+        }
+    }
+    assert!(segments.len() >= 6, "ffmpeg made only {} segments:\n{text}", segments.len());
+    segments
+}
+
 /// Runs a command, returning (success, stdout, stderr).
 pub fn run(program: &str, args: &[&str]) -> (bool, String, String) {
     let out = Command::new(program)
@@ -659,4 +776,102 @@ pub fn run(program: &str, args: &[&str]) -> (bool, String, String) {
         String::from_utf8_lossy(&out.stdout).into_owned(),
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
+}
+
+// ---------------------------------------------------------------------------------------------
+// A real Redis server
+// ---------------------------------------------------------------------------------------------
+
+/// A `redis-server` (Debian package `redis-server`) of this test's own on a free loopback port,
+/// with no persistence: nothing outlives it. Killed on drop.
+pub struct RedisServer {
+    child: Option<Child>,
+    port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl RedisServer {
+    pub fn start() -> RedisServer {
+        let dir = tempfile::Builder::new().prefix("chalkstream-redis-").tempdir().expect("temp dir");
+        // A port the OS just handed out; another process may take it before redis-server binds
+        // it, so a server that does not come up is retried on a new port.
+        for _attempt in 0..5 {
+            let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+            let mut child = Command::new("redis-server")
+                .args(["--bind", "127.0.0.1", "--port", &port.to_string()])
+                .args(["--save", "", "--appendonly", "no", "--protected-mode", "yes"])
+                .args(["--daemonize", "no", "--loglevel", "warning"])
+                .arg("--dir")
+                .arg(dir.path())
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped())
+                .spawn()
+                .expect("run redis-server (Debian package `redis-server`; scripts/setup --test installs it)");
+            // Up when it answers PING; gone if it exited (port taken).
+            let deadline = Instant::now() + Duration::from_secs(20);
+            loop {
+                if let Ok(Some(_)) = child.try_wait() {
+                    break;
+                }
+                let client = redis::Client::open(format!("redis://127.0.0.1:{port}/")).unwrap();
+                if let Ok(mut conn) = client.get_connection() {
+                    if redis::cmd("PING").query::<String>(&mut conn).is_ok() {
+                        return RedisServer { child: Some(child), port, _dir: dir };
+                    }
+                }
+                if Instant::now() > deadline {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    break;
+                }
+                thread::sleep(Duration::from_millis(50));
+            }
+            let mut err = String::new();
+            if let Some(mut stderr) = child.stderr.take() {
+                let _ = stderr.read_to_string(&mut err);
+            }
+            eprintln!("redis-server on port {port} did not come up; retrying: {err}");
+        }
+        panic!("redis-server did not start");
+    }
+
+    /// `redis://127.0.0.1:PORT`, as a runtime config's `url`.
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// A plain blocking connection, to look at the data as Redis holds it.
+    pub fn connect(&self) -> redis::Connection {
+        redis::Client::open(self.url()).unwrap().get_connection().expect("connect to redis-server")
+    }
+
+    /// Every key and its raw value, sorted by key.
+    pub fn dump(&self) -> Vec<(String, Vec<u8>)> {
+        let mut conn = self.connect();
+        let mut keys: Vec<String> = redis::cmd("KEYS").arg("*").query(&mut conn).unwrap();
+        keys.sort();
+        keys.into_iter()
+            .map(|key| {
+                let value: Vec<u8> = redis::cmd("GET").arg(&key).query(&mut conn).unwrap();
+                (key, value)
+            })
+            .collect()
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// Writes a Spin runtime config file `name` in `dir` and returns its path.
+pub fn write_runtime_config(dir: &Path, name: &str, toml: &str) -> PathBuf {
+    let path = dir.join(name);
+    std::fs::write(&path, toml).expect("write the runtime config file");
+    path
 }
