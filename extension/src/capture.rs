@@ -1,5 +1,6 @@
-//! Capture: the MediaStream (tab or camera), the one MediaRecorder that encodes it, and the tab's
-//! audio played back to the streamer.
+//! Capture: the MediaStream (tab or camera), the one MediaRecorder that encodes it, and what is
+//! composed into a tab's stream before it is recorded (its audio played back to the streamer and
+//! mixed with the microphone by `mixing`, the camera in a corner by `compositing`).
 //!
 //! The pipeline sees a [`Capture`] and the [`Events`] it asked for, nothing else. The stream is
 //! opened by [`open`] and recorded by [`record`]; whatever composes a stream before it is
@@ -8,10 +9,13 @@
 use serde_json::json;
 use wasm_bindgen::prelude::*;
 use wasm_bindgen_futures::JsFuture;
-use web_sys::{AudioContext, Blob, BlobEvent, MediaRecorder, MediaStream, MediaStreamTrack};
+use web_sys::{Blob, BlobEvent, MediaRecorder, MediaStream, MediaStreamTrack};
 
 use crate::chrome::{self, obj};
-use crate::messages::Source;
+use crate::compositing::{self, Compositor};
+use crate::messages::{Mic, Source};
+use crate::mixing::{self, Mixer};
+use crate::presets::{Overlay, Quality};
 
 /// H.264 + Opus in WebM: the one format the segmenter reads.
 const MIME: &str = "video/webm;codecs=avc1.42E01E,opus";
@@ -26,6 +30,11 @@ pub struct Settings {
     pub keyframe_interval_ms: u64,
     /// The recorder hands out its bytes this often.
     pub timeslice_ms: i32,
+    pub quality: Quality,
+    /// Mix the microphone into a tab's sound from the start.
+    pub mic: bool,
+    /// The camera in a corner of a tab's picture.
+    pub overlay: Overlay,
 }
 
 /// Callbacks from the recorder and the tracks. They run on the document's event loop.
@@ -47,34 +56,120 @@ type Handlers = Vec<Closure<dyn FnMut(JsValue)>>;
 pub struct Capture {
     stream: MediaStream,
     recorder: MediaRecorder,
-    playback: Option<AudioContext>,
+    added: Added,
     _closures: Handlers,
 }
 
+/// What a tab's stream gets before it is recorded.
+#[derive(Default)]
+struct Added {
+    /// The tab's sound (played back to the streamer) and the microphone, mixed for the recorder.
+    mixer: Option<Mixer>,
+    compositor: Option<Compositor>,
+    /// What could not be added (microphone or camera refused), in the panel's words.
+    notice: Option<String>,
+}
+
+impl Added {
+    fn release(&mut self) {
+        if let Some(c) = self.compositor.take() {
+            c.stop();
+        }
+        if let Some(mut m) = self.mixer.take() {
+            m.close();
+        }
+    }
+}
+
 impl Capture {
-    /// Opens the source, plays a tab's audio back and starts recording.
+    /// Opens the source, composes what the settings add to a tab (the microphone mixed into its
+    /// sound, the camera in a corner of its picture) and starts recording. A refused microphone
+    /// or camera is left out and said in [`Capture::notice`]; only the source itself is required.
     pub async fn start(settings: &Settings, events: Events) -> Result<Capture, String> {
-        let stream = open(settings.source, settings.media_stream_id.clone()).await?;
-        let playback = if settings.source == Source::Tab {
-            play_back(&stream)?
-        } else {
-            None
-        };
-        let (recorder, closures) = match record(&stream, settings, events) {
-            Ok(r) => r,
+        let stream = open(
+            settings.source,
+            settings.media_stream_id.clone(),
+            settings.quality,
+        )
+        .await?;
+        let mut added = Added::default();
+        let recorded = compose(&stream, settings, &mut added).await;
+        match recorded.and_then(|r| record(&r, &stream, settings, events)) {
+            Ok((recorder, closures)) => Ok(Capture {
+                stream,
+                recorder,
+                added,
+                _closures: closures,
+            }),
             Err(e) => {
+                added.release();
                 stop_tracks(&stream);
-                if let Some(a) = playback {
-                    let _ = a.close();
-                }
-                return Err(e);
+                Err(e)
             }
+        }
+    }
+
+    /// What could not be added to the broadcast, said plainly.
+    pub fn notice(&self) -> Option<String> {
+        self.added.notice.clone()
+    }
+
+    /// Mixes an opened microphone into a tab's sound, or (`None`) takes it out.
+    pub fn set_mic(&mut self, mic: Option<MediaStream>) -> Result<(), String> {
+        let Some(mixer) = self.added.mixer.as_mut() else {
+            if let Some(m) = mic {
+                stop_tracks(&m);
+            }
+            return Err("A camera broadcast already carries your microphone; use Mute.".into());
         };
-        Ok(Capture {
-            stream,
-            recorder,
-            playback,
-            _closures: closures,
+        match mic {
+            Some(m) => mixer.attach_mic(m),
+            None => {
+                mixer.detach_mic();
+                Ok(())
+            }
+        }
+    }
+
+    /// Silences the microphone (the mixed one, or a camera broadcast's own) or lets it be heard.
+    pub fn set_muted(&mut self, muted: bool) {
+        match self.added.mixer.as_mut() {
+            Some(m) => m.set_muted(muted),
+            None => {
+                for t in self.stream.get_audio_tracks().iter() {
+                    t.unchecked_into::<MediaStreamTrack>().set_enabled(!muted);
+                }
+            }
+        }
+    }
+
+    /// Whether viewers hear the streamer's microphone.
+    pub fn mic(&self) -> Mic {
+        match &self.added.mixer {
+            Some(m) => m.mic(),
+            None => match self
+                .stream
+                .get_audio_tracks()
+                .get(0)
+                .dyn_into::<MediaStreamTrack>()
+            {
+                Ok(t) if t.enabled() => Mic::On,
+                Ok(_) => Mic::Muted,
+                Err(_) => Mic::Off,
+            },
+        }
+    }
+
+    /// Whether the camera is composited into the picture.
+    pub fn overlay(&self) -> bool {
+        self.added.compositor.is_some()
+    }
+
+    /// Main-thread time per composited frame so far (ms); 0 without the overlay.
+    pub fn composite_ms_avg(&self) -> f64 {
+        self.added.compositor.as_ref().map_or(0.0, |c| {
+            let (frames, ms) = c.cost();
+            ms / frames.max(1) as f64
         })
     }
 
@@ -86,11 +181,53 @@ impl Capture {
             let _ = self.recorder.stop();
         }
         stop_tracks(&self.stream);
-        if let Some(a) = self.playback.take() {
-            let _ = a.close();
-        }
+        self.added.release();
         recording
     }
+}
+
+/// The stream the recorder encodes: the source's, or for a tab its picture with the camera
+/// composited in and its sound mixed with the microphone.
+async fn compose(
+    stream: &MediaStream,
+    settings: &Settings,
+    added: &mut Added,
+) -> Result<MediaStream, String> {
+    if settings.source != Source::Tab {
+        return Ok(stream.clone());
+    }
+    let mut notices = Vec::new();
+    let mut mixer = Mixer::new(stream)?;
+    if settings.mic {
+        match mixing::open_mic().await {
+            Ok(m) => mixer.attach_mic(m)?,
+            Err(e) => notices.push(e),
+        }
+    }
+    let tab_video: Option<MediaStreamTrack> = stream.get_video_tracks().get(0).dyn_into().ok();
+    let mut video = tab_video.clone();
+    added.mixer = Some(mixer);
+    if let (true, Some(tab)) = (settings.overlay.on, tab_video) {
+        let size = settings.quality.size();
+        match compositing::open_camera(size).await {
+            Ok(camera) => {
+                let fps = settings.quality.frame_rate();
+                let c = Compositor::start(&tab, camera, settings.overlay, size, fps)?;
+                video = Some(c.track());
+                added.compositor = Some(c);
+            }
+            Err(e) => notices.push(e),
+        }
+    }
+    added.notice = (!notices.is_empty()).then(|| notices.join(" "));
+    let tracks = js_sys::Array::new();
+    if let Some(v) = video {
+        tracks.push(&v);
+    }
+    if let Some(a) = added.mixer.as_ref().and_then(|m| m.track()) {
+        tracks.push(&a);
+    }
+    MediaStream::new_with_tracks(&tracks).map_err(|e| chrome::js_error(&e))
 }
 
 fn stop_tracks(stream: &MediaStream) {
@@ -99,8 +236,15 @@ fn stop_tracks(stream: &MediaStream) {
     }
 }
 
-/// Opens the tab's or the camera's MediaStream.
-pub async fn open(source: Source, media_stream_id: Option<String>) -> Result<MediaStream, String> {
+/// Opens the tab's or the camera's MediaStream at the preset's size and frame rate. A tab is
+/// captured at exactly that size (min = max: Chrome scales the tab into it, letterboxed when
+/// the aspect differs), so every segment of a broadcast has the preset's dimensions.
+pub async fn open(
+    source: Source,
+    media_stream_id: Option<String>,
+    quality: Quality,
+) -> Result<MediaStream, String> {
+    let ((w, h), fps) = (quality.size(), quality.frame_rate());
     let constraints = match source {
         Source::Tab => {
             let id = media_stream_id
@@ -108,13 +252,13 @@ pub async fn open(source: Source, media_stream_id: Option<String>) -> Result<Med
             obj(json!({
                 "audio": { "mandatory": { "chromeMediaSource": "tab", "chromeMediaSourceId": id } },
                 "video": { "mandatory": { "chromeMediaSource": "tab", "chromeMediaSourceId": id,
-                    "maxWidth": 1280, "maxHeight": 720, "maxFrameRate": 30 } },
+                    "minWidth": w, "maxWidth": w, "minHeight": h, "maxHeight": h, "maxFrameRate": fps } },
             }))
         }
         Source::Camera => obj(json!({
             "audio": true,
-            "video": { "width": { "ideal": 1280 }, "height": { "ideal": 720 },
-                       "frameRate": { "ideal": 30, "max": 30 } },
+            "video": { "width": { "ideal": w }, "height": { "ideal": h },
+                       "frameRate": { "ideal": fps, "max": fps } },
         })),
     };
     let window = web_sys::window().ok_or("the offscreen document has no window")?;
@@ -129,37 +273,32 @@ pub async fn open(source: Source, media_stream_id: Option<String>) -> Result<Med
         .await
         .map_err(|e| match source {
             Source::Tab => format!("Could not capture the tab: {}", chrome::js_error(&e)),
-            Source::Camera => format!(
-                "Could not open the camera and microphone ({}) — allow them for Chalkstream and try again.",
-                chrome::js_error(&e)
-            ),
+            Source::Camera => {
+                let name = mixing::error_name(&e);
+                let say = |d| crate::messages::device_refusal(d, &name);
+                match name.as_str() {
+                    "NotFoundError" | "OverconstrainedError" => say(crate::messages::Device::Camera),
+                    _ => format!(
+                        "Could not open the camera and microphone ({}) — allow them for Chalkstream and try again.",
+                        chrome::js_error(&e)
+                    ),
+                }
+            }
         })?
         .unchecked_into())
 }
 
-/// Tab capture mutes the tab for the user; plays it back so the streamer still hears it.
-fn play_back(stream: &MediaStream) -> Result<Option<AudioContext>, String> {
-    if stream.get_audio_tracks().length() == 0 {
-        return Ok(None);
-    }
-    let ctx = AudioContext::new().map_err(|e| chrome::js_error(&e))?;
-    let node = ctx
-        .create_media_stream_source(stream)
-        .map_err(|e| chrome::js_error(&e))?;
-    node.connect_with_audio_node(&ctx.destination())
-        .map_err(|e| chrome::js_error(&e))?;
-    Ok(Some(ctx))
-}
-
-/// Records `stream` as H.264 + Opus WebM and wires the events.
+/// Records `stream` as H.264 + Opus WebM and wires the events (`source`'s video ending ends
+/// the broadcast).
 fn record(
     stream: &MediaStream,
+    source: &MediaStream,
     settings: &Settings,
     events: Events,
 ) -> Result<(MediaRecorder, Handlers), String> {
     let options = obj(json!({
         "mimeType": MIME,
-        "videoBitsPerSecond": 2_500_000,
+        "videoBitsPerSecond": settings.quality.video_bps(),
         "audioBitsPerSecond": 128_000,
         "videoKeyFrameIntervalDuration": settings.keyframe_interval_ms,
     }));
@@ -190,7 +329,7 @@ fn record(
     recorder.set_ondataavailable(Some(on_data.as_ref().unchecked_ref()));
     recorder.set_onstop(Some(on_stop.as_ref().unchecked_ref()));
     recorder.set_onstart(Some(on_start.as_ref().unchecked_ref()));
-    for track in stream.get_video_tracks().iter() {
+    for track in source.get_video_tracks().iter() {
         let track: MediaStreamTrack = track.unchecked_into();
         track.set_onended(Some(on_ended.as_ref().unchecked_ref()));
     }

@@ -52,6 +52,14 @@ extern "C" {
     #[wasm_bindgen(js_namespace = ["chrome", "tabs"], js_name = create, catch)]
     pub async fn tabs_create(q: &JsValue) -> Result<JsValue, JsValue>;
 
+    #[wasm_bindgen(js_namespace = ["chrome", "contextMenus"], js_name = create, catch)]
+    pub fn context_menus_create(props: &JsValue, done: &JsValue) -> Result<JsValue, JsValue>;
+    #[wasm_bindgen(js_namespace = ["chrome", "contextMenus"], js_name = removeAll, catch)]
+    pub async fn context_menus_remove_all() -> Result<JsValue, JsValue>;
+
+    #[wasm_bindgen(js_namespace = ["chrome", "notifications"], js_name = create, catch)]
+    pub async fn notifications_create(id: &str, opts: &JsValue) -> Result<JsValue, JsValue>;
+
     #[wasm_bindgen(js_namespace = ["chrome", "permissions"], js_name = request)]
     pub fn permissions_request(p: &JsValue) -> Promise;
     #[wasm_bindgen(js_namespace = ["chrome", "permissions"], js_name = contains, catch)]

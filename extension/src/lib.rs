@@ -11,6 +11,7 @@ pub mod ebml;
 pub mod ids;
 pub mod messages;
 pub mod parts;
+pub mod presets;
 pub mod queue;
 pub mod timing;
 pub mod ts;
@@ -19,6 +20,14 @@ pub mod ts;
 mod capture;
 #[cfg(target_arch = "wasm32")]
 mod chrome;
+#[cfg(target_arch = "wasm32")]
+mod clipboard;
+#[cfg(target_arch = "wasm32")]
+mod compositing;
+#[cfg(target_arch = "wasm32")]
+mod menus;
+#[cfg(target_arch = "wasm32")]
+mod mixing;
 #[cfg(target_arch = "wasm32")]
 pub mod offscreen;
 #[cfg(target_arch = "wasm32")]

@@ -3,6 +3,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::presets::{Overlay, Quality};
+
 /// What is being streamed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
@@ -22,6 +24,11 @@ pub struct Options {
     pub default_source: Source,
     /// Upload parts as they are recorded (LL-HLS, wire contract v2); off: whole segments (v1).
     pub low_latency: bool,
+    pub quality: Quality,
+    /// Talk over the tab: mix the microphone into a tab's sound.
+    pub mic: bool,
+    /// The camera in a corner of a tab's picture.
+    pub overlay: Overlay,
 }
 
 impl Default for Options {
@@ -32,6 +39,9 @@ impl Default for Options {
             segment_seconds: crate::timing::DEFAULT_SEGMENT_S,
             default_source: Source::Tab,
             low_latency: true,
+            quality: Quality::default(),
+            mic: false,
+            overlay: Overlay::default(),
         }
     }
 }
@@ -53,6 +63,13 @@ pub struct Broadcast {
     /// Parts (wire contract v2) instead of whole segments.
     #[serde(default)]
     pub low_latency: bool,
+    #[serde(default)]
+    pub quality: Quality,
+    /// Mix the microphone into a tab's sound from the start.
+    #[serde(default)]
+    pub mic: bool,
+    #[serde(default)]
+    pub overlay: Overlay,
 }
 
 impl Broadcast {
@@ -100,6 +117,32 @@ pub struct Status {
     pub ack_latency_ms_avg: f64,
     pub ack_latency_ms_max: f64,
     pub js_heap_bytes: f64,
+    #[serde(default)]
+    pub quality: Quality,
+    #[serde(default)]
+    pub mic: Mic,
+    /// Whether the camera is in the corner of the picture.
+    #[serde(default)]
+    pub overlay: bool,
+    /// A part of the broadcast that could not start (microphone or camera refused), said plainly.
+    #[serde(default)]
+    pub notice: Option<String>,
+    /// Main-thread time per composited frame (ms), when the camera is in the corner.
+    #[serde(default)]
+    pub composite_ms_avg: f64,
+}
+
+/// The streamer's microphone in a broadcast.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Mic {
+    /// Not heard (not mixed in, or the broadcast has no microphone).
+    #[default]
+    Off,
+    /// Heard by viewers.
+    On,
+    /// Open but silenced by the panel's Mute.
+    Muted,
 }
 
 /// Which context a message is for.
@@ -130,6 +173,14 @@ pub enum Msg {
     End,
     /// Popup -> offscreen: report the health.
     GetStatus,
+    /// Offscreen -> worker: recording started; `copied` when the viewer link is on the clipboard.
+    Live { copied: bool },
+    /// Worker -> offscreen: put the viewer link on the clipboard (answers whether it did).
+    CopyLink,
+    /// Popup -> offscreen: mix the microphone in, or take it out.
+    SetMic { on: bool },
+    /// Popup -> offscreen: silence the microphone, or let it be heard again.
+    SetMuted { muted: bool },
 }
 
 impl Msg {
@@ -139,8 +190,14 @@ impl Msg {
             | Msg::StartCamera
             | Msg::Stop
             | Msg::OffscreenReady
-            | Msg::Finished { .. } => Recipient::Worker,
-            Msg::Begin { .. } | Msg::End | Msg::GetStatus => Recipient::Offscreen,
+            | Msg::Finished { .. }
+            | Msg::Live { .. } => Recipient::Worker,
+            Msg::Begin { .. }
+            | Msg::End
+            | Msg::GetStatus
+            | Msg::CopyLink
+            | Msg::SetMic { .. }
+            | Msg::SetMuted { .. } => Recipient::Offscreen,
         }
     }
 }
@@ -155,6 +212,45 @@ pub fn refusal_message(status: u16, server: &str) -> String {
         400 => format!("The server at {server} rejected a segment as invalid (400) — update the extension or the server, then start again."),
         s => format!("The server at {server} answered {s} — check the server URL in Options."),
     }
+}
+
+/// A device a broadcast asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Device {
+    Microphone,
+    Camera,
+}
+
+/// What to tell the user when `getUserMedia` refuses a device (`error` is the DOMException's
+/// name), and what still happens.
+pub fn device_refusal(device: Device, error: &str) -> String {
+    let (what, without) = match device {
+        Device::Microphone => ("the microphone", "The tab streams without your voice"),
+        Device::Camera => (
+            "the camera",
+            "The tab streams without your face in the corner",
+        ),
+    };
+    let why = match error {
+        "NotAllowedError" | "SecurityError" | "PermissionDeniedError" => format!(
+            "Chalkstream may not use {what}: allow it in Options (Chrome asks once), or in the site settings of this extension"
+        ),
+        "NotFoundError" | "DevicesNotFoundError" | "OverconstrainedError" => {
+            format!("No {} was found: connect one", &what[4..])
+        }
+        "NotReadableError" | "TrackStartError" | "AbortError" => {
+            format!("{} is in use by another app or could not start: close that app", capitalize(what))
+        }
+        other => format!("{} could not start ({other})", capitalize(what)),
+    };
+    format!("{why}. {without}.")
+}
+
+fn capitalize(s: &str) -> String {
+    let mut c = s.chars();
+    c.next()
+        .map(|f| f.to_uppercase().chain(c).collect())
+        .unwrap_or_default()
 }
 
 /// What to tell the user while the server cannot be reached.
@@ -222,6 +318,29 @@ mod tests {
         }))
         .unwrap();
         assert!(!b.low_latency);
+    }
+
+    #[test]
+    fn device_refusals_say_what_happens_and_what_to_do() {
+        let m = device_refusal(Device::Microphone, "NotAllowedError");
+        assert!(
+            m.contains("may not use the microphone")
+                && m.contains("Options")
+                && m.contains("without your voice"),
+            "{m}"
+        );
+        let c = device_refusal(Device::Camera, "NotFoundError");
+        assert!(
+            c.starts_with("No camera was found") && c.contains("without your face"),
+            "{c}"
+        );
+        assert!(
+            device_refusal(Device::Camera, "NotReadableError").starts_with("The camera is in use")
+        );
+        let v = serde_json::to_value(Msg::SetMic { on: true }).unwrap();
+        assert_eq!(v, serde_json::json!({"type": "SetMic", "on": true}));
+        assert_eq!(Msg::CopyLink.recipient(), Recipient::Offscreen);
+        assert_eq!(Msg::Live { copied: true }.recipient(), Recipient::Worker);
     }
 
     #[test]

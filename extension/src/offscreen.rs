@@ -13,8 +13,10 @@ use web_sys::Blob;
 
 use crate::capture::{Capture, Events, Settings};
 use crate::chrome::{self, to_js};
+use crate::clipboard;
 use crate::ebml::{Piece, WebmSplitter};
 use crate::messages::{Broadcast, Msg, Phase, Status};
+use crate::mixing;
 use crate::parts::{Cut, CutPart, PartCutter, PART_TARGET_MS};
 use crate::remux::{self, Job};
 use crate::timing::{program_date_ms, CutSegment, Segmenter};
@@ -106,14 +108,50 @@ pub async fn on_offscreen_message(msg: JsValue) -> Result<JsValue, JsValue> {
         Msg::GetStatus => Ok(current()
             .map(|(p, u)| to_js(&status(&p.borrow(), &u.borrow())))
             .unwrap_or(JsValue::NULL)),
+        Msg::CopyLink => {
+            let url = current().map(|(p, _)| p.borrow().b.viewer_url());
+            let url = url.ok_or_else(|| JsValue::from_str("Nothing is streaming."))?;
+            clipboard::copy(&url)
+                .map(|_| JsValue::TRUE)
+                .map_err(|e| JsValue::from_str(&e))
+        }
+        Msg::SetMic { on } => {
+            let mic = if on {
+                Some(
+                    mixing::open_mic()
+                        .await
+                        .map_err(|e| JsValue::from_str(&e))?,
+                )
+            } else {
+                None
+            };
+            with_capture(|c| c.set_mic(mic))
+        }
+        Msg::SetMuted { muted } => with_capture(|c| {
+            c.set_muted(muted);
+            Ok(())
+        }),
         m @ (Msg::StartTab { .. }
         | Msg::StartCamera
         | Msg::Stop
         | Msg::OffscreenReady
-        | Msg::Finished { .. }) => Err(JsValue::from_str(&format!(
+        | Msg::Finished { .. }
+        | Msg::Live { .. }) => Err(JsValue::from_str(&format!(
             "{m:?} is for the worker, not the offscreen document"
         ))),
     }
+}
+
+/// Runs `f` on the live capture; the error says why not.
+fn with_capture(f: impl FnOnce(&mut Capture) -> Result<(), String>) -> Result<JsValue, JsValue> {
+    let (p, _) = current().ok_or_else(|| JsValue::from_str("Nothing is streaming."))?;
+    let mut st = p.borrow_mut();
+    let c = st
+        .capture
+        .as_mut()
+        .ok_or_else(|| JsValue::from_str("Nothing is streaming."))?;
+    f(c).map(|_| JsValue::TRUE)
+        .map_err(|e| JsValue::from_str(&e))
 }
 
 async fn begin(b: Broadcast) {
@@ -142,6 +180,9 @@ async fn begin(b: Broadcast) {
         } else {
             TIMESLICE_MS
         },
+        quality: b.quality,
+        mic: b.mic,
+        overlay: b.overlay,
     };
     // A segment may last up to its target duration's rounding limit (as v1's first segment).
     let target_s = (b.segment_ms / 1000).max(1);
@@ -207,6 +248,11 @@ fn events(p: &Rc<RefCell<Pipeline>>) -> Events {
                 let mut st = p.borrow_mut();
                 st.recording_start_wall = chrome::now_ms();
                 st.phase = Phase::Live;
+                // Live: the link goes on the clipboard and the worker tells the streamer.
+                let copied = clipboard::copy(&st.b.viewer_url()).is_ok();
+                spawn_local(async move {
+                    let _ = chrome::send(&Msg::Live { copied }).await;
+                });
             }
         }),
         stopped: Box::new(move || {
@@ -487,5 +533,10 @@ fn status(st: &Pipeline, up: &Uploads) -> Status {
         ack_latency_ms_avg: up.latency_avg(),
         ack_latency_ms_max: up.latency_max,
         js_heap_bytes: heap,
+        quality: st.b.quality,
+        mic: st.capture.as_ref().map(|c| c.mic()).unwrap_or_default(),
+        overlay: st.capture.as_ref().is_some_and(|c| c.overlay()),
+        notice: st.capture.as_ref().and_then(|c| c.notice()),
+        composite_ms_avg: st.capture.as_ref().map_or(0.0, |c| c.composite_ms_avg()),
     }
 }

@@ -1,5 +1,6 @@
 //! The popup (stream panel) and the options page.
 
+use std::cell::RefCell;
 use std::rc::Rc;
 
 use js_sys::Reflect;
@@ -10,8 +11,10 @@ use web_sys::{Document, HtmlElement, HtmlInputElement, HtmlSelectElement};
 
 use crate::chrome::{self, obj};
 use crate::messages::{
-    is_loopback, normalize_server, Broadcast, Msg, Options, Phase, Source, Status,
+    device_refusal, is_loopback, normalize_server, Broadcast, Device, Mic, Msg, Options, Phase,
+    Source, Status,
 };
+use crate::presets::{Corner, Overlay, OverlaySize, Quality, Reading, Strain};
 use crate::timing::clamp_segment_seconds;
 use crate::worker::{KEY_BROADCAST, KEY_LAST, KEY_OPTIONS};
 
@@ -139,6 +142,41 @@ pub fn popup_main() -> Result<(), JsValue> {
             );
         });
     });
+    let d = doc.clone();
+    on_click(&doc, "mic", move || {
+        let d = d.clone();
+        spawn_local(async move {
+            set_text(&d, "error", "");
+            let on = d
+                .body()
+                .and_then(|b| b.get_attribute("data-mic"))
+                .as_deref()
+                == Some("off");
+            let result = if on {
+                ask_device(Device::Microphone).await
+            } else {
+                Ok(())
+            };
+            match result {
+                Ok(()) => report(&d, answer(chrome::send(&Msg::SetMic { on }).await)),
+                Err(e) => set_text(&d, "error", &e),
+            }
+            refresh(&d).await;
+        });
+    });
+    let d = doc.clone();
+    on_click(&doc, "mute", move || {
+        let d = d.clone();
+        spawn_local(async move {
+            let muted = d
+                .body()
+                .and_then(|b| b.get_attribute("data-mic"))
+                .as_deref()
+                == Some("on");
+            report(&d, answer(chrome::send(&Msg::SetMuted { muted }).await));
+            refresh(&d).await;
+        });
+    });
     on_click(&doc, "open-options", || {
         spawn_local(async {
             let _ = chrome::runtime_open_options_page().await;
@@ -151,6 +189,49 @@ pub fn popup_main() -> Result<(), JsValue> {
             chrome::sleep(1000).await;
         }
     });
+    Ok(())
+}
+
+/// An answer that carries `{ error }` is an error.
+fn answer(r: Result<JsValue, String>) -> Result<JsValue, String> {
+    let v = r?;
+    match Reflect::get(&v, &"error".into())
+        .ok()
+        .and_then(|e| e.as_string())
+    {
+        Some(e) => Err(e.trim_start_matches("Error: ").to_string()),
+        None => Ok(v),
+    }
+}
+
+/// Asks for one device from this extension page (an offscreen document cannot ask); the error
+/// is the plain sentence for the panel.
+async fn ask_device(device: Device) -> Result<(), String> {
+    let w = web_sys::window().ok_or("no window")?;
+    let devices = w
+        .navigator()
+        .media_devices()
+        .map_err(|e| chrome::js_error(&e))?;
+    let c = match device {
+        Device::Microphone => obj(json!({ "audio": true })),
+        Device::Camera => obj(json!({ "video": true })),
+    };
+    let p = devices
+        .get_user_media_with_constraints(c.unchecked_ref())
+        .map_err(|e| chrome::js_error(&e))?;
+    let stream: web_sys::MediaStream = JsFuture::from(p)
+        .await
+        .map_err(|e| {
+            let name = Reflect::get(&e, &"name".into())
+                .ok()
+                .and_then(|n| n.as_string())
+                .unwrap_or_default();
+            device_refusal(device, &name)
+        })?
+        .unchecked_into();
+    for t in stream.get_tracks().iter() {
+        t.unchecked_into::<web_sys::MediaStreamTrack>().stop();
+    }
     Ok(())
 }
 
@@ -197,6 +278,33 @@ async fn refresh(doc: &Document) {
     };
     let starting = chrome::load::<Broadcast>(KEY_BROADCAST).await;
     render(doc, status.as_ref(), starting.as_ref());
+    advise(doc, status.as_ref());
+}
+
+thread_local! {
+    /// The panel's recent readings of the broadcast's health (page state, not the worker's).
+    static STRAIN: RefCell<(String, Strain)> = RefCell::new((String::new(), Strain::default()));
+}
+
+/// Says when the broadcast does not keep up with its preset, and which one to choose.
+fn advise(doc: &Document, s: Option<&Status>) {
+    let advice = STRAIN.with(|cell| {
+        let (stream, strain) = &mut *cell.borrow_mut();
+        let s = s.filter(|s| s.phase == Phase::Live)?;
+        if *stream != s.stream || s.last_error.is_some() {
+            // A new broadcast, or an outage that the error line already explains.
+            *stream = s.stream.clone();
+            strain.reset();
+        }
+        strain.push(Reading {
+            at_ms: chrome::now_ms(),
+            waiting: s.segments_waiting,
+            remux_ms_total: s.remux_ms_total,
+            media_ms_total: s.media_ms_total,
+        });
+        strain.advice().map(|a| a.message(s.quality))
+    });
+    set_text(doc, "advice", advice.as_deref().unwrap_or(""));
 }
 
 fn render(doc: &Document, s: Option<&Status>, pending: Option<&Broadcast>) {
@@ -221,16 +329,53 @@ fn render(doc: &Document, s: Option<&Status>, pending: Option<&Broadcast>) {
     }
     show(doc, "idle-actions", !running);
     show(doc, "stop", running);
+    let mic = s
+        .filter(|s| s.phase == Phase::Live)
+        .map(|s| (s.source, s.mic));
+    if let Some(b) = body.as_ref() {
+        let m = match mic.map(|m| m.1) {
+            Some(Mic::On) => "on",
+            Some(Mic::Muted) => "muted",
+            _ => "off",
+        };
+        let _ = b.set_attribute("data-mic", m);
+    }
+    show(doc, "voice", mic.is_some());
+    show(doc, "mic", mic.is_some_and(|(src, _)| src == Source::Tab));
+    show(doc, "mute", mic.is_some_and(|(_, m)| m != Mic::Off));
+    if let Some((src, m)) = mic {
+        set_text(
+            doc,
+            "mic",
+            if m == Mic::Off {
+                "Mix my microphone in"
+            } else {
+                "Take my microphone out"
+            },
+        );
+        set_text(doc, "mute", if m == Mic::Muted { "Unmute" } else { "Mute" });
+        set_text(
+            doc,
+            "mic-state",
+            match (src, m) {
+                (_, Mic::On) => "Viewers hear your microphone.",
+                (_, Mic::Muted) => "Your microphone is muted.",
+                (Source::Tab, Mic::Off) => "Viewers hear the tab only.",
+                (Source::Camera, Mic::Off) => "No microphone.",
+            },
+        );
+    }
     let state = match s {
         Some(s) => match s.phase {
             Phase::Starting => "Starting…".to_string(),
             Phase::Live => format!(
-                "Live — {}",
-                if s.source == Source::Tab {
-                    "this tab"
-                } else {
-                    "camera"
-                }
+                "Live — {}, {}",
+                match (s.source, s.overlay) {
+                    (Source::Tab, false) => "this tab",
+                    (Source::Tab, true) => "this tab with your camera in the corner",
+                    (Source::Camera, _) => "camera",
+                },
+                s.quality.name()
             ),
             Phase::Stopping => "Stopping — sending the last segments…".into(),
             Phase::Ended => "Ended. The recording stays watchable at the link.".into(),
@@ -263,6 +408,7 @@ fn render(doc: &Document, s: Option<&Status>, pending: Option<&Broadcast>) {
     set_text(doc, "waiting", &s.segments_waiting.to_string());
     set_text(doc, "rate", &rate(s.upload_rate_bps));
     set_text(doc, "error", s.last_error.as_deref().unwrap_or(""));
+    set_text(doc, "notice", s.notice.as_deref().unwrap_or(""));
     if let Some(b) = body.as_ref() {
         let _ = b.set_attribute("data-status", &serde_json::to_string(s).unwrap_or_default());
     }
@@ -292,6 +438,11 @@ pub fn options_main() -> Result<(), JsValue> {
         };
         input(&d, id).map(|i| i.set_checked(true));
         input(&d, "low-latency").map(|i| i.set_checked(o.low_latency));
+        select(&d, "quality").map(|s| s.set_value(o.quality.name()));
+        input(&d, "mic").map(|i| i.set_checked(o.mic));
+        input(&d, "overlay").map(|i| i.set_checked(o.overlay.on));
+        select(&d, "corner").map(|s| s.set_value(&serde_name(&o.overlay.corner)));
+        select(&d, "overlay-size").map(|s| s.set_value(&serde_name(&o.overlay.size)));
     });
     let d = doc.clone();
     on_click(&doc, "save", move || {
@@ -309,7 +460,7 @@ pub fn options_main() -> Result<(), JsValue> {
             .and_then(|e| e.dyn_into::<HtmlSelectElement>().ok())
             .and_then(|s| s.value().parse().ok())
             .unwrap_or(crate::timing::DEFAULT_SEGMENT_S);
-        let options = Options {
+        let mut options = Options {
             server: server.clone(),
             token: input(&d, "token")
                 .map(|i| i.value().trim().to_string())
@@ -321,6 +472,19 @@ pub fn options_main() -> Result<(), JsValue> {
                 Source::Tab
             },
             low_latency: input(&d, "low-latency").is_none_or(|i| i.checked()),
+            quality: select(&d, "quality")
+                .and_then(|s| Quality::from_name(&s.value()))
+                .unwrap_or_default(),
+            mic: input(&d, "mic").is_some_and(|i| i.checked()),
+            overlay: Overlay {
+                on: input(&d, "overlay").is_some_and(|i| i.checked()),
+                corner: select(&d, "corner")
+                    .and_then(|s| from_serde_name::<Corner>(&s.value()))
+                    .unwrap_or_default(),
+                size: select(&d, "overlay-size")
+                    .and_then(|s| from_serde_name::<OverlaySize>(&s.value()))
+                    .unwrap_or_default(),
+            },
         };
         let grant = (!is_loopback(&server)).then(|| {
             chrome::permissions_request(&obj(json!({ "origins": [origin_pattern(&server)] })))
@@ -333,13 +497,49 @@ pub fn options_main() -> Result<(), JsValue> {
                     return;
                 }
             }
+            // Ask for the microphone and camera here, where Chrome can ask the streamer: the
+            // offscreen document that records cannot. A refusal turns the option off.
+            let mut refused = Vec::new();
+            if options.mic {
+                if let Err(e) = ask_device(Device::Microphone).await {
+                    options.mic = false;
+                    input(&d, "mic").map(|i| i.set_checked(false));
+                    refused.push(e);
+                }
+            }
+            if options.overlay.on {
+                if let Err(e) = ask_device(Device::Camera).await {
+                    options.overlay.on = false;
+                    input(&d, "overlay").map(|i| i.set_checked(false));
+                    refused.push(e);
+                }
+            }
             match chrome::save(KEY_OPTIONS, &options).await {
-                Ok(()) => set_text(&d, "message", "Saved. New broadcasts use these settings."),
+                Ok(()) if refused.is_empty() => {
+                    set_text(&d, "message", "Saved. New broadcasts use these settings.")
+                }
+                Ok(()) => set_text(&d, "message", &format!("Saved, but: {}", refused.join(" "))),
                 Err(e) => set_text(&d, "message", &format!("Could not save: {e}")),
             }
         });
     });
     Ok(())
+}
+
+fn select(doc: &Document, id: &str) -> Option<HtmlSelectElement> {
+    doc.get_element_by_id(id).and_then(|e| e.dyn_into().ok())
+}
+
+/// A unit enum's name as `chrome.storage` keeps it (`"bottom-right"`).
+fn serde_name<T: serde::Serialize>(v: &T) -> String {
+    serde_json::to_value(v)
+        .ok()
+        .and_then(|v| v.as_str().map(String::from))
+        .unwrap_or_default()
+}
+
+fn from_serde_name<T: serde::de::DeserializeOwned>(name: &str) -> Option<T> {
+    serde_json::from_value(serde_json::Value::String(name.into())).ok()
 }
 
 fn input(doc: &Document, id: &str) -> Option<HtmlInputElement> {

@@ -6,7 +6,9 @@ use serde_json::json;
 use wasm_bindgen::prelude::*;
 
 use crate::chrome::{self, obj, to_js};
+use crate::clipboard;
 use crate::ids;
+use crate::menus::{self, Item};
 use crate::messages::{Broadcast, Msg, Options, Phase, Source, Status};
 use crate::timing::clamp_segment_seconds;
 
@@ -48,11 +50,118 @@ pub async fn on_worker_message(msg: JsValue) -> Result<JsValue, JsValue> {
             .map(|b| to_js(&b))
             .unwrap_or(JsValue::NULL)),
         Msg::Finished { status } => finished(status).await.map(|_| JsValue::TRUE),
-        m @ (Msg::Begin { .. } | Msg::End | Msg::GetStatus) => Err(format!(
+        Msg::Live { copied } => {
+            if let Some(b) = chrome::load::<Broadcast>(KEY_BROADCAST).await {
+                clipboard::announce(&b.viewer_url(), copied).await;
+            }
+            Ok(JsValue::TRUE)
+        }
+        m @ (Msg::Begin { .. }
+        | Msg::End
+        | Msg::GetStatus
+        | Msg::CopyLink
+        | Msg::SetMic { .. }
+        | Msg::SetMuted { .. }) => Err(format!(
             "{m:?} is for the offscreen document, not the worker"
         )),
     };
     answer.map_err(|e| JsValue::from_str(&e))
+}
+
+/// Install, update or browser start: the right-click menu for the state in storage.
+#[wasm_bindgen]
+pub async fn on_installed() {
+    menus::rebuild(is_live).await;
+}
+
+/// A click on an entry of the toolbar button's right-click menu.
+#[wasm_bindgen]
+pub async fn on_menu_clicked(info: JsValue, tab: JsValue) -> Result<(), JsValue> {
+    let id = Reflect::get(&info, &"menuItemId".into())?
+        .as_string()
+        .unwrap_or_default();
+    let item =
+        Item::from_id(&id).ok_or_else(|| JsValue::from_str(&format!("no menu entry {id}")))?;
+    let live = is_live().await;
+    let result = match item {
+        Item::OpenPanel => open_panel().await,
+        Item::CopyLink | Item::Stop if !live => {
+            // A menu from before the broadcast ended: show the right one.
+            menus::rebuild(is_live).await;
+            Ok(())
+        }
+        Item::CopyLink => copy_link().await,
+        Item::Stop => stop().await,
+        Item::StreamTab | Item::StreamCamera if live => {
+            menus::rebuild(is_live).await;
+            Err("A broadcast is already running — stop it first.".into())
+        }
+        Item::StreamTab => match Reflect::get(&tab, &"id".into())?.as_f64() {
+            Some(id) => start_tab(id as i32).await,
+            None => open_panel().await,
+        },
+        Item::StreamCamera if camera_allowed().await => start(Source::Camera, None).await,
+        // The camera permission must be asked from an extension page.
+        Item::StreamCamera => open_panel().await,
+    };
+    result.map_err(|e| JsValue::from_str(&e))
+}
+
+/// A click on the notification: open the panel.
+#[wasm_bindgen]
+pub async fn on_notification_clicked() -> Result<(), JsValue> {
+    open_panel().await.map_err(|e| JsValue::from_str(&e))
+}
+
+async fn copy_link() -> Result<(), String> {
+    let url = chrome::load::<Broadcast>(KEY_BROADCAST)
+        .await
+        .map(|b| b.viewer_url())
+        .ok_or("Nothing is streaming.")?;
+    let result = match chrome::send(&Msg::CopyLink).await {
+        Ok(v) if v.as_bool() == Some(true) => Ok(()),
+        Ok(v) => Err(Reflect::get(&v, &"error".into())
+            .ok()
+            .and_then(|e| e.as_string())
+            .unwrap_or_else(|| "the recorder did not answer".into())),
+        Err(e) => Err(e),
+    };
+    clipboard::announce_copy(&url, result.clone()).await;
+    result
+}
+
+/// Whether this extension may use the camera and microphone without asking.
+async fn camera_allowed() -> bool {
+    let Ok(perms) = Reflect::get(&js_sys::global(), &"navigator".into())
+        .and_then(|n| Reflect::get(&n, &"permissions".into()))
+    else {
+        return false;
+    };
+    let Ok(query) =
+        Reflect::get(&perms, &"query".into()).and_then(|q| q.dyn_into::<js_sys::Function>())
+    else {
+        return false;
+    };
+    for name in ["camera", "microphone"] {
+        let Ok(p) = query.call1(&perms, &obj(json!({ "name": name }))) else {
+            return false;
+        };
+        let state = match wasm_bindgen_futures::JsFuture::from(js_sys::Promise::from(p)).await {
+            Ok(s) => Reflect::get(&s, &"state".into())
+                .ok()
+                .and_then(|s| s.as_string()),
+            Err(_) => None,
+        };
+        if state.as_deref() != Some("granted") {
+            return false;
+        }
+    }
+    true
+}
+
+/// Live when storage holds a broadcast and its offscreen document runs.
+async fn is_live() -> bool {
+    chrome::load::<Broadcast>(KEY_BROADCAST).await.is_some() && offscreen_exists().await
 }
 
 async fn open_panel() -> Result<(), String> {
@@ -98,6 +207,9 @@ async fn start(source: Source, media_stream_id: Option<String>) -> Result<(), St
         started_at_ms: chrome::now_ms(),
         media_stream_id,
         low_latency: options.low_latency,
+        quality: options.quality,
+        mic: options.mic,
+        overlay: options.overlay,
     };
     chrome::save(KEY_BROADCAST, &broadcast).await?;
     chrome::forget(KEY_LAST).await;
@@ -107,13 +219,14 @@ async fn start(source: Source, media_stream_id: Option<String>) -> Result<(), St
         // The document asks for the broadcast (OffscreenReady) once it has loaded.
         chrome::offscreen_create_document(&obj(json!({
             "url": "offscreen.html",
-            "reasons": ["USER_MEDIA"],
-            "justification": "Records the tab or camera and uploads it as HLS segments.",
+            "reasons": ["USER_MEDIA", "CLIPBOARD"],
+            "justification": "Records the tab or camera and uploads it as HLS segments; puts the viewer link on the clipboard.",
         })))
         .await
         .map_err(|e| chrome::js_error(&e))?;
     }
     badge("LIVE", "#c62828", "Chalkstream: live — click to stop").await;
+    menus::rebuild(is_live).await;
     Ok(())
 }
 
@@ -124,6 +237,7 @@ async fn stop() -> Result<(), String> {
     } else {
         chrome::forget(KEY_BROADCAST).await;
         badge("", "#616161", "Chalkstream: stream this tab").await;
+        menus::rebuild(is_live).await;
         Ok(())
     }
 }
@@ -143,6 +257,7 @@ async fn finished(status: Status) -> Result<(), String> {
         _ => badge("", "#616161", "Chalkstream: stream this tab").await,
     }
     let _ = chrome::offscreen_close_document().await;
+    menus::rebuild(is_live).await;
     Ok(())
 }
 
