@@ -22,14 +22,16 @@ const BASE_ARGS = ['--headless=new', '--no-sandbox', '--disable-gpu', '--disable
 
 /**
  * Launch Chromium with extension/dist loaded. `camera: true` adds the fake camera and
- * auto-accepted permission prompts (that flag breaks tab capture, so tab tests leave it off).
+ * auto-accepted permission prompts (that flag breaks tab capture, so tab tests leave it off);
+ * `args` adds Chromium switches (e.g. fake devices whose permission a test grants over CDP).
  * Resolves to `{ context, id, worker(), click(page), popup(), setOptions(), close() }`.
  */
-export async function launchExtension({ camera = false } = {}) {
+export async function launchExtension({ camera = false, args: extra = [] } = {}) {
   if (!existsSync(join(EXT_DIR, 'manifest.json'))) throw new Error('extension/dist is missing: sh extension/build.sh');
   const dir = mkdtempSync(join(tmpdir(), 'chalkstream-chromium-'));
   const args = [...BASE_ARGS, `--disable-extensions-except=${EXT_DIR}`, `--load-extension=${EXT_DIR}`];
   if (camera) args.push('--use-fake-device-for-media-stream', '--use-fake-ui-for-media-stream');
+  args.push(...extra);
   const context = await chromium.launchPersistentContext(dir, {
     executablePath: '/usr/bin/chromium', headless: false, args,
     viewport: { width: 1280, height: 720 },
