@@ -1,12 +1,14 @@
 // Measures the extension streaming a 1280x720 30 fps animated tab into the real host:
 // ffmpeg.wasm time per segment and per media second, last frame -> upload acknowledged, and
 // the memory of the extension's renderer process (offscreen document + its ffmpeg worker +
-// the service worker) after 1 and 10 minutes. Usage: node extension/measure.mjs [minutes]
+// the service worker) after 1 and 10 minutes. With parts (low latency, the default) the
+// ffmpeg.wasm time and the latency are per part. Usage: node extension/measure.mjs [minutes] [--whole]
 import { readFileSync, readdirSync } from 'node:fs';
 import { startServer } from '../tests/e2e/lib/server.mjs';
 import { launchExtension, serveFixtures, sleep } from '../tests/e2e/lib/browser.mjs';
 
-const minutes = Number(process.argv[2] ?? 10);
+const minutes = Number(process.argv.slice(2).find((a) => /^\d/.test(a)) ?? 10);
+const lowLatency = !process.argv.includes('--whole');
 
 /** RSS of the Chromium renderer processes started for extensions, in MiB. */
 function extensionRssMiB() {
@@ -26,7 +28,7 @@ const server = await startServer({ env: { stream_retention: 0 } });
 const fixtures = await serveFixtures();
 const ext = await launchExtension();
 try {
-  await ext.setOptions({ server: server.url, segment_seconds: 2 });
+  await ext.setOptions({ server: server.url, segment_seconds: 2, low_latency: lowLatency });
   const page = await ext.context.newPage();
   await page.setViewportSize({ width: 1280, height: 720 });
   await page.goto(`${fixtures.url}/tab.html`);
@@ -38,8 +40,10 @@ try {
   const report = (label, s) => {
     const perSeg = s.remux_ms_total / Math.max(1, s.segments_sent + s.segments_waiting);
     console.log(JSON.stringify({
-      at: label, phase: s.phase, last_error: s.last_error, segments_sent: s.segments_sent, waiting: s.segments_waiting,
+      at: label, phase: s.phase, low_latency: lowLatency, last_error: s.last_error, segments_sent: s.segments_sent,
+      parts_sent: s.parts_sent, waiting: s.segments_waiting,
       ffmpeg_ms_per_segment: +perSeg.toFixed(1),
+      ...(lowLatency ? { ffmpeg_ms_per_part: +(s.remux_ms_total / Math.max(1, s.parts_sent)).toFixed(1) } : {}),
       ffmpeg_ms_per_media_second: +(s.remux_ms_total / (s.media_ms_total / 1000)).toFixed(1),
       ack_latency_ms_avg: Math.round(s.ack_latency_ms_avg), ack_latency_ms_max: Math.round(s.ack_latency_ms_max),
       extension_process_rss_mib: +extensionRssMiB().toFixed(1),

@@ -31,6 +31,8 @@ const TICK_MS: i32 = 40;
 /// cut, remuxed and sent as soon as its last frame and the audio after it are in.
 const LL_TIMESLICE_MS: i32 = 30;
 const LL_TICK_MS: i32 = 5;
+/// With parts, keyframes are asked for this much before each half segment (see `begin`).
+const KEYFRAME_EARLY_MS: u64 = 20;
 
 /// How the recording is cut: whole segments (wire contract v1) or parts (v2).
 enum Cutter {
@@ -173,8 +175,15 @@ async fn begin(b: Broadcast) {
         media_stream_id: b.media_stream_id.clone(),
         // Two keyframes per segment: a late keyframe then costs half a segment, not a whole
         // one, so segments stay within the server's target duration even when frames come
-        // slowly.
-        keyframe_interval_ms: (b.segment_ms / 2).max(500),
+        // slowly. With parts, a little less: Chrome forces the keyframe on the first frame at
+        // least the interval after the last one, so at 1000 ms it lands one frame late half the
+        // time (segments of 61 frames: six 10-frame parts and a 1-frame one, an ffmpeg run for
+        // 33 ms); at 980 ms it lands on frame 30, and a segment is exactly six full parts.
+        keyframe_interval_ms: if b.low_latency {
+            (b.segment_ms / 2).max(500) - KEYFRAME_EARLY_MS
+        } else {
+            (b.segment_ms / 2).max(500)
+        },
         timeslice_ms: if b.low_latency {
             LL_TIMESLICE_MS
         } else {
