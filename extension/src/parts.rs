@@ -201,26 +201,31 @@ impl PartCutter {
             return;
         }
         self.fill(t);
-        let open = self.open.as_mut().expect("a segment is open");
-        let d = t - open.start_ms;
-        if d > 0 && d + FRAME_MS > self.part_target_ms {
-            // The next frame would not fit: the part ends here.
-            self.close(t, false);
-            let open = self
-                .open
-                .as_mut()
-                .expect("close(.., false) opens the next part");
-            open.independent = b.key;
+        if let Some(open) = &self.open {
+            let d = t - open.start_ms;
+            if d > 0 && d + FRAME_MS > self.part_target_ms {
+                // The next frame would not fit: the part ends here.
+                self.close(t, false);
+                if let Some(open) = self.open.as_mut() {
+                    open.independent = b.key;
+                }
+            }
         }
-        let open = self.open.as_mut().expect("a segment is open");
-        open.video.push(b);
+        match self.open.as_mut() {
+            Some(open) => open.video.push(b),
+            // The segment ran out of parts: it ended, and a keyframe starts the next.
+            None if b.key => self.start_segment(b),
+            None => self.skipped += 1,
+        }
     }
 
     /// Closes parts until the open one may end at `t` within the part target.
     fn fill(&mut self, t: u64) {
         loop {
-            let open = self.open.as_mut().expect("a segment is open");
-            if t - open.start_ms <= self.part_target_ms {
+            let Some(open) = self.open.as_mut() else {
+                return;
+            };
+            if t <= open.start_ms + self.part_target_ms {
                 return;
             }
             // End at the latest frame after the part's start, else at the part target.
@@ -235,12 +240,13 @@ impl PartCutter {
                     let at = rest[0].ms;
                     let key = rest[0].key;
                     self.close(at, false);
-                    let open = self
-                        .open
-                        .as_mut()
-                        .expect("close(.., false) opens the next part");
-                    open.video = rest;
-                    open.independent = key;
+                    match self.open.as_mut() {
+                        Some(open) => {
+                            open.video = rest;
+                            open.independent = key;
+                        }
+                        None => self.skipped += rest.len() as u64,
+                    }
                 }
                 None => {
                     let at = open.start_ms + self.part_target_ms;
@@ -266,11 +272,14 @@ impl PartCutter {
         });
     }
 
-    /// Ends the open part at `end_ms`; `last` also ends its segment, else the next part opens.
+    /// Ends the open part at `end_ms`; `last` also ends its segment, else the next part opens
+    /// (unless the segment has all the parts it may have: then it ends, and frames are dropped
+    /// until the next keyframe starts a segment).
     fn close(&mut self, end_ms: u64, last: bool) {
         let Some(open) = self.open.take() else {
             return;
         };
+        let last = last || open.index + 1 >= MAX_PARTS;
         if end_ms <= open.start_ms {
             // Nothing to cut (an empty part after a stall): seal what the segment has.
             if last && open.index > 0 {
@@ -431,6 +440,10 @@ mod tests {
 
     /// Every rule of the spec and of the wire contract a sequence of cuts must keep.
     fn assert_well_formed(cuts: &[Cut]) {
+        assert_well_formed_up_to(cuts, MAX)
+    }
+
+    fn assert_well_formed_up_to(cuts: &[Cut], max: u64) {
         let mut expect = (0u64, 0u32);
         let mut segment_ms = 0;
         let mut prev_end: Option<u64> = None;
@@ -457,7 +470,7 @@ mod tests {
                     prev_end = Some(p.end_ms());
                     segment_ms += p.duration_ms;
                     assert!(
-                        segment_ms <= MAX,
+                        segment_ms <= max,
                         "segment {} is {segment_ms} ms",
                         p.segment
                     );
@@ -633,6 +646,29 @@ mod tests {
         for w in plans.windows(2) {
             assert_eq!(w[0].kept_to(), w[1].kept_from(), "no gap, no overlap");
         }
+    }
+
+    #[test]
+    fn a_segment_ends_when_it_has_all_the_parts_it_may_have() {
+        // A capture of a frame every 300 ms (a part each) with a keyframe after 45 s only.
+        let mut c = PartCutter::new(PART_TARGET_MS, 60_000, 60_499);
+        let mut cuts = Vec::new();
+        for i in 0..200u64 {
+            cuts.extend(c.push(frame(i * 300, i == 0 || i == 150)));
+        }
+        cuts.extend(c.finish());
+        assert_well_formed_up_to(&cuts, 60_499);
+        let first = parts(&cuts).iter().filter(|p| p.segment == 0).count() as u32;
+        assert_eq!(first, MAX_PARTS);
+        assert!(cuts.contains(&Cut::Seal {
+            segment: 0,
+            parts: MAX_PARTS
+        }));
+        let next = parts(&cuts).into_iter().find(|p| p.segment == 1).unwrap();
+        assert_eq!(
+            next.start_ms, 45_000,
+            "frames are dropped until the next keyframe"
+        );
     }
 
     #[test]
