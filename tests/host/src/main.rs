@@ -9,19 +9,21 @@
 //!   and the `spin-*` request headers Spin sets (`spin-full-url`,
 //!   `spin-path-info`, `spin-matched-route`, `spin-base-path`,
 //!   `spin-raw-component-route`, `spin-component-route`, `spin-client-addr`);
-//! - `fermyon:spin/key-value@2.0.0` on SQLite at
-//!   `<state-dir>/sqlite_key_value.db`, in Spin's own table
-//!   `spin_key_value(store, key, value)`, limited to the component's
-//!   `key_value_stores`;
+//! - `fermyon:spin/key-value@2.0.0`, limited to the component's
+//!   `key_value_stores`: by default on SQLite at
+//!   `<state-dir>/sqlite_key_value.db` in Spin's own table
+//!   `spin_key_value(store, key, value)`; with `--runtime-config-file`, each
+//!   store where Spin's runtime config file puts it (`type = "spin"`, SQLite,
+//!   or `type = "redis"`), kept exactly as Spin keeps it;
 //! - `fermyon:spin/variables@2.0.0`: `[variables]` and component variable
 //!   templates, with values from `SPIN_VARIABLE_<NAME>` or the default;
 //! - WASI 0.2 (clocks, random, stdio to the host's stderr; no files, no
 //!   sockets) and `/.well-known/spin/health`.
 //!
 //! It does not implement: other Spin interfaces (outbound HTTP is answered
-//! "denied", as for `allowed_outbound_hosts = []`; Redis, SQL, LLM and MQTT
-//! are absent and fail to link), runtime config files, stores other than
-//! `default`, `.env` files, route parameters (`/:name`), static responses,
+//! "denied", as for `allowed_outbound_hosts = []`; outbound Redis, SQL, LLM
+//! and MQTT are absent and fail to link), the rest of the runtime config file
+//! (refused by name), key-value stores other than SQLite and Redis, `.env` files, route parameters (`/:name`), static responses,
 //! private endpoints, `environment`/`files` for components, TLS, HTTP/2 or
 //! request timeouts. Nothing the component may rely on exists here that real
 //! Spin lacks.
@@ -29,6 +31,7 @@
 mod kv;
 mod manifest;
 mod routes;
+mod runtime_config;
 mod server;
 mod variables;
 
@@ -60,13 +63,19 @@ chalkstream-host: run a Spin HTTP application's component without the Spin CLI
 
 USAGE:
     chalkstream-host [--listen ADDR] [--spin-toml PATH] [--state-dir DIR]
+                     [--runtime-config-file FILE]
 
 OPTIONS:
     --listen ADDR      address to serve on (env CHALKSTREAM_LISTEN; default 127.0.0.1:3000;
                        port 0 picks a free port)
     --spin-toml PATH   the application manifest (default ./spin.toml)
-    --state-dir DIR    where key-value data lives, as sqlite_key_value.db
-                       (default: .spin beside spin.toml)
+    --state-dir DIR    where the default key-value store lives, as sqlite_key_value.db
+                       (default: the runtime config's state_dir, else .spin beside spin.toml)
+    --runtime-config-file FILE
+                       Spin's runtime config file, as for `spin up`: [key_value_store.LABEL]
+                       with type = \"spin\" (SQLite; path relative to FILE's directory,
+                       none = in memory) or type = \"redis\" (url = \"redis://HOST:PORT\"),
+                       and state_dir. Nothing else in it is implemented (refused by name).
     -h, --help         print this help
 
 Spin variables come from SPIN_VARIABLE_<NAME> environment variables, else their
@@ -80,7 +89,7 @@ pub struct State {
     wasi: WasiCtx,
     http: WasiHttpCtx,
     hooks: DenyOutbound,
-    kv: kv::KvDb,
+    kv: Arc<kv::Stores>,
     kv_stores: Arc<Vec<String>>,
     variables: Arc<HashMap<String, String>>,
     component_id: Arc<str>,
@@ -119,12 +128,14 @@ struct Options {
     listen: SocketAddr,
     spin_toml: PathBuf,
     state_dir: Option<PathBuf>,
+    runtime_config: Option<PathBuf>,
 }
 
 fn parse_args() -> anyhow::Result<Options> {
     let mut listen = std::env::var("CHALKSTREAM_LISTEN").unwrap_or_else(|_| "127.0.0.1:3000".into());
     let mut spin_toml = PathBuf::from("spin.toml");
     let mut state_dir = None;
+    let mut runtime_config = None;
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         let (flag, inline) = match arg.split_once('=') {
@@ -140,11 +151,12 @@ fn parse_args() -> anyhow::Result<Options> {
             "--listen" => listen = value()?,
             "--spin-toml" => spin_toml = value()?.into(),
             "--state-dir" => state_dir = Some(value()?.into()),
+            "--runtime-config-file" => runtime_config = Some(value()?.into()),
             other => bail!("unknown argument {other:?}; see --help"),
         }
     }
     let listen = listen.parse().with_context(|| format!("--listen {listen:?} is not an IP:PORT address"))?;
-    Ok(Options { listen, spin_toml, state_dir })
+    Ok(Options { listen, spin_toml, state_dir, runtime_config })
 }
 
 fn main() -> std::process::ExitCode {
@@ -162,14 +174,17 @@ fn run() -> anyhow::Result<()> {
     let options = parse_args()?;
     let app = manifest::App::load(&options.spin_toml)?;
     let variables = variables::resolve(&app, |key| std::env::var(key).ok())?;
-    let state_dir = match options.state_dir {
-        Some(dir) => dir,
-        None => options.spin_toml.parent().unwrap_or(std::path::Path::new(".")).join(".spin"),
+    let runtime_config = match &options.runtime_config {
+        Some(path) => Some(runtime_config::RuntimeConfig::load(path)?),
+        None => None,
     };
-    std::fs::create_dir_all(&state_dir).with_context(|| format!("cannot create {}", state_dir.display()))?;
-    let db_path = state_dir.join("sqlite_key_value.db");
-    let db = kv::KvDb::open(&db_path).with_context(|| format!("cannot open {}", db_path.display()))?;
-    let host = server::Host::new(&app, variables, db)?;
+    let app_dir = options.spin_toml.parent().unwrap_or(std::path::Path::new("."));
+    let store_configs = runtime_config::resolve_stores(runtime_config.as_ref(), options.state_dir.as_deref(), app_dir);
+    let stores = kv::Stores::open(&store_configs)?;
+    for line in stores.summary() {
+        eprintln!("chalkstream-host: {line}");
+    }
+    let host = server::Host::new(&app, variables, stores)?;
 
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     runtime.block_on(async move {

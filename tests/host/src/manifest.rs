@@ -126,14 +126,6 @@ impl App {
                 )));
             }
         }
-        for (id, component) in &raw.component {
-            if let Some(label) = component.key_value_stores.iter().find(|l| l.as_str() != "default") {
-                return Err(ManifestError::Invalid(format!(
-                    "component {id:?} uses key-value store {label:?}; only \"default\" is defined \
-                     (this host reads no runtime config)"
-                )));
-            }
-        }
         Ok(App { variables: raw.variables, http_triggers: raw.trigger.http, components: raw.component })
     }
 }

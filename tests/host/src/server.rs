@@ -22,7 +22,7 @@ use wasmtime_wasi_http::p2::bindings::ProxyPre;
 use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpView};
 
-use crate::kv::KvDb;
+use crate::kv::Stores;
 use crate::manifest::App;
 use crate::routes::{spin_headers, Route, Router};
 use crate::variables::Resolved;
@@ -40,12 +40,12 @@ pub struct Host {
     engine: Engine,
     router: Router,
     components: HashMap<String, Loaded>,
-    kv: KvDb,
+    kv: Arc<Stores>,
 }
 
 impl Host {
     /// Compiles every component a route names (once, at startup).
-    pub fn new(app: &App, mut variables: Resolved, kv: KvDb) -> anyhow::Result<Host> {
+    pub fn new(app: &App, mut variables: Resolved, kv: Stores) -> anyhow::Result<Host> {
         let engine = Engine::new(&Config::new())?;
         let mut linker = Linker::<State>::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
@@ -61,6 +61,14 @@ impl Host {
                 continue;
             }
             let component = &app.components[&trigger.component];
+            // As Spin does before serving anything.
+            if let Some(label) = component.key_value_stores.iter().find(|l| !kv.is_defined(l)) {
+                anyhow::bail!(
+                    "unknown key_value_stores label {label:?} for component {:?}: only \"default\" \
+                     exists unless a runtime config file defines [key_value_store.{label}]",
+                    trigger.component
+                );
+            }
             let started = Instant::now();
             let compiled = Component::from_file(&engine, &component.source).map_err(anyhow::Error::from).with_context(|| {
                 format!(
@@ -86,7 +94,7 @@ impl Host {
             };
             components.insert(trigger.component.clone(), loaded);
         }
-        Ok(Host { engine, router: Router::new(routes), components, kv })
+        Ok(Host { engine, router: Router::new(routes), components, kv: Arc::new(kv) })
     }
 
     /// Accepts connections until SIGINT or SIGTERM.
