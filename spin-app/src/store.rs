@@ -774,6 +774,11 @@ impl<'a, K: Kv + ?Sized> Streams<'a, K> {
         }
         let head = self.head(id)?;
         if seq < head || seq < self.tail(id)? {
+            // A racing request may have stored this part, or sealed the segment, since the
+            // reads above (the tail moves right after a seal): only then is it a retry.
+            if let Some(existing) = self.part_meta(id, seq, part)? {
+                return answer_existing_part(&existing, &sha1);
+            }
             return Err(PutError::Rule(RuleError::BeforeWindow { seq, first_seq: head.max(seq + 1) }));
         }
         self.part_stream_record(id, headers, now_ms)?;
@@ -842,6 +847,10 @@ impl<'a, K: Kv + ?Sized> Streams<'a, K> {
         }
         let head = self.head(id)?;
         if seq < head || seq < self.tail(id)? {
+            // A racing commit of the same segment moves the tail right after sealing it.
+            if let Some(existing) = self.meta(id, seq)? {
+                return self.answer_existing_commit(id, &existing, count);
+            }
             return Err(PutError::Rule(RuleError::BeforeWindow { seq, first_seq: head.max(seq + 1) }));
         }
         let mut parts = Vec::with_capacity(count as usize);

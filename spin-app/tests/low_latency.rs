@@ -512,3 +512,163 @@ fn retention_deletes_parts_with_their_segment() {
     get(&kv, &c, &format!("/chunks/{id}/0.0.ts"), now + 10).assert(404);
     get(&kv, &c, &format!("/chunks/{id}/9.3.ts"), now + 10).assert(200);
 }
+
+/// The memory store, yielding around every operation so requests interleave at every step
+/// (as in `races.rs`).
+#[derive(Default)]
+struct Shuffled {
+    inner: MemoryKv,
+    ops: AtomicUsize,
+}
+
+impl Shuffled {
+    fn pause(&self) {
+        let n = self.ops.fetch_add(1, Ordering::Relaxed);
+        std::thread::yield_now();
+        if n.wrapping_mul(2_654_435_761) % 29 == 0 {
+            std::thread::sleep(std::time::Duration::from_micros(30));
+        }
+    }
+}
+
+impl Kv for Shuffled {
+    fn get(&self, key: &str) -> Result<Option<Vec<u8>>, KvError> {
+        self.pause();
+        self.inner.get(key)
+    }
+    fn set(&self, key: &str, value: &[u8]) -> Result<(), KvError> {
+        self.pause();
+        let r = self.inner.set(key, value);
+        self.pause();
+        r
+    }
+    fn delete(&self, key: &str) -> Result<(), KvError> {
+        self.pause();
+        self.inner.delete(key)
+    }
+}
+
+#[test]
+fn part_uploads_race_retries_held_readers_and_retention() {
+    use std::sync::atomic::{AtomicBool, AtomicI64};
+    use std::sync::Mutex;
+    const SEGMENTS: u64 = 40;
+    for round in 0..3u64 {
+        let kv = Shuffled::default();
+        let c = config(Retention::Millis(2500), 30_000);
+        let id = stream_id(SECRET);
+        // Fake time, moved by the uploader: 250 ms per part.
+        let clock = AtomicI64::new(T0);
+        let done = AtomicBool::new(false);
+        let acked = Mutex::new(Vec::<(u64, u32)>::new());
+        let answers = AtomicUsize::new(0);
+        std::thread::scope(|s| {
+            // The uploader, and a retrier sending the same bytes again (never a 409).
+            s.spawn(|| {
+                // Whatever happens here, the other threads stop.
+                struct Done<'a>(&'a AtomicBool, &'a AtomicI64);
+                impl Drop for Done<'_> {
+                    fn drop(&mut self) {
+                        // Time moves on so held readers see the end (or, after a panic, give up).
+                        let jump = if std::thread::panicking() { 10_000_000 } else { 1_000 };
+                        self.1.fetch_add(jump, Ordering::SeqCst);
+                        self.0.store(true, Ordering::SeqCst);
+                    }
+                }
+                let _done = Done(&done, &clock);
+                for seq in 0..SEGMENTS {
+                    for part in 0..4 {
+                        let now = clock.fetch_add(250, Ordering::SeqCst) + 250;
+                        let r = put_part(&kv, &c, seq, part, &part_body(seq, part), now);
+                        assert!(r.status == 201 || r.status == 200, "part {seq}.{part}: {}", r.status);
+                        acked.lock().unwrap().push((seq, part));
+                    }
+                    let r = commit(&kv, &c, seq, "4", clock.load(Ordering::SeqCst));
+                    assert!(r.status == 201 || r.status == 200, "commit {seq}: {}", r.status);
+                }
+                let now = clock.load(Ordering::SeqCst);
+                request(&kv, &c, &head(Method::Post, &format!("/ingest/{SECRET}/end"), &[]), b"", now).assert(200);
+            });
+            s.spawn(|| {
+                let mut x = 0x9E37_79B9_7F4A_7C15u64 ^ round;
+                while !done.load(Ordering::SeqCst) {
+                    let recent: Vec<(u64, u32)> = acked.lock().unwrap().iter().rev().take(6).copied().collect();
+                    if recent.is_empty() {
+                        std::thread::yield_now();
+                        continue;
+                    }
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    let (seq, part) = recent[(x % recent.len() as u64) as usize];
+                    let now = clock.load(Ordering::SeqCst);
+                    let r = put_part(&kv, &c, seq, part, &part_body(seq, part), now);
+                    // 409 only when retention already took the segment (older than the window).
+                    assert!(r.status == 200 || r.status == 201 || r.status == 409 && error(&kv, &r).contains("retention"), "retry {seq}.{part}: {} {}", r.status, error(&kv, &r));
+                    if part == 3 {
+                        let r = commit(&kv, &c, seq, "4", now);
+                        assert!(r.status != 500, "commit retry {seq}: {}", r.status);
+                    }
+                }
+            });
+            // Held readers following the preload hint with blocking reloads.
+            for _ in 0..2 {
+                s.spawn(|| {
+                    let mut last: Option<ll_check::LlPlaylist> = None;
+                    loop {
+                        let query = match last.as_ref().and_then(|p| p.hint) {
+                            Some((seq, part)) => format!("?_HLS_msn={seq}&_HLS_part={part}"),
+                            None => String::new(),
+                        };
+                        let h = head(Method::Get, &format!("/playlist/{id}.m3u8{query}"), &[]);
+                        let reply = match api::handle(&h, &kv, || Ok(c.clone()), clock.load(Ordering::SeqCst)) {
+                            Step::Reply(reply) => reply,
+                            Step::Hold(held) => hold::wait(held, &kv, || clock.load(Ordering::SeqCst), |_| std::thread::sleep(std::time::Duration::from_micros(200))),
+                            Step::ReadBody(_) => unreachable!(),
+                        };
+                        let gave_up = clock.load(Ordering::SeqCst) > T0 + 5_000_000;
+                        if gave_up || reply.status == 404 && last.is_none() {
+                            if done.load(Ordering::SeqCst) {
+                                break;
+                            }
+                            std::thread::yield_now();
+                            continue;
+                        }
+                        if reply.status == 503 {
+                            continue;
+                        }
+                        assert_eq!(reply.status, 200, "{}", text(&kv, &reply));
+                        let p = ll_check::check(&text(&kv, &reply));
+                        if let Some(prev) = &last {
+                            assert!(p.media_sequence >= prev.media_sequence, "media sequence went back");
+                            let kept: Vec<u64> = prev.seqs().into_iter().filter(|q| *q >= p.media_sequence).collect();
+                            assert!(p.seqs().starts_with(&kept), "listed segments vanished: {kept:?} then {:?}", p.seqs());
+                            let had = prev.parts().len() + prev.segments.len();
+                            assert!(p.last_seq() >= prev.last_seq() && (p.ended || had > 0), "went back");
+                        }
+                        answers.fetch_add(1, Ordering::SeqCst);
+                        let ended = p.ended;
+                        last = Some(p);
+                        if ended {
+                            break;
+                        }
+                    }
+                });
+            }
+        });
+        assert!(answers.load(Ordering::SeqCst) >= 10, "only {} answers", answers.load(Ordering::SeqCst));
+        // Every sealed segment still in the window is its four acknowledged parts; nothing of an
+        // expired one is left.
+        let now = clock.load(Ordering::SeqCst);
+        let (_, p) = ll_playlist(&kv.inner, &c, "", now);
+        assert_eq!(p.last_seq(), Some(SEGMENTS - 1));
+        for seq in p.seqs() {
+            let r = get(&kv.inner, &c, &format!("/chunks/{id}/{seq}.ts"), now);
+            assert_eq!(body(&kv.inner, &r), (0..4).flat_map(|n| part_body(seq, n)).collect::<Vec<_>>(), "segment {seq}");
+        }
+        for key in kv.inner.keys().iter().filter(|k| k.starts_with("seg/")) {
+            let seq: u64 = key.split('/').nth(2).unwrap().parse().unwrap();
+            assert!(seq >= p.media_sequence, "{key} outlived its segment (window from {})", p.media_sequence);
+        }
+    }
+}
