@@ -112,7 +112,11 @@ async function audience(server, parts, cfg, log) {
     const bst = { put: [], errors: 0, lastError: null };
     const st = { reload: [], part: [], requests: 0, errors: 0, bytes: 0, lastError: null };
     const pushing = broadcast(base, s, parts, stopAt + 2 * PART_MS, bst);
-    await sleep(3 * PART_MS); // the viewers join a stream that has started
+    // The viewers join a stream that has started: its playlist exists once the first segment is sealed.
+    for (const until = Date.now() + 10_000; (await request(`${base}/playlist/${s.id}.m3u8`)).status !== 200;) {
+      if (Date.now() > until) throw new Error('the low-latency stream had no playlist 10 s after its first part');
+      await sleep(PART_MS / 2);
+    }
     const rss0 = rssBytes(pid);
     let rssMax = rss0;
     const rssTimer = setInterval(() => { rssMax = Math.max(rssMax, rssBytes(pid)); }, 100);
