@@ -4,9 +4,10 @@
 //   canvas: <video> elements + a 2D <canvas> drawn on every new tab frame + canvas.captureStream()
 //   frames: MediaStreamTrackProcessor VideoFrames drawn on an OffscreenCanvas, new VideoFrames
 //           written to a MediaStreamTrackGenerator (what extension/src/compositing.rs does)
-// Sources are Chromium's fake camera (1280x720 for the "tab", 640x480 for the camera). CPU is
+// Sources are Chromium's fake camera (1280x720, or the height given, for the "tab"; 640x480
+// for the camera). `bitmap` is `frames` with the output made from transferToImageBitmap(). CPU is
 // the whole browser's (every Chromium process, from /proc), so work off the main thread (frame
-// readback, captureStream copies, the encoder) counts too. Usage: node bench/composite.mjs [seconds]
+// readback, captureStream copies, the encoder) counts too. Usage: node bench/composite.mjs [seconds] [rounds] [height]
 import { readFileSync, readdirSync, mkdtempSync, rmSync } from 'node:fs';
 import { createServer } from 'node:http';
 import { tmpdir } from 'node:os';
@@ -15,6 +16,7 @@ import { chromium } from 'playwright-core';
 
 const SECONDS = Number(process.argv[2] ?? 15);
 const ROUNDS = Number(process.argv[3] ?? 2);
+const HEIGHT = Number(process.argv[4] ?? 720);
 const TICK = 100; // USER_HZ
 
 /** CPU time (ms) of the Chromium started with `dir` and all its descendants. */
@@ -39,11 +41,11 @@ function chromiumCpuMs(dir) {
 
 const PAGE = `<!doctype html><meta charset="utf-8"><body style="margin:0"><script>
 const MIME = 'video/webm;codecs=avc1.42E01E,opus';
-const W = 1280, H = 720;
-const rect = { x: 1280 - 320 - 18, y: 720 - 240 - 18, w: 320, h: 240 };
+const H = Number(new URLSearchParams(location.search).get('h') ?? 720), W = H * 16 / 9;
+const rect = { w: W / 4, h: W / 4 * 3 / 4, x: W - W / 4 - H / 40, y: H - W / 4 * 3 / 4 - H / 40 };
 let tab, cam;
 async function open() {
-  tab = await navigator.mediaDevices.getUserMedia({ video: { width: 1280, height: 720, frameRate: 30 } });
+  tab = await navigator.mediaDevices.getUserMedia({ video: { width: W, height: H, frameRate: 30 } });
   cam = await navigator.mediaDevices.getUserMedia({ video: { width: 640, height: 480, frameRate: 30 } });
 }
 function record(track) {
@@ -102,6 +104,33 @@ const modes = {
     pump(cam.getVideoTracks()[0].clone(), 'cam').catch((e) => console.log('cam pump: ' + e));
     return async () => { on = false; const b = await r.stop(); gen.stop(); return b; };
   },
+  bitmap() {
+    const gen = new MediaStreamTrackGenerator({ kind: 'video' });
+    const writer = gen.writable.getWriter();
+    const canvas = new OffscreenCanvas(W, H);
+    const g = canvas.getContext('2d', { alpha: false });
+    const r = record(gen);
+    const small = new OffscreenCanvas(rect.w, rect.h); const gs = small.getContext('2d', { alpha: false });
+    let on = true; let hasCam = false;
+    // As extension/src/compositing.rs: frames go back at once (a held frame starves the capturer).
+    const pump = async (track, side) => {
+      const reader = new MediaStreamTrackProcessor({ track, maxBufferSize: 1 }).readable.getReader();
+      while (on) {
+        const { value, done } = await reader.read(); if (done) break;
+        const t = performance.now();
+        if (side === 'cam') { gs.drawImage(value, 0, 0, rect.w, rect.h); value.close(); hasCam = true; continue; }
+        g.drawImage(value, 0, 0, W, H); value.close();
+        if (hasCam) g.drawImage(small, rect.x, rect.y, rect.w, rect.h);
+        const out = new VideoFrame(canvas.transferToImageBitmap(), { timestamp: Math.round(t * 1000) });
+        stats.busy.push(performance.now() - t); stats.frames++;
+        await writer.write(out); out.close();
+      }
+      reader.cancel();
+    };
+    pump(tab.getVideoTracks()[0].clone(), 'tab').catch((e) => console.log('tab pump: ' + e));
+    pump(cam.getVideoTracks()[0].clone(), 'cam').catch((e) => console.log('cam pump: ' + e));
+    return async () => { on = false; const b = await r.stop(); gen.stop(); return b; };
+  },
 };
 let stopper = null;
 window.bench = {
@@ -122,11 +151,11 @@ const context = await chromium.launchPersistentContext(dir, {
 try {
   const page = await context.newPage();
   page.on('console', (m) => console.log('page:', m.text()));
-  await page.goto(`http://127.0.0.1:${server.address().port}/`);
+  await page.goto(`http://127.0.0.1:${server.address().port}/?h=${HEIGHT}`);
   await page.evaluate(() => window.bench.open());
-  const results = { none: [], canvas: [], frames: [] };
+  const results = { none: [], canvas: [], frames: [], bitmap: [] };
   for (let round = 0; round < ROUNDS; round++) {
-    for (const mode of ['none', 'canvas', 'frames']) {
+    for (const mode of ['none', 'canvas', 'frames', 'bitmap']) {
       await page.evaluate((m) => window.bench.start(m), mode);
       await new Promise((r) => setTimeout(r, 2000)); // settle
       const cpu0 = chromiumCpuMs(dir); const t0 = Date.now();
@@ -144,7 +173,7 @@ try {
   }
   const mean = (a, k) => a.reduce((s, x) => s + x[k], 0) / a.length;
   const base = mean(results.none, 'cpuPerSecondMs');
-  for (const mode of ['canvas', 'frames']) {
+  for (const mode of ['canvas', 'frames', 'bitmap']) {
     const cpu = mean(results[mode], 'cpuPerSecondMs'); const fps = mean(results[mode], 'fps');
     console.log(`${mode}: ${cpu.toFixed(0)} ms CPU/s vs ${base.toFixed(0)} without compositing -> ` +
       `${((cpu - base) / fps).toFixed(2)} ms CPU per composited frame at ${fps.toFixed(1)} fps; ` +
