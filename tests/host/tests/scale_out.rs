@@ -22,10 +22,15 @@ use common::*;
 
 /// Kills per crash test: each costs a host restart (the component is compiled again).
 const KILLS: usize = 4;
-/// Uploads stop here even if the kills are not done (they always are long before).
-const MAX_SEQS: u64 = 400;
-/// Between two uploads, so a few hundred segments span the kills without flooding the store.
+/// Uploads stop here even if the kills are not done (a bound, never reached in practice).
+const MAX_SEQS: u64 = 1000;
+/// Between two uploads, so a hundred-odd segments span the kills without flooding the store.
 const UPLOAD_PACE: Duration = Duration::from_millis(25);
+/// Between two uploads while the killed instance restarts (compiling the component takes
+/// seconds, more on a busy machine), so the count of segments does not grow with its slowness.
+const UPLOAD_PACE_ONE_DOWN: Duration = Duration::from_millis(200);
+/// Uploads after the last restart, so the restarted instance takes some too.
+const AFTER_LAST_KILL: u64 = 10;
 
 // ---------------------------------------------------------------------------------------------
 // The setting: a store, two instances, a broadcast
@@ -90,12 +95,14 @@ struct Broadcast {
     session: String,
     id: String,
     start_ms: u64,
+    /// Uploads in flight to each instance (by index in `bases`), for the killer to aim at.
+    in_flight: [AtomicUsize; 2],
 }
 
 impl Broadcast {
     fn new() -> Broadcast {
         let session = new_session();
-        Broadcast { id: stream_id(&session), session, start_ms: now_ms() }
+        Broadcast { id: stream_id(&session), session, start_ms: now_ms(), in_flight: Default::default() }
     }
 
     fn segment(&self, seq: u64) -> &'static Segment {
@@ -124,8 +131,11 @@ impl Broadcast {
     fn put_until_acknowledged(&self, agent: &ureq::Agent, bases: &[String], first: usize, seq: u64) -> (Resp, usize) {
         let mut failed = 0;
         for attempt in 0..200 {
-            let base = &bases[(first + attempt) % bases.len()];
-            match self.put(agent, base, seq) {
+            let i = (first + attempt) % bases.len();
+            self.in_flight[i].fetch_add(1, Ordering::SeqCst);
+            let answer = self.put(agent, &bases[i], seq);
+            self.in_flight[i].fetch_sub(1, Ordering::SeqCst);
+            match answer {
                 Ok(resp) if resp.status == 200 || resp.status == 201 => {
                     assert_eq!(resp.json()["seq"], seq, "{resp}");
                     return (resp, failed);
@@ -405,8 +415,8 @@ fn uploads_survive_sigkill(store: &SharedStore, name: &str) {
     let bases = [a.base(), b.base()];
     let broadcast = Broadcast::new();
     let acked = Acked { through: AtomicI64::new(-1) };
-    let (done, kills_done) = (AtomicBool::new(false), AtomicBool::new(false));
-    let failed = AtomicUsize::new(0);
+    let (done, kills_done, a_down) = (AtomicBool::new(false), AtomicBool::new(false), AtomicBool::new(false));
+    let (failed, mid_upload) = (AtomicUsize::new(0), AtomicUsize::new(0));
     let kill_log = Mutex::new(Vec::new());
 
     let (count, checked) = thread::scope(|s| {
@@ -419,8 +429,22 @@ fn uploads_survive_sigkill(store: &SharedStore, name: &str) {
             }
             for _ in 0..KILLS {
                 thread::sleep(Duration::from_millis(rng.below(600)));
+                // Then wait for an upload to A (for at most a second) and kill it a random
+                // 0-3 ms into that upload: most kills land mid-request.
+                for _ in 0..10_000 {
+                    if broadcast.in_flight[0].load(Ordering::SeqCst) > 0 {
+                        break;
+                    }
+                    thread::sleep(Duration::from_micros(100));
+                }
+                thread::sleep(Duration::from_micros(rng.below(3000)));
+                if broadcast.in_flight[0].load(Ordering::SeqCst) > 0 {
+                    mid_upload.fetch_add(1, Ordering::SeqCst);
+                }
                 let at = acked.through.load(Ordering::SeqCst);
+                a_down.store(true, Ordering::SeqCst);
                 a.restart(); // SIGKILL, then the same command on the same port
+                a_down.store(false, Ordering::SeqCst);
                 kill_log.lock().unwrap().push(at);
             }
             kills_done.store(true, Ordering::SeqCst);
@@ -429,8 +453,8 @@ fn uploads_survive_sigkill(store: &SharedStore, name: &str) {
         let stop_viewers = SetOnDrop(&done);
 
         let agent = new_agent();
-        let mut seq = 0;
-        while seq < MAX_SEQS && !(kills_done.load(Ordering::SeqCst) && seq >= 20) {
+        let (mut seq, mut last) = (0, None);
+        while seq < MAX_SEQS && last.is_none_or(|last| seq < last) {
             let first = seq as usize % 2;
             if seq % 5 == 2 {
                 thread::scope(|s| {
@@ -448,7 +472,10 @@ fn uploads_survive_sigkill(store: &SharedStore, name: &str) {
             }
             acked.through.store(seq as i64, Ordering::SeqCst);
             seq += 1;
-            thread::sleep(UPLOAD_PACE);
+            if last.is_none() && kills_done.load(Ordering::SeqCst) {
+                last = Some(seq + AFTER_LAST_KILL);
+            }
+            thread::sleep(if a_down.load(Ordering::SeqCst) { UPLOAD_PACE_ONE_DOWN } else { UPLOAD_PACE });
         }
         killer.join().unwrap();
         drop(stop_viewers);
@@ -456,9 +483,10 @@ fn uploads_survive_sigkill(store: &SharedStore, name: &str) {
         (seq, checked)
     });
     eprintln!(
-        "{name}: {count} segments acknowledged; A killed after seqs {:?}; {} upload attempts failed and were \
-         retried; viewers checked {checked} playlists",
+        "{name}: {count} segments acknowledged; A killed after seqs {:?}, {} of {KILLS} times during an upload to \
+         it; {} upload attempts failed and were retried; viewers checked {checked} playlists",
         kill_log.lock().unwrap(),
+        mid_upload.load(Ordering::SeqCst),
         failed.load(Ordering::SeqCst)
     );
     assert!(kills_done.load(Ordering::SeqCst), "the uploads ended before the kills");
