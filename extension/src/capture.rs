@@ -145,6 +145,9 @@ impl Capture {
 
     /// Whether viewers hear the streamer's microphone.
     pub fn mic(&self) -> Mic {
+        if self.recorder.state() == web_sys::RecordingState::Inactive {
+            return Mic::Off; // stopped: nothing is heard any more
+        }
         match &self.added.mixer {
             Some(m) => m.mic(),
             None => match self

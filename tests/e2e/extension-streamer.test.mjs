@@ -206,7 +206,7 @@ test('while idle the menu streams this tab and my camera', { timeout: 120_000 },
   await page.goto(`${fixtures.url}/tab.html?menu`);
   await ext.click(page); // the extension is invoked on this tab, as the menu's own click would
   const first = await ext.until(() => ext.broadcast(), { what: 'the click to start' });
-  await ext.until(async () => (await ext.popupState()).phase === 'live', { what: 'live' });
+  await ext.until(async () => (await ext.popupState()).status?.stream === first.stream, { what: 'live' });
   await ext.click(page);
   await ext.until(async () => (await ext.broadcast()) === null && (await menuHas(['stream-tab']))['stream-tab'],
     { what: 'the stop', timeout: 60_000 });
@@ -225,9 +225,42 @@ test('while idle the menu streams this tab and my camera', { timeout: 120_000 },
   await menu('stream-camera', page);
   const cam = await ext.until(() => ext.broadcast(), { what: 'the menu to start the camera' });
   assert.equal(cam.source, 'camera');
-  const s = await ext.until(async () => { const st = await ext.popupState(); return st.phase === 'live' && st; }, { what: 'camera live' });
+  const s = await ext.until(async () => {
+    const st = await ext.popupState();
+    return st.phase === 'live' && st.status.stream === cam.stream && st;
+  }, { what: 'camera live' });
   assert.match(s.state, /camera/);
   await menu('stop');
   await ext.until(async () => (await ext.broadcast()) === null, { what: 'the camera to stop', timeout: 60_000 });
   await expectMenu(false);
+});
+
+test('a refused microphone and camera leave the tab streaming, and the panel says why in plain words', { timeout: 90_000 }, async () => {
+  const origin = `chrome-extension://${ext.id}`;
+  for (const name of ['microphone', 'camera']) {
+    await ext.browserSession.send('Browser.setPermission', { origin, permission: { name }, setting: 'denied' });
+  }
+  try {
+    await ext.setOptions({ server: server.url, segment_seconds: 2, mic: true, overlay: { on: true } });
+    const page = await ext.context.newPage();
+    await page.goto(`${fixtures.url}/tab.html?refused`);
+    await ext.click(page);
+    const b = await ext.until(() => ext.broadcast(), { what: 'the broadcast' });
+    const s = await ext.until(async () => {
+      const st = await ext.popupState();
+      return st.phase === 'live' && st.status.stream === b.stream && st;
+    }, { what: 'the tab to go live without them' });
+    console.log('refused:', s.status.notice);
+    assert.equal(s.status.source, 'tab');
+    assert.equal(s.status.mic, 'off');
+    assert.equal(s.status.overlay, false);
+    const notice = await (await ext.popup()).evaluate(() => document.getElementById('notice').textContent);
+    assert.equal(notice, s.status.notice);
+    assert.match(notice, /Chalkstream may not use the microphone: allow it in Options .* The tab streams without your voice\./);
+    assert.match(notice, /Chalkstream may not use the camera: allow it in Options .* The tab streams without your face in the corner\./);
+    await ext.click(page);
+    await ext.until(async () => (await ext.broadcast()) === null, { what: 'the stop', timeout: 60_000 });
+  } finally {
+    await ext.browserSession.send('Browser.grantPermissions', { origin, permissions: ['audioCapture', 'videoCapture'] });
+  }
 });
