@@ -406,6 +406,11 @@ impl<'a, K: Kv + ?Sized> Streams<'a, K> {
         // retention since (a late retry). Storing it again would ack a segment no playlist lists.
         let head = self.head(id)?;
         if seq < head || seq < self.tail(id)? {
+            // A racing identical upload may have committed this seq and moved the tail since the
+            // read above: that makes this a retry (`200`), not a seq behind the window.
+            if let Some(existing) = self.meta(id, seq)? {
+                return self.answer_existing(id, &existing, &sha1);
+            }
             return Err(PutError::Rule(RuleError::BeforeWindow { seq, first_seq: head.max(seq + 1) }));
         }
         let record = self.stream_record(id, headers.duration_ms, now_ms)?;
