@@ -1,4 +1,5 @@
 //! Turns the suite's raw figures into BENCHMARKS.md: per figure the command, median and spread, reference and verdict.
+import { renderScaleOut } from './scaleout.mjs';
 
 const f = (x, d = 1) => (Number.isFinite(x) ? x.toFixed(d) : 'n/a');
 const spread = (s, d = 1, unit = '') => (s && s.runs
@@ -348,7 +349,22 @@ and with \`_HLS_skip=YES\` (${k.skip?.requests} sequential requests each).
   return s;
 }
 
+function scaleOut(r) {
+  const X = r.parts.scaleout;
+  let s = '\n## 6. One instance or two on one Redis\n' + failed(r, 'scaleout');
+  if (!X) return s + '\nNot measured in this run.\n';
+  return `${s}
+Command: \`scripts/bench (bench/scaleout.mjs)\`. The same component in the bundled host: one instance on
+its SQLite file, one on a real \`redis-server\` (runtime config \`type = "redis"\`), and two instances
+on that one Redis, wrk spreading its connections over them. All on this one machine, so read the two-
+instance rows as what each instance costs, not as capacity: both instances, Redis and wrk share the
+same cores.
+
+${renderScaleOut(X)}
+`;
+}
+
 /** The whole BENCHMARKS.md for one run's results. */
 export function render(r) {
-  return `${header(r)}${latency(r)}${server(r)}${scaling(r)}${client(r)}${lowLatency(r)}${r.notes ? `\n## Notes\n\n${r.notes}\n` : ''}`;
+  return `${header(r)}${latency(r)}${server(r)}${scaling(r)}${client(r)}${lowLatency(r)}${scaleOut(r)}${r.notes ? `\n## Notes\n\n${r.notes}\n` : ''}`;
 }

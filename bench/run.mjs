@@ -42,6 +42,7 @@ const PARTS = {
   latency: async (ctx) => (await import('./latency.mjs')).runLatency(ctx),
   client: async (ctx) => (await import('./client.mjs')).runClient(ctx),
   ll: async (ctx) => (await import('./ll.mjs')).runLowLatency(ctx),
+  scaleout: async (ctx) => (await import('./scaleout.mjs')).runScaleOut(ctx),
 };
 
 function sh(cmd, args) {
