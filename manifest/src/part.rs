@@ -315,6 +315,7 @@ impl SegmentMeta {
             parts: parts.iter().map(|p| p.slices).sum(),
             sha1: sha1_hex(digests.as_bytes()),
             ll_parts: parts.iter().map(PartMeta::to_ref).collect(),
+            disc_seq: None,
         }
     }
 

@@ -180,6 +180,7 @@ mod tests {
             parts: 1,
             sha1: "0".repeat(40),
             ll_parts: Vec::new(),
+            disc_seq: None,
         }
     }
 

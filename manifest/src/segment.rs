@@ -36,6 +36,13 @@ pub struct SegmentMeta {
     /// (and absent from its JSON, so v1 metas read and write exactly as before).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub ll_parts: Vec<PartRef>,
+    /// How many of the seqs before this one start a discontinuity: the
+    /// `EXT-X-DISCONTINUITY-SEQUENCE` of a window that starts here. Carried forward at commit
+    /// from the previous seq's meta (its own count plus its flag), so it is a fact fixed with
+    /// the meta; `None` when the previous meta was not there to carry it (an upload out of
+    /// order, or a meta stored before the count existed). Absent from the JSON when `None`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disc_seq: Option<u64>,
 }
 
 impl SegmentMeta {
@@ -52,7 +59,13 @@ impl SegmentMeta {
             parts: part_count(body.len()),
             sha1: sha1_hex(body),
             ll_parts: Vec::new(),
+            disc_seq: None,
         }
+    }
+
+    /// The count to carry into the meta of the next seq: this meta's own count plus its flag.
+    pub fn disc_seq_after(&self) -> Option<u64> {
+        self.disc_seq.map(|d| d + u64::from(self.discontinuity))
     }
 
     /// The SHA-1 prefix that names this body's parts.

@@ -17,7 +17,9 @@
 //! of consecutive segments ([`LinesSource`]) it takes them whole instead of one meta per seq.
 
 use crate::rules::{self, Retention};
-use crate::segment::{Breaks, EndMarker, SegmentMeta, StreamRecord};
+use crate::segment::{EndMarker, SegmentMeta, StreamRecord};
+#[cfg(test)]
+use crate::segment::Breaks;
 
 /// Read access to a stream's stored segment metas.
 pub trait MetaSource {
@@ -68,6 +70,8 @@ pub fn walk<S: MetaSource>(
 ) -> Result<Walk, S::Error> {
     let mut walk = Walk { next_seq: head, ..Walk::default() };
     let mut seq = head;
+    // The count carried from the meta just read (see `SegmentMeta::disc_seq`); forgotten at a gap.
+    let mut carried: Option<u64> = None;
     loop {
         if let Extent::ExpiredOnly { max } = extent {
             if walk.expired.len() >= max {
@@ -75,7 +79,9 @@ pub fn walk<S: MetaSource>(
             }
         }
         match source.meta(seq)? {
-            Some(meta) => {
+            Some(mut meta) => {
+                meta.disc_seq = meta.disc_seq.or(carried);
+                carried = meta.disc_seq_after();
                 if walk.live.is_empty() && retention.is_expired(meta.stored_ms, now_ms) {
                     walk.expired.push(meta);
                 } else if extent == Extent::Everything {
@@ -87,12 +93,14 @@ pub fn walk<S: MetaSource>(
             }
             None if seq < tail => {
                 walk.live.clear();
+                carried = None;
                 seq += 1;
             }
             None => {
                 let moved = source.head()?;
                 if moved > seq {
                     walk.live.clear();
+                    carried = None;
                     seq = moved;
                 } else {
                     break;
@@ -243,23 +251,23 @@ pub struct StreamView {
 }
 
 impl StreamView {
-    /// Assembles the view from the stored records and a walk's listed run; `None` when no
-    /// segment is listed (the stream is unknown or entirely expired).
+    /// Assembles the view from the stored records, a walk's listed run and the discontinuity
+    /// count before its first segment; `None` when no segment is listed (the stream is unknown
+    /// or entirely expired).
     pub fn assemble(
         record: &StreamRecord,
-        breaks: &Breaks,
+        discontinuity_sequence: u64,
         end: Option<&EndMarker>,
         segments: Vec<SegmentMeta>,
         retention: Retention,
         idle_ms: u64,
         now_ms: i64,
     ) -> Option<Self> {
-        let first = segments.first()?.seq;
         let last = segments.last()?;
         Some(StreamView {
             target_s: record.target_s,
             kind: retention.into(),
-            discontinuity_sequence: breaks.count_before(first),
+            discontinuity_sequence,
             state: state_after(last, end, now_ms, idle_ms),
             segments,
         })
@@ -303,13 +311,20 @@ pub struct EventView {
 impl EventView {
     /// Assembles the view from the stored records and an [`EventRun`]; `None` when the run is
     /// empty or its last meta is unknown (the caller then reads the stream the slow way).
-    pub fn assemble(record: &StreamRecord, breaks: &Breaks, end: Option<&EndMarker>, run: EventRun, idle_ms: u64, now_ms: i64) -> Option<Self> {
+    pub fn assemble(
+        record: &StreamRecord,
+        discontinuity_sequence: u64,
+        end: Option<&EndMarker>,
+        run: EventRun,
+        idle_ms: u64,
+        now_ms: i64,
+    ) -> Option<Self> {
         let first_seq = run.pieces.first()?.first_seq();
         let last = run.last.as_ref()?;
         Some(EventView {
             target_s: record.target_s,
             first_seq,
-            discontinuity_sequence: breaks.count_before(first_seq),
+            discontinuity_sequence,
             state: state_after(last, end, now_ms, idle_ms),
             pieces: run.pieces,
         })
@@ -349,6 +364,7 @@ mod tests {
             parts: 1,
             sha1: "0".repeat(40),
             ll_parts: Vec::new(),
+            disc_seq: None,
         }
     }
 
@@ -417,17 +433,17 @@ mod tests {
         let record = StreamRecord { target_s: 2, created_ms: 0, part_target_ms: None };
         let breaks = Breaks { before: 0, seqs: vec![1, 3, 8] };
         let segments: Vec<_> = (4..8).map(|s| meta(s, s as i64 * 1000)).collect();
-        let view = StreamView::assemble(&record, &breaks, None, segments.clone(), Retention::Millis(5000), 30_000, 8000)
+        let view = StreamView::assemble(&record, breaks.count_before(4), None, segments.clone(), Retention::Millis(5000), 30_000, 8000)
             .unwrap();
         assert_eq!(view.discontinuity_sequence, 2);
         assert_eq!(view.state, State::Live);
         assert_eq!(view.kind, PlaylistKind::Sliding);
         assert_eq!(view.duration_ms(), 8000);
         let stop = EndMarker { after_seq: 7, at_ms: 8000 };
-        let view = StreamView::assemble(&record, &breaks, Some(&stop), segments, Retention::Forever, 30_000, 8000)
+        let view = StreamView::assemble(&record, breaks.count_before(4), Some(&stop), segments, Retention::Forever, 30_000, 8000)
             .unwrap();
         assert_eq!(view.state, State::Ended);
         assert_eq!(view.kind, PlaylistKind::Event);
-        assert!(StreamView::assemble(&record, &breaks, None, vec![], Retention::Forever, 1, 0).is_none());
+        assert!(StreamView::assemble(&record, 0, None, vec![], Retention::Forever, 1, 0).is_none());
     }
 }

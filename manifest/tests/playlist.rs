@@ -65,6 +65,7 @@ fn meta(seq: u64, duration_ms: u32, discontinuity: bool) -> SegmentMeta {
         parts: 1,
         sha1: "0".repeat(40),
         ll_parts: Vec::new(),
+        disc_seq: None,
     }
 }
 
@@ -153,7 +154,10 @@ impl Sim {
         rules::check_target(duration_ms, record.target_s).unwrap();
         let prev = seq.checked_sub(1).and_then(|p| self.metas.get(&p));
         let disc = rules::starts_discontinuity(false, seq, self.end.as_ref(), prev, now, self.idle_ms);
-        self.metas.insert(seq, SegmentMeta::new(seq, &headers, disc, &[0x47; 188], now));
+        let carried = if seq == 0 { Some(0) } else { prev.and_then(SegmentMeta::disc_seq_after) };
+        let mut meta = SegmentMeta::new(seq, &headers, disc, &[0x47; 188], now);
+        meta.disc_seq = carried;
+        self.metas.insert(seq, meta);
         if disc {
             self.breaks.insert(seq, self.head);
         }
@@ -170,7 +174,11 @@ impl Sim {
         let tail = self.metas.keys().next_back().map_or(0, |s| s + 1);
         let (head, retention) = (self.head, self.retention);
         let walk = window::walk(self, head, tail, retention, now, Extent::Everything).unwrap();
-        let v = StreamView::assemble(self.record.as_ref()?, &self.breaks, self.end.as_ref(), walk.live, retention, self.idle_ms, now)?;
+        // The count each meta carries is the one the shared list of breaks gives.
+        let first = walk.live.first()?.seq;
+        let carried = walk.live[0].disc_seq;
+        assert_eq!(carried, Some(self.breaks.count_before(first)), "the count carried to seq {first}");
+        let v = StreamView::assemble(self.record.as_ref()?, carried?, self.end.as_ref(), walk.live, retention, self.idle_ms, now)?;
         Some((render(STREAM, &v), v))
     }
 }
@@ -372,9 +380,9 @@ fn event_playlists_from_stored_lines_are_byte_identical_to_rendering_every_meta(
                 let mut source = paged(count, head);
                 let tail = count;
                 let slow = window::walk(&mut source, head, tail, Retention::Forever, now, Extent::Everything).unwrap();
-                let slow = StreamView::assemble(&record, &breaks, end.as_ref(), slow.live, Retention::Forever, idle_ms, now).unwrap();
+                let slow = StreamView::assemble(&record, breaks.count_before(head), end.as_ref(), slow.live, Retention::Forever, idle_ms, now).unwrap();
                 let run = window::walk_event(&mut source, head, tail).unwrap();
-                let fast = EventView::assemble(&record, &breaks, end.as_ref(), run, idle_ms, now).unwrap();
+                let fast = EventView::assemble(&record, breaks.count_before(head), end.as_ref(), run, idle_ms, now).unwrap();
                 assert_eq!(fast.state, slow.state);
                 let text = render_event(STREAM, &fast);
                 assert_eq!(text, render(STREAM, &slow), "{count} segments from {head}, end {end:?}");
@@ -390,7 +398,7 @@ fn event_playlists_from_stored_lines_are_byte_identical_to_rendering_every_meta(
     let run = window::walk_event(&mut source, 0, 300).unwrap();
     assert_eq!(source.lines_taken, 2);
     assert_eq!(run.pieces.iter().map(Piece::len).sum::<u64>(), 300);
-    let text = render_event(STREAM, &EventView::assemble(&record, &breaks, None, run, idle_ms, T0).unwrap());
+    let text = render_event(STREAM, &EventView::assemble(&record, breaks.count_before(0), None, run, idle_ms, T0).unwrap());
     assert!(text.contains("#EXT-X-DISCONTINUITY-SEQUENCE:1\n"), "{text}");
     assert_eq!(text.matches("#EXT-X-DISCONTINUITY\n").count(), 4);
 }

@@ -10,7 +10,8 @@
 //! | `stream/{id}` | JSON [`StreamRecord`] `{target_s, created_ms}` | once, with the first segment |
 //! | `head/{id}` | JSON [`HeadMark`] `{first_seq}` | by retention, before it deletes |
 //! | `tail/{id}` | JSON [`TailHint`] `{next_seq}` | after each commit (a hint, may lag) |
-//! | `breaks/{id}` | JSON [`Breaks`] `{before, seqs}` | when a segment starts a discontinuity |
+//! | `dseq/{id}/{seq}` | JSON number: discontinuities before `seq` | by retention, before it deletes `seq - 1`, when `seq` is not deleted with it |
+//! | `breaks/{id}` | JSON [`Breaks`] `{before, seqs}` | never now: read only for streams stored before counts were carried |
 //! | `end/{id}` | JSON [`EndMarker`] `{after_seq, at_ms}` | by `POST /ingest/{session}/end` |
 //! | `page/{id}/{n}` | JSON array of the 64 metas of seqs `64n..64n+63` | retention 0 only, once all 64 exist |
 //! | `lines/{id}/{len}/{n}` | the playlist lines (text) of seqs `len*n..len*n+len-1`, `len` 8, 64 or 512 | retention 0 only, by the request whose tail advance completes them |
@@ -45,9 +46,33 @@
 //!   deletion (below the tail hint, or below a moved head) from the end of the run.
 //! - The tail hint is computed by probing metas that exist, so a lost update only leaves it
 //!   behind the truth, which costs readers a few extra probes, never a segment.
-//! - `breaks` is append-only and re-checked: a writer reads it back after appending, and
-//!   retention adds any discontinuity it is about to delete, so the discontinuity sequence stays
-//!   right as the window slides.
+//!
+//! # Why the discontinuity and media sequences never go back
+//!
+//! `EXT-X-MEDIA-SEQUENCE` is the first listed seq; retention only moves the head forward
+//! (a lost update of the head only makes readers walk from lower, over seqs that are gone or
+//! expired), so the first listed seq of a later read is never lower.
+//!
+//! `EXT-X-DISCONTINUITY-SEQUENCE` is no shared list (`breaks` was one: a read-append-write that a
+//! racing writer could undo, so the count could drop once retention passed the lost entry, and
+//! that grew by an entry per discontinuity under retention 0 until it passed 1 MiB). It is a
+//! count each seq gets as an immutable fact: the meta of seq `n` carries
+//! [`SegmentMeta::disc_seq`], the count of discontinuities before `n`, computed at commit from
+//! the meta of `n - 1` (its count plus its flag; `0` for seq 0). Metas never change, so by
+//! induction every carried count is exact, and the count of a window is a pure function of its
+//! first listed segment: no compare-and-swap is needed and nothing grows.
+//!
+//! A seq committed before its predecessor (out of order) carries no count. Readers then carry
+//! the count along their walk (`window::walk` fills it in from the previous meta they read), so
+//! it is missing only when the first listed segment's predecessor is gone — and only retention
+//! deletes: before deleting `n - 1` it writes the count of `n` as `dseq/{id}/{n}` (unless `n` goes
+//! in the same batch), a value fixed by immutable metas, so racing writers write the same bytes.
+//! Retention stops a batch at a segment whose count it cannot tell, so no count is ever lost; it
+//! deletes `dseq/{id}/{n}` right after the meta of `n`, and a reader that read the meta of `n`
+//! just before and finds the count gone walks once more (the head has moved past `n`).
+//! Per stream there is at most one live `dseq` key per run of deleted seqs, so storage stays
+//! bounded by the retention window. A stream stored before counts existed (metas without
+//! `disc_seq`) still reads its old `breaks` record.
 //!
 //! See `chalkstream_manifest::window` for how readers walk the run.
 
@@ -73,8 +98,6 @@ const PAGE_LEN: u64 = 64;
 /// Sizes of lines blocks, smallest first; each is [`LINES_FAN`] of the one before.
 const LINES_LENS: [u64; 3] = [8, 64, 512];
 const LINES_FAN: u64 = 8;
-/// Attempts to make an append to `breaks` stick against concurrent writers.
-const BREAKS_ATTEMPTS: usize = 4;
 
 fn meta_key(id: &StreamId, seq: u64) -> String {
     format!("seg/{id}/{seq}/meta")
@@ -108,6 +131,11 @@ fn tail_key(id: &StreamId) -> String {
 
 fn breaks_key(id: &StreamId) -> String {
     format!("breaks/{id}")
+}
+
+/// The count of discontinuities before `seq`, kept for a seq whose predecessor retention deleted.
+fn dseq_key(id: &StreamId, seq: u64) -> String {
+    format!("dseq/{id}/{seq}")
 }
 
 fn end_key(id: &StreamId) -> String {
@@ -400,7 +428,7 @@ impl<'a, K: Kv + ?Sized> Streams<'a, K> {
     ) -> Result<Stored, PutError> {
         let sha1 = chalkstream_manifest::id::sha1_hex(body);
         if let Some(existing) = self.meta(id, seq)? {
-            return self.answer_existing(id, &existing, &sha1);
+            return answer_existing(&existing, &sha1);
         }
         // Below the head, or below the tail hint with no meta: committed once and deleted by
         // retention since (a late retry). Storing it again would ack a segment no playlist lists.
@@ -409,7 +437,7 @@ impl<'a, K: Kv + ?Sized> Streams<'a, K> {
             // A racing identical upload may have committed this seq and moved the tail since the
             // read above: that makes this a retry (`200`), not a seq behind the window.
             if let Some(existing) = self.meta(id, seq)? {
-                return self.answer_existing(id, &existing, &sha1);
+                return answer_existing(&existing, &sha1);
             }
             return Err(PutError::Rule(RuleError::BeforeWindow { seq, first_seq: head.max(seq + 1) }));
         }
@@ -429,7 +457,8 @@ impl<'a, K: Kv + ?Sized> Streams<'a, K> {
             now_ms,
             self.config.idle_ms,
         );
-        let meta = SegmentMeta::new(seq, headers, discontinuity, body, now_ms);
+        let mut meta = SegmentMeta::new(seq, headers, discontinuity, body, now_ms);
+        meta.disc_seq = self.carried(id, seq, previous.as_ref())?;
         for (part, bytes) in body.chunks(PART_LEN).enumerate() {
             self.kv.set(&part_key(id, seq, meta.sha1_prefix(), part as u32), bytes)?;
         }
@@ -438,35 +467,16 @@ impl<'a, K: Kv + ?Sized> Streams<'a, K> {
             if existing.sha1_prefix() != meta.sha1_prefix() {
                 self.delete_parts(id, &meta)?;
             }
-            return self.answer_existing(id, &existing, &sha1);
+            return answer_existing(&existing, &sha1);
         }
         set_json(self.kv, &meta_key(id, seq), &meta)?;
 
-        if meta.discontinuity {
-            self.record_break(id, seq, head)?;
-        }
         let tail = self.advance_tail(id, head)?;
         if self.config.retention == Retention::Forever {
             self.write_page(id, tail)?;
         }
         self.apply_retention(id, now_ms)?;
         Ok(Stored::Created)
-    }
-
-    /// The answer when `seq` already has a commit: the same bytes are a retry.
-    fn answer_existing(&self, id: &StreamId, existing: &SegmentMeta, sha1: &str) -> Result<Stored, PutError> {
-        if existing.is_part_built() {
-            return Err(PutError::SealedFromParts { seq: existing.seq });
-        }
-        if existing.sha1 != sha1 {
-            return Err(PutError::Conflict { seq: existing.seq });
-        }
-        // A retry may follow a request that died after its commit: finish its bookkeeping.
-        if existing.discontinuity {
-            let head = self.head(id)?;
-            self.record_break(id, existing.seq, head)?;
-        }
-        Ok(Stored::AlreadyStored)
     }
 
     /// The stream record, created from this segment when absent. Re-read after writing so two
@@ -481,18 +491,37 @@ impl<'a, K: Kv + ?Sized> Streams<'a, K> {
         Ok(get_json(self.kv, &key)?.unwrap_or(record))
     }
 
-    /// Appends `seq` to the discontinuity list and reads it back, retrying when a concurrent
-    /// writer's append replaced ours.
-    fn record_break(&self, id: &StreamId, seq: u64, head: u64) -> Result<(), KvError> {
-        for _ in 0..BREAKS_ATTEMPTS {
-            let mut breaks = self.breaks(id)?;
-            if breaks.contains(seq) {
-                return Ok(());
-            }
-            breaks.insert(seq, head);
-            set_json(self.kv, &breaks_key(id), &breaks)?;
+    /// The count of discontinuities before `seq` that its meta carries (see the module doc):
+    /// from the previous meta, or kept by retention when that one is deleted; `None` when
+    /// neither tells (an upload out of order).
+    fn carried(&self, id: &StreamId, seq: u64, previous: Option<&SegmentMeta>) -> Result<Option<u64>, KvError> {
+        if seq == 0 {
+            return Ok(Some(0));
         }
-        Ok(())
+        if let Some(count) = previous.and_then(SegmentMeta::disc_seq_after) {
+            return Ok(Some(count));
+        }
+        get_json(self.kv, &dseq_key(id, seq))
+    }
+
+    /// `EXT-X-DISCONTINUITY-SEQUENCE` for a window that starts at `seq`, whose meta (as a walk
+    /// filled it in) is `first` when read; `None` when the count is gone because retention is
+    /// deleting `seq` right now (the caller walks again).
+    fn disc_seq_at(&self, id: &StreamId, seq: u64, first: Option<&SegmentMeta>) -> Result<Option<u64>, KvError> {
+        if let Some(count) = first.and_then(|meta| meta.disc_seq) {
+            return Ok(Some(count));
+        }
+        if seq == 0 {
+            return Ok(Some(0));
+        }
+        if let Some(count) = get_json(self.kv, &dseq_key(id, seq))? {
+            return Ok(Some(count));
+        }
+        if self.meta(id, seq)?.is_none() {
+            return Ok(None);
+        }
+        // A stream stored before metas carried counts: its shared list, as it always was.
+        Ok(Some(self.breaks(id)?.count_before(seq)))
     }
 
     /// Moves the tail hint forward over committed metas; returns the hint as this request left it.
@@ -533,21 +562,48 @@ impl<'a, K: Kv + ?Sized> Streams<'a, K> {
         self.delete_expired(id, head, &walk.expired, walk.new_head())
     }
 
+    /// Deletes `expired` (a walk's, oldest first, counts filled in along it) and moves the head
+    /// to `new_head`. First keeps the count of each seq whose predecessor goes and who does not
+    /// (`dseq/{id}/{seq}`); stops before a segment whose count it cannot tell.
     fn delete_expired(&self, id: &StreamId, head: u64, expired: &[SegmentMeta], new_head: u64) -> Result<(), KvError> {
         if expired.is_empty() || new_head <= head {
             return Ok(());
         }
-        for meta in expired.iter().filter(|m| m.discontinuity) {
-            self.record_break(id, meta.seq, head)?;
+        let mut after = Vec::with_capacity(expired.len());
+        let mut new_head = new_head;
+        for (i, meta) in expired.iter().enumerate() {
+            let follows = i > 0 && expired[i - 1].seq + 1 == meta.seq;
+            let own = match meta.disc_seq {
+                Some(count) => Some(count),
+                None if follows => after.last().copied(),
+                None => get_json(self.kv, &dseq_key(id, meta.seq))?,
+            };
+            let Some(own) = own else {
+                new_head = meta.seq;
+                break;
+            };
+            after.push(own + u64::from(meta.discontinuity));
+        }
+        let expired = &expired[..after.len()];
+        if expired.is_empty() || new_head <= head {
+            return Ok(());
+        }
+        for (i, meta) in expired.iter().enumerate() {
+            if expired.get(i + 1).is_none_or(|next| next.seq != meta.seq + 1) {
+                set_json(self.kv, &dseq_key(id, meta.seq + 1), &after[i])?;
+            }
         }
         // Re-read so a slow request does not move the head back (a lost update is still
         // possible; readers tolerate a head that lags).
         if self.head(id)? < new_head {
             set_json(self.kv, &head_key(id), &HeadMark { first_seq: new_head })?;
         }
-        for meta in expired {
+        for (i, meta) in expired.iter().enumerate() {
             self.delete_parts(id, meta)?;
             self.kv.delete(&meta_key(id, meta.seq))?;
+            if i == 0 || expired[i - 1].seq + 1 != meta.seq {
+                self.kv.delete(&dseq_key(id, meta.seq))?;
+            }
         }
         Ok(())
     }
@@ -593,8 +649,17 @@ impl<'a, K: Kv + ?Sized> Streams<'a, K> {
         self.view_of(id, &record, now_ms)
     }
 
-    /// [`Streams::view`] with the stream record already read.
+    /// [`Streams::view`] with the stream record already read. Walks a second time only when
+    /// retention deleted the first listed segment while this walk read it (see the module doc).
     fn view_of(&self, id: &StreamId, record: &StreamRecord, now_ms: i64) -> Result<Option<StreamView>, KvError> {
+        match self.view_once(id, record, now_ms)? {
+            Some(view) => Ok(view),
+            None => Ok(self.view_once(id, record, now_ms)?.flatten()),
+        }
+    }
+
+    /// One walk of [`Streams::view_of`]; `None` when the first listed segment's count is gone.
+    fn view_once(&self, id: &StreamId, record: &StreamRecord, now_ms: i64) -> Result<Option<Option<StreamView>>, KvError> {
         let head = self.head(id)?;
         let tail = self.tail(id)?;
         let mut source = Source::new(self, id);
@@ -602,17 +667,23 @@ impl<'a, K: Kv + ?Sized> Streams<'a, K> {
         let batch = walk.expired.len().min(RETENTION_BATCH);
         let batch_head = walk.expired.get(batch).map_or(walk.new_head(), |m| m.seq);
         self.delete_expired(id, head, &walk.expired[..batch], batch_head)?;
-        let breaks = self.breaks(id)?;
+        let disc_seq = match walk.live.first() {
+            Some(first) => match self.disc_seq_at(id, first.seq, Some(first))? {
+                Some(count) => count,
+                None => return Ok(None),
+            },
+            None => 0,
+        };
         let end = self.end_marker(id)?;
-        Ok(StreamView::assemble(
+        Ok(Some(StreamView::assemble(
             record,
-            &breaks,
+            disc_seq,
             end.as_ref(),
             walk.live,
             self.config.retention,
             self.config.idle_ms,
             now_ms,
-        ))
+        )))
     }
 
     /// The playlist of stream `id` now; `None` for an unknown or entirely expired stream. An
@@ -637,9 +708,11 @@ impl<'a, K: Kv + ?Sized> Streams<'a, K> {
             let head = self.head(id)?;
             let tail = self.tail(id)?;
             let run = window::walk_event(&mut Source::new(self, id), head, tail)?;
-            let breaks = self.breaks(id)?;
+            let disc_seq = self.event_disc_seq(id, &run)?;
             let end = self.end_marker(id)?;
-            if let Some(view) = EventView::assemble(&record, &breaks, end.as_ref(), run, self.config.idle_ms, now_ms) {
+            if let Some(view) = disc_seq.and_then(|disc_seq| {
+                EventView::assemble(&record, disc_seq, end.as_ref(), run, self.config.idle_ms, now_ms)
+            }) {
                 return Ok(Some(PlaylistText {
                     text: playlist::render_event(id.as_str(), &view),
                     state: view.state,
@@ -652,6 +725,16 @@ impl<'a, K: Kv + ?Sized> Streams<'a, K> {
             state: view.state,
             target_s: view.target_s,
         }))
+    }
+
+    /// The discontinuity count of an `EVENT` run: from its first piece (nothing is deleted
+    /// without retention, so it is known; `None` sends the caller the slow way).
+    fn event_disc_seq(&self, id: &StreamId, run: &window::EventRun) -> Result<Option<u64>, KvError> {
+        match run.pieces.first() {
+            Some(Piece::Segment(meta)) => self.disc_seq_at(id, meta.seq, Some(meta)),
+            Some(piece) => self.disc_seq_at(id, piece.first_seq(), None),
+            None => Ok(Some(0)),
+        }
     }
 
     /// Marks the stream ended after its last stored segment. Returns that seq, or `None` when
@@ -848,13 +931,13 @@ impl<'a, K: Kv + ?Sized> Streams<'a, K> {
     /// breaks, tail hint, pages and lines, retention, exactly as after a whole-segment upload.
     pub fn commit(&self, id: &StreamId, seq: u64, count: u32, now_ms: i64) -> Result<Stored, PutError> {
         if let Some(existing) = self.meta(id, seq)? {
-            return self.answer_existing_commit(id, &existing, count);
+            return self.answer_existing_commit(&existing, count);
         }
         let head = self.head(id)?;
         if seq < head || seq < self.tail(id)? {
             // A racing commit of the same segment moves the tail right after sealing it.
             if let Some(existing) = self.meta(id, seq)? {
-                return self.answer_existing_commit(id, &existing, count);
+                return self.answer_existing_commit(&existing, count);
             }
             return Err(PutError::Rule(RuleError::BeforeWindow { seq, first_seq: head.max(seq + 1) }));
         }
@@ -881,15 +964,13 @@ impl<'a, K: Kv + ?Sized> Streams<'a, K> {
         };
         let discontinuity = parts[0].discontinuity
             || rules::starts_discontinuity(false, seq, end.as_ref(), previous.as_ref(), now_ms, self.config.idle_ms);
-        let meta = SegmentMeta::from_parts(seq, &parts, discontinuity, now_ms);
+        let mut meta = SegmentMeta::from_parts(seq, &parts, discontinuity, now_ms);
+        meta.disc_seq = self.carried(id, seq, previous.as_ref())?;
         if let Some(existing) = self.meta(id, seq)? {
-            return self.answer_existing_commit(id, &existing, count);
+            return self.answer_existing_commit(&existing, count);
         }
         set_json(self.kv, &meta_key(id, seq), &meta)?;
 
-        if meta.discontinuity {
-            self.record_break(id, seq, head)?;
-        }
         let tail = self.advance_tail(id, head)?;
         if self.config.retention == Retention::Forever {
             self.write_page(id, tail)?;
@@ -900,14 +981,9 @@ impl<'a, K: Kv + ?Sized> Streams<'a, K> {
 
     /// The answer to a commit of a sealed segment: the same number of parts is a retry (the
     /// parts are immutable, so the same parts).
-    fn answer_existing_commit(&self, id: &StreamId, existing: &SegmentMeta, count: u32) -> Result<Stored, PutError> {
+    fn answer_existing_commit(&self, existing: &SegmentMeta, count: u32) -> Result<Stored, PutError> {
         if existing.ll_parts.len() != count as usize {
             return Err(PutError::SealedOtherwise { seq: existing.seq, parts: existing.ll_parts.len() });
-        }
-        // A retry may follow a request that died after its commit: finish its bookkeeping.
-        if existing.discontinuity {
-            let head = self.head(id)?;
-            self.record_break(id, existing.seq, head)?;
         }
         Ok(Stored::AlreadyStored)
     }
@@ -979,14 +1055,16 @@ impl<'a, K: Kv + ?Sized> Streams<'a, K> {
                 let end = self.end_marker(id)?;
                 if !rules::is_ended(&last, end.as_ref(), now_ms, idle_ms) {
                     let head = self.head(id)?;
-                    if let Some(metas) = self.skip_tail(id, head, last, record.target_s)? {
+                    let metas = self.skip_tail(id, head, last, record.target_s)?;
+                    let disc_seq = self.disc_seq_at(id, head, None)?;
+                    if let (Some(metas), Some(disc_seq)) = (metas, disc_seq) {
                         let first_kept = metas[0].seq;
                         view = Some(LlView {
                             target_s: record.target_s,
                             part_target_ms,
                             kind,
                             first_seq: head,
-                            discontinuity_sequence: self.breaks(id)?.count_before(head),
+                            discontinuity_sequence: disc_seq,
                             skipped: first_kept - head,
                             pieces: metas.into_iter().map(Piece::Segment).collect(),
                             open: None,
@@ -1000,9 +1078,9 @@ impl<'a, K: Kv + ?Sized> Streams<'a, K> {
             let head = self.head(id)?;
             let tail = self.tail(id)?;
             let run = window::walk_event(&mut Source::new(self, id), head, tail)?;
-            let breaks = self.breaks(id)?;
+            let disc_seq = self.event_disc_seq(id, &run)?;
             let end = self.end_marker(id)?;
-            view = EventView::assemble(record, &breaks, end.as_ref(), run, idle_ms, now_ms).map(|v| LlView {
+            view = disc_seq.and_then(|disc_seq| EventView::assemble(record, disc_seq, end.as_ref(), run, idle_ms, now_ms)).map(|v| LlView {
                 target_s: record.target_s,
                 part_target_ms,
                 kind,
@@ -1126,6 +1204,18 @@ impl<'a, K: Kv + ?Sized> Streams<'a, K> {
         }
         Ok(())
     }
+}
+
+/// The answer when `seq` already has a commit: the same bytes are a retry. (A request that died
+/// after its commit left nothing to finish: the meta carries its own count.)
+fn answer_existing(existing: &SegmentMeta, sha1: &str) -> Result<Stored, PutError> {
+    if existing.is_part_built() {
+        return Err(PutError::SealedFromParts { seq: existing.seq });
+    }
+    if existing.sha1 != sha1 {
+        return Err(PutError::Conflict { seq: existing.seq });
+    }
+    Ok(Stored::AlreadyStored)
 }
 
 /// The answer when part `existing` is stored: the same bytes are a retry.
