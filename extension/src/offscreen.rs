@@ -41,6 +41,8 @@ enum Cutter {
         cutter: PartCutter,
         /// Continuity counters across all parts of the broadcast.
         cc: Continuity,
+        /// The program tables of the last part, the body of a part with no media at all.
+        tables: Vec<u8>,
     },
 }
 
@@ -201,6 +203,7 @@ async fn begin(b: Broadcast) {
             Cutter::Parts {
                 cutter,
                 cc: Continuity::default(),
+                tables: Vec::new(),
             },
             WebmSplitter::with_blocks(),
             Uploads::parts(PART_TARGET_MS, target_s),
@@ -471,7 +474,18 @@ async fn process(p: &Rc<RefCell<Pipeline>>, up: &Rc<RefCell<Uploads>>, work: Wor
                     },
                     duration_ms,
                 ),
-                (Work::Part(part), Cutter::Parts { cc, .. }, Queue::Parts { queue, .. }) => {
+                (
+                    Work::Part(part),
+                    Cutter::Parts { cc, tables, .. },
+                    Queue::Parts { queue, .. },
+                ) => {
+                    // A part of a capture stall in a recording without sound holds no media,
+                    // and ffmpeg writes nothing for it: it is still a part, of tables only.
+                    if ts.is_empty() {
+                        ts = tables.clone();
+                    } else {
+                        *tables = crate::ts::tables(&ts);
+                    }
                     cc.rewrite(&mut ts);
                     let payload = Part {
                         ts,

@@ -6,7 +6,7 @@
 //! frames (not at Clusters: Chrome's Clusters are too coarse for parts of a third of a second),
 //! each at most the part target: a part ends at the frame after which the next one would not
 //! fit, and when a frame comes too late for that, at the frame before it (or, after a capture
-//! stall with no frame to cut at, at exactly the part target). The first part of every segment
+//! stall with no frame to cut at, in equal parts up to the next frame). The first part of every segment
 //! starts with its keyframe; a part that happens to start with another keyframe is independent
 //! too. A segment never grows past the longest duration its target allows: when no keyframe
 //! comes in time, it ends there and the frames until the next keyframe are dropped, as whole
@@ -249,8 +249,13 @@ impl PartCutter {
                     }
                 }
                 None => {
-                    let at = open.start_ms + self.part_target_ms;
-                    self.close(at, false);
+                    // A stall: the time up to `t` in equal parts, so none is a sliver that
+                    // holds no frame and not even one audio frame.
+                    let (start, gap) = (open.start_ms, t - open.start_ms);
+                    let n = gap.div_ceil(self.part_target_ms);
+                    for k in 1..=n {
+                        self.close(start + gap * k / n, false);
+                    }
                 }
             }
         }
@@ -440,10 +445,12 @@ mod tests {
 
     /// Every rule of the spec and of the wire contract a sequence of cuts must keep.
     fn assert_well_formed(cuts: &[Cut]) {
-        assert_well_formed_up_to(cuts, MAX)
+        assert_well_formed_up_to(cuts, MAX, true)
     }
 
-    fn assert_well_formed_up_to(cuts: &[Cut], max: u64) {
+    /// `full_parts`: also the spec's "should" that parts inside a segment are at least 85% of
+    /// the target (a capture stall makes shorter ones, with no frame to cut at).
+    fn assert_well_formed_up_to(cuts: &[Cut], max: u64, full_parts: bool) {
         let mut expect = (0u64, 0u32);
         let mut segment_ms = 0;
         let mut prev_end: Option<u64> = None;
@@ -475,7 +482,7 @@ mod tests {
                         p.segment
                     );
                     let last = matches!(cuts.get(i + 1), Some(Cut::Seal { .. }) | None);
-                    if !last && !p.independent {
+                    if full_parts && !last && !p.independent {
                         assert!(p.duration_ms * 100 >= PART_TARGET_MS * 85, "{p:?} is short");
                     }
                     expect.1 += 1;
@@ -544,17 +551,28 @@ mod tests {
     }
 
     #[test]
-    fn a_capture_stall_is_cut_at_the_part_target() {
+    fn a_capture_stall_is_cut_in_equal_parts_up_to_the_next_frame() {
         let mut c = PartCutter::new(PART_TARGET_MS, SEG, MAX);
         let mut cuts = c.push(frame(0, true));
         cuts.extend(c.push(frame(1000, false)));
         cuts.extend(c.finish());
-        assert_well_formed(&cuts);
+        assert_well_formed_up_to(&cuts, MAX, false);
         let spans: Vec<(u64, u64)> = parts(&cuts)
             .iter()
             .map(|p| (p.start_ms, p.duration_ms))
             .collect();
-        assert_eq!(spans, vec![(0, 334), (334, 334), (668, 332), (1000, 33)]);
+        assert_eq!(spans, vec![(0, 333), (333, 333), (666, 334), (1000, 33)]);
+        // Just past the target: two halves, not a part and a sliver.
+        let mut c = PartCutter::new(PART_TARGET_MS, SEG, MAX);
+        let mut cuts = c.push(frame(0, true));
+        cuts.extend(c.push(frame(340, false)));
+        cuts.extend(c.finish());
+        assert_well_formed_up_to(&cuts, MAX, false);
+        let spans: Vec<(u64, u64)> = parts(&cuts)
+            .iter()
+            .map(|p| (p.start_ms, p.duration_ms))
+            .collect();
+        assert_eq!(spans, vec![(0, 170), (170, 170), (340, 33)]);
     }
 
     #[test]
@@ -657,7 +675,7 @@ mod tests {
             cuts.extend(c.push(frame(i * 300, i == 0 || i == 150)));
         }
         cuts.extend(c.finish());
-        assert_well_formed_up_to(&cuts, 60_499);
+        assert_well_formed_up_to(&cuts, 60_499, true);
         let first = parts(&cuts).iter().filter(|p| p.segment == 0).count() as u32;
         assert_eq!(first, MAX_PARTS);
         assert!(cuts.contains(&Cut::Seal {

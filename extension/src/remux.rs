@@ -21,6 +21,8 @@ const FFMPEG_RUNS_PER_CORE: u32 = 50;
 
 thread_local! {
     static FFMPEG: RefCell<Option<Rc<FFmpeg>>> = const { RefCell::new(None) };
+    /// A fresh core is loading in the background.
+    static LOADING: RefCell<bool> = const { RefCell::new(false) };
     static FFMPEG_LOG: RefCell<VecDeque<String>> = const { RefCell::new(VecDeque::new()) };
     static FFMPEG_RUNS: RefCell<u32> = const { RefCell::new(0) };
 }
@@ -54,9 +56,20 @@ pub async fn remux(job: &Job<'_>) -> Result<Vec<u8>, String> {
 }
 
 async fn ffmpeg() -> Result<Rc<FFmpeg>, String> {
+    // A replacement loading in the background (see `run`) is waited for, not loaded twice.
+    while LOADING.with(|l| *l.borrow()) {
+        chrome::sleep(5).await;
+    }
     if let Some(f) = FFMPEG.with(|f| f.borrow().clone()) {
         return Ok(f);
     }
+    let ff = ffmpeg_load().await?;
+    FFMPEG.with(|f| *f.borrow_mut() = Some(ff.clone()));
+    Ok(ff)
+}
+
+/// Loads a fresh ffmpeg.wasm core.
+async fn ffmpeg_load() -> Result<Rc<FFmpeg>, String> {
     let ff = FFmpeg::new();
     let log = Closure::<dyn FnMut(JsValue)>::new(|ev: JsValue| {
         if let Some(m) = Reflect::get(&ev, &"message".into())
@@ -81,9 +94,7 @@ async fn ffmpeg() -> Result<Rc<FFmpeg>, String> {
     ff.load(&config)
         .await
         .map_err(|e| format!("ffmpeg.wasm did not load: {}", chrome::js_error(&e)))?;
-    let ff = Rc::new(ff);
-    FFMPEG.with(|f| *f.borrow_mut() = Some(ff.clone()));
-    Ok(ff)
+    Ok(Rc::new(ff))
 }
 
 /// One ffmpeg.wasm run.
@@ -196,6 +207,18 @@ async fn run(job: &Job<'_>) -> Result<Vec<u8>, String> {
     if runs % FFMPEG_RUNS_PER_CORE == 0 || out.is_err() {
         ff.terminate();
         FFMPEG.with(|f| *f.borrow_mut() = None);
+        if out.is_ok() {
+            // Load the next core now, while the next cut records (with parts, every ~17 s),
+            // rather than in the next cut's remux, where it would delay that cut's upload.
+            LOADING.with(|l| *l.borrow_mut() = true);
+            wasm_bindgen_futures::spawn_local(async {
+                let loaded = ffmpeg_load().await;
+                LOADING.with(|l| *l.borrow_mut() = false);
+                if let Ok(ff) = loaded {
+                    FFMPEG.with(|f| *f.borrow_mut() = Some(ff));
+                }
+            });
+        }
     }
     out
 }

@@ -47,6 +47,25 @@ impl Continuity {
     }
 }
 
+/// The program tables (PAT, PMT, SDT) a muxer writes before the first media packet of `ts`: a
+/// valid transport stream with no media, for a part of a capture stall that holds none.
+pub fn tables(ts: &[u8]) -> Vec<u8> {
+    ts.chunks_exact(PACKET)
+        .take_while(|p| {
+            let pusi = p[1] & 0x40 != 0;
+            let payload = match (p[3] >> 4) & 3 {
+                1 => Some(4),
+                3 => Some(5 + usize::from(p[4])),
+                _ => None,
+            };
+            let pes = pusi && payload.is_some_and(|at| p.get(at..at + 3) == Some(&[0, 0, 1]));
+            p[0] == SYNC && !pes && (p[3] >> 4) & 3 != 2
+        })
+        .flatten()
+        .copied()
+        .collect()
+}
+
 /// The continuity counter errors a decoder would see in `ts`: (packet index, pid).
 pub fn continuity_errors(ts: &[u8]) -> Vec<(usize, u16)> {
     let mut last: HashMap<u16, u8> = HashMap::new();
@@ -139,6 +158,20 @@ mod tests {
         Continuity::default().rewrite(&mut a);
         Continuity::default().rewrite(&mut b);
         assert_eq!(a, b, "deterministic: a retry sends the same bytes");
+    }
+
+    #[test]
+    fn the_tables_are_the_packets_before_the_first_pes() {
+        let mut p = piece(2, 2);
+        // Make the media packets start PES packets, as a muxer's do.
+        for pkt in p.chunks_mut(PACKET).skip(2) {
+            if pkt[3] & 0x10 != 0 {
+                pkt[1] |= 0x40;
+                pkt[4..7].copy_from_slice(&[0, 0, 1]);
+            }
+        }
+        assert_eq!(tables(&p), p[..2 * PACKET].to_vec());
+        assert_eq!(tables(&[]), Vec::<u8>::new());
     }
 
     #[test]
