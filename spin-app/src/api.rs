@@ -278,7 +278,7 @@ fn dispatch(
             let config = config().map_err(misconfigured)?;
             authorize(head, &config)?;
             let id = secret.stream_id();
-            match Streams::new(kv, &config).end(&id, now_ms)? {
+            match Streams::new(kv, &config).end(&id, now_ms).map_err(put_error)? {
                 Some(_) => Reply::json(200, &json!({ "stream": id.as_str(), "state": "ended" })),
                 None => return Err(ApiError::not_found("this stream has no segments to end")),
             }
@@ -356,10 +356,20 @@ fn stored_status(result: Result<Stored, PutError>) -> Result<u16, ApiError> {
     match result {
         Ok(Stored::Created) => Ok(201),
         Ok(Stored::AlreadyStored) => Ok(200),
-        Err(PutError::Rule(e @ RuleError::BeforeWindow { .. })) => Err(ApiError::new(409, e.to_string())),
-        Err(PutError::Rule(e)) => Err(ApiError::bad_request(e)),
-        Err(PutError::Kv(e)) => Err(ApiError::internal(e)),
-        Err(e) => Err(ApiError::new(409, e.to_string())),
+        Err(e) => Err(put_error(e)),
+    }
+}
+
+/// What a refused upload, commit or end answers: a broken rule `400`, a conflict with what is
+/// stored `409`, a seq too far ahead or a stream still being caught up with `429` and
+/// `Retry-After` (issue 11: every request's work is bounded, so some wait their turn).
+fn put_error(e: PutError) -> ApiError {
+    match e {
+        PutError::Rule(e @ RuleError::BeforeWindow { .. }) => ApiError::new(409, e.to_string()),
+        PutError::Rule(e) => ApiError::bad_request(e),
+        PutError::Kv(e) => ApiError::internal(e),
+        e @ (PutError::TooFarAhead { .. } | PutError::CatchingUp) => ApiError::too_many(e.to_string(), 1),
+        e => ApiError::new(409, e.to_string()),
     }
 }
 

@@ -63,11 +63,18 @@ pub struct ApiError {
     pub status: u16,
     pub message: String,
     pub allow: Option<&'static str>,
+    /// Seconds for a `Retry-After` header (a `429` says when to try again).
+    pub retry_after: Option<u32>,
 }
 
 impl ApiError {
     pub fn new(status: u16, message: impl Into<String>) -> Self {
-        ApiError { status, message: message.into(), allow: None }
+        ApiError { status, message: message.into(), allow: None, retry_after: None }
+    }
+
+    /// `429 Too Many Requests` with `Retry-After`: the request is fine, but not now.
+    pub fn too_many(message: impl Into<String>, retry_after_s: u32) -> Self {
+        ApiError { retry_after: Some(retry_after_s), ..ApiError::new(429, message) }
     }
 
     pub fn bad_request(message: impl fmt::Display) -> Self {
@@ -89,6 +96,9 @@ impl ApiError {
         let mut reply = Reply::json(self.status, &json!({ "error": self.message }));
         if let Some(allow) = self.allow {
             reply = reply.header("allow", allow);
+        }
+        if let Some(seconds) = self.retry_after {
+            reply = reply.header("retry-after", seconds.to_string());
         }
         reply
     }

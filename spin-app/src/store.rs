@@ -93,6 +93,11 @@ use std::fmt;
 const RETENTION_BATCH: usize = 64;
 /// At most this many metas are probed when advancing the tail hint.
 const TAIL_PROBE: u64 = 256;
+/// An upload (segment, part or commit) may name a seq at most this far past the start of the
+/// unstored seqs (`max(head, tail)`); further ones get `429`. So nothing is ever stored beyond a
+/// hole that no walk reaches: every walk past the tail stops within this many seqs, and retention,
+/// which stops at a hole, leaves at most this many segments behind one.
+pub const MAX_AHEAD: u64 = 64;
 /// Segments per page (`page/{id}/{n}`).
 const PAGE_LEN: u64 = 64;
 /// Sizes of lines blocks, smallest first; each is [`LINES_FAN`] of the one before.
@@ -181,6 +186,12 @@ pub enum PutError {
     MissingPart { seq: u64, part: u32 },
     /// A commit leaves out a stored part (`409`).
     UncountedPart { seq: u64, part: u32 },
+    /// The seq is [`MAX_AHEAD`] or more past `next`, the first seq the stream has not stored
+    /// (`429`: upload the seqs before it first, then retry).
+    TooFarAhead { seq: u64, next: u64 },
+    /// The stream's unstored seqs could not be found within the probe limit (`429`: retry; each
+    /// try moves the tail hint on).
+    CatchingUp,
     /// The upload breaks a stream rule (`400`, or `409` for a seq behind the window).
     Rule(RuleError),
     /// The store failed (`500`).
@@ -233,6 +244,11 @@ impl fmt::Display for PutError {
                 "part {part} of segment {seq} is stored, so X-Parts must count it (X-Parts: {})",
                 part + 1
             ),
+            PutError::TooFarAhead { seq, next } => write!(
+                f,
+                "segment {seq} is too far ahead: this stream has stored every segment before {next}, and accepts at most {MAX_AHEAD} seqs past that; upload the segments before it first, then retry"
+            ),
+            PutError::CatchingUp => f.write_str("the server is still catching up with this stream's uploads; retry"),
             PutError::Rule(e) => e.fmt(f),
             PutError::Kv(e) => e.fmt(f),
         }
@@ -433,7 +449,8 @@ impl<'a, K: Kv + ?Sized> Streams<'a, K> {
         // Below the head, or below the tail hint with no meta: committed once and deleted by
         // retention since (a late retry). Storing it again would ack a segment no playlist lists.
         let head = self.head(id)?;
-        if seq < head || seq < self.tail(id)? {
+        let tail = self.tail(id)?;
+        if seq < head || seq < tail {
             // A racing identical upload may have committed this seq and moved the tail since the
             // read above: that makes this a retry (`200`), not a seq behind the window.
             if let Some(existing) = self.meta(id, seq)? {
@@ -441,6 +458,7 @@ impl<'a, K: Kv + ?Sized> Streams<'a, K> {
             }
             return Err(PutError::Rule(RuleError::BeforeWindow { seq, first_seq: head.max(seq + 1) }));
         }
+        check_ahead(seq, head, tail)?;
         let record = self.stream_record(id, headers.duration_ms, now_ms)?;
         rules::check_target(headers.duration_ms, record.target_s).map_err(PutError::Rule)?;
 
@@ -738,13 +756,22 @@ impl<'a, K: Kv + ?Sized> Streams<'a, K> {
     }
 
     /// Marks the stream ended after its last stored segment. Returns that seq, or `None` when
-    /// the stream has no (unexpired) segments.
-    pub fn end(&self, id: &StreamId, now_ms: i64) -> Result<Option<u64>, KvError> {
+    /// the stream has no (unexpired) segments. Probes at most [`TAIL_PROBE`] metas past the
+    /// hints; when the run goes on beyond them it moves the tail hint that far and answers
+    /// [`PutError::CatchingUp`] (the next try starts there).
+    pub fn end(&self, id: &StreamId, now_ms: i64) -> Result<Option<u64>, PutError> {
         let head = self.head(id)?;
         let start = self.tail(id)?.max(head);
         let mut next = start;
         while self.meta(id, next)?.is_some() {
             next += 1;
+            if next - start >= TAIL_PROBE {
+                if self.config.retention == Retention::Forever {
+                    self.write_lines(id, start, next)?;
+                }
+                set_json(self.kv, &tail_key(id), &TailHint { next_seq: next })?;
+                return Err(PutError::CatchingUp);
+            }
         }
         let last = match next.checked_sub(1) {
             Some(last) if next > start => last,
@@ -861,7 +888,8 @@ impl<'a, K: Kv + ?Sized> Streams<'a, K> {
             return Err(PutError::SealedWithout { seq, part });
         }
         let head = self.head(id)?;
-        if seq < head || seq < self.tail(id)? {
+        let tail = self.tail(id)?;
+        if seq < head || seq < tail {
             // A racing request may have stored this part, or sealed the segment, since the
             // reads above (the tail moves right after a seal): only then is it a retry.
             if let Some(existing) = self.part_meta(id, seq, part)? {
@@ -869,6 +897,7 @@ impl<'a, K: Kv + ?Sized> Streams<'a, K> {
             }
             return Err(PutError::Rule(RuleError::BeforeWindow { seq, first_seq: head.max(seq + 1) }));
         }
+        check_ahead(seq, head, tail)?;
         self.part_stream_record(id, headers, now_ms)?;
         let discontinuity = part == 0 && {
             let end = self.end_marker(id)?;
@@ -934,13 +963,15 @@ impl<'a, K: Kv + ?Sized> Streams<'a, K> {
             return self.answer_existing_commit(&existing, count);
         }
         let head = self.head(id)?;
-        if seq < head || seq < self.tail(id)? {
+        let tail = self.tail(id)?;
+        if seq < head || seq < tail {
             // A racing commit of the same segment moves the tail right after sealing it.
             if let Some(existing) = self.meta(id, seq)? {
                 return self.answer_existing_commit(&existing, count);
             }
             return Err(PutError::Rule(RuleError::BeforeWindow { seq, first_seq: head.max(seq + 1) }));
         }
+        check_ahead(seq, head, tail)?;
         let mut parts = Vec::with_capacity(count as usize);
         for part in 0..count {
             match self.part_meta(id, seq, part)? {
@@ -1204,6 +1235,15 @@ impl<'a, K: Kv + ?Sized> Streams<'a, K> {
         }
         Ok(())
     }
+}
+
+/// Refuses a seq [`MAX_AHEAD`] or more past the first unstored one (as the hints tell it).
+fn check_ahead(seq: u64, head: u64, tail: u64) -> Result<(), PutError> {
+    let next = head.max(tail);
+    if seq >= next + MAX_AHEAD {
+        return Err(PutError::TooFarAhead { seq, next });
+    }
+    Ok(())
 }
 
 /// The answer when `seq` already has a commit: the same bytes are a retry. (A request that died

@@ -1,0 +1,142 @@
+//! Issue 11: what one uploader does cannot make other requests arbitrarily expensive. The
+//! reverse-order flood (5000 tiny segments, seq 4999 down to 0) is refused past
+//! `store::MAX_AHEAD` with `429` and `Retry-After`, and afterwards every request kind costs about
+//! what it costs on a short stream, counted in key-value operations.
+
+mod common;
+
+use chalkstream_manifest::rules::{Config, Retention};
+use chalkstream_spin_app::kv::{Kv, KvError, MemoryKv};
+use chalkstream_spin_app::reply::Reply;
+use chalkstream_spin_app::route::Method;
+use chalkstream_spin_app::store::MAX_AHEAD;
+use common::*;
+use std::cell::Cell;
+
+/// The memory store, counting operations.
+#[derive(Default)]
+struct Counting {
+    inner: MemoryKv,
+    ops: Cell<u64>,
+}
+
+impl Counting {
+    /// The operations `f` did.
+    fn cost(&self, f: impl FnOnce() -> Reply) -> (Reply, u64) {
+        let before = self.ops.get();
+        let reply = f();
+        (reply, self.ops.get() - before)
+    }
+}
+
+impl Kv for Counting {
+    fn get(&self, key: &str) -> Result<Option<Vec<u8>>, KvError> {
+        self.ops.set(self.ops.get() + 1);
+        self.inner.get(key)
+    }
+    fn set(&self, key: &str, value: &[u8]) -> Result<(), KvError> {
+        self.ops.set(self.ops.get() + 1);
+        self.inner.set(key, value)
+    }
+    fn delete(&self, key: &str) -> Result<(), KvError> {
+        self.ops.set(self.ops.get() + 1);
+        self.inner.delete(key)
+    }
+}
+
+/// Key-value operations of one of each read and of `end` on a stream.
+#[derive(Debug, Clone, Copy)]
+struct Costs {
+    playlist: u64,
+    status: u64,
+    chunk: u64,
+    end: u64,
+    ended_playlist: u64,
+}
+
+fn costs(kv: &Counting, c: &Config, now: i64) -> Costs {
+    let id = stream_id(SECRET);
+    let (reply, playlist) = kv.cost(|| common::playlist(kv, c, &id, now));
+    assert_eq!(reply.status, 200);
+    let (reply, status) = kv.cost(|| get(kv, c, &format!("/api/streams/{id}"), now));
+    assert_eq!(reply.status, 200);
+    let (reply, chunk) = kv.cost(|| get(kv, c, &format!("/chunks/{id}/3.ts"), now));
+    assert_eq!(reply.status, 200);
+    let (reply, end) = kv.cost(|| request(kv, c, &head(Method::Post, &format!("/ingest/{SECRET}/end"), &[]), &[], now));
+    assert_eq!(reply.status, 200);
+    let (reply, ended_playlist) = kv.cost(|| common::playlist(kv, c, &id, now + 1));
+    assert_eq!(reply.status, 200);
+    Costs { playlist, status, chunk, end, ended_playlist }
+}
+
+/// The flood: seqs `count - 1` down to 0, 0.1 s each. Returns how many were stored and the
+/// largest cost of one upload.
+fn flood(kv: &Counting, c: &Config, count: u64, now: i64) -> (u64, u64) {
+    let (mut stored, mut worst) = (0, 0);
+    for seq in (0..count).rev() {
+        let (reply, ops) = kv.cost(|| put(kv, c, SECRET, seq, "0.1", &ts(1, seq as u8), now));
+        worst = worst.max(ops);
+        match reply.status {
+            201 => stored += 1,
+            429 => {
+                assert_eq!(reply.get_header("retry-after"), Some("1"), "seq {seq}");
+                assert!(seq >= MAX_AHEAD, "seq {seq} refused");
+            }
+            s => panic!("seq {seq}: {s}"),
+        }
+    }
+    (stored, worst)
+}
+
+#[test]
+fn regression_issue_11_reverse_order_flood_is_refused_and_costs_other_requests_nothing() {
+    for retention in [Retention::Millis(600_000), Retention::Forever] {
+        let c = config(retention, 30_000);
+        // The reference: a 10-segment stream, uploaded in order.
+        let short = Counting::default();
+        for seq in 0..10 {
+            assert_eq!(put(&short, &c, SECRET, seq, "0.1", &ts(1, seq as u8), T0).status, 201);
+        }
+        let reference = costs(&short, &c, T0 + 10);
+
+        let kv = Counting::default();
+        let (stored, worst_upload) = flood(&kv, &c, 5000, T0);
+        assert_eq!(stored, MAX_AHEAD, "{retention:?}");
+        // One upload: hints, the stream record, the neighbours, the tail advance over what was
+        // stored beyond the hole, and under retention 0 the page and lines blocks it completes
+        // (each block reads its metas once).
+        assert!(worst_upload <= 40 + 4 * MAX_AHEAD, "{retention:?}: an upload cost {worst_upload} operations");
+        let flooded = costs(&kv, &c, T0 + 10);
+        // What a request may cost: a constant, plus one read per listed segment (at most
+        // MAX_AHEAD more than the reference lists, fewer with pages and lines blocks).
+        for (kind, short, long) in [
+            ("playlist", reference.playlist, flooded.playlist),
+            ("status", reference.status, flooded.status),
+            ("chunk", reference.chunk, flooded.chunk),
+            ("end", reference.end, flooded.end),
+            ("ended playlist", reference.ended_playlist, flooded.ended_playlist),
+        ] {
+            assert!(long <= short + MAX_AHEAD + 8, "{retention:?} {kind}: {long} operations after the flood, {short} on 10 segments");
+        }
+        eprintln!("{retention:?}: 10 segments {reference:?}; after the flood ({stored} stored) {flooded:?}; worst upload {worst_upload}");
+    }
+}
+
+#[test]
+fn a_seq_too_far_ahead_gets_429_with_retry_after_and_fits_once_the_run_catches_up() {
+    let c = config(Retention::Millis(600_000), 30_000);
+    let kv = MemoryKv::new();
+    let reply = put(&kv, &c, SECRET, MAX_AHEAD, "1", &ts(2, 1), T0);
+    assert_eq!(reply.status, 429);
+    assert_eq!(reply.get_header("retry-after"), Some("1"));
+    let error = json(&kv, &reply)["error"].as_str().unwrap().to_owned();
+    assert!(error.contains("upload the segments before it first"), "{error}");
+    assert_eq!(put(&kv, &c, SECRET, MAX_AHEAD - 1, "1", &ts(2, 1), T0).status, 201);
+    assert_eq!(put(&kv, &c, SECRET, 0, "1", &ts(2, 2), T0).status, 201);
+    // The run now ends at 1: seq 65 is too far, and fits once seqs 1..62 are in.
+    assert_eq!(put(&kv, &c, SECRET, MAX_AHEAD + 1, "1", &ts(2, 1), T0).status, 429);
+    for seq in 1..MAX_AHEAD - 1 {
+        assert_eq!(put(&kv, &c, SECRET, seq, "1", &ts(2, 3), T0).status, 201, "seq {seq}");
+    }
+    assert_eq!(put(&kv, &c, SECRET, MAX_AHEAD + 1, "1", &ts(2, 1), T0).status, 201);
+}
