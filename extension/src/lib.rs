@@ -1,8 +1,10 @@
-//! Chalkstream's browser extension: capture a tab or the camera, cut HLS segments, upload them.
+//! Chalkstream's browser extension: capture a tab or the camera, cut HLS segments (or, for low
+//! latency, their parts), upload them.
 //!
-//! Pure parts (`audio`, `ebml`, `timing`, `queue`, `ids`, `messages`) have unit tests and no browser
-//! dependencies; `worker`, `offscreen` and `ui` are the thin browser edges that the JavaScript
-//! loaders call into, and `offscreen` runs its pipeline through `capture`, `remux` and `upload`.
+//! Pure parts (`audio`, `ebml`, `timing`, `parts`, `ts`, `queue`, `ids`, `messages`) have unit
+//! tests and no browser dependencies; `worker`, `offscreen` and `ui` are the thin browser edges
+//! that the JavaScript loaders call into, and `offscreen` runs its pipeline through `capture`,
+//! `remux` and `upload`.
 //! The wire contract (stream id, header names, paths, duration text) is
 //! `chalkstream_manifest`'s, shared with the server.
 

@@ -16,6 +16,7 @@ use crate::kv::Kv;
 use crate::reply::{ApiError, Body, Reply};
 use crate::route::{Family, Method, Route};
 use crate::store::{PlaylistText, PutError, Stored, Streams};
+use crate::sweep;
 use crate::web;
 use chalkstream_manifest::decimal::format_millis;
 use chalkstream_manifest::id::{SessionSecret, StreamId};
@@ -120,7 +121,7 @@ fn finish_reply(reply: Reply, head: &RequestHead, family: Family) -> Reply {
 
 /// [`finish_reply`] for a request that is no longer at hand (a held one).
 pub(crate) fn finish(mut reply: Reply, method: &Method, family: Family) -> Reply {
-    if family != Family::Page {
+    if matches!(family, Family::Playback | Family::Ingest) {
         reply = reply.header("access-control-allow-origin", "*");
     }
     if *method == Method::Head {
@@ -262,6 +263,7 @@ fn dispatch(
             let count = part::parse_parts_count(head.header("x-parts")).map_err(ApiError::bad_request)?;
             let id = secret.stream_id();
             let status = stored_status(Streams::new(kv, &config).commit(&id, seq, count, now_ms))?;
+            register_upload(kv, &config, &id, now_ms);
             Reply::json(
                 status,
                 &json!({
@@ -282,6 +284,21 @@ fn dispatch(
                 Some(_) => Reply::json(200, &json!({ "stream": id.as_str(), "state": "ended" })),
                 None => return Err(ApiError::not_found("this stream has no segments to end")),
             }
+        }
+        Route::AdminSweep => {
+            let config = config().map_err(misconfigured)?;
+            authorize_admin(head, &config)?;
+            let report = sweep::run(kv, &config, now_ms)?;
+            Reply::json(
+                200,
+                &json!({
+                    "visited": report.visited,
+                    "deleted": report.deleted,
+                    "shards_read": report.shards_read,
+                    "pending": report.pending,
+                }),
+            )
+            .header("cache-control", "no-store")
         }
     };
     Ok(Step::Reply(reply))
@@ -309,6 +326,7 @@ impl Upload {
         ingest::check_ts(&body).map_err(ApiError::bad_request)?;
         let streams = Streams::new(kv, &self.config);
         let status = stored_status(streams.put_segment(&self.id, self.seq, &headers, &body, now_ms))?;
+        register_upload(kv, &self.config, &self.id, now_ms);
         Ok(Reply::json(
             status,
             &json!({
@@ -328,6 +346,10 @@ impl Upload {
         ingest::check_ts(&body).map_err(ApiError::bad_request)?;
         let streams = Streams::new(kv, &self.config);
         let status = stored_status(streams.put_part(&self.id, self.seq, part, &headers, &body, now_ms))?;
+        // Part 0 of each segment registers, so a stream that never commits is swept too.
+        if part == 0 {
+            register_upload(kv, &self.config, &self.id, now_ms);
+        }
         Ok(Reply::json(
             status,
             &json!({
@@ -433,6 +455,26 @@ fn too_large(config: &Config) -> ApiError {
 fn misconfigured(e: ConfigError) -> ApiError {
     eprintln!("chalkstream: {e}");
     ApiError::new(500, format!("server misconfigured: {}", e.variable))
+}
+
+/// Registers a stored upload's stream for the sweep ([`sweep::after_upload`]). The upload is
+/// stored whatever happens here: a failure is logged and the stream's next upload tries again.
+fn register_upload(kv: &dyn Kv, config: &Config, id: &StreamId, now_ms: i64) {
+    if let Err(e) = sweep::after_upload(kv, config, id, now_ms) {
+        eprintln!("chalkstream: sweep registration: {e}");
+    }
+}
+
+/// The operator's endpoints need the ingest token; a server without one refuses them, since
+/// anyone could call them (its per-request sweep still runs on any request, e.g. `GET /`).
+fn authorize_admin(head: &RequestHead, config: &Config) -> Result<(), ApiError> {
+    if config.ingest_token.is_none() {
+        return Err(ApiError::new(
+            403,
+            "this server has no ingest_token, so its admin endpoints are off: set the ingest_token variable and send Authorization: Bearer <token> (without one, any request, e.g. GET /, runs the sweep's per-request step)",
+        ));
+    }
+    authorize(head, config)
 }
 
 /// Checks `Authorization: Bearer <token>` when the server has a token, in constant time.

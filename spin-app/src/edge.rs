@@ -13,6 +13,7 @@
 
 use crate::api::{self, BodyError, RequestHead, Step};
 use crate::hold;
+use crate::sweep;
 use crate::kv::{check_limits, Kv, KvError};
 use crate::reply::{ApiError, Body, Reply};
 use crate::route::Method;
@@ -179,5 +180,10 @@ async fn handle(req: IncomingRequest, out: ResponseOutparam) {
         }
         Step::Hold(held) => hold::wait(held, &kv, now_ms, |ms| std::thread::sleep(std::time::Duration::from_millis(ms))),
     };
-    send(reply, Some(&kv), out).await
+    send(reply, Some(&kv), out).await;
+    // The response is complete (its body was finished when `send` dropped it): the sweep's
+    // bounded step runs after it, so no client waits for it.
+    if let Ok(config) = config() {
+        sweep::after_request(&kv, &config, now_ms());
+    }
 }

@@ -8,6 +8,7 @@
 //! - [`api`]: the handlers, over [`kv::Kv`]; they run natively in unit tests.
 //! - [`hold`]: blocking reloads and held part requests (LL-HLS): what to re-read and when.
 //! - [`store`]: streams in the key-value store (key layout and the no-lost-segment argument).
+//! - [`sweep`]: the sweep index that lets retention reach streams nobody requests (issue 10).
 //! - [`kv`]: the storage trait and an in-memory implementation.
 //! - [`reply`]: responses and the one error type, [`reply::ApiError`].
 //! - [`web`]: the landing and viewer pages and their assets (owned by the player).
@@ -19,6 +20,7 @@ pub mod kv;
 pub mod reply;
 pub mod route;
 pub mod store;
+pub mod sweep;
 pub mod web;
 
 #[cfg(target_arch = "wasm32")]

@@ -51,6 +51,8 @@ pub enum Route {
     IngestPart { session: String, seq: String, part: String },
     /// `/ingest/{session}/{seq}/commit` (v2).
     IngestCommit { session: String, seq: String },
+    /// `/admin/sweep`: the sweep's bounded work, for a cron job (issue 10).
+    AdminSweep,
 }
 
 /// Which family a route belongs to, for CORS and error shapes.
@@ -59,6 +61,8 @@ pub enum Family {
     Page,
     Playback,
     Ingest,
+    /// Operator endpoints: no CORS.
+    Admin,
 }
 
 impl Route {
@@ -85,6 +89,7 @@ impl Route {
                 }
             }
             ["api", "streams", stream] => Route::Status { stream: (*stream).to_owned() },
+            ["admin", "sweep"] => Route::AdminSweep,
             ["ingest", session, "end"] => Route::IngestEnd { session: (*session).to_owned() },
             ["ingest", session, file] => Route::IngestSegment {
                 session: (*session).to_owned(),
@@ -108,7 +113,7 @@ impl Route {
     pub fn methods(&self) -> &'static [Method] {
         match self {
             Route::IngestSegment { .. } | Route::IngestPart { .. } => &[Method::Put],
-            Route::IngestEnd { .. } | Route::IngestCommit { .. } => &[Method::Post],
+            Route::IngestEnd { .. } | Route::IngestCommit { .. } | Route::AdminSweep => &[Method::Post],
             _ => &[Method::Get, Method::Head],
         }
     }
@@ -117,7 +122,7 @@ impl Route {
     pub fn allow(&self) -> &'static str {
         match self {
             Route::IngestSegment { .. } | Route::IngestPart { .. } => "PUT, OPTIONS",
-            Route::IngestEnd { .. } | Route::IngestCommit { .. } => "POST, OPTIONS",
+            Route::IngestEnd { .. } | Route::IngestCommit { .. } | Route::AdminSweep => "POST, OPTIONS",
             _ => "GET, HEAD, OPTIONS",
         }
     }
@@ -129,6 +134,7 @@ impl Route {
             Route::IngestSegment { .. } | Route::IngestEnd { .. } | Route::IngestPart { .. } | Route::IngestCommit { .. } => {
                 Family::Ingest
             }
+            Route::AdminSweep => Family::Admin,
         }
     }
 }
@@ -184,5 +190,7 @@ mod tests {
         assert_eq!(Route::parse("/ingest/s/1/0.ts").unwrap().methods(), &[Method::Put]);
         assert_eq!(Route::parse("/ingest/s/1/commit").unwrap().allow(), "POST, OPTIONS");
         assert_eq!(Route::Landing.methods(), &[Method::Get, Method::Head]);
+        assert_eq!(Route::parse("/admin/sweep"), Some(Route::AdminSweep));
+        assert_eq!(Route::AdminSweep.allow(), "POST, OPTIONS");
     }
 }
