@@ -3,6 +3,12 @@
 //! Pure and clock-free: the caller passes `now_ms` and a jitter value in `[0, 1)`. A segment
 //! gets its `seq` when it is first sent, so seqs stay dense even when the bound drops old
 //! segments during a long outage; the first segment after a drop carries a discontinuity.
+//!
+//! A seq, once sent, is never reused for other bytes (issue 11): a request that timed out may
+//! still complete on the server, so a segment that was sent is never dropped — both queues keep
+//! retrying its same bytes under its seq and drop only segments that never went out. (Freeing a
+//! sent seq let the next segment take it: a `409`, or, when both landed, an acknowledged segment
+//! silently replaced.)
 //! [`UploadQueue`] sends whole segments (wire contract v1), [`PartQueue`] the parts and commits
 //! of low-latency segments (v2).
 
@@ -148,20 +154,17 @@ impl<T> UploadQueue<T> {
         });
         let mut total: u64 = self.items.iter().map(|e| e.duration_ms).sum();
         while total > self.max_buffer_ms && self.items.len() > 1 {
-            // Never drop the request on the wire; its answer must find it.
-            let idx = usize::from(self.in_flight);
+            // Never drop a segment that was sent (only the head ever is): the request on the
+            // wire must find it, and one that timed out may still land, so its seq keeps its bytes.
+            let sent = self.in_flight || self.items.front().is_some_and(|e| e.seq.is_some());
+            let idx = usize::from(sent);
             if idx >= self.items.len() - 1 {
                 break;
             }
             let gone = self.items.remove(idx).expect("index checked");
             total -= gone.duration_ms;
             self.dropped += 1;
-            if let Some(seq) = gone.seq {
-                // Never acknowledged, so the seq is free again: seqs stay dense.
-                self.next_seq = seq;
-                self.attempts = 0;
-                self.retry_at_ms = 0;
-            }
+            debug_assert!(gone.seq.is_none(), "a sent segment was dropped");
             if idx == 0 {
                 self.gap = true;
             } else if let Some(next) = self.items.get_mut(idx) {
@@ -535,22 +538,38 @@ mod tests {
     }
 
     #[test]
-    fn the_bound_drops_oldest_and_marks_the_gap_keeping_seqs_dense() {
+    fn the_bound_drops_oldest_unsent_and_marks_the_gap_keeping_seqs_dense() {
+        let mut q = q(); // 10 s bound
+        for name in ["s0", "s1", "s2", "s3", "s4", "s5"] {
+            q.push(name, 2000);
+        }
+        // 12 s queued > 10 s, nothing sent yet: s0 dropped, s1 takes seq 0 after the gap.
+        assert_eq!(q.dropped, 1);
+        assert_eq!(q.waiting(), 5);
+        let s = q.next(0).unwrap();
+        assert_eq!((s.seq, *s.payload, s.discontinuity), (0, "s1", true));
+        q.settle(Outcome::Acked, 0, 0.5);
+        let s = q.next(0).unwrap();
+        assert_eq!((s.seq, s.discontinuity), (1, false));
+    }
+
+    #[test]
+    fn regression_issue_11_a_sent_segment_is_never_dropped_so_its_seq_keeps_its_bytes() {
         let mut q = q(); // 10 s bound
         q.push("s0", 2000);
         assert_eq!(q.next(0).unwrap().seq, 0);
-        q.settle(Outcome::Retry, 0, 0.5); // server down; s0 holds seq 0
+        q.settle(Outcome::Retry, 0, 0.5); // timed out: seq 0 may still land on the server
         for name in ["s1", "s2", "s3", "s4", "s5"] {
             q.push(name, 2000);
         }
-        // 12 s queued > 10 s: s0 dropped, its seq freed.
+        // 12 s queued > 10 s: s1, the oldest never sent, goes; s0 keeps seq 0.
         assert_eq!(q.dropped, 1);
         assert_eq!(q.waiting(), 5);
         let s = q.next(10_000).unwrap();
-        assert_eq!((s.seq, *s.payload, s.discontinuity), (0, "s1", true));
+        assert_eq!((s.seq, *s.payload, s.discontinuity), (0, "s0", false));
         q.settle(Outcome::Acked, 10_000, 0.5);
         let s = q.next(10_000).unwrap();
-        assert_eq!((s.seq, s.discontinuity), (1, false));
+        assert_eq!((s.seq, *s.payload, s.discontinuity), (1, "s2", true));
     }
 
     #[test]
