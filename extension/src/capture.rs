@@ -163,6 +163,12 @@ impl Capture {
         }
     }
 
+    /// Whether the microphone can be mixed in while live (a tab broadcast started with "Talk
+    /// over the tab").
+    pub fn mixing(&self) -> bool {
+        self.added.mixer.as_ref().is_some_and(|m| m.mixing())
+    }
+
     /// Whether the camera is composited into the picture.
     pub fn overlay(&self) -> bool {
         self.added.compositor.is_some()
@@ -200,7 +206,7 @@ async fn compose(
         return Ok(stream.clone());
     }
     let mut notices = Vec::new();
-    let mut mixer = Mixer::new(stream)?;
+    let mut mixer = Mixer::new(stream, settings.mic)?;
     if settings.mic {
         match mixing::open_mic().await {
             Ok(m) => mixer.attach_mic(m)?,
@@ -227,8 +233,13 @@ async fn compose(
     if let Some(v) = video {
         tracks.push(&v);
     }
-    if let Some(a) = added.mixer.as_ref().and_then(|m| m.track()) {
-        tracks.push(&a);
+    // The mix when talking over the tab, else the tab's own sound.
+    let audio = match added.mixer.as_ref().and_then(|m| m.track()) {
+        Some(mix) => JsValue::from(mix),
+        None => stream.get_audio_tracks().get(0),
+    };
+    if !audio.is_undefined() {
+        tracks.push(&audio);
     }
     MediaStream::new_with_tracks(&tracks).map_err(|e| chrome::js_error(&e))
 }

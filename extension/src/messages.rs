@@ -124,6 +124,9 @@ pub struct Status {
     /// Whether the camera is in the corner of the picture.
     #[serde(default)]
     pub overlay: bool,
+    /// Whether the microphone can be mixed in while live (a tab started with "Talk over the tab").
+    #[serde(default)]
+    pub mixing: bool,
     /// A part of the broadcast that could not start (microphone or camera refused), said plainly.
     #[serde(default)]
     pub notice: Option<String>,

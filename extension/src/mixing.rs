@@ -7,8 +7,10 @@
 //! microphone ── gain (mute) ─┴──> MediaStreamAudioDestinationNode ──> recorder
 //! ```
 //!
-//! The graph exists for every tab broadcast, so the panel can add, remove or mute the
-//! microphone while live without touching the recorder.
+//! With "Talk over the tab" on, the recorder takes the mix, so the panel can add, remove or mute
+//! the microphone while live without touching the recorder. Without it only the playback half
+//! exists and the recorder takes the tab's own track: a Web Audio render that misses its
+//! deadline on a busy machine then glitches what the streamer hears, never the recording.
 
 use serde_json::json;
 use wasm_bindgen::prelude::*;
@@ -24,9 +26,9 @@ use crate::messages::{device_refusal, Device, Mic};
 /// The running mix.
 pub struct Mixer {
     ctx: AudioContext,
-    out: MediaStreamAudioDestinationNode,
+    /// The mix and the microphone's gain, when the recorder takes the mix.
+    mix: Option<(MediaStreamAudioDestinationNode, GainNode)>,
     _tab: Option<MediaStreamAudioSourceNode>,
-    mic_gain: GainNode,
     mic: Option<(MediaStream, MediaStreamAudioSourceNode)>,
     muted: bool,
 }
@@ -36,42 +38,58 @@ fn err(e: JsValue) -> String {
 }
 
 impl Mixer {
-    /// Builds the graph for a captured tab: its sound to the speakers and into the mix.
-    pub fn new(tab: &MediaStream) -> Result<Mixer, String> {
-        // Opus runs at 48 kHz: mixing there spares the recorder a resampler.
-        let ctx = AudioContext::new_with_context_options(
-            obj(json!({ "sampleRate": 48000 })).unchecked_ref(),
-        )
-        .or_else(|_| AudioContext::new())
+    /// Builds the graph for a captured tab: its sound to the speakers and, when `mixing`, into
+    /// the mix the recorder takes.
+    pub fn new(tab: &MediaStream, mixing: bool) -> Result<Mixer, String> {
+        let ctx = if mixing {
+            // Opus runs at 48 kHz: mixing there spares the recorder a resampler.
+            AudioContext::new_with_context_options(
+                obj(json!({ "sampleRate": 48000 })).unchecked_ref(),
+            )
+            .or_else(|_| AudioContext::new())
+        } else {
+            AudioContext::new()
+        }
         .map_err(err)?;
-        let out = ctx.create_media_stream_destination().map_err(err)?;
+        let mix = if mixing {
+            let out = ctx.create_media_stream_destination().map_err(err)?;
+            let gain = ctx.create_gain().map_err(err)?;
+            gain.connect_with_audio_node(&out).map_err(err)?;
+            Some((out, gain))
+        } else {
+            None
+        };
         let tab_node = if tab.get_audio_tracks().length() > 0 {
             let node = ctx.create_media_stream_source(tab).map_err(err)?;
             node.connect_with_audio_node(&ctx.destination())
                 .map_err(err)?;
-            node.connect_with_audio_node(&out).map_err(err)?;
+            if let Some((out, _)) = &mix {
+                node.connect_with_audio_node(out).map_err(err)?;
+            }
             Some(node)
         } else {
             None
         };
-        let mic_gain = ctx.create_gain().map_err(err)?;
-        mic_gain.connect_with_audio_node(&out).map_err(err)?;
         // An offscreen document never gets a user gesture; ask to run anyway.
         let _ = ctx.resume();
         Ok(Mixer {
             ctx,
-            out,
+            mix,
             _tab: tab_node,
-            mic_gain,
             mic: None,
             muted: false,
         })
     }
 
-    /// The mixed track to record.
+    /// Whether the recorder takes the mix (so the microphone can come and go).
+    pub fn mixing(&self) -> bool {
+        self.mix.is_some()
+    }
+
+    /// The mixed track to record, when mixing.
     pub fn track(&self) -> Option<MediaStreamTrack> {
-        self.out
-            .stream()
+        let (out, _) = self.mix.as_ref()?;
+        out.stream()
             .get_audio_tracks()
             .get(0)
             .dyn_into::<MediaStreamTrack>()
@@ -81,8 +99,12 @@ impl Mixer {
     /// Mixes an opened microphone in (replacing any other).
     pub fn attach_mic(&mut self, mic: MediaStream) -> Result<(), String> {
         self.detach_mic();
+        let Some((_, gain)) = &self.mix else {
+            stop_tracks(&mic);
+            return Err("To talk over the tab, turn on “Talk over the tab” in Options before going live: this broadcast records the tab's sound alone.".into());
+        };
         let node = self.ctx.create_media_stream_source(&mic).map_err(err)?;
-        node.connect_with_audio_node(&self.mic_gain).map_err(err)?;
+        node.connect_with_audio_node(gain).map_err(err)?;
         self.mic = Some((mic, node));
         Ok(())
     }
@@ -97,9 +119,9 @@ impl Mixer {
 
     pub fn set_muted(&mut self, muted: bool) {
         self.muted = muted;
-        self.mic_gain
-            .gain()
-            .set_value(if muted { 0.0 } else { 1.0 });
+        if let Some((_, gain)) = &self.mix {
+            gain.gain().set_value(if muted { 0.0 } else { 1.0 });
+        }
     }
 
     pub fn mic(&self) -> Mic {

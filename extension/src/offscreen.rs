@@ -559,6 +559,7 @@ fn status(st: &Pipeline, up: &Uploads) -> Status {
         quality: st.b.quality,
         mic: st.capture.as_ref().map(|c| c.mic()).unwrap_or_default(),
         overlay: st.capture.as_ref().is_some_and(|c| c.overlay()),
+        mixing: st.capture.as_ref().is_some_and(|c| c.mixing()),
         notice: st.capture.as_ref().and_then(|c| c.notice()),
         composite_ms_avg: st.capture.as_ref().map_or(0.0, |c| c.composite_ms_avg()),
     }

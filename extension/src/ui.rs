@@ -331,7 +331,7 @@ fn render(doc: &Document, s: Option<&Status>, pending: Option<&Broadcast>) {
     show(doc, "stop", running);
     let mic = s
         .filter(|s| s.phase == Phase::Live)
-        .map(|s| (s.source, s.mic));
+        .map(|s| (s.source, s.mic, s.mixing));
     if let Some(b) = body.as_ref() {
         let m = match mic.map(|m| m.1) {
             Some(Mic::On) => "on",
@@ -341,9 +341,9 @@ fn render(doc: &Document, s: Option<&Status>, pending: Option<&Broadcast>) {
         let _ = b.set_attribute("data-mic", m);
     }
     show(doc, "voice", mic.is_some());
-    show(doc, "mic", mic.is_some_and(|(src, _)| src == Source::Tab));
-    show(doc, "mute", mic.is_some_and(|(_, m)| m != Mic::Off));
-    if let Some((src, m)) = mic {
+    show(doc, "mic", mic.is_some_and(|(_, _, mixing)| mixing));
+    show(doc, "mute", mic.is_some_and(|(_, m, _)| m != Mic::Off));
+    if let Some((src, m, mixing)) = mic {
         set_text(
             doc,
             "mic",
@@ -360,7 +360,10 @@ fn render(doc: &Document, s: Option<&Status>, pending: Option<&Broadcast>) {
             match (src, m) {
                 (_, Mic::On) => "Viewers hear your microphone.",
                 (_, Mic::Muted) => "Your microphone is muted.",
-                (Source::Tab, Mic::Off) => "Viewers hear the tab only.",
+                (Source::Tab, Mic::Off) if mixing => "Viewers hear the tab only.",
+                (Source::Tab, Mic::Off) => {
+                    "Viewers hear the tab only. To talk over it, turn on “Talk over the tab” in Options before going live."
+                }
                 (Source::Camera, Mic::Off) => "No microphone.",
             },
         );

@@ -117,6 +117,7 @@ test('one click: live at 1080p with the mic mixed in and the camera in the corne
     { what: 'the panel to show live' });
   assert.equal(live.status.quality, '1080p');
   assert.equal(live.status.mic, 'on', `the microphone is mixed in (${live.status.notice})`);
+  assert.equal(live.status.mixing, true, 'the panel can take the microphone out and put it back');
   assert.equal(live.status.overlay, true, `the camera is in the corner (${live.status.notice})`);
   assert.equal(live.status.notice, null);
   assert.match(live.state, /this tab with your camera in the corner, 1080p/);
@@ -253,6 +254,7 @@ test('a refused microphone and camera leave the tab streaming, and the panel say
     console.log('refused:', s.status.notice);
     assert.equal(s.status.source, 'tab');
     assert.equal(s.status.mic, 'off');
+    assert.equal(s.status.mixing, true, 'the microphone can still be mixed in once allowed');
     assert.equal(s.status.overlay, false);
     const notice = await (await ext.popup()).evaluate(() => document.getElementById('notice').textContent);
     assert.equal(notice, s.status.notice);
