@@ -140,3 +140,48 @@ fn a_seq_too_far_ahead_gets_429_with_retry_after_and_fits_once_the_run_catches_u
     }
     assert_eq!(put(&kv, &c, SECRET, MAX_AHEAD + 1, "1", &ts(2, 1), T0).status, 201);
 }
+
+/// Key-value operations per request kind at 10, 600 and 3600 segments (2 s each, uploaded in
+/// order, one every 2 s) for both retention modes, printed as a table (`cargo test --release -p
+/// chalkstream-spin-app --test bounds -- --nocapture`); asserts each stays within the bound
+/// ARCHITECTURE.md states ("Bounded walks"), never a speed.
+#[test]
+fn operations_per_request_kind_at_10_600_and_3600_segments() {
+    let mut table = String::from(
+        "| retention | segments | listed | PUT | playlist | status | chunk | end | ended playlist |\n| --- | --- | --- | --- | --- | --- | --- | --- | --- |\n",
+    );
+    for (name, retention) in [("10 min", Retention::Millis(600_000)), ("0", Retention::Forever)] {
+        for count in [10u64, 600, 3600] {
+            let c = config(retention, 30_000);
+            let kv = Counting::default();
+            let id = stream_id(SECRET);
+            let mut worst_put = 0;
+            for seq in 0..count {
+                let now = T0 + seq as i64 * 2000;
+                let (reply, ops) = kv.cost(|| put(&kv, &c, SECRET, seq, "2", &ts(4, seq as u8), now));
+                assert_eq!(reply.status, 201);
+                worst_put = worst_put.max(ops);
+            }
+            let now = T0 + count as i64 * 2000;
+            let (reply, playlist_ops) = kv.cost(|| common::playlist(&kv, &c, &id, now));
+            let listed = listed_seqs(&text(&kv.inner, &reply)).len() as u64;
+            let (_, status_ops) = kv.cost(|| get(&kv, &c, &format!("/api/streams/{id}"), now));
+            let (_, chunk_ops) = kv.cost(|| get(&kv, &c, &format!("/chunks/{id}/{}.ts", count - 1), now));
+            let (reply, end_ops) =
+                kv.cost(|| request(&kv, &c, &head(Method::Post, &format!("/ingest/{SECRET}/end"), &[]), &[], now));
+            assert_eq!(reply.status, 200);
+            let (_, ended_ops) = kv.cost(|| common::playlist(&kv, &c, &id, now + 1));
+            // The stated bounds: one retention batch of 64 segments (a meta read, a slice, the
+            // meta and the count each) on top of a constant and what the answer lists.
+            let batch = 64 * 4;
+            assert!(worst_put <= 48 + 4 * MAX_AHEAD + batch, "{name} {count}: PUT {worst_put}");
+            assert!(playlist_ops <= 16 + listed + batch, "{name} {count}: playlist {playlist_ops}");
+            assert!(status_ops <= 16 + listed + batch, "{name} {count}: status {status_ops}");
+            assert!(chunk_ops <= 1 && end_ops <= 8 + 256, "{name} {count}");
+            table.push_str(&format!(
+                "| {name} | {count} | {listed} | {worst_put} | {playlist_ops} | {status_ops} | {chunk_ops} | {end_ops} | {ended_ops} |\n"
+            ));
+        }
+    }
+    eprintln!("{table}");
+}
