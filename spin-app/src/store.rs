@@ -1323,12 +1323,13 @@ impl<'a, K: Kv + ?Sized> Streams<'a, K> {
         if self.meta(id, start)?.is_some() || self.part_meta(id, start, 0)?.is_some() {
             return Ok((Visit::Holds { newest_ms: now_ms }, deleted));
         }
-        // `dseq/{id}/{head}` is the discontinuity count retention keeps for the first seq it did
-        // not delete (issue 11); `top/{id}` the highest committed seq. Absent keys cost a delete.
-        let mut keys = vec![format!("dseq/{id}/{start}"), format!("top/{id}")];
-        if head != start {
-            keys.push(format!("dseq/{id}/{head}"));
-        }
+        // `dseq/{id}/{n}` is the discontinuity count retention keeps for the first seq after a
+        // batch it deleted (issue 11): normally only `start`'s is left, but a retention pass that
+        // raced another one may have written its count for a seq the other had deleted, at most
+        // a batch below. `top/{id}` is the highest committed seq. Absent keys cost a delete.
+        let mut keys: Vec<String> =
+            (start.saturating_sub(RETENTION_BATCH as u64)..=start).map(|n| format!("dseq/{id}/{n}")).collect();
+        keys.push(format!("top/{id}"));
         keys.extend([breaks_key(id), end_key(id), tail_key(id), head_key(id), stream_key(id)]);
         for key in keys {
             self.kv.delete(&key)?;
