@@ -58,6 +58,10 @@ impl Kv for Counting {
     }
 }
 
+/// A seq at or above this stands for `cursor + (seq - NEAR)`, the cursor being the first seq not
+/// acknowledged yet.
+const NEAR: u64 = 1 << 40;
+
 #[derive(Debug, Clone)]
 enum Op {
     /// v1: segment `seq` with body variant `body`, 1 or 2 s, maybe flagged.
@@ -72,8 +76,9 @@ enum Op {
 }
 
 fn op(v2: bool) -> impl Strategy<Value = Op> {
-    // Mostly near the front (seqs 0..24), sometimes far ahead (to meet the 429).
-    let seq = prop_oneof![8 => 0u64..24, 1 => 0u64..(MAX_AHEAD + 40)];
+    // Half just past the first unacknowledged seq (`NEAR` + offset, as a client uploads),
+    // otherwise near the front (seqs 0..24), sometimes far ahead (to meet the 429).
+    let seq = prop_oneof![8 => NEAR..NEAR + 3, 6 => 0u64..24, 1 => 0u64..(MAX_AHEAD + 40)];
     let upload = if v2 {
         prop_oneof![
             3 => (seq.clone(), 0u32..4, 0u8..2, proptest::bool::weighted(0.15))
@@ -207,6 +212,15 @@ fn run_case(case: &Case) -> Result<(), TestCaseError> {
     let mut now = T0;
     for op in &case.ops {
         now += 100;
+        let cursor = (0..).find(|s| !model.acked.contains_key(s)).unwrap_or(0);
+        let near = |seq: &u64| if *seq >= NEAR { cursor + (*seq - NEAR) } else { *seq };
+        let op = match op.clone() {
+            Op::Segment { seq, body, two_s, disc } => Op::Segment { seq: near(&seq), body, two_s, disc },
+            Op::Part { seq, part, body, disc } => Op::Part { seq: near(&seq), part, body, disc },
+            Op::Commit { seq, parts } => Op::Commit { seq: near(&seq), parts },
+            other => other,
+        };
+        let op = &op;
         let before = kv.ops.get();
         let (reply, seq, bytes): (Option<Reply>, u64, Option<Vec<u8>>) = match op {
             Op::Segment { seq, body, two_s, disc } => {
