@@ -42,6 +42,12 @@
 //! (it finds the stream unexpired and registers it again, reading the later value back; with a
 //! retention of a minute or more, that happens after every upload writing that later minute is
 //! done), and (3) `POST /admin/sweep`, which runs the same work when there is no traffic.
+//! A stream's first registration is also written to the opposite shard of the same minute, so a
+//! stream that uploads once is listed by two values with different writers. What can still
+//! escape: a stream whose every listing is dropped by a writer that read before the id was
+//! (re)added and wrote after the stream's last upload checked it — at least two such races at
+//! once; without compare-and-swap that window cannot be closed, only made this narrow.
+//!
 //! A lost update of `sweep/next` moves it back (shards read again) or leaves it behind; it is
 //! only moved past a shard value the sweep itself found empty or emptied.
 
