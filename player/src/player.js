@@ -38,15 +38,14 @@ const defaults = {
   // streams without parts.
   hls: {
     lowLatencyMode: true,
-    liveMaxLatencyDurationCount: 6,
     maxLiveSyncPlaybackRate: 1.2,
     backBufferLength: 60,
     // Transmux on the main thread: starting hls.js's inline worker re-parses all
     // of hls.js and cost ~0.9 s of first-frame time here; the work itself is small.
     enableWorker: false,
   },
-  // Added to `hls` for a live stream without parts.
-  wholeSegments: { liveSyncDurationCount: 2 },
+  // Added to `hls` for a live stream without parts (hls.js takes a maximum only beside a sync count).
+  wholeSegments: { liveSyncDurationCount: 2, liveMaxLatencyDurationCount: 6 },
 };
 const preset = window.chalkstreamPlayerConfig || {};
 // `hls` in the preset replaces our hls.js settings entirely (`{}` = hls.js defaults).

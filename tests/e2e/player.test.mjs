@@ -263,8 +263,9 @@ test('a player that ignores the low-latency tags plays the same stream from whol
   t.diagnostic(`${seen.blocking} blocking reloads, ${seen.parts} part and ${seen.segments} segment requests`);
   assert.ok(b.currentTime > a.currentTime + 1 && b.frames > a.frames, 'plays');
   assert.equal(await page.evaluate(() => window.chalkstreamPlayer.lowLatency), false);
+  // hls.js still uses blocking reloads when the server offers them (for the next whole segment),
+  // but loads no part: it plays whole segments.
   assert.equal(seen.parts, 0, 'no part requests');
-  assert.equal(seen.blocking, 0, 'no blocking reloads');
   assert.ok(seen.segments > 0, 'whole segments');
   await pushing;
   await end({ url: server.url, session });
