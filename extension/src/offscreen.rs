@@ -65,6 +65,11 @@ struct Pipeline {
     recorder_stopped: bool,
     ingest_done: bool,
     recording_start_wall: f64,
+    /// The wall-clock time of media time 0 as the blocks' arrivals bound it: the least
+    /// `arrival - timestamp` so far (a block cannot arrive before it was captured). The latency
+    /// numbers use it: `recording_start_wall` comes from the recorder's start event, which can
+    /// lag the first frame by a hundred ms or more.
+    media_zero_wall: f64,
     /// Why the broadcast ended or failed; shown before any upload error.
     note: Option<String>,
     remux_ms_total: f64,
@@ -229,6 +234,7 @@ async fn begin(b: Broadcast) {
         recorder_stopped: false,
         ingest_done: false,
         recording_start_wall: chrome::now_ms(),
+        media_zero_wall: f64::INFINITY,
         note: None,
         remux_ms_total: 0.0,
         media_ms_total: 0,
@@ -366,11 +372,13 @@ impl Pipeline {
     /// Reads recorded bytes; returns the work they complete.
     fn cut(&mut self, data: &[u8]) -> Result<Vec<Work>, crate::ebml::WebmError> {
         let pieces = self.splitter.push(data)?;
+        let now = chrome::now_ms();
         let mut work = Vec::new();
         for piece in pieces {
             match piece {
                 Piece::Init(init) => self.init = Some(init),
                 Piece::Cluster(c) => {
+                    self.media_zero_wall = self.media_zero_wall.min(now - c.last_block_ms as f64);
                     if let Cutter::Segments(s) = &mut self.cutter {
                         work.extend(s.push(c).into_iter().map(Work::Segment));
                     }
@@ -379,6 +387,7 @@ impl Pipeline {
         }
         if let Cutter::Parts { cutter, .. } = &mut self.cutter {
             for b in self.splitter.take_blocks() {
+                self.media_zero_wall = self.media_zero_wall.min(now - b.ms as f64);
                 work.extend(cutter.push(b).into_iter().map(Work::from));
             }
         }
@@ -429,6 +438,7 @@ async fn process(p: &Rc<RefCell<Pipeline>>, up: &Rc<RefCell<Uploads>>, work: Wor
         };
         (input, st.recording_start_wall)
     };
+    let zero_wall = p.borrow().media_zero_wall;
     let (job, start_ms, duration_ms) = match &work {
         Work::Segment(cut) => (
             Job {
@@ -464,7 +474,12 @@ async fn process(p: &Rc<RefCell<Pipeline>>, up: &Rc<RefCell<Uploads>>, work: Wor
             st.remux_ms_total += chrome::now_ms() - t0;
             st.media_ms_total += duration_ms;
             let pdt_ms = program_date_ms(start_wall as u64, start_ms) as f64;
-            let end_wall_ms = start_wall + (start_ms + duration_ms) as f64;
+            let zero = if zero_wall.is_finite() {
+                zero_wall
+            } else {
+                start_wall
+            };
+            let end_wall_ms = zero + (start_ms + duration_ms) as f64;
             match (&work, &mut st.cutter, &mut up.borrow_mut().queue) {
                 (Work::Segment(_), _, Queue::Segments(q)) => q.push(
                     Segment {
