@@ -504,6 +504,11 @@ impl<'a, K: Kv + ?Sized> Streams<'a, K> {
             return answer_existing(&existing, &sha1);
         }
         set_json(self.kv, &meta_key(id, seq), &meta)?;
+        if self.behind_head(id, seq)? {
+            self.kv.delete(&meta_key(id, seq))?;
+            self.delete_parts(id, &meta)?;
+            return Err(PutError::Rule(RuleError::BeforeWindow { seq, first_seq: seq + 1 }));
+        }
 
         let tail = self.advance_tail(id, head)?;
         if self.config.retention == Retention::Forever {
@@ -511,6 +516,14 @@ impl<'a, K: Kv + ?Sized> Streams<'a, K> {
         }
         self.apply_retention(id, now_ms)?;
         Ok(Stored::Created)
+    }
+
+    /// Whether retention's head has passed `seq` since this request read it. Checked right after a
+    /// commit point is written, before anything is acknowledged: a slow twin of an upload whose
+    /// segment has expired and been deleted meanwhile (its head written first, then its keys
+    /// deleted) would otherwise leave a record that outlives its segment, below every window.
+    fn behind_head(&self, id: &StreamId, seq: u64) -> Result<bool, KvError> {
+        Ok(self.head(id)? > seq)
     }
 
     /// The stream record, created from this segment when absent. Re-read after writing so two
@@ -571,7 +584,11 @@ impl<'a, K: Kv + ?Sized> Streams<'a, K> {
             if self.config.retention == Retention::Forever {
                 self.write_lines(id, start, next)?;
             }
-            set_json(self.kv, &tail_key(id), &TailHint { next_seq: next })?;
+            // Re-read right before writing: a slow request must not move the hint back over
+            // segments a faster one has seen since (and retention may have deleted since).
+            if self.tail(id)? < next {
+                set_json(self.kv, &tail_key(id), &TailHint { next_seq: next })?;
+            }
         }
         Ok(next.max(read))
     }
@@ -638,6 +655,13 @@ impl<'a, K: Kv + ?Sized> Streams<'a, K> {
             if i == 0 || expired[i - 1].seq + 1 != meta.seq {
                 self.kv.delete(&dseq_key(id, meta.seq))?;
             }
+        }
+        // A slower request may have written an older head over ours while we deleted: the
+        // hints would then point below segments that are gone, where a walk cannot tell a
+        // deletion from the end of the run. Put ours back (this narrows the lost update to a
+        // write landing after this read; readers still re-read the head at a gap).
+        if self.head(id)? < new_head {
+            set_json(self.kv, &head_key(id), &HeadMark { first_seq: new_head })?;
         }
         Ok(())
     }
@@ -937,6 +961,10 @@ impl<'a, K: Kv + ?Sized> Streams<'a, K> {
             return answer_existing_part(&existing, &sha1);
         }
         set_json(self.kv, &part_meta_key(id, seq, part), &meta)?;
+        if self.behind_head(id, seq)? {
+            self.delete_part(id, &meta)?;
+            return Err(PutError::Rule(RuleError::BeforeWindow { seq, first_seq: seq + 1 }));
+        }
         if let Some(sealed) = self.meta(id, seq)? {
             if part as usize >= sealed.ll_parts.len() {
                 self.delete_part(id, &meta)?;
@@ -1017,6 +1045,11 @@ impl<'a, K: Kv + ?Sized> Streams<'a, K> {
             return self.answer_existing_commit(&existing, count);
         }
         set_json(self.kv, &meta_key(id, seq), &meta)?;
+        if self.behind_head(id, seq)? {
+            // Retention deletes the parts it found listed in the meta it read.
+            self.kv.delete(&meta_key(id, seq))?;
+            return Err(PutError::Rule(RuleError::BeforeWindow { seq, first_seq: seq + 1 }));
+        }
 
         let tail = self.advance_tail(id, head)?;
         if self.config.retention == Retention::Forever {

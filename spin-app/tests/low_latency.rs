@@ -582,6 +582,9 @@ fn part_uploads_race_retries_held_readers_and_retention() {
                         let r = put_part(&kv, &c, seq, part, &part_body(seq, part), now);
                         assert!(r.status == 201 || r.status == 200, "part {seq}.{part}: {}", r.status);
                         acked.lock().unwrap().push((seq, part));
+                        // Real time for the held readers to see each part (on a loaded machine an
+                        // unpaced uploader finished before they answered at all).
+                        std::thread::sleep(std::time::Duration::from_micros(500));
                     }
                     let r = commit(&kv, &c, seq, "4", clock.load(Ordering::SeqCst));
                     assert!(r.status == 201 || r.status == 200, "commit {seq}: {}", r.status);

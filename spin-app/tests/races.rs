@@ -110,6 +110,9 @@ fn run(retention: Retention, uploaders: u64, stops: bool) -> (Shuffled, Config, 
             let (kv, c, clock, next, retries, done, outcome) = (&kv, &c, &clock, &next, &retries, &done, &outcome);
             scope.spawn(move || {
                 let mut rng = Lcg(t + 1);
+                // Seqs the server asked to send again later (`429`: too far past the first
+                // unstored seq while another uploader is slow); this uploader owes them.
+                let mut later: Vec<u64> = Vec::new();
                 loop {
                     // Mostly new seqs in order; sometimes a retry of an earlier one (same bytes).
                     let retry = if rng.next(4) == 0 {
@@ -117,7 +120,7 @@ fn run(retention: Retention, uploaders: u64, stops: bool) -> (Shuffled, Config, 
                     } else {
                         None
                     };
-                    let seq = match retry {
+                    let seq = match retry.or_else(|| later.pop()) {
                         Some(seq) => seq,
                         None => {
                             let seq = next.fetch_add(1, Ordering::SeqCst);
@@ -133,6 +136,12 @@ fn run(retention: Retention, uploaders: u64, stops: bool) -> (Shuffled, Config, 
                         headers.push(("X-Discontinuity", "1"));
                     }
                     let reply = put_with(kv, c, SECRET, seq, &headers, &body_of(seq), now);
+                    if reply.status == 429 {
+                        assert!(reply.headers.iter().any(|(n, _)| n.eq_ignore_ascii_case("retry-after")), "429 without Retry-After");
+                        later.push(seq);
+                        std::thread::yield_now();
+                        continue;
+                    }
                     let mut status = reply.status;
                     if status == 409 && text(kv, &reply).contains("retention window") {
                         status = 410; // a late retry of a seq retention already deleted
