@@ -93,10 +93,19 @@ async function viewer(base, id, stopAt, st) {
     ]);
     st.requests += 2;
     st.reload.push(reload.ms);
-    st.part.push(part.ms);
-    st.bytes += part.bytes;
-    if (part.status !== 200) { st.errors++; st.lastError = `part ${part.status || part.error}`; }
     if (reload.status !== 200) { st.errors++; st.lastError = `blocking reload ${reload.status || reload.error}`; break; }
+    // A hint is a guess: when the broadcaster seals the segment before that part, the server
+    // answers the hinted request 404 (rfc8216bis 6.2.6) and the new playlist does not list it.
+    // Only a listed part that does not arrive is an error.
+    const listed = reload.body.toString().includes(`URI="${new URL(hint.uri).pathname}"`);
+    if (part.status === 200) {
+      st.part.push(part.ms);
+      st.bytes += part.bytes;
+    } else if (part.status === 404 && !listed) {
+      st.unused_hints++;
+    } else {
+      st.errors++; st.lastError = `part ${part.status || part.error}`;
+    }
     p = reload;
     hint = preloadHint(p.body.toString(), base);
   }
@@ -110,7 +119,7 @@ async function audience(server, parts, cfg, log) {
     const base = server.url;
     const stopAt = Date.now() + cfg.ll.stepSeconds * 1000;
     const bst = { put: [], errors: 0, lastError: null };
-    const st = { reload: [], part: [], requests: 0, errors: 0, bytes: 0, lastError: null };
+    const st = { reload: [], part: [], requests: 0, errors: 0, bytes: 0, lastError: null, unused_hints: 0 };
     const pushing = broadcast(base, s, parts, stopAt + 2 * PART_MS, bst);
     // The viewers join a stream that has started: its playlist exists once the first segment is sealed.
     for (const until = Date.now() + 10_000; (await request(`${base}/playlist/${s.id}.m3u8`)).status !== 200;) {
@@ -131,7 +140,7 @@ async function audience(server, parts, cfg, log) {
     const pass = st.errors === 0 && bst.errors === 0 && st.part.length > 0 && p99 < 1000;
     const r = {
       pass, errors: st.errors + bst.errors, last_error: st.lastError ?? bst.lastError,
-      parts: st.part.length, part_p50_ms: percentile(st.part, 50), part_p99_ms: p99,
+      parts: st.part.length, unused_hints: st.unused_hints, part_p50_ms: percentile(st.part, 50), part_p99_ms: p99,
       reload_p50_ms: percentile(st.reload, 50), reload_p99_ms: percentile(st.reload, 99),
       requests_per_viewer_s: st.requests / n / wall, server_cpu_pct: server_cpu,
       // Every viewer holds about two requests at a time; the growth is theirs.
@@ -139,7 +148,7 @@ async function audience(server, parts, cfg, log) {
     };
     r.note = `part p50 ${r.part_p50_ms.toFixed(0)} ms p99 ${p99.toFixed(0)} ms, reload p99 ${r.reload_p99_ms.toFixed(0)} ms, `
       + `${r.requests_per_viewer_s.toFixed(1)} req/s per viewer, host CPU ${server_cpu.toFixed(0)}%, `
-      + `host +${r.host_kib_per_held.toFixed(0)} KiB per held request, ${r.errors} errors`
+      + `host +${r.host_kib_per_held.toFixed(0)} KiB per held request, ${r.unused_hints} hinted parts never made (404), ${r.errors} errors`
       + (r.last_error ? ` (${r.last_error})` : '');
     return r;
   };

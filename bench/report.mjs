@@ -318,7 +318,9 @@ Command: \`${L.cmd}\`. A simulated broadcaster uploads a 2 s 720p segment as ${a
 ${a.part_ms} ms in real time (wire contract v2) and seals each segment; every simulated viewer does what
 hls.js does in low-latency mode: a blocking playlist reload for the part named by
 \`EXT-X-PRELOAD-HINT\` (\`_HLS_msn\`/\`_HLS_part\`) and, at the same time, a request for that part,
-both held by the server until the part exists; then the next hint. A step passes when no request
+both held by the server until the part exists; then the next hint (a hinted part the broadcaster never
+makes, because it sealed the segment first, is answered 404 and not counted as an error unless a
+playlist lists it). A step passes when no request
 failed and the part requests' p99 (which includes the wait for the part to exist, up to one part
 target) stays under 1 s. Viewers double per ${a.step_seconds} s step until one fails. Host memory
 per held request is the host's RSS growth during the step over twice the viewers (each holds two).
