@@ -23,16 +23,12 @@ export function streamId(session) {
 }
 
 /**
- * Encode `count` segments of `seconds` each (H.264 + AAC in MPEG-TS, timestamps
- * continuous across segments, an IDR frame opening every segment) into a new
- * temp dir. Resolves to `[{ seq, path, duration, offset }]`: `duration` in
- * seconds (the video's frame count / fps, so exact), `offset` the segment's
- * start from the first one, in seconds.
+ * Encode `seconds * count` of `testsrc2` + `sine` (H.264 + AAC, an IDR frame every `seconds`)
+ * into MPEG-TS files of `cut` seconds each in `dir`, named `{prefix}00000.ts`…, timestamps
+ * continuous across files; cuts shorter than `seconds` fall on ordinary frames. Resolves to
+ * the file names in order.
  */
-export async function encodeSegments({
-  seconds = 2, count = 6, width = 640, height = 360, fps = 30, frequency = 440, dir,
-} = {}) {
-  dir ??= mkdtempSync(join(tmpdir(), 'chalkstream-segments-'));
+async function encodeFiles({ seconds, count, width, height, fps, frequency, dir, prefix, cut }) {
   const gop = Math.round(seconds * fps);
   await run('ffmpeg', [
     '-hide_banner', '-loglevel', 'error', '-y',
@@ -43,10 +39,25 @@ export async function encodeSegments({
     '-pix_fmt', 'yuv420p', '-g', String(gop), '-keyint_min', String(gop), '-sc_threshold', '0',
     '-force_key_frames', `expr:gte(t,n_forced*${seconds})`,
     '-c:a', 'aac', '-b:a', '96k', '-ac', '2',
-    '-f', 'segment', '-segment_time', String(seconds), '-segment_format', 'mpegts',
-    '-reset_timestamps', '0', join(dir, 'seg%05d.ts'),
+    '-f', 'segment', '-segment_time', String(cut), ...(cut < seconds ? ['-break_non_keyframes', '1'] : []),
+    '-segment_format', 'mpegts', '-reset_timestamps', '0', join(dir, `${prefix}%05d.ts`),
   ], { maxBuffer: 1 << 20 });
-  const files = readdirSync(dir).filter((f) => /^seg\d{5}\.ts$/.test(f)).sort();
+  const pattern = new RegExp(`^${prefix}\\d{5}\\.ts$`);
+  return readdirSync(dir).filter((f) => pattern.test(f)).sort();
+}
+
+/**
+ * Encode `count` segments of `seconds` each (H.264 + AAC in MPEG-TS, timestamps
+ * continuous across segments, an IDR frame opening every segment) into a new
+ * temp dir. Resolves to `[{ seq, path, duration, offset }]`: `duration` in
+ * seconds (the video's frame count / fps, so exact), `offset` the segment's
+ * start from the first one, in seconds.
+ */
+export async function encodeSegments({
+  seconds = 2, count = 6, width = 640, height = 360, fps = 30, frequency = 440, dir,
+} = {}) {
+  dir ??= mkdtempSync(join(tmpdir(), 'chalkstream-segments-'));
+  const files = await encodeFiles({ seconds, count, width, height, fps, frequency, dir, prefix: 'seg', cut: seconds });
   const segments = [];
   let offset = 0;
   for (const [seq, name] of files.entries()) {
@@ -145,20 +156,7 @@ export async function encodeParts({
   seconds = 2, partSeconds = 0.5, count = 6, width = 640, height = 360, fps = 30, frequency = 440, dir,
 } = {}) {
   dir ??= mkdtempSync(join(tmpdir(), 'chalkstream-parts-'));
-  const gop = Math.round(seconds * fps);
-  await run('ffmpeg', [
-    '-hide_banner', '-loglevel', 'error', '-y',
-    '-f', 'lavfi', '-i', `testsrc2=size=${width}x${height}:rate=${fps}`,
-    '-f', 'lavfi', '-i', `sine=frequency=${frequency}:sample_rate=48000`,
-    '-t', String(seconds * count), '-map', '0:v', '-map', '1:a',
-    '-c:v', 'libx264', '-preset', 'veryfast', '-tune', 'zerolatency', '-profile:v', 'main',
-    '-pix_fmt', 'yuv420p', '-g', String(gop), '-keyint_min', String(gop), '-sc_threshold', '0',
-    '-force_key_frames', `expr:gte(t,n_forced*${seconds})`,
-    '-c:a', 'aac', '-b:a', '96k', '-ac', '2',
-    '-f', 'segment', '-segment_time', String(partSeconds), '-break_non_keyframes', '1',
-    '-segment_format', 'mpegts', '-reset_timestamps', '0', join(dir, 'part%05d.ts'),
-  ], { maxBuffer: 1 << 20 });
-  const files = readdirSync(dir).filter((f) => /^part\d{5}\.ts$/.test(f)).sort();
+  const files = await encodeFiles({ seconds, count, width, height, fps, frequency, dir, prefix: 'part', cut: partSeconds });
   const perSegment = Math.round(seconds / partSeconds);
   const segments = [];
   let offset = 0;
