@@ -210,7 +210,14 @@ fn dispatch(
                     {
                         return Ok(Step::Hold(Hold::part(id, config.clone(), head.method.clone(), &live, seq, part, now_ms)));
                     }
-                    _ => return Err(ApiError::not_found("no such part (never stored, past the retention window, or not the next one)")),
+                    _ => {
+                        // The part may have arrived (and its segment been sealed) between the
+                        // first read and the live edge's: a stored part is immutable, so look once more.
+                        if let Some((meta, keys)) = streams.part_chunk(&id, seq, part, now_ms)? {
+                            return Ok(Step::Reply(part_reply(meta.len, keys)));
+                        }
+                        return Err(ApiError::not_found("no such part (never stored, past the retention window, or not the next one)"));
+                    }
                 }
             }
         }

@@ -200,7 +200,14 @@ impl Hold {
             return Ok(Some(part_reply(meta.len, keys)));
         }
         if self.overdue(now_ms) || now_ms >= self.deadline_ms {
-            if streams.meta(&self.id, seq)?.is_some() {
+            if let Some(meta) = streams.meta(&self.id, seq)? {
+                // Parts are stored before their segment is sealed: a seal listing this part means
+                // it arrived between the read above and this one.
+                if (part as usize) < meta.ll_parts.len() {
+                    if let Some((meta, keys)) = streams.part_chunk(&self.id, seq, part, now_ms)? {
+                        return Ok(Some(part_reply(meta.len, keys)));
+                    }
+                }
                 return Err(ApiError::not_found(format!("segment {seq} was sealed without part {part}")));
             }
             if self.ended(streams, now_ms)? {

@@ -675,3 +675,57 @@ fn part_uploads_race_retries_held_readers_and_retention() {
         }
     }
 }
+
+/// The memory store where, right after the `miss`-th read of `key` finds nothing, the rest of
+/// segment 2 arrives and is sealed: the part and its segment land between two reads of one
+/// request, as they do on a busy server.
+struct ArrivesBetweenReads {
+    inner: MemoryKv,
+    c: Config,
+    key: String,
+    miss: usize,
+    misses: AtomicUsize,
+}
+
+impl Kv for ArrivesBetweenReads {
+    fn get(&self, key: &str) -> Result<Option<Vec<u8>>, KvError> {
+        let value = self.inner.get(key)?;
+        if value.is_none() && key == self.key && self.misses.fetch_add(1, Ordering::Relaxed) + 1 == self.miss {
+            let now = T0 + 100_000;
+            put_part(&self.inner, &self.c, 2, 3, &part_body(2, 3), now).assert(201);
+            commit(&self.inner, &self.c, 2, "4", now).assert(201);
+        }
+        Ok(value)
+    }
+    fn set(&self, key: &str, value: &[u8]) -> Result<(), KvError> {
+        self.inner.set(key, value)
+    }
+    fn delete(&self, key: &str) -> Result<(), KvError> {
+        self.inner.delete(key)
+    }
+}
+
+#[test]
+fn a_part_that_arrives_and_is_sealed_between_two_reads_is_served_not_404() {
+    let id = stream_id(SECRET);
+    for miss in [1, 2, 3] {
+        // Misses of part 2.3: 1 the request's first look, 2 its live edge's probe of the open
+        // segment, 3 the held request's first check.
+        let c = config(Retention::Forever, 30_000);
+        let kv = ArrivesBetweenReads { inner: MemoryKv::default(), c: c.clone(), key: format!("seg/{id}/2/p3"), miss, misses: AtomicUsize::new(0) };
+        let mut now = stream(&kv.inner, &c, 0, 2, T0);
+        for part in 0..3 {
+            now += 250;
+            put_part(&kv.inner, &c, 2, part, &part_body(2, part), now).assert(201);
+        }
+        let path = format!("/chunks/{id}/2.3.ts");
+        let reply = if miss < 3 {
+            get(&kv, &c, &path, now + 5)
+        } else {
+            // Asked once the part is overdue, so the seal its first check finds would end the wait.
+            held(&kv, &c, &path, now + 600, |_| {}).0
+        };
+        reply.assert(200);
+        assert_eq!(body(&kv, &reply), part_body(2, 3), "miss {miss}");
+    }
+}
