@@ -12,7 +12,7 @@
 //! token, never by cookies; the extension itself needs no CORS (host permission).
 
 use crate::hold::Hold;
-use crate::kv::Kv;
+use crate::kv::{Kv, KvError};
 use crate::reply::{ApiError, Body, Reply};
 use crate::route::{Family, Method, Route};
 use crate::store::{PlaylistText, PutError, Stored, Streams};
@@ -23,7 +23,7 @@ use chalkstream_manifest::id::{SessionSecret, StreamId};
 use chalkstream_manifest::ingest::{self, SegmentHeaders};
 use chalkstream_manifest::ll::{self, Directives, Reload};
 use chalkstream_manifest::part::{self, PartHeaders, RawPartHeaders};
-use chalkstream_manifest::rules::{Config, ConfigError, RuleError};
+use chalkstream_manifest::rules::{self, Config, ConfigError, RuleError};
 use chalkstream_manifest::time::format_rfc3339_ms;
 use chalkstream_manifest::window::{State, StreamView};
 use serde_json::json;
@@ -198,6 +198,9 @@ fn dispatch(
             let streams = Streams::new(kv, &config);
             if let Some((meta, keys)) = streams.part_chunk(&id, seq, part, now_ms)? {
                 part_reply(meta.len, keys)
+            } else if let Some(hold) = next_part_hold(&streams, &id, &config, &head.method, seq, part, now_ms)? {
+                // The common case, a player asking for the preload-hinted part: held cheaply.
+                return Ok(Step::Hold(hold));
             } else {
                 // The preload-hinted part (or one a little ahead) of a live stream is held until
                 // it exists, like a blocking reload of it; anything else is not found (§6.2.6).
@@ -580,4 +583,31 @@ fn status_reply(id: &StreamId, view: &StreamView, base_url: &str) -> Reply {
     );
     reply = reply.header("cache-control", "no-cache");
     reply
+}
+
+/// A hold for part `part` of segment `seq` when the part before it is stored, unexpired and
+/// younger than the idle timeout (the newest part of a live v2 stream): two reads, the part before and the stream
+/// record. `None` sends the caller to the live edge, which decides every other case.
+fn next_part_hold<K: Kv + ?Sized>(
+    streams: &Streams<'_, K>,
+    id: &StreamId,
+    config: &Config,
+    method: &Method,
+    seq: u64,
+    part: u32,
+    now_ms: i64,
+) -> Result<Option<Hold>, KvError> {
+    let Some(before) = part.checked_sub(1) else {
+        return Ok(None);
+    };
+    let Some(previous) = streams.part_meta(id, seq, before)? else {
+        return Ok(None);
+    };
+    if rules::is_idle(previous.stored_ms, now_ms, config.idle_ms) || config.retention.is_expired(previous.stored_ms, now_ms) {
+        return Ok(None);
+    }
+    let Some(record) = streams.record(id)? else {
+        return Ok(None);
+    };
+    Ok(Some(Hold::next_part(id.clone(), config.clone(), method.clone(), &record, &previous, now_ms)))
 }

@@ -20,9 +20,9 @@ use crate::route::{Family, Method};
 use crate::store::{LiveEdge, Streams};
 use chalkstream_manifest::id::StreamId;
 use chalkstream_manifest::ll::{self, Edge, Reload};
-use chalkstream_manifest::part::MAX_PARTS;
+use chalkstream_manifest::part::{PartMeta, MAX_PARTS};
 use chalkstream_manifest::rules::{self, Config};
-use chalkstream_manifest::segment::SegmentMeta;
+use chalkstream_manifest::segment::{SegmentMeta, StreamRecord};
 use serde_json::json;
 
 /// A check comes this long after the moment the awaited part is due (upload jitter).
@@ -48,8 +48,11 @@ pub struct Hold {
     method: Method,
     kind: Kind,
     part_target_ms: u32,
-    /// The last sealed segment as last seen (decides the idle end).
-    last: SegmentMeta,
+    /// The last sealed segment as last seen (decides the idle end); `None` for a part held
+    /// from its predecessor alone ([`Hold::next_part`]), which then decides from that part.
+    last: Option<SegmentMeta>,
+    /// When the newest part seen was stored (Unix ms).
+    newest_ms: i64,
     /// When the next part is due (Unix ms).
     expect_ms: i64,
     next_check_ms: i64,
@@ -69,16 +72,40 @@ pub enum Check {
 impl Hold {
     fn new(id: StreamId, config: Config, method: Method, kind: Kind, live: &LiveEdge, now_ms: i64) -> Hold {
         let expect_ms = live.next_part_expected_ms();
+        let newest_ms = live.open.parts.last().map_or(live.last.stored_ms, |p| p.stored_ms);
         let mut hold = Hold {
             id,
             config,
             method,
             kind,
             part_target_ms: live.record.part_target_ms.unwrap_or(1000),
-            last: live.last.clone(),
+            last: Some(live.last.clone()),
+            newest_ms,
             expect_ms,
             next_check_ms: now_ms,
             deadline_ms: now_ms + ll::hold_limit_ms(live.record.target_s) as i64,
+            checks: 0,
+        };
+        hold.schedule(now_ms);
+        hold
+    }
+
+    /// Holds a request for part `previous.part + 1` of segment `previous.seq`, decided from the
+    /// part before it alone (two reads instead of the live edge's ten): the part is the next one
+    /// of a segment being uploaded, or its segment was sealed without it, which the first check
+    /// finds (it is then overdue) and answers `404`.
+    pub(crate) fn next_part(id: StreamId, config: Config, method: Method, record: &StreamRecord, previous: &PartMeta, now_ms: i64) -> Hold {
+        let mut hold = Hold {
+            id,
+            config,
+            method,
+            kind: Kind::Part { seq: previous.seq, part: previous.part + 1 },
+            part_target_ms: record.part_target_ms.unwrap_or(1000),
+            last: None,
+            newest_ms: previous.stored_ms,
+            expect_ms: previous.stored_ms + i64::from(previous.duration_ms),
+            next_check_ms: now_ms,
+            deadline_ms: now_ms + ll::hold_limit_ms(record.target_s) as i64,
             checks: 0,
         };
         hold.schedule(now_ms);
@@ -179,7 +206,8 @@ impl Hold {
                     *edge = Edge { last_seq: open, last_parts: meta.ll_parts.len() as u32, open_parts: 0 };
                     let last_part = meta.ll_parts.last().map_or(0, |p| p.duration_ms);
                     self.expect_ms = self.expect_ms.max(meta.stored_ms + i64::from(last_part));
-                    self.last = meta;
+                    self.newest_ms = self.newest_ms.max(meta.stored_ms);
+                    self.last = Some(meta);
                 }
                 None => return Ok(()),
             }
@@ -189,7 +217,16 @@ impl Hold {
     /// Whether the stream has ended (Stop, or idle since the last sealed segment): one read.
     fn ended<K: Kv + ?Sized>(&self, streams: &Streams<'_, K>, now_ms: i64) -> Result<bool, KvError> {
         let end = streams.end_marker(&self.id)?;
-        Ok(rules::is_ended(&self.last, end.as_ref(), now_ms, self.config.idle_ms))
+        let idle_ms = self.config.idle_ms;
+        Ok(match (&self.last, &self.kind) {
+            (Some(last), _) => rules::is_ended(last, end.as_ref(), now_ms, idle_ms),
+            // Held from the part before: ended by a Stop after the segment before this one, or idle
+            // since that part.
+            (None, Kind::Part { seq, .. }) => {
+                end.is_some_and(|end| end.after_seq + 1 >= *seq) || rules::is_idle(self.newest_ms, now_ms, idle_ms)
+            }
+            (None, Kind::Playlist { .. }) => rules::is_idle(self.newest_ms, now_ms, idle_ms),
+        })
     }
 
     fn step_part<K: Kv + ?Sized>(&mut self, streams: &Streams<'_, K>, now_ms: i64) -> Result<Option<Reply>, ApiError> {

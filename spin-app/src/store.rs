@@ -1109,6 +1109,11 @@ impl<'a, K: Kv + ?Sized> Streams<'a, K> {
         Ok(last.filter(|meta| !self.config.retention.is_expired(meta.stored_ms, now_ms)))
     }
 
+    /// The stream's record.
+    pub fn record(&self, id: &StreamId) -> Result<Option<StreamRecord>, KvError> {
+        get_json(self.kv, &stream_key(id))
+    }
+
     /// The live edge of v2 stream `id`; `None` for an unknown, v1 or entirely expired stream,
     /// or one with no sealed segment yet.
     pub fn live_edge(&self, id: &StreamId, now_ms: i64) -> Result<Option<LiveEdge>, KvError> {
@@ -1133,19 +1138,31 @@ impl<'a, K: Kv + ?Sized> Streams<'a, K> {
     /// The playlist of v2 stream `id` ([`playlist::render_ll`]): the run as for v1 (stored lines
     /// blocks for `EVENT`), with the segments in the part window read as metas; while live the
     /// open segment's parts and, for a delta update, the head of the run replaced by a count. A
-    /// delta update of an `EVENT` stream reads backwards from the end, only the metas it lists.
+    /// delta update reads backwards from the end, only the metas it lists (a sliding window's
+    /// too while its head segment is unexpired, so a long window costs a reload no more).
     pub fn ll_playlist(&self, id: &StreamId, record: &StreamRecord, now_ms: i64, skip: bool) -> Result<Option<PlaylistText>, KvError> {
         let part_target_ms = record.part_target_ms.unwrap_or(1000);
         let kind = PlaylistKind::from(self.config.retention);
         let idle_ms = self.config.idle_ms;
         let mut view = None;
-        if kind == PlaylistKind::Event && skip {
+        if skip {
             if let Some(last) = self.run_last(id, now_ms)? {
                 let end = self.end_marker(id)?;
                 if !rules::is_ended(&last, end.as_ref(), now_ms, idle_ms) {
                     let head = self.head(id)?;
-                    let metas = self.skip_tail(id, head, last, record.target_s)?;
-                    let disc_seq = self.disc_seq_at(id, head, None)?;
+                    // A sliding window starts at the head while the head's segment is unexpired
+                    // (later ones are younger); otherwise the whole walk below runs retention.
+                    let first = match kind {
+                        PlaylistKind::Event => Some(None),
+                        PlaylistKind::Sliding => self
+                            .meta(id, head)?
+                            .filter(|meta| !self.config.retention.is_expired(meta.stored_ms, now_ms))
+                            .map(Some),
+                    };
+                    let (metas, disc_seq) = match first {
+                        Some(first) => (self.skip_tail(id, head, last, record.target_s)?, self.disc_seq_at(id, head, first.as_ref())?),
+                        None => (None, None),
+                    };
                     if let (Some(metas), Some(disc_seq)) = (metas, disc_seq) {
                         let first_kept = metas[0].seq;
                         view = Some(LlView {

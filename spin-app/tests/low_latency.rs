@@ -287,12 +287,16 @@ fn event_playlists_cut_stored_lines_blocks_for_the_part_window() {
 #[test]
 fn a_delta_update_skips_all_but_the_last_six_target_durations_and_stays_small() {
     for retention in [Retention::Forever, Retention::Millis(3_600_000)] {
-        let kv = MemoryKv::new();
+        let kv = Counted::default();
         let c = config(retention, 30_000);
         let now = stream(&kv, &c, 0, 600, T0);
         put_part(&kv, &c, 600, 0, &part_body(600, 0), now + 250).assert(201);
         let (full_reply, full) = ll_playlist(&kv, &c, "", now + 260);
+        let before = kv.gets.load(Ordering::Relaxed);
         let (delta_reply, delta) = ll_playlist(&kv, &c, "?_HLS_skip=YES", now + 260);
+        // Only what it lists: the 7 segments' metas, the open segment's parts, a few records.
+        let reads = kv.gets.load(Ordering::Relaxed) - before;
+        assert!(reads <= 30, "{retention:?}: a delta update read {reads} keys");
         // 1 s segments, CAN-SKIP-UNTIL 6 s: the 7 segments ending within 6 s of the end stay.
         assert_eq!(delta.skipped, 593);
         assert_eq!(delta.media_sequence, full.media_sequence);
