@@ -2,7 +2,7 @@
 // HLS where the browser has no Media Source Extensions, as on older iPhones),
 // replays it from the start once it has ended, and recovers from network
 // blips and stalls without a reload. Tests and tools read
-// `window.chalkstreamPlayer = { hls, video, state, delay, firstFrameAt, lowLatency }` and
+// `window.chalkstreamPlayer = { hls, video, state, delay, firstFrameAt, lowLatency, steering, catchUps }` and
 // may preset `window.chalkstreamPlayerConfig` (see `defaults`) before load.
 
 const $ = (id) => document.getElementById(id);
@@ -46,12 +46,20 @@ const defaults = {
   },
   // Added to `hls` for a live stream without parts (hls.js takes a maximum only beside a sync count).
   wholeSegments: { liveSyncDurationCount: 2, liveMaxLatencyDurationCount: 6 },
+  // Added to `hls` for a live stream with parts: the player steers the playback rate itself
+  // (`steer` below), so hls.js's own rate control is off.
+  parts: { maxLiveSyncPlaybackRate: 1 },
+  // Steering with parts: up to `maxRate` (pitch kept) while more than `slackS` behind hls.js's
+  // target latency with more than `minAheadS` buffered ahead; 1x otherwise.
+  steer: { maxRate: 1.15, slackS: 0.08, minAheadS: 0.5 },
 };
 const preset = window.chalkstreamPlayerConfig || {};
 // `hls` in the preset replaces our hls.js settings entirely (`{}` = hls.js defaults).
 const config = { ...defaults, ...preset, hls: preset.hls ?? defaults.hls };
 
-const player = { hls: null, video, state: 'loading', delay: null, firstFrameAt: null, lowLatency: false, config };
+const player = {
+  hls: null, video, state: 'loading', delay: null, firstFrameAt: null, lowLatency: false, steering: false, catchUps: 0, config,
+};
 window.chalkstreamPlayer = player;
 
 const openedAt = performance.now();
@@ -173,7 +181,9 @@ async function playWithHlsJs(ended) {
   const { Hls } = window;
   const lowLatency = !ended && config.hls.lowLatencyMode !== false && await hasParts();
   player.lowLatency = lowLatency;
-  const extra = ended || lowLatency || preset.hls ? {} : config.wholeSegments;
+  // A page that brings its own hls.js settings (`preset.hls`) gets exactly those.
+  player.steering = lowLatency && !preset.hls;
+  const extra = ended || preset.hls ? {} : lowLatency ? config.parts : config.wholeSegments;
   const hls = new Hls({ ...config.hls, ...extra, startPosition: ended ? 0 : -1 });
   player.hls = hls;
   hls.on(Hls.Events.MANIFEST_PARSED, () => autoplay());
@@ -302,7 +312,46 @@ function isBehind() {
   return video.paused || sync - video.currentTime > 1.5 * targetDuration + 1;
 }
 
+/** Seconds buffered ahead of the playhead. */
+function bufferedAhead() {
+  const { buffered, currentTime } = video;
+  for (let i = 0; i < buffered.length; i += 1) {
+    if (buffered.start(i) <= currentTime + 0.1 && currentTime < buffered.end(i)) return buffered.end(i) - currentTime;
+  }
+  return 0;
+}
+
+let steeredRate = 1;
+
+/**
+ * Low latency: keep playing at hls.js's target latency (PART-HOLD-BACK, three parts) behind the live
+ * edge. hls.js speeds playback up toward it only with more than 1 s buffered ahead, which a 1 s
+ * target never has, so what the start-up or a late part added would stay for good: the player
+ * plays a little faster while it is behind and has half a second buffered, 1x otherwise. A rate
+ * the viewer picked (the video's menu) is left alone.
+ */
+function steer() {
+  const { hls } = player;
+  // The viewer's choice (1x counts as ours: `load()` also resets the rate to it).
+  if (video.playbackRate !== steeredRate && video.playbackRate !== 1) return;
+  let rate = 1;
+  if (player.steering && hls && player.state === 'live' && !video.paused && video.readyState >= 3) {
+    const over = hls.latency - hls.targetLatency;
+    const { maxRate, slackS, minAheadS } = config.steer;
+    // 1.05 from 0.1 s behind, the most from 0.3 s.
+    if (Number.isFinite(over) && over > slackS && bufferedAhead() > minAheadS) {
+      rate = Math.min(maxRate, Math.max(1.05, Math.round((1 + over / 2) * 20) / 20));
+    }
+  }
+  if (rate !== video.playbackRate) {
+    if (rate > 1 && video.playbackRate === 1) player.catchUps += 1;
+    video.playbackRate = rate;
+  }
+  steeredRate = rate;
+}
+
 function tick() {
+  steer();
   if (player.state !== 'live') return;
   const date = playingDate();
   if (!date || video.readyState < 2) {
