@@ -77,8 +77,9 @@ export function preloadHint(text, base) {
 }
 
 /**
- * One low-latency viewer until `stopAt`: a blocking reload for the hinted part and, at the same time,
- * the hinted part itself (the server holds both until the part exists), then the next hint.
+ * One low-latency viewer until `stopAt`: a blocking reload (a delta update, `_HLS_skip=YES`) for the
+ * hinted part and, at the same time, the hinted part itself (the server holds both until the part
+ * exists), then the next hint.
  */
 async function viewer(base, id, stopAt, st) {
   const a = agent(4);
@@ -87,8 +88,9 @@ async function viewer(base, id, stopAt, st) {
   let hint = p.status === 200 ? preloadHint(p.body.toString(), base) : null;
   while (Date.now() < stopAt) {
     if (!hint) { st.errors++; st.lastError = `playlist ${p.status || p.error} without a preload hint`; break; }
+    // As hls.js does: once it holds a playlist, blocking reloads ask for a delta update.
     const [reload, part] = await Promise.all([
-      request(`${url}?_HLS_msn=${hint.msn}&_HLS_part=${hint.part}`, { agent: a }),
+      request(`${url}?_HLS_msn=${hint.msn}&_HLS_part=${hint.part}&_HLS_skip=YES`, { agent: a }),
       request(hint.uri, { agent: a, discard: true }),
     ]);
     st.requests += 2;
@@ -117,10 +119,18 @@ async function audience(server, parts, cfg, log) {
   const trial = async (n) => {
     const s = newSession();
     const base = server.url;
-    const stopAt = Date.now() + cfg.ll.stepSeconds * 1000;
     const bst = { put: [], errors: 0, lastError: null };
     const st = { reload: [], part: [], requests: 0, errors: 0, bytes: 0, lastError: null, unused_hints: 0 };
-    const pushing = broadcast(base, s, parts, stopAt + 2 * PART_MS, bst);
+    // The stream has run for a while: its window already holds `windowSegments` segments (uploaded
+    // back to back), so every full playlist lists them all, as a 10-minute window does.
+    const a = agent(1);
+    for (let seq = 0; seq < cfg.ll.windowSegments; seq++) {
+      for (let part = 0; part < PARTS; part++) await mustOk(await putPart(base, s, seq, part, parts[part], { agent: a }), `part ${seq}.${part}`);
+      await mustOk(await commit(base, s, seq, PARTS, a), `commit ${seq}`);
+    }
+    a.destroy();
+    const stopAt = Date.now() + cfg.ll.stepSeconds * 1000;
+    const pushing = broadcast(base, s, parts, stopAt + 2 * PART_MS, bst, cfg.ll.windowSegments);
     // The viewers join a stream that has started: its playlist exists once the first segment is sealed.
     for (const until = Date.now() + 10_000; (await request(`${base}/playlist/${s.id}.m3u8`)).status !== 200;) {
       if (Date.now() > until) throw new Error('the low-latency stream had no playlist 10 s after its first part');
@@ -170,6 +180,7 @@ async function audience(server, parts, cfg, log) {
   const atTop = at(top);
   return {
     viewers: summary(runs.map((r) => r.best)), runs, step_seconds: cfg.ll.stepSeconds, part_ms: PART_MS, parts: PARTS,
+    window_segments: cfg.ll.windowSegments,
     at_best: atTop.length ? {
       n: top,
       requests_per_viewer_s: summary(atTop.map((s) => s.requests_per_viewer_s)),

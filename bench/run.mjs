@@ -18,7 +18,7 @@ export const MODES = {
     scaling: { counts: [10, 20], wrkSeconds: 1 },
     latency: { settings: [{ segment_s: 2, low_latency: true }], seconds: 3, runs: 1 },
     client: { points: [4] },
-    ll: { ns: [3], stepSeconds: 3, skipSegments: 20, skipRequests: 20 },
+    ll: { ns: [3], stepSeconds: 3, windowSegments: 5, skipSegments: 20, skipRequests: 20 },
   },
   default: {
     runs: 3, wrkSeconds: 5,
@@ -31,7 +31,7 @@ export const MODES = {
       seconds: 60, runs: 3,
     },
     client: { points: [60, 300] },
-    ll: { ns: [10, 20, 40, 80, 160, 320, 480, 640], stepSeconds: 12, skipSegments: 3600, skipRequests: 400 },
+    ll: { ns: [10, 20, 40, 80, 160, 320, 480, 640], stepSeconds: 12, windowSegments: 300, skipSegments: 3600, skipRequests: 400 },
   },
 };
 MODES.long = { ...MODES.default, client: { points: [60, 600, 1800] } };
