@@ -264,7 +264,8 @@ second and as a share of one core (100% = one core). Memory is the PSS of those 
 (/proc/PID/smaps_rollup) and the offscreen document's JS heap as the extension reports it
 (\`performance.memory.usedJSHeapSize\`; it leaves out wasm memories and workers, which PSS includes).
 With the microphone and camera on, Chromium's built-in fake devices stand in (a beep; a moving test pattern at
-the size the extension asks for), granted to the extension over the DevTools protocol. Each configuration
+the size the extension asks for), granted to the extension over the DevTools protocol, and the broadcast starts with
+a real click on the toolbar button (Chrome refuses devices to the allowlisted extension the other rows use). Each configuration
 passes only if ffprobe reads its newest stored segment at the preset's size and the extension reports the
 preset, the microphone mixed in and the camera in the corner as asked.`,
   };

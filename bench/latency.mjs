@@ -110,7 +110,8 @@ over their complement (bench/clock/). The player page (/play/{id}), in a second 
 profile, reads the blocks back from each frame it presents (requestVideoFrameCallback, canvas
 drawImage) and subtracts the decoded time from its own Date.now(): both browsers share this
 machine's clock, so nothing depends on our timestamps. With the microphone mixed in and the camera in the
-corner, Chromium's built-in fake devices stand in (granted over the DevTools protocol); the camera covers
+corner, Chromium's built-in fake devices stand in (granted over the DevTools protocol, the broadcast started by a
+real toolbar click); the camera covers
 the bottom-right corner, below the clock's rows. Per run, every presented frame counts over
 ${cfg.latency.seconds} s from the first one; the player's own figure is its PDT-based delay
 (\`window.chalkstreamPlayer.delay\`, from EXT-X-PROGRAM-DATE-TIME) sampled at the same frames.`,
