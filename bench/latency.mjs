@@ -22,8 +22,12 @@ async function firstFrame(player, ms) {
   }
 }
 
-async function oneRun({ server, clock, viewer, segmentS, lowLatency, seconds, log }) {
-  const b = await launchBroadcaster({ serverUrl: server.url, segmentSeconds: segmentS, lowLatency });
+/** How a setting reads in the log. */
+const label = (segmentS, lowLatency, mic, overlay) => `${segmentS} s segments, ${lowLatency ? 'low latency (parts)' : 'whole segments'}`
+  + `${mic ? ', mic mixed in' : ''}${overlay ? ', camera in the corner' : ''}`;
+
+async function oneRun({ server, clock, viewer, segmentS, lowLatency, mic, overlay, seconds, log }) {
+  const b = await launchBroadcaster({ serverUrl: server.url, segmentSeconds: segmentS, lowLatency, mic, overlay });
   try {
     const { streamId } = await b.streamTab(`${clock.url}/clock.html`, { width: 1280, height: 720 });
     const player = await openPlayer(viewer.context, `${server.url}/play/${streamId}`);
@@ -36,6 +40,9 @@ async function oneRun({ server, clock, viewer, segmentS, lowLatency, seconds, lo
       const own = window.map((s) => s.player_ms).filter((x) => x != null);
       const edge = window.map((s) => s.edge_ms).filter((x) => x != null);
       const st = await b.status();
+      // With the microphone or camera asked for, the run counts only if the extension really used them.
+      if (mic && st?.mic !== 'on') throw new Error(`the microphone is not mixed in (mic ${st?.mic}: ${st?.notice})`);
+      if (overlay && st?.overlay !== true) throw new Error(`the camera is not in the corner (${st?.notice})`);
       const out = {
         p50: percentile(ms, 50) / 1000, p95: percentile(ms, 95) / 1000,
         player_p50: percentile(own, 50) / 1000, player_p95: percentile(own, 95) / 1000,
@@ -48,7 +55,7 @@ async function oneRun({ server, clock, viewer, segmentS, lowLatency, seconds, lo
         start_s: (t0 - b.startedAt) / 1000,
         low_latency: r.low_latency,
       };
-      log(`  latency ${segmentS} s segments, ${lowLatency ? 'low latency (parts)' : 'whole segments'}: p50 ${out.p50.toFixed(2)} s, p95 ${out.p95.toFixed(2)} s, player's own p50 `
+      log(`  latency ${label(segmentS, lowLatency, mic, overlay)}: p50 ${out.p50.toFixed(2)} s, p95 ${out.p95.toFixed(2)} s, player's own p50 `
         + `${out.player_p50.toFixed(2)} s over ${out.samples} frames (${out.undecoded} unreadable), first frame after ${out.start_s.toFixed(1)} s; `
         + `player ${out.behind_edge.toFixed(2)} s behind the live edge, ffmpeg.wasm ${out.remux_per_media_s.toFixed(2)} s per media s, upload ack ${out.ack.toFixed(2)} s`);
       return out;
@@ -60,7 +67,10 @@ async function oneRun({ server, clock, viewer, segmentS, lowLatency, seconds, lo
   }
 }
 
-/** Run part 1 for each setting in `cfg.latency.settings` (segment length, parts on or off), `cfg.latency.runs` times each. */
+/**
+ * Run part 1 for each setting in `cfg.latency.settings` (segment length, parts on or off, the microphone mixed in and
+ * the camera in the corner or not), `cfg.latency.runs` times each.
+ */
 export async function runLatency({ root, cfg, log }) {
   const clock = await startClockServer();
   const server = await startHost(root, 'latency');
@@ -68,14 +78,14 @@ export async function runLatency({ root, cfg, log }) {
   try {
     const rows = [];
     let config;
-    for (const { segment_s: segmentS, low_latency: lowLatency } of cfg.latency.settings) {
+    for (const { segment_s: segmentS, low_latency: lowLatency, mic = false, overlay = false } of cfg.latency.settings) {
       const runs = [];
       for (let i = 0; i < cfg.latency.runs; i++) {
-        runs.push(await oneRun({ server, clock, viewer, segmentS, lowLatency, seconds: cfg.latency.seconds, log }));
+        runs.push(await oneRun({ server, clock, viewer, segmentS, lowLatency, mic, overlay, seconds: cfg.latency.seconds, log }));
       }
       config ??= runs[0].config;
       rows.push({
-        segment_s: segmentS, low_latency: lowLatency,
+        segment_s: segmentS, low_latency: lowLatency, mic, overlay,
         // Whether the player really played in low-latency mode (it decides from the playlist).
         player_low_latency: runs.every((r) => r.low_latency === true),
         measured_p50: summary(runs.map((r) => r.p50)), measured_p95: summary(runs.map((r) => r.p95)),
@@ -99,7 +109,10 @@ export async function runLatency({ root, cfg, log }) {
 over their complement (bench/clock/). The player page (/play/{id}), in a second Chromium with its own
 profile, reads the blocks back from each frame it presents (requestVideoFrameCallback, canvas
 drawImage) and subtracts the decoded time from its own Date.now(): both browsers share this
-machine's clock, so nothing depends on our timestamps. Per run, every presented frame counts over
+machine's clock, so nothing depends on our timestamps. With the microphone mixed in and the camera in the
+corner, Chromium's built-in fake devices stand in (granted over the DevTools protocol, the broadcast started by a
+real toolbar click); the camera covers
+the bottom-right corner, below the clock's rows. Per run, every presented frame counts over
 ${cfg.latency.seconds} s from the first one; the player's own figure is its PDT-based delay
 (\`window.chalkstreamPlayer.delay\`, from EXT-X-PROGRAM-DATE-TIME) sampled at the same frames.`,
     };

@@ -72,8 +72,9 @@ function header(r) {
   const m = r.machine;
   const what = {
     smoke: 'a **smoke run** (tiny durations, one run each: the command works; the figures mean little)',
-    default: 'the **default run** (`scripts/bench`): every figure over 3 runs; client memory at 1 and 5 minutes',
-    long: 'the **long run** (`scripts/bench --long`): every figure over 3 runs; client memory at 1, 10 and 30 minutes',
+    default: 'the **default run** (`scripts/bench`): every figure over 3 runs; client cost of each preset over 2 minutes',
+    presets: 'the **presets run** (`scripts/bench --presets`): every figure over 3 runs; client cost and memory of each preset over 10 minutes',
+    long: 'the **long run** (`scripts/bench --long`): every figure over 3 runs; client cost and memory of each preset over 10 minutes, the default preset\'s memory to 30 minutes',
   }[r.mode];
   return `# Benchmarks
 
@@ -93,8 +94,10 @@ in the same run, not absolute capacities.
 | load average (1/5/15 min) | ${m.load_before} at the start, ${m.load_after} at the end, highest 1-minute figure seen ${m.load_max ?? 'not recorded'} (the suite took ${Math.round((m.seconds ?? 0) / 60)} min) |
 | tools | node ${m.node}, ${m.wrk}, nginx ${m.nginx}, ${m.chromium}, ${m.ffmpeg} |
 
-${busy(m)}Reproduce: \`scripts/setup --bench && scripts/build && scripts/bench\` (about 35 minutes;
-\`--long\` adds the 30-minute memory point, \`--smoke\` checks the command in under a minute).
+${busy(m)}Reproduce: \`scripts/setup --bench && scripts/build && scripts/bench\` (about 45 minutes;
+\`--presets\` measures each preset of the client for 10 minutes instead of 2 (about 75 minutes), \`--long\`
+also takes the default preset's memory to 30 minutes (about 95 minutes), \`--smoke\` checks the command
+in about a minute, \`--only client,latency\` runs only those parts).
 Raw figures of the last run: \`target/bench/results-<mode>.json\`.
 `;
 }
@@ -108,8 +111,28 @@ function latencyTarget(row) {
   if (row.low_latency) return { p50: 1.5, p95: 2.0 };
   return row.segment_s === 1 ? { p50: 4 } : row.segment_s === 2 ? { p50: 6 } : null;
 }
-const settingName = (row) => `${row.segment_s} s segments, ${row.low_latency ? 'parts (low latency, the default)' : 'whole segments (low latency off)'}`
+const settingName = (row) => `${row.segment_s} s segments, ${row.low_latency ? `parts (low latency${row.mic || row.overlay ? '' : ', the default'})` : 'whole segments (low latency off)'}`
+  + `${row.mic ? ', microphone mixed in' : ''}${row.overlay ? ', camera in the corner' : ''}`
   + (row.low_latency && row.player_low_latency === false ? ' — **the player did not see parts**' : '');
+
+/** Issue 9: glass-to-glass with the microphone and camera on against the same setting without them. */
+function devicesAgainstDefault(L) {
+  const out = [];
+  for (const row of L.rows.filter((x) => x.mic || x.overlay)) {
+    const base = L.rows.find((x) => !x.mic && !x.overlay && x.segment_s === row.segment_s && x.low_latency === row.low_latency);
+    if (!base) continue;
+    const d50 = row.measured_p50.median - base.measured_p50.median;
+    const d95 = row.measured_p95.median - base.measured_p95.median;
+    // Within noise: the two settings' run-to-run ranges overlap.
+    const overlap = (a, b) => a.runs && b.runs && a.min <= b.max && b.min <= a.max;
+    const within = overlap(row.measured_p50, base.measured_p50) && overlap(row.measured_p95, base.measured_p95);
+    out.push(`With the microphone mixed in and the camera in the corner (${row.segment_s} s segments, ${row.low_latency ? 'parts' : 'whole segments'}),
+glass-to-glass p50 is ${f(d50, 2)} s and p95 ${f(d95, 2)} s ${d50 >= 0 ? 'above' : 'against'} the same setting without them: ${within
+    ? '**unchanged within noise** (the run-to-run ranges of both figures overlap)'
+    : `**not within noise** (the run-to-run ranges do not overlap${row.measured_p50.runs < 2 ? '; one run per setting says little' : ''})`}.`);
+  }
+  return out.join('\n\n');
+}
 
 function latency(r) {
   const L = r.parts.latency;
@@ -154,6 +177,8 @@ server acknowledged it (its average; it includes the ffmpeg.wasm remux), then th
     return !t || (row.measured_p50.median <= t.p50 && (t.p95 == null || row.measured_p95.median <= t.p95));
   });
   s += `\n${LATENCY_FLOOR} ${met ? LATENCY_MET : LATENCY_GAP}\n`;
+  const dev = devicesAgainstDefault(L);
+  if (dev) s += `\n${dev}\n`;
   if (L.notes) s += `\n${L.notes}\n`;
   return s;
 }
@@ -262,18 +287,90 @@ ${ok ? '' : SCALING_GAP}
   return s;
 }
 
+// The panel's threshold for "this computer cannot keep up, choose a lower preset" (extension/src/presets.rs,
+// `Strain::TOO_SLOW`: ffmpeg.wasm time per media second over its last 6 s).
+const TOO_SLOW = 0.85;
+const at = (secs) => (secs >= 60 ? `${f(secs / 60, secs % 60 ? 1 : 0)} min` : `${secs} s`);
+
+/** Issue 9: one row per configuration (preset, microphone and camera), with memory at each point. */
+function clientConfigs(K) {
+  const cs = K.configs ?? [];
+  if (!cs.length) return '';
+  const points = [...new Set(cs.flatMap((c) => (c.memory ?? []).map((m) => m.at_s)))].sort((a, b) => a - b);
+  let s = `
+### Per preset, and with the microphone and camera
+
+One row per configuration, each streamed by a fresh browser. CPU is the extension's processes' user+system
+time (100% = one core; this machine has two) and the same per media second; ffmpeg.wasm is the remux's wall
+time per media second (the panel's own figure) with its worker thread's CPU time beside it; memory is the
+PSS of the extension's processes at each point and its growth from the first point to the last. "Picture"
+is what ffprobe read from the newest stored segment (frames over its EXTINF duration).
+
+| configuration | picture (ffprobe) | extension CPU, % of a core | extension CPU s per media s | ffmpeg.wasm s per media s | ffmpeg.wasm worker CPU s per media s | ${points.map((p) => `PSS at ${at(p)} (MiB)`).join(' | ')} | PSS growth (MiB) | uploads dropped |
+| --- | --- | --- | --- | --- | --- | ${points.map(() => '---').join(' | ')} | --- | --- |
+`;
+  for (const c of cs) {
+    if (!c.windows) {
+      s += `| ${c.describe} | **failed**: ${(c.problems ?? []).join('; ')} | ${['', '', '', '', ...points.map(() => ''), '', ''].join(' | ')}|\n`;
+      continue;
+    }
+    const pic = c.segment ? `${c.segment.width}x${c.segment.height}, ${f(c.segment.fps, 1)} fps${c.ok ? '' : ` — **${c.problems.join('; ')}**`}` : 'n/a';
+    const mem = points.map((p) => { const m = c.memory.find((x) => x.at_s === p); return m ? f(m.pss_mib, 1) : '—'; });
+    const first = c.memory[0]; const last = c.memory.at(-1);
+    const growth = c.memory.length > 1 ? `${f(c.pss_growth_mib, 1)} (${at(first.at_s)} → ${at(last.at_s)})` : 'n/a';
+    s += `| ${c.describe} | ${pic} | ${win(spread(c.cpu_pct, 0, '%'))} | ${win(spread(c.cpu_s_per_media_s, 3))} | ${win(spread(c.ffmpeg_s_per_media_s, 3))} | ${win(spread(c.ffmpeg_cpu_s_per_media_s, 3))} | ${mem.join(' | ')} | ${growth} | ${c.final_status?.segments_dropped ?? 'n/a'} |\n`;
+  }
+  const measured = cs.filter((c) => c.windows?.length);
+  const comp = measured.filter((c) => c.overlay && Number.isFinite(c.composite_ms_avg));
+  if (comp.length) {
+    s += `\nCompositing the camera into the tab's picture took ${comp.map((c) => `${f(c.composite_ms_avg, 2)} ms (${c.name})`).join(', ')}
+of the offscreen document's main thread per frame (the extension's own average), the thread that also carries
+ffmpeg.wasm's messages and the uploads.\n`;
+  }
+  const slow = measured.filter((c) => c.segment && c.segment.fps < 27);
+  if (slow.length) {
+    s += `\n**Fewer than 30 frames per second reached the server** for ${slow.map((c) => `${c.name} (${f(c.segment.fps, 1)} fps)`).join(', ')}:
+the tab's own rendering and its capture (in the tab's renderer and the browser process, outside the figures above) did
+not keep up on this machine, so those rows encode fewer frames than the preset asks for.\n`;
+  }
+  s += `
+The panel tells the streamer to choose a lower preset when ffmpeg.wasm takes more than ${TOO_SLOW} s per media second over
+its last 6 s (\`Strain::TOO_SLOW\` in extension/src/presets.rs), or when two or more segments stay waiting for 6 s
+(uploads fall behind). The benchmark reads the status every 2 s and applies the same rule:
+
+| configuration | 6 s views | highest ffmpeg.wasm s per media s over 6 s | views above ${TOO_SLOW} | views with uploads behind | most segments waiting |
+| --- | --- | --- | --- | --- | --- |
+`;
+  for (const c of measured) {
+    const p = c.panel;
+    s += p ? `| ${c.name} | ${p.windows} | ${f(p.max_remux_per_media_s, 3)} | ${p.over_too_slow} | ${p.uploads_behind} | ${p.max_waiting} |\n`
+      : `| ${c.name} | n/a | ${f(c.ffmpeg_s_per_media_s?.max, 3)} (worst ${WINDOW_NOTE}) | — | — | — |\n`;
+  }
+  const warned = measured.filter((c) => c.panel && (c.panel.over_too_slow > 0 || c.panel.uploads_behind > 0));
+  s += `\n${warned.length ? `**The panel would have advised a lower preset** for ${warned.map((c) => c.name).join(', ')} in this run.`
+    : measured.length ? 'The panel would not have advised a lower preset for any configuration in this run.'
+      : 'No configuration ran long enough in this run to say.'}\n`;
+  return s;
+}
+const WINDOW_NOTE = '30 s window';
+
 function client(r) {
   const K = r.parts.client;
-  let s = '\n## 4. Client cost (extension, 1280x720 30 fps)\n' + failed(r, 'client');
+  let s = '\n## 4. Client cost (extension, 30 fps)\n' + failed(r, 'client');
   if (!K) return s + '\nNot measured in this run.\n';
+  const main = K.configs?.find((c) => c.name === K.main_config);
   s += `
 ${K.method}
 
 Command: \`${K.cmd}\`.
+${clientConfigs(K)}`;
+  if (!K.memory) return s;
+  s += `
+### ${main ? main.describe : 'The default preset'}: against the targets
 
 | figure | value | target | verdict |
 | --- | --- | --- | --- |
-| ffmpeg.wasm time per media second | ${win(spread(K.ffmpeg_s_per_media_s, 3, ' s'))} | <= 0.1 s | ${verdict(K.ffmpeg_s_per_media_s?.median <= 0.1)} |
+| ffmpeg.wasm time per media second | ${win(spread(K.ffmpeg_s_per_media_s, 3, ' s'))} | <= 0.1 s | ${Number.isFinite(K.ffmpeg_s_per_media_s?.median) ? verdict(K.ffmpeg_s_per_media_s.median <= 0.1) : 'not measured (no steady window)'} |
 | ffmpeg.wasm worker thread CPU per media second (/proc, independent check) | ${win(spread(K.ffmpeg_cpu_s_per_media_s, 3, ' s'))} | — | — |
 | CPU time of the extension's processes per media second | ${win(spread(K.cpu_s_per_media_s, 3, ' s'))} | — | — |
 `;

@@ -21,18 +21,30 @@ export function unpackedExtensionId(path) {
 
 /**
  * Launch Chromium with the extension, pointed at `serverUrl` with `segmentSeconds` segments, uploaded
- * in parts (low latency, the default) unless `lowLatency` is false.
+ * in parts (low latency, the default) unless `lowLatency` is false, at preset `quality` ("480p", "720p",
+ * "1080p"; extension/src/presets.rs), with the microphone mixed into the tab's sound (`mic`) and the camera
+ * in the bottom-right corner (`overlay`) when asked.
  * `--allowlisted-extension-id` lets the extension capture a tab without a click on its toolbar button
- * (Chrome's switch for automated tab capture); everything else runs as for a user.
+ * (Chrome's switch for automated tab capture); everything else runs as for a user. For the microphone and
+ * the camera, Chromium's built-in fake devices (a beep, a moving test pattern at the size asked for) stand
+ * in, and their permission is granted to the extension over the DevTools protocol, as
+ * tests/e2e/extension-streamer.test.mjs does (the fake-UI flag would break tab capture). An allowlisted
+ * extension is refused every device but the tab (getUserMedia answers NotAllowedError even with the
+ * permission granted), so with the microphone or camera on the broadcast starts as a user starts it: a
+ * real click on the toolbar button (CDP `Extensions.triggerAction`), no allowlisting.
  */
-export async function launchBroadcaster({ serverUrl, segmentSeconds, lowLatency = true }) {
+export async function launchBroadcaster({ serverUrl, segmentSeconds, lowLatency = true, quality = '720p', mic = false,
+  overlay = false }) {
   if (!existsSync(join(DIST, 'manifest.json'))) throw new Error('extension/dist is missing: run scripts/build');
   const dir = mkdtempSync(join(tmpdir(), 'chalkstream-broadcaster-'));
   const id = unpackedExtensionId(DIST);
+  const devices = mic || overlay;
   const context = await chromium.launchPersistentContext(dir, {
     executablePath: '/usr/bin/chromium', headless: false, viewport: { width: 1280, height: 720 },
     args: [...CHROMIUM_ARGS, `--disable-extensions-except=${DIST}`, `--load-extension=${DIST}`,
-      `--allowlisted-extension-id=${id}`, '--autoplay-policy=no-user-gesture-required'],
+      '--autoplay-policy=no-user-gesture-required',
+      ...(devices ? ['--use-fake-device-for-media-stream', '--enable-unsafe-extension-debugging']
+        : [`--allowlisted-extension-id=${id}`])],
   });
   const close = async () => { await context.close().catch(() => {}); rmSync(dir, { recursive: true, force: true }); };
   try {
@@ -40,10 +52,16 @@ export async function launchBroadcaster({ serverUrl, segmentSeconds, lowLatency 
     const workerId = new URL(worker.url()).host;
     if (workerId !== id) throw new Error(`extension id ${workerId} is not the expected ${id}`);
     // A control page of the extension: it sets the options and talks to the worker and offscreen document.
+    const session = devices ? await context.browser().newBrowserCDPSession() : null;
+    if (devices) {
+      await session.send('Browser.grantPermissions', { origin: `chrome-extension://${id}`,
+        permissions: ['audioCapture', 'videoCapture'] });
+    }
     const control = await context.newPage();
     await control.goto(`chrome-extension://${id}/options.html`);
     await control.evaluate(async (options) => chrome.storage.local.set({ options }),
-      { server: serverUrl, token: '', segment_seconds: segmentSeconds, default_source: 'tab', low_latency: lowLatency });
+      { server: serverUrl, token: '', segment_seconds: segmentSeconds, default_source: 'tab', low_latency: lowLatency,
+        quality, mic, overlay: { on: overlay, corner: 'bottom-right', size: 'medium' } });
     // Chromium's child processes rewrite their command line into one string, so match on the joined text.
     const browserPid = processes((a) => a.includes(`--user-data-dir=${dir}`) && !a.join(' ').includes('--type='))[0]?.pid;
     if (!browserPid) throw new Error('could not find the broadcaster browser process in /proc');
@@ -57,12 +75,20 @@ export async function launchBroadcaster({ serverUrl, segmentSeconds, lowLatency 
         await tab.setViewportSize({ width, height });
         await tab.goto(url);
         await tab.bringToFront();
-        const answer = await control.evaluate(async (pattern) => {
-          const [t] = await chrome.tabs.query({ url: pattern });
-          if (!t) return { error: `no tab matches ${pattern}` };
-          return chrome.runtime.sendMessage({ to: 'worker', type: 'StartTab', tab_id: t.id });
-        }, url.replace(/\?.*$/, '') + '*');
-        if (answer !== true) throw new Error(`the extension did not start: ${JSON.stringify(answer)}`);
+        if (devices) {
+          // The toolbar click on this tab (the action wants the tab target, the page target's parent).
+          const { targetInfos } = await session.send('Target.getTargets', { filter: [{ type: 'tab' }] });
+          const tabs = targetInfos.filter((t) => t.type === 'tab' && t.url === tab.url());
+          if (tabs.length !== 1) throw new Error(`expected one tab at ${tab.url()}, found ${tabs.length}`);
+          await session.send('Extensions.triggerAction', { id, targetId: tabs[0].targetId });
+        } else {
+          const answer = await control.evaluate(async (pattern) => {
+            const [t] = await chrome.tabs.query({ url: pattern });
+            if (!t) return { error: `no tab matches ${pattern}` };
+            return chrome.runtime.sendMessage({ to: 'worker', type: 'StartTab', tab_id: t.id });
+          }, url.replace(/\?.*$/, '') + '*');
+          if (answer !== true) throw new Error(`the extension did not start: ${JSON.stringify(answer)}`);
+        }
         startedAt = Date.now();
         const until = Date.now() + 30_000;
         for (;;) {
