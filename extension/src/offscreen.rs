@@ -70,6 +70,11 @@ struct Pipeline {
     /// numbers use it: `recording_start_wall` comes from the recorder's start event, which can
     /// lag the first frame by a hundred ms or more.
     media_zero_wall: f64,
+    /// The wall-clock time every `X-Program-Date-Time` counts from: fixed at the first remux
+    /// (so the stamps stay evenly spaced) to the earlier of the recorder's start event and
+    /// `media_zero_wall` as bounded by then (the start event alone stamped about 0.27 s late,
+    /// and a player's "behind live" read that much short).
+    pdt_zero_wall: Option<f64>,
     /// Why the broadcast ended or failed; shown before any upload error.
     note: Option<String>,
     remux_ms_total: f64,
@@ -235,6 +240,7 @@ async fn begin(b: Broadcast) {
         ingest_done: false,
         recording_start_wall: chrome::now_ms(),
         media_zero_wall: f64::INFINITY,
+        pdt_zero_wall: None,
         note: None,
         remux_ms_total: 0.0,
         media_ms_total: 0,
@@ -473,12 +479,13 @@ async fn process(p: &Rc<RefCell<Pipeline>>, up: &Rc<RefCell<Uploads>>, work: Wor
             let mut st = p.borrow_mut();
             st.remux_ms_total += chrome::now_ms() - t0;
             st.media_ms_total += duration_ms;
-            let pdt_ms = program_date_ms(start_wall as u64, start_ms) as f64;
             let zero = if zero_wall.is_finite() {
                 zero_wall
             } else {
                 start_wall
             };
+            let pdt_zero = *st.pdt_zero_wall.get_or_insert(zero.min(start_wall));
+            let pdt_ms = program_date_ms(pdt_zero as u64, start_ms) as f64;
             let end_wall_ms = zero + (start_ms + duration_ms) as f64;
             match (&work, &mut st.cutter, &mut up.borrow_mut().queue) {
                 (Work::Segment(_), _, Queue::Segments(q)) => q.push(
