@@ -82,8 +82,6 @@ extern "C" {
     ) -> Result<JsValue, JsValue>;
     #[wasm_bindgen(method, catch, js_name = readFile)]
     pub async fn read_file(this: &FFmpeg, path: &str) -> Result<JsValue, JsValue>;
-    #[wasm_bindgen(method, catch, js_name = deleteFile)]
-    pub async fn delete_file(this: &FFmpeg, path: &str) -> Result<JsValue, JsValue>;
     #[wasm_bindgen(method, catch)]
     pub async fn exec(this: &FFmpeg, args: &js_sys::Array) -> Result<JsValue, JsValue>;
     #[wasm_bindgen(method)]

@@ -107,9 +107,11 @@ async fn ffmpeg_load() -> Result<Rc<FFmpeg>, String> {
 /// index, so consecutive cuts tile the timeline.
 async fn run(job: &Job<'_>) -> Result<Vec<u8>, String> {
     let ff = ffmpeg().await?;
-    let n = FFMPEG_RUNS.with(|r| *r.borrow());
-    let (src, dst) = (format!("in{n}.webm"), format!("out{n}.ts"));
-    ff.write_file(&src, &Uint8Array::from(job.input))
+    // The same two names every run: writing the input replaces the last one and ffmpeg
+    // overwrites its output (`-y`), so no deletes are needed. Each call to the core is a round
+    // trip to its worker, which waits whenever this document is busy: 3 round trips, not 5.
+    let (src, dst) = ("in.webm", "out.ts");
+    ff.write_file(src, &Uint8Array::from(job.input))
         .await
         .map_err(|e| chrome::js_error(&e))?;
     FFMPEG_LOG.with(|l| l.borrow_mut().clear());
@@ -143,7 +145,7 @@ async fn run(job: &Job<'_>) -> Result<Vec<u8>, String> {
         "-analyzeduration",
         "0",
         "-i",
-        &src,
+        src,
         "-map",
         "0:v:0",
         "-map",
@@ -179,13 +181,13 @@ async fn run(job: &Job<'_>) -> Result<Vec<u8>, String> {
         "0",
         "-f",
         "mpegts",
-        &dst,
+        dst,
     ]);
     let args: Array = args.into_iter().map(JsValue::from_str).collect();
     let code = ff.exec(&args).await.map_err(|e| chrome::js_error(&e));
     let out = match code {
         Ok(c) if c.as_f64() == Some(0.0) => ff
-            .read_file(&dst)
+            .read_file(dst)
             .await
             .map(|d| d.unchecked_into::<Uint8Array>().to_vec())
             .map_err(|e| chrome::js_error(&e)),
@@ -196,10 +198,8 @@ async fn run(job: &Job<'_>) -> Result<Vec<u8>, String> {
         )),
         Err(e) => Err(e),
     };
-    // Keep memory flat: ffmpeg's in-memory files go away whatever happened, and the core is
-    // restarted now and then, as its wasm heap can only grow.
-    let _ = ff.delete_file(&src).await;
-    let _ = ff.delete_file(&dst).await;
+    // Keep memory flat: the core is restarted now and then, as its wasm heap can only grow (its
+    // in-memory files are the two above, replaced every run, and go with it).
     let runs = FFMPEG_RUNS.with(|r| {
         *r.borrow_mut() += 1;
         *r.borrow()
