@@ -16,6 +16,8 @@ use crate::kv::{Kv, KvError};
 use crate::reply::{ApiError, Body, Reply};
 use crate::route::{Family, Method, Route};
 use crate::store::{PlaylistText, PutError, Stored, Streams};
+use chalkstream_manifest::part::PartMeta;
+use chalkstream_manifest::segment::StreamRecord;
 use crate::sweep;
 use crate::web;
 use chalkstream_manifest::decimal::format_millis;
@@ -163,6 +165,21 @@ fn dispatch(
             let config = config().map_err(misconfigured)?;
             let streams = Streams::new(kv, &config);
             if let Some(msn) = directives.msn {
+                // The common case, a player asking for the part after the newest one (its
+                // preload hint): decided from that part, held cheaply.
+                if let Some(part) = directives.part.and_then(|part| u32::try_from(part).ok()) {
+                    match next_part_state(&streams, &id, &config, msn, part, now_ms)? {
+                        NextPart::Stored => {
+                            let playlist = streams.playlist_with(&id, now_ms, directives.skip)?.ok_or_else(no_such_stream)?;
+                            return Ok(Step::Reply(playlist_reply(playlist)));
+                        }
+                        NextPart::Next(previous, record) => {
+                            let hold = Hold::next_reload(id, config.clone(), head.method.clone(), &record, &previous, directives.skip, now_ms);
+                            return Ok(Step::Hold(hold));
+                        }
+                        NextPart::Unknown => {}
+                    }
+                }
                 // Only a live v2 stream offers blocking reloads (CAN-BLOCK-RELOAD); anything
                 // else answers at once (rfc8216bis §6.2.5.2: ignored once the playlist ends).
                 if let Some(live) = streams.live_edge(&id, now_ms)?.filter(|live| live.state == State::Live) {
@@ -586,8 +603,9 @@ fn status_reply(id: &StreamId, view: &StreamView, base_url: &str) -> Reply {
 }
 
 /// A hold for part `part` of segment `seq` when the part before it is stored, unexpired and
-/// younger than the idle timeout (the newest part of a live v2 stream): two reads, the part before and the stream
-/// record. `None` sends the caller to the live edge, which decides every other case.
+/// younger than the idle timeout (the newest part of a live v2 stream): three reads, the part,
+/// the part before and the stream record. `None` sends the caller to the live edge, which
+/// decides every other case.
 fn next_part_hold<K: Kv + ?Sized>(
     streams: &Streams<'_, K>,
     id: &StreamId,
@@ -610,4 +628,40 @@ fn next_part_hold<K: Kv + ?Sized>(
         return Ok(None);
     };
     Ok(Some(Hold::next_part(id.clone(), config.clone(), method.clone(), &record, &previous, now_ms)))
+}
+
+/// What a blocking reload for part `part` of segment `seq` finds at the parts themselves.
+enum NextPart {
+    /// The part is stored: the playlist lists it (or, once sealed, its segment) now.
+    Stored,
+    /// The part before it is the newest of a live stream, due recently: hold from it.
+    Next(PartMeta, StreamRecord),
+    /// Anything else: the live edge decides.
+    Unknown,
+}
+
+/// Decides the common blocking reload from at most three reads: the part, the part before it
+/// (stored, unexpired, and its successor due less than a part target ago, so a stale request
+/// still goes the careful way), and the stream record.
+fn next_part_state<K: Kv + ?Sized>(streams: &Streams<'_, K>, id: &StreamId, config: &Config, seq: u64, part: u32, now_ms: i64) -> Result<NextPart, KvError> {
+    // Segment 0 has no playlist before it is sealed, so nobody holds a hint into it.
+    let (Some(before), true) = (part.checked_sub(1), seq > 0) else {
+        return Ok(NextPart::Unknown);
+    };
+    if let Some(stored) = streams.part_meta(id, seq, part)? {
+        let live = !config.retention.is_expired(stored.stored_ms, now_ms) && !rules::is_idle(stored.stored_ms, now_ms, config.idle_ms);
+        return Ok(if live { NextPart::Stored } else { NextPart::Unknown });
+    }
+    let Some(previous) = streams.part_meta(id, seq, before)? else {
+        return Ok(NextPart::Unknown);
+    };
+    let Some(record) = streams.record(id)? else {
+        return Ok(NextPart::Unknown);
+    };
+    let part_target = i64::from(record.part_target_ms.unwrap_or(1000));
+    let due_ms = previous.stored_ms + i64::from(previous.duration_ms);
+    if now_ms - due_ms > part_target || config.retention.is_expired(previous.stored_ms, now_ms) {
+        return Ok(NextPart::Unknown);
+    }
+    Ok(NextPart::Next(previous, record))
 }

@@ -95,11 +95,27 @@ impl Hold {
     /// of a segment being uploaded, or its segment was sealed without it, which the first check
     /// finds (it is then overdue) and answers `404`.
     pub(crate) fn next_part(id: StreamId, config: Config, method: Method, record: &StreamRecord, previous: &PartMeta, now_ms: i64) -> Hold {
+        let kind = Kind::Part { seq: previous.seq, part: previous.part + 1 };
+        Hold::after_part(id, config, method, kind, record, previous, now_ms)
+    }
+
+    /// Holds a blocking reload for part `previous.part + 1` of segment `previous.seq` (the
+    /// preload hint of the playlist a player holds), decided from the part before it as
+    /// [`Hold::next_part`] is; the checks move over a seal as for any blocking reload.
+    pub(crate) fn next_reload(id: StreamId, config: Config, method: Method, record: &StreamRecord, previous: &PartMeta, skip: bool, now_ms: i64) -> Hold {
+        // `last_parts` is not known without reading the segment before; a request for the open
+        // segment never needs it (`ll::reload`).
+        let edge = Edge { last_seq: previous.seq.saturating_sub(1), last_parts: 0, open_parts: previous.part + 1 };
+        let kind = Kind::Playlist { msn: previous.seq, part: Some(u64::from(previous.part) + 1), skip, edge };
+        Hold::after_part(id, config, method, kind, record, previous, now_ms)
+    }
+
+    fn after_part(id: StreamId, config: Config, method: Method, kind: Kind, record: &StreamRecord, previous: &PartMeta, now_ms: i64) -> Hold {
         let mut hold = Hold {
             id,
             config,
             method,
-            kind: Kind::Part { seq: previous.seq, part: previous.part + 1 },
+            kind,
             part_target_ms: record.part_target_ms.unwrap_or(1000),
             last: None,
             newest_ms: previous.stored_ms,

@@ -933,7 +933,11 @@ impl<'a, K: Kv + ?Sized> Streams<'a, K> {
         if let Some(existing) = self.part_meta(id, seq, part)? {
             return answer_existing_part(&existing, &sha1);
         }
-        if self.meta(id, seq)?.is_some() {
+        if let Some(sealed) = self.meta(id, seq)? {
+            if (part as usize) < sealed.ll_parts.len() {
+                // Its seal lists it, yet its meta is gone: retention is deleting the segment.
+                return Err(PutError::Rule(RuleError::BeforeWindow { seq, first_seq: seq + 1 }));
+            }
             return Err(PutError::SealedWithout { seq, part });
         }
         let head = self.head(id)?;
