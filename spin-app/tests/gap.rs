@@ -469,3 +469,76 @@ fn v2_a_gap_seals_an_open_segment_and_its_late_parts_and_commit_get_409() {
     let left: Vec<String> = kv.keys().into_iter().filter(|k| k.contains(&id)).collect();
     assert!(left.is_empty(), "{left:?}");
 }
+
+/// Issue 11's done test with the extension's real queue: a segment is sent and never answered,
+/// the outage bound drops it, the client declares the gap, and the server completes the lost
+/// request only afterwards. No acknowledged segment is replaced, the playlist moves on, and the
+/// viewer sees one discontinuity.
+#[test]
+fn regression_issue_11_a_dropped_sent_segment_completed_late_after_its_gap() {
+    use chalkstream_extension::queue::{classify, Backoff, GapSettled, UploadQueue};
+    let kv = MemoryKv::new();
+    let c = c();
+    let id = stream_id(SECRET);
+    let mut q: UploadQueue<Vec<u8>> = UploadQueue::new(Backoff::default(), 10_000);
+    let mut now = 0u64;
+    let mut acked: Vec<(u64, Vec<u8>)> = Vec::new();
+    let mut gaps_recorded = Vec::new();
+    let mut late_request = None;
+    // Segment 0 is acknowledged; segment 1 goes out and its answer never comes.
+    for name in 0..=1u8 {
+        q.push(ts(3, 100 + name), 2000);
+        let s = q.next(now).unwrap();
+        let (seq, payload) = (s.seq, s.payload.clone());
+        if name == 0 {
+            assert_eq!(put(&kv, &c, SECRET, seq, "2", &payload, T0).status, 201);
+            q.settle(classify(Some(201)), now, 0.5);
+            acked.push((seq, payload));
+        } else {
+            q.settle(classify(None), now, 0.5);
+            late_request = Some((seq, payload));
+        }
+    }
+    // The outage: the bound drops segment 1 although it was sent.
+    for name in 2..=6u8 {
+        q.push(ts(3, 100 + name), 2000);
+    }
+    assert_eq!((q.dropped, q.gaps_waiting()), (1, 1));
+    let mut first_after_gap = None;
+    while q.waiting() > 0 {
+        now += 3000;
+        if let Some(gap) = q.next_gap(now) {
+            let duration = wire::duration_text(gap.duration_ms);
+            let status = gap_with(&kv, &c, gap.seq, &[(wire::DURATION, &duration)], T0 + now as i64).status;
+            assert_eq!(status, 201);
+            assert_eq!(q.settle_gap(classify(Some(status)), now, 0.5), GapSettled::Recorded(gap));
+            gaps_recorded.push(gap.seq);
+            // Now the server completes the lost request: too late, the seq is given up.
+            let (seq, payload) = late_request.take().unwrap();
+            assert_eq!(seq, gap.seq);
+            assert_eq!(put(&kv, &c, SECRET, seq, "2", &payload, T0 + now as i64 + 10).status, 409);
+            continue;
+        }
+        let Some(s) = q.next(now) else { continue };
+        let (seq, payload, disc) = (s.seq, s.payload.clone(), s.discontinuity);
+        first_after_gap.get_or_insert((seq, disc));
+        let mut headers = vec![(wire::DURATION, "2")];
+        if disc {
+            headers.push((wire::DISCONTINUITY, "1"));
+        }
+        let status = put_with(&kv, &c, SECRET, seq, &headers, &payload, T0 + now as i64).status;
+        assert!(status == 200 || status == 201, "seq {seq}: {status}");
+        q.settle(classify(Some(status)), now, 0.5);
+        acked.push((seq, payload));
+    }
+    assert_eq!(gaps_recorded, vec![1]);
+    assert_eq!(first_after_gap, Some((2, true)), "a fresh seq, marked as a break");
+    let text = text(&kv, &playlist(&kv, &c, &id, T0 + now as i64));
+    assert_eq!(listed_seqs(&text), vec![0, 1, 2, 3, 4, 5, 6], "the playlist moved on:\n{text}");
+    assert_eq!(gaps(&text), vec![1], "{text}");
+    assert_eq!(text.matches("#EXT-X-DISCONTINUITY\n").count(), 1, "one discontinuity:\n{text}");
+    for (seq, payload) in &acked {
+        let reply = get(&kv, &c, &format!("/chunks/{id}/{seq}.ts"), T0 + now as i64);
+        assert_eq!(&body(&kv, &reply), payload, "acknowledged seq {seq} serves its bytes");
+    }
+}
