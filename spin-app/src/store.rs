@@ -15,6 +15,7 @@
 //! | `end/{id}` | JSON [`EndMarker`] `{after_seq, at_ms}` | by `POST /ingest/{session}/end` |
 //! | `page/{id}/{n}` | JSON array of the 64 metas of seqs `64n..64n+63` | retention 0 only, once all 64 exist |
 //! | `lines/{id}/{len}/{n}` | the playlist lines (text) of seqs `len*n..len*n+len-1`, `len` 8, 64 or 512 | retention 0 only, by the request whose tail advance completes them |
+//! | `gap/{id}/{seq}` | JSON [`SegmentMeta`] with `gap: true`: a seq the broadcaster gave up | by `POST …/{seq}/gap`, before it writes the same meta as the seq's commit point ([`Streams::put_gap`]) |
 //! | `due/{minute}/{shard}`, `sweep/next`, `stream/{id}` field `due_minute` | the sweep index ([`crate::sweep`]) | by uploads whose due minute moved, and by the sweep |
 //!
 //! Pages keep playlist reads bounded for long `EVENT` streams (retention 0), whose playlist
@@ -42,6 +43,11 @@
 //! - Metas are never rewritten: a retry with the same bytes answers `200` without writing, one
 //!   with other bytes answers `409`. (Two *different* bodies racing for one unstored seq can both
 //!   pass the check; the later meta wins. Only the secret's holder can cause that.)
+//! - A gap (issue 11: a seq given up) and a late upload of the same seq never both win: each
+//!   writes its own key (the gap `gap/{id}/{seq}`, the upload its meta) and then reads the
+//!   other's, and whoever sees the other yields ([`Streams::put_gap`]); an upload that yields
+//!   writes the gap's meta back over its own. So an acknowledged segment is never replaced by a
+//!   gap, nor a recorded gap by a segment.
 //! - Nothing but retention deletes, and retention deletes only expired segments, walking from
 //!   the head; it writes the new head before deleting, so a reader that finds a gap can tell a
 //!   deletion (below the tail hint, or below a moved head) from the end of the run.
