@@ -542,3 +542,61 @@ fn regression_issue_11_a_dropped_sent_segment_completed_late_after_its_gap() {
         assert_eq!(&body(&kv, &reply), payload, "acknowledged seq {seq} serves its bytes");
     }
 }
+
+/// v2: a commit (the seal of a segment from its parts) races a gap for the same seq like a
+/// whole-segment upload does: exactly one holds the seq.
+#[test]
+fn v2_a_commit_and_a_gap_of_its_seq_race_and_exactly_one_wins() {
+    let c = c();
+    let id = stream_id(SECRET);
+    let part = |kv: &dyn Kv, seq: u64, n: u32| {
+        let headers = [
+            (wire::DURATION, "0.500"),
+            (wire::PART_TARGET, "0.500"),
+            (wire::TARGET_DURATION, "1"),
+            (wire::INDEPENDENT, if n == 0 { "1" } else { "0" }),
+        ];
+        let h = head(Method::Put, &wire::ingest_part_path(SECRET, seq, n), &headers);
+        request(kv, &c, &h, &ts(2, (seq * 4 + u64::from(n)) as u8), T0 + 1000).status
+    };
+    let commit = |kv: &dyn Kv, seq: u64| {
+        let h = head(Method::Post, &wire::ingest_commit_path(SECRET, seq), &[(wire::PARTS, "2")]);
+        request(kv, &c, &h, b"", T0 + 1500).status
+    };
+    let setup = || {
+        let kv = MemoryKv::new();
+        for seq in 0..2 {
+            assert_eq!((part(&kv, seq, 0), part(&kv, seq, 1)), (201, 201));
+        }
+        assert_eq!(commit(&kv, 0), 201);
+        kv
+    };
+    for gap_first in [true, false] {
+        let other = RefCell::new(0u16);
+        let kv = Hooked::new(setup());
+        let (committed, gapped) = if gap_first {
+            // The commit runs after the gap found the commit point free, before the gap wrote it.
+            kv.after("get", format!("seg/{id}/1/meta"), 1, |inner| *other.borrow_mut() = commit(inner, 1));
+            let g = gap_with(&kv, &c, 1, &[(wire::DURATION, "1")], T0 + 1500).status;
+            (*other.borrow(), g)
+        } else {
+            // The gap runs right after the commit wrote the commit point.
+            kv.after("set", format!("seg/{id}/1/meta"), 0, |inner| {
+                *other.borrow_mut() = gap_with(inner, &c, 1, &[(wire::DURATION, "1")], T0 + 1500).status
+            });
+            let s = commit(&kv, 1);
+            (s, *other.borrow())
+        };
+        assert!(kv.fired());
+        let stored = meta(&kv.inner, 1).unwrap();
+        if gap_first {
+            assert_eq!((committed, gapped), (409, 201));
+            assert!(stored.gap);
+            assert_eq!(get(&kv.inner, &c, &format!("/chunks/{id}/1.ts"), T0 + 1600).status, 404);
+        } else {
+            assert_eq!((committed, gapped), (201, 409));
+            assert!(!stored.gap && stored.ll_parts.len() == 2);
+            assert_eq!(get(&kv.inner, &c, &format!("/chunks/{id}/1.ts"), T0 + 1600).status, 200);
+        }
+    }
+}
