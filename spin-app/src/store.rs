@@ -575,7 +575,9 @@ impl<'a, K: Kv + ?Sized> Streams<'a, K> {
     /// sees its meta and yields: an acknowledged segment is never replaced, and a recorded gap is
     /// never replaced either (every later write to the meta is the gap's). When both reads see
     /// the other (a true tie) both answer `409` and the gap stays: nothing was acknowledged, and
-    /// the playlist moves on.
+    /// the playlist moves on. Not closed (ARCHITECTURE.md, "Gaps"): two copies of one upload in
+    /// flight at once share the meta key, so one copy's acknowledgement and the other copy's
+    /// reading of the record (before a yielding gap takes it back) can still cross.
     pub fn put_gap(&self, id: &StreamId, seq: u64, duration_ms: Option<u32>, now_ms: i64) -> Result<Stored, PutError> {
         if let Some(existing) = self.meta(id, seq)? {
             return answer_existing_gap(&existing);
