@@ -5,10 +5,15 @@
 //! segments during a long outage; the first segment after a drop carries a discontinuity.
 //!
 //! A seq, once sent, is never reused for other bytes (issue 11): a request that timed out may
-//! still complete on the server, so a segment that was sent is never dropped — both queues keep
-//! retrying its same bytes under its seq and drop only segments that never went out. (Freeing a
+//! still complete on the server, so a sent seq is never given to another segment. (Freeing a
 //! sent seq let the next segment take it: a `409`, or, when both landed, an acknowledged segment
-//! silently replaced.)
+//! silently replaced.) The buffer bound drops the oldest segments, sent or not, but never the
+//! request on the wire; a dropped segment that was sent and not answered leaves its seq to a
+//! gap (`POST /ingest/{session}/{seq}/gap`): the queue declares the gap, retried like an upload
+//! until the server answers `201`/`200` (recorded) or `409` (the late upload landed first: the
+//! segment counts as acknowledged), before anything after it goes out. The server settles a
+//! gap racing the late upload so that exactly one holds the seq and the playlist moves on with a
+//! discontinuity.
 //! [`UploadQueue`] sends whole segments (wire contract v1), [`PartQueue`] the parts and commits
 //! of low-latency segments (v2).
 
@@ -87,12 +92,41 @@ pub struct Send<'a, T> {
     pub payload: &'a T,
 }
 
+/// A gap to declare: seq `seq` was sent, not answered, and dropped by the bound.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Gap {
+    pub seq: u64,
+    /// The dropped segment's duration (sent as `X-Duration`).
+    pub duration_ms: u64,
+}
+
+/// How the answer to a gap settled it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GapSettled {
+    /// `201`/`200`: the server recorded the gap.
+    Recorded(Gap),
+    /// `409`: the server holds the dropped segment after all (its late upload landed first),
+    /// so it counts as acknowledged.
+    SegmentHeld(Gap),
+    /// Not answered or refused: retried after the backoff (or the queue halted).
+    Pending,
+}
+
+/// What the request on the wire is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Flight {
+    Segment,
+    Gap,
+}
+
 /// The queue's policy state.
 #[derive(Debug)]
 pub struct UploadQueue<T> {
     items: VecDeque<Entry<T>>,
+    /// Gaps to declare, oldest first; they go before any segment.
+    gaps: VecDeque<Gap>,
     next_seq: u64,
-    in_flight: bool,
+    in_flight: Option<Flight>,
     attempts: u32,
     retry_at_ms: u64,
     halted: Option<u16>,
@@ -107,8 +141,9 @@ impl<T> UploadQueue<T> {
     pub fn new(backoff: Backoff, max_buffer_ms: u64) -> Self {
         UploadQueue {
             items: VecDeque::new(),
+            gaps: VecDeque::new(),
             next_seq: 0,
-            in_flight: false,
+            in_flight: None,
             attempts: 0,
             retry_at_ms: 0,
             halted: None,
@@ -119,9 +154,14 @@ impl<T> UploadQueue<T> {
         }
     }
 
-    /// Segments not yet acknowledged.
+    /// Segments not yet acknowledged, and gaps not yet declared.
     pub fn waiting(&self) -> usize {
-        self.items.len()
+        self.items.len() + self.gaps.len()
+    }
+
+    /// Gaps not yet declared.
+    pub fn gaps_waiting(&self) -> usize {
+        self.gaps.len()
     }
 
     /// Failed attempts in a row for the head segment.
@@ -144,7 +184,9 @@ impl<T> UploadQueue<T> {
         self.next_seq
     }
 
-    /// Adds a segment at the tail, then drops the oldest unsent ones beyond the bound.
+    /// Adds a segment at the tail, then drops the oldest ones beyond the bound (never the
+    /// newest, nor the one whose request is on the wire). A dropped segment that was sent leaves
+    /// a gap to declare under its seq; the segment after a drop starts a discontinuity.
     pub fn push(&mut self, payload: T, duration_ms: u64) {
         self.items.push_back(Entry {
             payload,
@@ -154,17 +196,21 @@ impl<T> UploadQueue<T> {
         });
         let mut total: u64 = self.items.iter().map(|e| e.duration_ms).sum();
         while total > self.max_buffer_ms && self.items.len() > 1 {
-            // Never drop a segment that was sent (only the head ever is): the request on the
-            // wire must find it, and one that timed out may still land, so its seq keeps its bytes.
-            let sent = self.in_flight || self.items.front().is_some_and(|e| e.seq.is_some());
-            let idx = usize::from(sent);
+            // The request on the wire must find its segment when its answer comes.
+            let idx = usize::from(self.in_flight == Some(Flight::Segment));
             if idx >= self.items.len() - 1 {
                 break;
             }
             let gone = self.items.remove(idx).expect("index checked");
             total -= gone.duration_ms;
             self.dropped += 1;
-            debug_assert!(gone.seq.is_none(), "a sent segment was dropped");
+            if let Some(seq) = gone.seq {
+                // Sent and not answered: it may still land, so its seq is never reused; the
+                // server is told to give it up instead.
+                self.gaps.push_back(Gap { seq, duration_ms: gone.duration_ms });
+                self.attempts = 0;
+                self.retry_at_ms = 0;
+            }
             if idx == 0 {
                 self.gap = true;
             } else if let Some(next) = self.items.get_mut(idx) {
@@ -173,9 +219,20 @@ impl<T> UploadQueue<T> {
         }
     }
 
-    /// The segment to send now, if any; assigns its seq on first send.
+    /// The gap to declare now, if any: it goes before any segment.
+    pub fn next_gap(&mut self, now_ms: u64) -> Option<Gap> {
+        if self.in_flight.is_some() || self.halted.is_some() || now_ms < self.retry_at_ms {
+            return None;
+        }
+        let gap = *self.gaps.front()?;
+        self.in_flight = Some(Flight::Gap);
+        Some(gap)
+    }
+
+    /// The segment to send now, if any; assigns its seq on first send. `None` while a gap
+    /// waits to be declared ([`UploadQueue::next_gap`] first).
     pub fn next(&mut self, now_ms: u64) -> Option<Send<'_, T>> {
-        if self.in_flight || self.halted.is_some() || now_ms < self.retry_at_ms {
+        if self.in_flight.is_some() || self.halted.is_some() || now_ms < self.retry_at_ms || !self.gaps.is_empty() {
             return None;
         }
         let gap = std::mem::take(&mut self.gap);
@@ -187,7 +244,7 @@ impl<T> UploadQueue<T> {
             *next_seq += 1;
             s
         });
-        self.in_flight = true;
+        self.in_flight = Some(Flight::Segment);
         Some(Send {
             seq,
             discontinuity: head.discontinuity,
@@ -196,9 +253,34 @@ impl<T> UploadQueue<T> {
         })
     }
 
+    /// Records the answer to the gap `next_gap` handed out.
+    pub fn settle_gap(&mut self, outcome: Outcome, now_ms: u64, jitter: f64) -> GapSettled {
+        debug_assert_eq!(self.in_flight, Some(Flight::Gap));
+        self.in_flight = None;
+        match outcome {
+            Outcome::Acked | Outcome::Conflict => {
+                self.attempts = 0;
+                self.retry_at_ms = 0;
+                let Some(gap) = self.gaps.pop_front() else {
+                    return GapSettled::Pending;
+                };
+                if outcome == Outcome::Acked {
+                    GapSettled::Recorded(gap)
+                } else {
+                    GapSettled::SegmentHeld(gap)
+                }
+            }
+            other => {
+                self.failed(other, now_ms, jitter);
+                GapSettled::Pending
+            }
+        }
+    }
+
     /// Records the answer to the request `next` handed out; returns the acked entry.
     pub fn settle(&mut self, outcome: Outcome, now_ms: u64, jitter: f64) -> Option<Entry<T>> {
-        self.in_flight = false;
+        debug_assert_eq!(self.in_flight, Some(Flight::Segment));
+        self.in_flight = None;
         match outcome {
             Outcome::Acked => {
                 self.attempts = 0;
@@ -214,14 +296,20 @@ impl<T> UploadQueue<T> {
                 }
                 None
             }
-            Outcome::Retry => {
-                self.attempts += 1;
-                self.retry_at_ms = now_ms + self.backoff.delay_ms(self.attempts, jitter);
+            other => {
+                self.failed(other, now_ms, jitter);
                 None
             }
-            Outcome::Fatal(status) => {
-                self.halted = Some(status);
-                None
+        }
+    }
+
+    /// A retry after the backoff, or the end of the queue.
+    fn failed(&mut self, outcome: Outcome, now_ms: u64, jitter: f64) {
+        match outcome {
+            Outcome::Fatal(status) => self.halted = Some(status),
+            _ => {
+                self.attempts += 1;
+                self.retry_at_ms = now_ms + self.backoff.delay_ms(self.attempts, jitter);
             }
         }
     }
@@ -241,6 +329,8 @@ pub enum Item<'a, T> {
     },
     /// `POST` the commit of segment `seq` from its `parts` parts.
     Commit { seq: u64, parts: u32 },
+    /// `POST` a gap for segment `seq`: it was sent in part and dropped by the bound.
+    Gap(Gap),
 }
 
 /// What an acknowledgement settled.
@@ -252,6 +342,9 @@ pub enum Acked<'a, T> {
         seq: u64,
         parts: u32,
     },
+    /// The gap is settled: `recorded` (`201`/`200`), or the server had sealed the segment
+    /// after all (`409`: it counts as acknowledged).
+    Gap { gap: Gap, recorded: bool },
 }
 
 /// One segment's parts in the queue.
@@ -279,13 +372,16 @@ impl<T> Seg<T> {
 /// of a segment went out, the segment is never dropped and never changes: a retry sends the same
 /// part again, so the server never sees two bodies under one `(seq, part)`, and no sealed
 /// segment can end up without the parts it names. During an outage the bound drops whole
-/// segments that are sealed and never sent, oldest first; the segment after them starts with a
-/// discontinuity.
+/// sealed segments, oldest first (never the newest, nor one with a request on the wire); one
+/// that was sent in part leaves a gap to declare under its seq, which goes before anything
+/// else. The segment after a drop starts with a discontinuity.
 #[derive(Debug)]
 pub struct PartQueue<T> {
     segs: VecDeque<Seg<T>>,
+    /// Gaps to declare, oldest first.
+    gaps: VecDeque<Gap>,
     next_seq: u64,
-    in_flight: bool,
+    in_flight: Option<Flight>,
     attempts: u32,
     retry_at_ms: u64,
     halted: Option<u16>,
@@ -301,8 +397,9 @@ impl<T> PartQueue<T> {
     pub fn new(backoff: Backoff, max_buffer_ms: u64) -> Self {
         PartQueue {
             segs: VecDeque::new(),
+            gaps: VecDeque::new(),
             next_seq: 0,
-            in_flight: false,
+            in_flight: None,
             attempts: 0,
             retry_at_ms: 0,
             halted: None,
@@ -313,9 +410,15 @@ impl<T> PartQueue<T> {
         }
     }
 
-    /// Segments not yet sealed on the server (the one being recorded included).
+    /// Segments not yet sealed on the server (the one being recorded included), and gaps not
+    /// yet declared.
     pub fn waiting(&self) -> usize {
-        self.segs.len()
+        self.segs.len() + self.gaps.len()
+    }
+
+    /// Gaps not yet declared.
+    pub fn gaps_waiting(&self) -> usize {
+        self.gaps.len()
     }
 
     /// Media (ms) in parts not yet acknowledged.
@@ -366,23 +469,32 @@ impl<T> PartQueue<T> {
         self.bound();
     }
 
-    /// Drops the oldest sealed, never-sent segments while more than the bound waits.
+    /// Drops the oldest sealed segments while more than the bound waits; a sent one (only the
+    /// head is ever sent) leaves a gap to declare, unless its request is on the wire.
     fn bound(&mut self) {
         let mut total = self.waiting_ms();
         while total > self.max_buffer_ms {
             // Never the newest: what comes after a drop must exist to carry the discontinuity.
             let last = self.segs.len().saturating_sub(1);
+            let on_wire = self.in_flight == Some(Flight::Segment);
             let Some(idx) = self
                 .segs
                 .iter()
                 .take(last)
-                .position(|s| s.sealed && s.seq.is_none())
+                .enumerate()
+                .position(|(i, s)| s.sealed && (s.seq.is_none() || (i == 0 && !on_wire)))
             else {
                 break;
             };
             let gone = self.segs.remove(idx).expect("index found");
             total -= gone.unsent_ms();
             self.dropped += 1;
+            if let Some(seq) = gone.seq {
+                let duration_ms = gone.parts.iter().map(|p| p.1).sum();
+                self.gaps.push_back(Gap { seq, duration_ms });
+                self.attempts = 0;
+                self.retry_at_ms = 0;
+            }
             if let Some(next) = self.segs.get_mut(idx) {
                 next.discontinuity = true;
             }
@@ -391,8 +503,12 @@ impl<T> PartQueue<T> {
 
     /// The request to make now, if any; assigns the segment's seq on its first request.
     pub fn next(&mut self, now_ms: u64) -> Option<Item<'_, T>> {
-        if self.in_flight || self.halted.is_some() || now_ms < self.retry_at_ms {
+        if self.in_flight.is_some() || self.halted.is_some() || now_ms < self.retry_at_ms {
             return None;
+        }
+        if let Some(gap) = self.gaps.front() {
+            self.in_flight = Some(Flight::Gap);
+            return Some(Item::Gap(*gap));
         }
         let next_seq = &mut self.next_seq;
         let head = self.segs.front_mut()?;
@@ -405,7 +521,7 @@ impl<T> PartQueue<T> {
             *next_seq += 1;
             s
         });
-        self.in_flight = true;
+        self.in_flight = Some(Flight::Segment);
         Some(match head.parts.get(head.acked) {
             Some((payload, duration_ms)) => Item::Part {
                 seq,
@@ -423,7 +539,15 @@ impl<T> PartQueue<T> {
 
     /// Records the answer to the request `next` handed out.
     pub fn settle(&mut self, outcome: Outcome, now_ms: u64, jitter: f64) -> Option<Acked<'_, T>> {
-        self.in_flight = false;
+        let flight = self.in_flight.take();
+        if flight == Some(Flight::Gap) {
+            if let Outcome::Acked | Outcome::Conflict = outcome {
+                self.attempts = 0;
+                self.retry_at_ms = 0;
+                let gap = self.gaps.pop_front()?;
+                return Some(Acked::Gap { gap, recorded: outcome == Outcome::Acked });
+            }
+        }
         match outcome {
             Outcome::Acked => {
                 self.attempts = 0;
@@ -554,7 +678,7 @@ mod tests {
     }
 
     #[test]
-    fn regression_issue_11_a_sent_segment_is_never_dropped_so_its_seq_keeps_its_bytes() {
+    fn regression_issue_11_a_sent_segment_dropped_by_the_bound_leaves_a_gap_never_its_seq() {
         let mut q = q(); // 10 s bound
         q.push("s0", 2000);
         assert_eq!(q.next(0).unwrap().seq, 0);
@@ -562,14 +686,94 @@ mod tests {
         for name in ["s1", "s2", "s3", "s4", "s5"] {
             q.push(name, 2000);
         }
-        // 12 s queued > 10 s: s1, the oldest never sent, goes; s0 keeps seq 0.
+        // 12 s queued > 10 s: s0, the oldest, goes although it was sent; seq 0 becomes a gap.
         assert_eq!(q.dropped, 1);
-        assert_eq!(q.waiting(), 5);
-        let s = q.next(10_000).unwrap();
-        assert_eq!((s.seq, *s.payload, s.discontinuity), (0, "s0", false));
-        q.settle(Outcome::Acked, 10_000, 0.5);
-        let s = q.next(10_000).unwrap();
-        assert_eq!((s.seq, *s.payload, s.discontinuity), (1, "s2", true));
+        assert_eq!(q.gaps_waiting(), 1);
+        assert_eq!(q.waiting(), 6, "five segments and the gap");
+        assert!(q.next(0).is_none(), "nothing goes before the gap");
+        assert_eq!(q.next_gap(0), Some(Gap { seq: 0, duration_ms: 2000 }));
+        assert!(q.next_gap(0).is_none() && q.next(0).is_none(), "one request at a time");
+        // Unanswered again: the same gap again after the backoff, never seq 0 for other bytes.
+        assert_eq!(q.settle_gap(Outcome::Retry, 0, 0.5), GapSettled::Pending);
+        assert!(q.next_gap(100).is_none() && q.next(100).is_none(), "backing off");
+        assert_eq!(q.next_gap(250), Some(Gap { seq: 0, duration_ms: 2000 }));
+        let settled = q.settle_gap(Outcome::Acked, 300, 0.5);
+        assert_eq!(settled, GapSettled::Recorded(Gap { seq: 0, duration_ms: 2000 }));
+        let s = q.next(300).unwrap();
+        assert_eq!((s.seq, *s.payload, s.discontinuity), (1, "s1", true), "a fresh seq after the gap");
+        q.settle(Outcome::Acked, 300, 0.5);
+        let s = q.next(300).unwrap();
+        assert_eq!((s.seq, *s.payload, s.discontinuity), (2, "s2", false));
+    }
+
+    #[test]
+    fn a_gap_refused_because_the_late_upload_landed_counts_the_segment_as_acknowledged() {
+        let mut q = q();
+        q.push("s0", 6000);
+        q.next(0).unwrap();
+        q.settle(Outcome::Retry, 0, 0.5);
+        q.push("s1", 6000); // 12 s > 10 s: s0 goes
+        let gap = q.next_gap(1000).unwrap();
+        assert_eq!(gap, Gap { seq: 0, duration_ms: 6000 });
+        assert_eq!(q.settle_gap(Outcome::Conflict, 1000, 0.5), GapSettled::SegmentHeld(gap));
+        let s = q.next(1000).unwrap();
+        assert_eq!((s.seq, *s.payload), (1, "s1"));
+        assert_eq!(q.waiting(), 1);
+    }
+
+    #[test]
+    fn a_fatal_answer_to_a_gap_stops_the_queue() {
+        let mut q = q();
+        q.push("s0", 6000);
+        q.next(0).unwrap();
+        q.settle(Outcome::Retry, 0, 0.5);
+        q.push("s1", 6000);
+        q.next_gap(1000).unwrap();
+        assert_eq!(q.settle_gap(Outcome::Fatal(401), 1000, 0.5), GapSettled::Pending);
+        assert_eq!(q.halted(), Some(401));
+        assert!(q.next_gap(1_000_000).is_none() && q.next(1_000_000).is_none());
+    }
+
+    #[test]
+    fn every_seq_goes_out_with_one_body_or_one_gap_whatever_the_outage() {
+        // A long outage with answers lost at random: each seq the queue hands out is either
+        // segment bytes (always the same ones) or a gap, never both kinds or two bodies.
+        let mut q: UploadQueue<u32> = UploadQueue::new(Backoff::default(), 10_000);
+        let mut sent: std::collections::BTreeMap<u64, Vec<Option<u32>>> = Default::default();
+        let mut now = 0;
+        let mut rng = 7u64;
+        let mut next_payload = 0;
+        for step in 0..2000 {
+            rng = rng.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
+            if step % 3 == 0 {
+                q.push(next_payload, 2000);
+                next_payload += 1;
+            }
+            now += 700;
+            let answered = (rng >> 33) % 4 == 0 || step > 1800;
+            let outcome = if answered { Outcome::Acked } else { Outcome::Retry };
+            if let Some(gap) = q.next_gap(now) {
+                sent.entry(gap.seq).or_default().push(None);
+                q.settle_gap(outcome, now, 0.5);
+            } else if let Some(s) = q.next(now) {
+                sent.entry(s.seq).or_default().push(Some(*s.payload));
+                q.settle(outcome, now, 0.5);
+            }
+        }
+        assert!(q.dropped > 0);
+        let mut gaps = 0;
+        for (seq, uses) in &sent {
+            let bodies: std::collections::BTreeSet<u32> = uses.iter().flatten().copied().collect();
+            assert!(bodies.len() <= 1, "seq {seq} carried two bodies: {uses:?}");
+            if uses.contains(&None) {
+                gaps += 1;
+                // A gap follows the body it gives up; nothing but the gap after it.
+                let first_gap = uses.iter().position(Option::is_none).unwrap();
+                assert!(uses[first_gap..].iter().all(Option::is_none), "seq {seq}: {uses:?}");
+            }
+        }
+        assert!(gaps > 0, "the run dropped a sent segment");
+        assert_eq!(*sent.keys().last().unwrap() + 1, sent.len() as u64, "seqs stay dense");
     }
 
     #[test]
@@ -618,6 +822,7 @@ mod tests {
                     )
                 }
                 Item::Commit { seq, parts } => format!("{seq}/commit {parts}"),
+                Item::Gap(gap) => format!("{}/gap {}", gap.seq, gap.duration_ms),
             });
             q.settle(Outcome::Acked, 1_000_000, 0.5);
         }
@@ -662,7 +867,7 @@ mod tests {
     }
 
     #[test]
-    fn the_bound_drops_only_whole_segments_never_sent_and_marks_the_break() {
+    fn the_bound_drops_whole_sealed_segments_and_a_sent_one_becomes_a_gap() {
         let mut q = pq(); // 10 s bound
         q.push_part("s0p0", 1000, true);
         q.next(0).unwrap();
@@ -674,34 +879,57 @@ mod tests {
             q.push_part(s, 1000, false);
             q.seal();
         }
-        // 12 s waiting > 10 s: s1 goes (s0 was sent, s5 is the newest).
-        assert_eq!((q.dropped, q.waiting(), q.waiting_ms()), (1, 5, 10_000));
-        q.push_part("s6", 1000, true); // open segments are never dropped either
+        // 12 s waiting > 10 s: s0 goes (the oldest; sent, so seq 0 becomes a gap).
+        assert_eq!((q.dropped, q.gaps_waiting(), q.waiting_ms()), (1, 1, 10_000));
+        q.push_part("s6", 1000, true); // open segments are never dropped
         q.push_part("s6", 1000, false);
         assert_eq!(q.dropped, 1);
         q.seal();
-        assert_eq!(q.dropped, 2, "s2 goes");
+        assert_eq!(q.dropped, 2, "s1 goes, never sent: no gap");
+        assert_eq!(q.gaps_waiting(), 1);
         let sent = drain(&mut q);
-        assert_eq!(
-            &sent[..4],
-            ["0/0:s0p0", "0/1:s0p1", "0/commit 2", "1/0:s3!"]
-        );
+        assert_eq!(&sent[..4], ["0/gap 2000", "1/0:s2!", "1/1:s2", "1/commit 2"]);
         assert_eq!(sent.iter().filter(|s| s.ends_with('!')).count(), 1);
-        assert_eq!(sent.last().unwrap(), "4/commit 2", "seqs stay dense");
+        assert_eq!(sent.last().unwrap(), "5/commit 2", "seqs stay dense");
     }
 
     #[test]
-    fn the_bound_drops_nothing_once_every_segment_was_sent() {
+    fn the_bound_never_drops_a_segment_whose_request_is_on_the_wire() {
         let mut q = pq();
         q.push_part("a", 6000, true);
-        q.next(0).unwrap();
-        q.settle(Outcome::Retry, 0, 0.5);
+        q.next(0).unwrap(); // on the wire
         q.push_part("a", 6000, false);
         q.seal();
         q.push_part("b", 6000, true);
         q.seal();
-        assert_eq!(q.dropped, 0, "a was sent; b is the newest");
+        assert_eq!(q.dropped, 0, "a is on the wire; b is the newest");
         assert_eq!(q.waiting_ms(), 18_000);
+        q.settle(Outcome::Retry, 0, 0.5);
+        q.push_part("c", 6000, true);
+        q.seal();
+        assert_eq!((q.dropped, q.gaps_waiting()), (2, 1), "a (a gap now) and b go");
+        assert_eq!(drain(&mut q), ["0/gap 12000", "1/0:c!", "1/commit 1"]);
+    }
+
+    #[test]
+    fn a_gap_answered_409_means_the_segment_was_sealed_after_all() {
+        let mut q = pq();
+        q.push_part("a0", 5000, true);
+        q.push_part("a1", 5000, false);
+        q.seal();
+        q.next(0).unwrap();
+        q.settle(Outcome::Acked, 0, 0.5);
+        q.next(0).unwrap();
+        q.settle(Outcome::Retry, 0, 0.5); // part 1 unanswered
+        q.push_part("b0", 6000, true); // 5 s of a unacknowledged + 6 s > 10 s
+        q.seal();
+        assert_eq!(q.gaps_waiting(), 1);
+        assert_eq!(q.next(1000), Some(Item::Gap(Gap { seq: 0, duration_ms: 10_000 })));
+        assert_eq!(
+            q.settle(Outcome::Conflict, 1000, 0.5),
+            Some(Acked::Gap { gap: Gap { seq: 0, duration_ms: 10_000 }, recorded: false })
+        );
+        assert_eq!(drain(&mut q), ["1/0:b0!", "1/commit 1"]);
     }
 
     #[test]

@@ -15,7 +15,8 @@ use web_sys::Response;
 use crate::chrome;
 use crate::messages::{refusal_message, unreachable_message};
 use crate::queue::{
-    classify, Acked, Backoff, Item, Outcome, PartQueue, UploadQueue, MAX_BUFFER_MS,
+    classify, Acked, Backoff, Gap, GapSettled, Item, Outcome, PartQueue, UploadQueue,
+    MAX_BUFFER_MS,
 };
 
 /// How long a request may take before it counts as unanswered.
@@ -93,6 +94,8 @@ struct Request {
     body: Option<Uint8Array>,
     /// What it carries, for messages ("segment 3", "part 1 of segment 3").
     what: String,
+    /// A gap (`POST …/{seq}/gap`), settled as one.
+    gap: bool,
 }
 
 /// The queue and what has happened to it so far.
@@ -237,7 +240,7 @@ pub async fn run(
         let now = chrome::now_ms();
         let outcome = classify(status);
         let size = request.body.as_ref().map_or(0.0, |b| b.length() as f64);
-        if !u.settle(outcome, now, size) {
+        if !u.settle(outcome, now, size, request.gap) {
             let server = &target.server;
             let what = &request.what;
             u.last_error = Some(match outcome {
@@ -263,6 +266,9 @@ impl Uploads {
         let media = |ts: &[u8]| Some(Uint8Array::from(ts));
         match &mut self.queue {
             Queue::Segments(q) => {
+                if let Some(gap) = q.next_gap(now) {
+                    return Some(gap_request(session, gap));
+                }
                 let s = q.next(now)?;
                 let mut headers = vec![
                     ("Content-Type", "video/mp2t".to_string()),
@@ -278,6 +284,7 @@ impl Uploads {
                     headers,
                     body: media(&s.payload.ts),
                     what: format!("segment {}", s.seq),
+                    gap: false,
                 })
             }
             Queue::Parts {
@@ -315,6 +322,7 @@ impl Uploads {
                             headers,
                             body: media(&payload.ts),
                             what: format!("part {part} of segment {seq}"),
+                            gap: false,
                         })
                     }
                     Item::Commit { seq, parts } => Some(Request {
@@ -323,16 +331,24 @@ impl Uploads {
                         headers: vec![(wire::PARTS, parts.to_string())],
                         body: None,
                         what: format!("the commit of segment {seq}"),
+                        gap: false,
                     }),
+                    Item::Gap(gap) => Some(gap_request(session, gap)),
                 }
             }
         }
     }
 
-    /// Records the answer to the last request; false when it was not acknowledged.
-    fn settle(&mut self, outcome: Outcome, now: f64, size: f64) -> bool {
+    /// Records the answer to the last request; false when it was not acknowledged. A gap's
+    /// `409` means the dropped segment's late upload was stored after all: it counts as sent.
+    fn settle(&mut self, outcome: Outcome, now: f64, size: f64, gap: bool) -> bool {
         let jitter = chrome::jitter();
         let (end_wall, segment_done) = match &mut self.queue {
+            Queue::Segments(q) if gap => match q.settle_gap(outcome, now as u64, jitter) {
+                GapSettled::Recorded(_) => (None, false),
+                GapSettled::SegmentHeld(_) => (None, true),
+                GapSettled::Pending => return false,
+            },
             Queue::Segments(q) => match q.settle(outcome, now as u64, jitter) {
                 Some(entry) => (Some(entry.payload.end_wall_ms), true),
                 None => return false,
@@ -340,6 +356,7 @@ impl Uploads {
             Queue::Parts { queue, .. } => match queue.settle(outcome, now as u64, jitter) {
                 Some(Acked::Part(p)) => (Some(p.end_wall_ms), false),
                 Some(Acked::Commit { .. }) => (None, true),
+                Some(Acked::Gap { recorded, .. }) => (None, !recorded),
                 None => return false,
             },
         };
@@ -354,6 +371,19 @@ impl Uploads {
         }
         self.last_error = None;
         true
+    }
+}
+
+/// The request that gives up seq `gap.seq` (its segment was sent, not answered, and dropped by
+/// the outage bound): the server records a gap, and the playlist moves on.
+fn gap_request(session: &str, gap: Gap) -> Request {
+    Request {
+        method: "POST",
+        path: wire::ingest_gap_path(session, gap.seq),
+        headers: vec![(wire::DURATION, wire::duration_text(gap.duration_ms))],
+        body: None,
+        what: format!("the gap for segment {}", gap.seq),
+        gap: true,
     }
 }
 

@@ -316,6 +316,7 @@ impl SegmentMeta {
             sha1: sha1_hex(digests.as_bytes()),
             ll_parts: parts.iter().map(PartMeta::to_ref).collect(),
             disc_seq: None,
+            gap: false,
         }
     }
 

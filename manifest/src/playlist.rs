@@ -150,6 +150,7 @@ fn write_segment_with_parts(out: &mut String, stream_id: &str, meta: &SegmentMet
     for (n, part) in meta.ll_parts.iter().enumerate() {
         write_part(out, stream_id, meta.seq, n, part.duration_ms, part.independent);
     }
+    write_gap(out, meta);
     let _ = writeln!(out, "#EXTINF:{},", format_millis(u64::from(meta.duration_ms)));
     let _ = writeln!(out, "/chunks/{stream_id}/{}.ts", meta.seq);
 }
@@ -191,7 +192,7 @@ pub fn segment_lines(stream_id: &str, metas: &[SegmentMeta]) -> String {
 
 /// Whether `lines` have the shape [`segment_lines`] gives the `len` segments from `first_seq`
 /// of stream `stream_id`: per segment an optional `#EXT-X-DISCONTINUITY`, a
-/// `#EXT-X-PROGRAM-DATE-TIME`, an `#EXTINF` and the segment's own URI, and nothing else. A
+/// `#EXT-X-PROGRAM-DATE-TIME`, an optional `#EXT-X-GAP`, an `#EXTINF` and the segment's own URI, and nothing else. A
 /// truncated, foreign or misplaced text fails; the values inside the tags are not re-checked.
 pub fn check_lines(stream_id: &str, first_seq: u64, len: u64, lines: &str) -> bool {
     // Byte by byte rather than line by line: a GET checks every stored block it copies.
@@ -201,9 +202,12 @@ pub fn check_lines(stream_id: &str, first_seq: u64, len: u64, lines: &str) -> bo
         if let Some(after) = rest.strip_prefix(b"#EXT-X-DISCONTINUITY\n") {
             rest = after;
         }
-        let Some((_, after)) = rest.strip_prefix(b"#EXT-X-PROGRAM-DATE-TIME:").and_then(split_line) else {
+        let Some((_, mut after)) = rest.strip_prefix(b"#EXT-X-PROGRAM-DATE-TIME:").and_then(split_line) else {
             return false;
         };
+        if let Some(rest) = after.strip_prefix(b"#EXT-X-GAP\n") {
+            after = rest;
+        }
         let Some((extinf, after)) = after.strip_prefix(b"#EXTINF:").and_then(split_line) else {
             return false;
         };
@@ -262,8 +266,20 @@ fn write_segment(out: &mut String, stream_id: &str, meta: &SegmentMeta) {
         let _ = writeln!(out, "#EXT-X-DISCONTINUITY");
     }
     let _ = writeln!(out, "#EXT-X-PROGRAM-DATE-TIME:{}", format_rfc3339_ms(meta.pdt_ms));
+    write_gap(out, meta);
     let _ = writeln!(out, "#EXTINF:{},", format_millis(u64::from(meta.duration_ms)));
     let _ = writeln!(out, "/chunks/{stream_id}/{}.ts", meta.seq);
+}
+
+/// `#EXT-X-GAP` for a seq the broadcaster gave up (issue 11; rfc8216bis §4.4.4.7: the segment
+/// is missing, clients must not load it). It keeps its seq as its media sequence number, so
+/// `_HLS_msn` and `EXT-X-MEDIA-SEQUENCE` stay the seqs; it needs no higher `EXT-X-VERSION`
+/// (rfc8216bis §8), and players that do not know the tag skip it as unknown and find the URI
+/// answering `404`.
+fn write_gap(out: &mut String, meta: &SegmentMeta) {
+    if meta.gap {
+        let _ = writeln!(out, "#EXT-X-GAP");
+    }
 }
 
 fn write_end(out: &mut String, state: State) {

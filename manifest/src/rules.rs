@@ -103,7 +103,9 @@ pub fn starts_discontinuity(
 ) -> bool {
     let after_stop = seq > 0 && end.is_some_and(|end| end.after_seq == seq - 1);
     let after_idle = previous.is_some_and(|prev| is_idle(prev.stored_ms, now_ms, idle_ms));
-    header || after_stop || after_idle
+    // The seq before was given up (issue 11): its media is missing, so timestamps jump here.
+    let after_gap = previous.is_some_and(|prev| prev.gap);
+    header || after_stop || after_idle || after_gap
 }
 
 /// The server's settings, parsed from the Spin variables' text.
@@ -181,6 +183,7 @@ mod tests {
             sha1: "0".repeat(40),
             ll_parts: Vec::new(),
             disc_seq: None,
+            gap: false,
         }
     }
 

@@ -43,6 +43,12 @@ pub struct SegmentMeta {
     /// order, or a meta stored before the count existed). Absent from the JSON when `None`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub disc_seq: Option<u64>,
+    /// The broadcaster gave this seq up (`POST /ingest/{session}/{seq}/gap`, issue 11): no
+    /// bytes, listed as an `EXT-X-GAP` segment of `duration_ms` so media sequence numbers stay
+    /// the seqs, and the segment after it starts a discontinuity. Absent from the JSON when
+    /// `false`, so other metas read and write exactly as before.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub gap: bool,
 }
 
 impl SegmentMeta {
@@ -60,6 +66,25 @@ impl SegmentMeta {
             sha1: sha1_hex(body),
             ll_parts: Vec::new(),
             disc_seq: None,
+            gap: false,
+        }
+    }
+
+    /// The record of a given-up seq (see [`SegmentMeta::gap`]): no bytes, `duration_ms` long,
+    /// starting at `pdt_ms`. It never carries a discontinuity itself: the segment after it does.
+    pub fn new_gap(seq: u64, duration_ms: u32, pdt_ms: i64, now_ms: i64) -> Self {
+        SegmentMeta {
+            seq,
+            duration_ms,
+            pdt_ms,
+            discontinuity: false,
+            stored_ms: now_ms,
+            len: 0,
+            parts: 0,
+            sha1: GAP_SHA1.to_owned(),
+            ll_parts: Vec::new(),
+            disc_seq: None,
+            gap: true,
         }
     }
 
@@ -73,6 +98,10 @@ impl SegmentMeta {
         &self.sha1[..SHA1_KEY_PREFIX_LEN.min(self.sha1.len())]
     }
 }
+
+/// The `sha1` field of a gap's meta: no body has it (it is not hex), so no upload's bytes ever
+/// compare equal to a gap.
+pub const GAP_SHA1: &str = "gap";
 
 /// How many parts a body of `len` bytes is stored in (at least one).
 pub fn part_count(len: usize) -> u32 {

@@ -365,6 +365,7 @@ mod tests {
             sha1: "0".repeat(40),
             ll_parts: Vec::new(),
             disc_seq: None,
+            gap: false,
         }
     }
 

@@ -39,6 +39,12 @@ pub fn ingest_commit_path(session: &str, seq: u64) -> String {
     format!("/ingest/{session}/{seq}/commit")
 }
 
+/// `POST` here (optionally with [`DURATION`]) to give up segment `seq` for good: the server
+/// records a gap, so the playlist moves on with a discontinuity (issue 11; v1 and v2).
+pub fn ingest_gap_path(session: &str, seq: u64) -> String {
+    format!("/ingest/{session}/{seq}/gap")
+}
+
 /// `POST` here when the broadcaster stops.
 pub fn ingest_end_path(session: &str) -> String {
     format!("/ingest/{session}/end")
@@ -74,6 +80,7 @@ mod tests {
         assert_eq!(ingest_part_path("S", 3, 0), "/ingest/S/3/0.ts");
         assert_eq!(ingest_commit_path("S", 3), "/ingest/S/3/commit");
         assert_eq!(ingest_end_path("S"), "/ingest/S/end");
+        assert_eq!(ingest_gap_path("S", 3), "/ingest/S/3/gap");
         assert_eq!(chunk_path("ab", 7), "/chunks/ab/7.ts");
         assert_eq!(part_path("ab", 7, 2), "/chunks/ab/7.2.ts");
         assert_eq!(playlist_path("ab"), "/playlist/ab.m3u8");

@@ -66,6 +66,7 @@ fn meta(seq: u64, duration_ms: u32, discontinuity: bool) -> SegmentMeta {
         sha1: "0".repeat(40),
         ll_parts: Vec::new(),
         disc_seq: None,
+        gap: false,
     }
 }
 
@@ -446,4 +447,33 @@ fn stored_lines_are_checked_against_their_place_in_the_stream() {
     assert!(!check_lines(STREAM, 64, 64, &text.replacen("#EXTINF:2.000,", "#EXTINF:2.000", 1)));
     assert!(!check_lines(STREAM, 64, 64, ""));
     assert!(!check_lines(STREAM, 64, 64, "[{\"seq\":64}]\n"), "a meta page is not lines");
+}
+
+#[test]
+fn a_given_up_seq_is_an_ext_x_gap_segment_and_the_next_one_starts_a_discontinuity_golden() {
+    // Issue 11: seq 6 was given up; seq 7 after it starts a discontinuity (rules decide it).
+    let gap = SegmentMeta::new_gap(6, 2000, T0 + 12_000, T0 + 20_000);
+    assert!(rules::starts_discontinuity(false, 7, None, Some(&gap), T0 + 20_500, 30_000));
+    let segments = vec![meta(5, 2000, false), gap, meta(7, 2000, true), meta(8, 2000, false)];
+    let v = view(segments.clone(), &[7], PlaylistKind::Sliding, State::Live);
+    let text = render(STREAM, &v);
+    assert_golden("gap_sliding_window", &text);
+    assert_eq!(text.matches("#EXT-X-GAP\n").count(), 1);
+    assert_eq!(text.matches("#EXT-X-DISCONTINUITY\n").count(), 1);
+    assert!(text.contains("#EXT-X-GAP\n#EXTINF:2.000,\n/chunks/c436f0485bf34625ff7764ead634bccd875b514d/6.ts\n"), "{text}");
+    // m3u8-rs keeps EXT-X-GAP as an unknown tag of that segment; everything else reads back.
+    let parsed = m3u8_rs::parse_media_playlist_res(text.as_bytes()).expect("parses");
+    assert_eq!(parsed.media_sequence, 5);
+    assert_eq!(parsed.segments.len(), 4, "the gap keeps its media sequence number");
+    assert_eq!(parsed.segments[1].unknown_tags.len(), 1);
+    assert_eq!(parsed.segments[1].unknown_tags[0].tag, "X-GAP");
+    assert!(parsed.segments[2].discontinuity);
+    // Stored lines blocks may hold a gap.
+    let lines = segment_lines(STREAM, &segments);
+    assert!(check_lines(STREAM, 5, 4, &lines));
+    assert!(!check_lines(STREAM, 5, 4, &lines.replace("#EXT-X-GAP\n", "#EXT-X-GAP\n#EXT-X-GAP\n")));
+    // A gap's meta reads and writes with its flag; other metas stay without it.
+    let json = serde_json::to_value(&segments[1]).unwrap();
+    assert_eq!(json["gap"], true);
+    assert!(serde_json::to_value(&segments[0]).unwrap().get("gap").is_none());
 }

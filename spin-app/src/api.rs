@@ -205,6 +205,11 @@ fn dispatch(
             let Some((meta, keys)) = streams.chunk(&id, seq, now_ms)? else {
                 return Err(ApiError::not_found("no such segment (never stored, or past the retention window)"));
             };
+            if meta.gap {
+                return Err(ApiError::not_found(
+                    "this segment was given up by the broadcaster: the playlist lists it as #EXT-X-GAP and it has no media",
+                ));
+            }
             Reply::new(200, "video/mp2t", Body::Parts { keys, len: meta.len }).header("cache-control", CHUNK_CACHE)
         }
         Route::Part { stream, seq, part } => {
@@ -297,6 +302,26 @@ fn dispatch(
                     "stream": id.as_str(),
                     "seq": seq,
                     "parts": count,
+                    "playlist": playlist_url(&head.base_url, &id),
+                    "player": player_url(&head.base_url, &id),
+                }),
+            )
+        }
+        Route::IngestGap { session, seq } => {
+            let secret = SessionSecret::parse(session).map_err(ApiError::bad_request)?;
+            let seq = ingest::parse_seq(seq).map_err(ApiError::bad_request)?;
+            let config = config().map_err(misconfigured)?;
+            authorize(head, &config)?;
+            let duration_ms = head.header("x-duration").map(ingest::parse_duration_ms).transpose().map_err(ApiError::bad_request)?;
+            let id = secret.stream_id();
+            let status = stored_status(Streams::new(kv, &config).put_gap(&id, seq, duration_ms, now_ms))?;
+            register_upload(kv, &config, &id, now_ms);
+            Reply::json(
+                status,
+                &json!({
+                    "stream": id.as_str(),
+                    "seq": seq,
+                    "gap": true,
                     "playlist": playlist_url(&head.base_url, &id),
                     "player": player_url(&head.base_url, &id),
                 }),

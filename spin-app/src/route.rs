@@ -51,6 +51,8 @@ pub enum Route {
     IngestPart { session: String, seq: String, part: String },
     /// `/ingest/{session}/{seq}/commit` (v2).
     IngestCommit { session: String, seq: String },
+    /// `/ingest/{session}/{seq}/gap` (issue 11): give segment `seq` up.
+    IngestGap { session: String, seq: String },
     /// `/admin/sweep`: the sweep's bounded work, for a cron job (issue 10).
     AdminSweep,
 }
@@ -99,6 +101,10 @@ impl Route {
                 session: (*session).to_owned(),
                 seq: (*seq).to_owned(),
             },
+            ["ingest", session, seq, "gap"] => Route::IngestGap {
+                session: (*session).to_owned(),
+                seq: (*seq).to_owned(),
+            },
             ["ingest", session, seq, file] => Route::IngestPart {
                 session: (*session).to_owned(),
                 seq: (*seq).to_owned(),
@@ -113,7 +119,7 @@ impl Route {
     pub fn methods(&self) -> &'static [Method] {
         match self {
             Route::IngestSegment { .. } | Route::IngestPart { .. } => &[Method::Put],
-            Route::IngestEnd { .. } | Route::IngestCommit { .. } | Route::AdminSweep => &[Method::Post],
+            Route::IngestEnd { .. } | Route::IngestCommit { .. } | Route::IngestGap { .. } | Route::AdminSweep => &[Method::Post],
             _ => &[Method::Get, Method::Head],
         }
     }
@@ -122,7 +128,7 @@ impl Route {
     pub fn allow(&self) -> &'static str {
         match self {
             Route::IngestSegment { .. } | Route::IngestPart { .. } => "PUT, OPTIONS",
-            Route::IngestEnd { .. } | Route::IngestCommit { .. } | Route::AdminSweep => "POST, OPTIONS",
+            Route::IngestEnd { .. } | Route::IngestCommit { .. } | Route::IngestGap { .. } | Route::AdminSweep => "POST, OPTIONS",
             _ => "GET, HEAD, OPTIONS",
         }
     }
@@ -131,7 +137,11 @@ impl Route {
         match self {
             Route::Landing | Route::Play { .. } | Route::Asset { .. } => Family::Page,
             Route::Playlist { .. } | Route::Chunk { .. } | Route::Part { .. } | Route::Status { .. } => Family::Playback,
-            Route::IngestSegment { .. } | Route::IngestEnd { .. } | Route::IngestPart { .. } | Route::IngestCommit { .. } => {
+            Route::IngestSegment { .. }
+            | Route::IngestEnd { .. }
+            | Route::IngestPart { .. }
+            | Route::IngestCommit { .. }
+            | Route::IngestGap { .. } => {
                 Family::Ingest
             }
             Route::AdminSweep => Family::Admin,
@@ -173,6 +183,11 @@ mod tests {
             Some(Route::Part { stream: id.into(), seq: "12".into(), part: "3".into() })
         );
         assert_eq!(Route::parse("/ingest/SECRET/4/2.mp4"), None);
+        assert_eq!(
+            Route::parse("/ingest/SECRET/4/gap"),
+            Some(Route::IngestGap { session: "SECRET".into(), seq: "4".into() })
+        );
+        assert_eq!(Route::parse("/ingest/SECRET/4/gap").unwrap().allow(), "POST, OPTIONS");
     }
 
     #[test]

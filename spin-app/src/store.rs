@@ -15,6 +15,7 @@
 //! | `end/{id}` | JSON [`EndMarker`] `{after_seq, at_ms}` | by `POST /ingest/{session}/end` |
 //! | `page/{id}/{n}` | JSON array of the 64 metas of seqs `64n..64n+63` | retention 0 only, once all 64 exist |
 //! | `lines/{id}/{len}/{n}` | the playlist lines (text) of seqs `len*n..len*n+len-1`, `len` 8, 64 or 512 | retention 0 only, by the request whose tail advance completes them |
+//! | `gap/{id}/{seq}` | JSON [`SegmentMeta`] with `gap: true`: a seq the broadcaster gave up | by `POST …/{seq}/gap`, before it writes the same meta as the seq's commit point ([`Streams::put_gap`]) |
 //! | `due/{minute}/{shard}`, `sweep/next`, `stream/{id}` field `due_minute` | the sweep index ([`crate::sweep`]) | by uploads whose due minute moved, and by the sweep |
 //!
 //! Pages keep playlist reads bounded for long `EVENT` streams (retention 0), whose playlist
@@ -42,6 +43,11 @@
 //! - Metas are never rewritten: a retry with the same bytes answers `200` without writing, one
 //!   with other bytes answers `409`. (Two *different* bodies racing for one unstored seq can both
 //!   pass the check; the later meta wins. Only the secret's holder can cause that.)
+//! - A gap (issue 11: a seq given up) and a late upload of the same seq never both win: each
+//!   writes its own key (the gap `gap/{id}/{seq}`, the upload its meta) and then reads the
+//!   other's, and whoever sees the other yields ([`Streams::put_gap`]); an upload that yields
+//!   writes the gap's meta back over its own. So an acknowledged segment is never replaced by a
+//!   gap, nor a recorded gap by a segment.
 //! - Nothing but retention deletes, and retention deletes only expired segments, walking from
 //!   the head; it writes the new head before deleting, so a reader that finds a gap can tell a
 //!   deletion (below the tail hint, or below a moved head) from the end of the run.
@@ -168,6 +174,12 @@ fn dseq_key(id: &StreamId, seq: u64) -> String {
     format!("dseq/{id}/{seq}")
 }
 
+/// A gap declared for `seq` (issue 11): the gap's meta, written before the gap tries the commit
+/// point, so an upload of `seq` that commits meanwhile finds it (see [`Streams::put_gap`]).
+fn gap_key(id: &StreamId, seq: u64) -> String {
+    format!("gap/{id}/{seq}")
+}
+
 fn end_key(id: &StreamId) -> String {
     format!("end/{id}")
 }
@@ -211,6 +223,12 @@ pub enum PutError {
     MissingPart { seq: u64, part: u32 },
     /// A commit leaves out a stored part (`409`).
     UncountedPart { seq: u64, part: u32 },
+    /// The broadcaster gave this seq up (a gap is stored under it): no upload or commit can fill
+    /// it any more (`409`).
+    GivenUp { seq: u64 },
+    /// A gap for a seq that already holds a segment (`409`: the segment stays; a client takes it
+    /// as acknowledged).
+    SegmentHolds { seq: u64 },
     /// The seq is [`MAX_AHEAD`] or more past `next`, the first seq the stream has not stored
     /// (`429`: upload the seqs before it first, then retry).
     TooFarAhead { seq: u64, next: u64 },
@@ -268,6 +286,14 @@ impl fmt::Display for PutError {
                 f,
                 "part {part} of segment {seq} is stored, so X-Parts must count it (X-Parts: {})",
                 part + 1
+            ),
+            PutError::GivenUp { seq } => write!(
+                f,
+                "segment {seq} was given up by the broadcaster (a gap is recorded for it); nothing can be stored under it any more, send new media under the next seq"
+            ),
+            PutError::SegmentHolds { seq } => write!(
+                f,
+                "segment {seq} is already stored, so it cannot be given up; it stays in the playlist (count it as acknowledged)"
             ),
             PutError::TooFarAhead { seq, next } => write!(
                 f,
@@ -513,6 +539,10 @@ impl<'a, K: Kv + ?Sized> Streams<'a, K> {
             return answer_existing(&existing, &sha1);
         }
         set_json(self.kv, &meta_key(id, seq), &meta)?;
+        if self.yield_to_gap(id, seq)? {
+            self.delete_parts(id, &meta)?;
+            return Err(PutError::GivenUp { seq });
+        }
         if self.behind_head(id, seq)? {
             self.kv.delete(&meta_key(id, seq))?;
             self.delete_parts(id, &meta)?;
@@ -525,6 +555,101 @@ impl<'a, K: Kv + ?Sized> Streams<'a, K> {
         }
         self.apply_retention(id, now_ms)?;
         Ok(Stored::Created)
+    }
+
+    /// Gives up seq `seq` of stream `id` (issue 11): records a gap under it, so the run walks
+    /// over it, the playlist lists it as an `EXT-X-GAP` segment and the segment after it starts a
+    /// discontinuity. `duration_ms` is the given-up segment's duration (default: the target
+    /// duration); it must fit the target. `201` recorded, `200` already recorded (a retry),
+    /// [`PutError::SegmentHolds`] when an upload or commit holds the seq.
+    ///
+    /// The race with a late upload of the same seq (a request the client gave up on that the
+    /// server completes anyway) needs no compare-and-swap: each side writes its own key first and
+    /// then reads the other's. The gap writes `gap/{id}/{seq}` (the gap's meta), then reads the
+    /// meta; an upload writes the meta (its commit point), then reads `gap/{id}/{seq}`
+    /// ([`Streams::yield_to_gap`]). On a store that orders its operations (SQLite, Redis, every
+    /// Spin backend for one key space), at least one of the two reads sees the other's write. An
+    /// upload that sees the gap puts the gap's meta back over its own and answers `409`; a gap
+    /// that sees an upload's meta takes its record back and answers `409`. So an upload answers
+    /// `200`/`201` only when no gap was declared before its commit, and then every gap after it
+    /// sees its meta and yields: an acknowledged segment is never replaced, and a recorded gap is
+    /// never replaced either (every later write to the meta is the gap's). When both reads see
+    /// the other (a true tie) both answer `409` and the gap stays: nothing was acknowledged, and
+    /// the playlist moves on. Not closed (ARCHITECTURE.md, "Gaps"): two copies of one upload in
+    /// flight at once share the meta key, so one copy's acknowledgement and the other copy's
+    /// reading of the record (before a yielding gap takes it back) can still cross.
+    pub fn put_gap(&self, id: &StreamId, seq: u64, duration_ms: Option<u32>, now_ms: i64) -> Result<Stored, PutError> {
+        if let Some(existing) = self.meta(id, seq)? {
+            return answer_existing_gap(&existing);
+        }
+        let head = self.head(id)?;
+        let tail = self.tail(id)?;
+        if seq < head || seq < tail {
+            if let Some(existing) = self.meta(id, seq)? {
+                return answer_existing_gap(&existing);
+            }
+            return Err(PutError::Rule(RuleError::BeforeWindow { seq, first_seq: head.max(seq + 1) }));
+        }
+        check_ahead(seq, head, tail)?;
+        let record: Option<StreamRecord> = get_json(self.kv, &stream_key(id))?;
+        let duration_ms = match (duration_ms, record) {
+            (Some(ms), Some(record)) => {
+                rules::check_target(ms, record.target_s).map_err(PutError::Rule)?;
+                ms
+            }
+            (Some(ms), None) => ms,
+            (None, Some(record)) => record.target_s.saturating_mul(1000),
+            (None, None) => 1000,
+        };
+        let previous = match seq.checked_sub(1) {
+            Some(prev) => self.meta(id, prev)?,
+            None => None,
+        };
+        let pdt_ms = previous
+            .as_ref()
+            .map_or(now_ms - i64::from(duration_ms), |p| p.pdt_ms + i64::from(p.duration_ms));
+        let key = gap_key(id, seq);
+        let (gap, retry) = match get_json::<SegmentMeta>(self.kv, &key)? {
+            // A retry whose first try died before the commit point: the same record again.
+            Some(stored) if stored.gap && stored.seq == seq => (stored, true),
+            _ => {
+                let mut gap = SegmentMeta::new_gap(seq, duration_ms, pdt_ms, now_ms);
+                gap.disc_seq = self.carried(id, seq, previous.as_ref())?;
+                set_json(self.kv, &key, &gap)?;
+                (gap, false)
+            }
+        };
+        if let Some(existing) = self.meta(id, seq)? {
+            if existing.gap {
+                return Ok(Stored::AlreadyStored);
+            }
+            // An upload committed first: it keeps the seq.
+            self.kv.delete(&key)?;
+            return Err(PutError::SegmentHolds { seq });
+        }
+        set_json(self.kv, &meta_key(id, seq), &gap)?;
+        if self.behind_head(id, seq)? {
+            self.kv.delete(&meta_key(id, seq))?;
+            self.kv.delete(&key)?;
+            return Err(PutError::Rule(RuleError::BeforeWindow { seq, first_seq: seq + 1 }));
+        }
+        let tail = self.advance_tail(id, head)?;
+        if self.config.retention == Retention::Forever {
+            self.write_page(id, tail)?;
+        }
+        self.apply_retention(id, now_ms)?;
+        Ok(if retry { Stored::AlreadyStored } else { Stored::Created })
+    }
+
+    /// Called by an upload or commit right after it wrote the meta of `seq`: when a gap was
+    /// declared for `seq` meanwhile, puts the gap's meta back over it and returns `true` (the
+    /// caller answers `409`). See [`Streams::put_gap`] for why this settles the race.
+    fn yield_to_gap(&self, id: &StreamId, seq: u64) -> Result<bool, KvError> {
+        let Some(gap) = get_json::<SegmentMeta>(self.kv, &gap_key(id, seq))? else {
+            return Ok(false);
+        };
+        set_json(self.kv, &meta_key(id, seq), &gap)?;
+        Ok(true)
     }
 
     /// Whether retention's head has passed `seq` since this request read it. Checked right after a
@@ -676,6 +801,18 @@ impl<'a, K: Kv + ?Sized> Streams<'a, K> {
     }
 
     fn delete_parts(&self, id: &StreamId, meta: &SegmentMeta) -> Result<(), KvError> {
+        if meta.gap {
+            // No bytes of its own; the record the gap wrote first, and the parts an open segment
+            // had when it was given up (v2), which no commit names.
+            self.kv.delete(&gap_key(id, meta.seq))?;
+            for n in 0..MAX_PARTS {
+                match self.part_meta(id, meta.seq, n)? {
+                    Some(orphan) => self.delete_part(id, &orphan)?,
+                    None => break,
+                }
+            }
+            return Ok(());
+        }
         if !meta.is_part_built() {
             for part in 0..meta.parts {
                 self.kv.delete(&part_key(id, meta.seq, meta.sha1_prefix(), part))?;
@@ -934,6 +1071,9 @@ impl<'a, K: Kv + ?Sized> Streams<'a, K> {
             return answer_existing_part(&existing, &sha1);
         }
         if let Some(sealed) = self.meta(id, seq)? {
+            if sealed.gap {
+                return Err(PutError::GivenUp { seq });
+            }
             if (part as usize) < sealed.ll_parts.len() {
                 // Its seal lists it, yet its meta is gone: retention is deleting the segment.
                 return Err(PutError::Rule(RuleError::BeforeWindow { seq, first_seq: seq + 1 }));
@@ -979,6 +1119,10 @@ impl<'a, K: Kv + ?Sized> Streams<'a, K> {
             return Err(PutError::Rule(RuleError::BeforeWindow { seq, first_seq: seq + 1 }));
         }
         if let Some(sealed) = self.meta(id, seq)? {
+            if sealed.gap {
+                self.delete_part(id, &meta)?;
+                return Err(PutError::GivenUp { seq });
+            }
             if part as usize >= sealed.ll_parts.len() {
                 self.delete_part(id, &meta)?;
                 return Err(PutError::SealedWithout { seq, part });
@@ -1058,6 +1202,10 @@ impl<'a, K: Kv + ?Sized> Streams<'a, K> {
             return self.answer_existing_commit(&existing, count);
         }
         set_json(self.kv, &meta_key(id, seq), &meta)?;
+        if self.yield_to_gap(id, seq)? {
+            // The parts stay until retention deletes the gap (it deletes a gap's parts too).
+            return Err(PutError::GivenUp { seq });
+        }
         if self.behind_head(id, seq)? {
             // Retention deletes the parts it found listed in the meta it read.
             self.kv.delete(&meta_key(id, seq))?;
@@ -1075,6 +1223,9 @@ impl<'a, K: Kv + ?Sized> Streams<'a, K> {
     /// The answer to a commit of a sealed segment: the same number of parts is a retry (the
     /// parts are immutable, so the same parts).
     fn answer_existing_commit(&self, existing: &SegmentMeta, count: u32) -> Result<Stored, PutError> {
+        if existing.gap {
+            return Err(PutError::GivenUp { seq: existing.seq });
+        }
         if existing.ll_parts.len() != count as usize {
             return Err(PutError::SealedOtherwise { seq: existing.seq, parts: existing.ll_parts.len() });
         }
@@ -1328,6 +1479,9 @@ fn check_ahead(seq: u64, head: u64, tail: u64) -> Result<(), PutError> {
 /// The answer when `seq` already has a commit: the same bytes are a retry. (A request that died
 /// after its commit left nothing to finish: the meta carries its own count.)
 fn answer_existing(existing: &SegmentMeta, sha1: &str) -> Result<Stored, PutError> {
+    if existing.gap {
+        return Err(PutError::GivenUp { seq: existing.seq });
+    }
     if existing.is_part_built() {
         return Err(PutError::SealedFromParts { seq: existing.seq });
     }
@@ -1335,6 +1489,15 @@ fn answer_existing(existing: &SegmentMeta, sha1: &str) -> Result<Stored, PutErro
         return Err(PutError::Conflict { seq: existing.seq });
     }
     Ok(Stored::AlreadyStored)
+}
+
+/// The answer to a gap when `seq` already has a meta: a gap is a retry, a segment keeps the seq.
+fn answer_existing_gap(existing: &SegmentMeta) -> Result<Stored, PutError> {
+    if existing.gap {
+        Ok(Stored::AlreadyStored)
+    } else {
+        Err(PutError::SegmentHolds { seq: existing.seq })
+    }
 }
 
 /// The answer when part `existing` is stored: the same bytes are a retry.

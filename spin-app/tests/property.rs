@@ -1,6 +1,7 @@
 //! Issue 11's property test on the memory store: random interleavings of uploads (in and out of
 //! order, duplicates, different bodies, discontinuities, resumes after Stop or idle, ends, v1
-//! segments or v2 parts and commits, seqs too far ahead) with reads and retention as time
+//! segments or v2 parts and commits, gaps (issue 11: a seq given up, racing the uploads of the
+//! same seq), seqs too far ahead) with reads and retention as time
 //! advances. After every step:
 //!
 //! - no answer is a `5xx`;
@@ -35,6 +36,8 @@ static PLAYLISTS_CHECKED: AtomicU64 = AtomicU64::new(0);
 static ACKS: AtomicU64 = AtomicU64::new(0);
 static REFUSED_AHEAD: AtomicU64 = AtomicU64::new(0);
 static DISCONTINUITIES_SEEN: AtomicU64 = AtomicU64::new(0);
+static GAPS: AtomicU64 = AtomicU64::new(0);
+static GAPS_LISTED: AtomicU64 = AtomicU64::new(0);
 
 /// The memory store, counting operations.
 #[derive(Default)]
@@ -70,9 +73,17 @@ enum Op {
     Part { seq: u64, part: u32, body: u8, disc: bool },
     /// v2: commit segment `seq` from `parts` parts.
     Commit { seq: u64, parts: u32 },
+    /// v1 and v2: give segment `seq` up (`POST …/{seq}/gap`), with or without `X-Duration`.
+    Gap { seq: u64, duration: Option<bool> },
     End,
     Read,
     Wait { ms: u32 },
+}
+
+/// Gaps mostly at the first unacknowledged seq or the one after (a client giving up the segment
+/// it could not get acknowledged), sometimes anywhere near the front (racing or late uploads).
+fn seq_gap() -> impl Strategy<Value = u64> {
+    prop_oneof![4 => NEAR..NEAR + 2, 2 => 0u64..24]
 }
 
 fn op(v2: bool) -> impl Strategy<Value = Op> {
@@ -91,8 +102,10 @@ fn op(v2: bool) -> impl Strategy<Value = Op> {
             .prop_map(|(seq, body, two_s, disc)| Op::Segment { seq, body, two_s, disc })
             .boxed()
     };
+    let gap = (seq_gap(), proptest::option::of(any::<bool>())).prop_map(|(seq, duration)| Op::Gap { seq, duration });
     prop_oneof![
         6 => upload,
+        1 => gap,
         1 => Just(Op::End),
         3 => Just(Op::Read),
         2 => (0u32..40_000).prop_map(|ms| Op::Wait { ms }),
@@ -180,19 +193,29 @@ fn check(kv: &Counting, c: &Config, model: &mut Model, now: i64) -> Result<(), T
     }
     // Listed segments: their flags and bytes.
     let mut flagged = false;
+    let mut gapped = false;
     for line in text.lines() {
         if line == "#EXT-X-DISCONTINUITY" {
             flagged = true;
+        } else if line == "#EXT-X-GAP" {
+            gapped = true;
         } else if line.starts_with("/chunks/") {
             let seq = listed_seqs(line)[0];
             if let Some((bytes, meta)) = model.acked.get(&seq) {
                 prop_assert_eq!(flagged, meta.discontinuity, "the tag of seq {}\n{}", seq, text);
+                // A gap is listed as one (and serves nothing); a segment never is.
+                prop_assert_eq!(gapped, meta.gap, "the gap tag of seq {}\n{}", seq, text);
                 let reply = get(&kv.inner, c, &format!("/chunks/{id}/{seq}.ts"), now);
+                if meta.gap {
+                    GAPS_LISTED.fetch_add(1, Ordering::Relaxed);
+                    prop_assert_eq!(reply.status, 404, "gap {} served", seq);
+                }
                 if let (200, Some(bytes)) = (reply.status, bytes) {
                     prop_assert!(&body(&kv.inner, &reply) == bytes, "seq {} serves other bytes", seq);
                 }
             }
             flagged = false;
+            gapped = false;
         }
     }
     // The status answer costs what the playlist does (it walks the same window).
@@ -218,6 +241,7 @@ fn run_case(case: &Case) -> Result<(), TestCaseError> {
             Op::Segment { seq, body, two_s, disc } => Op::Segment { seq: near(&seq), body, two_s, disc },
             Op::Part { seq, part, body, disc } => Op::Part { seq: near(&seq), part, body, disc },
             Op::Commit { seq, parts } => Op::Commit { seq: near(&seq), parts },
+            Op::Gap { seq, duration } => Op::Gap { seq: near(&seq), duration },
             other => other,
         };
         let op = &op;
@@ -256,6 +280,17 @@ fn run_case(case: &Case) -> Result<(), TestCaseError> {
                 let r = get(&kv.inner, &c, &format!("/chunks/{id}/{seq}.ts"), now);
                 let bytes = (r.status == 200).then(|| body(&kv.inner, &r));
                 (Some(reply), *seq, bytes)
+            }
+            Op::Gap { seq, duration } => {
+                let headers: Vec<(&str, &str)> = match duration {
+                    Some(two_s) => vec![("X-Duration", if *two_s { "2" } else { "1" })],
+                    None => Vec::new(),
+                };
+                let reply = request(&kv, &c, &head(Method::Post, &format!("/ingest/{SECRET}/{seq}/gap"), &headers), &[], now);
+                if reply.status == 200 || reply.status == 201 {
+                    GAPS.fetch_add(1, Ordering::Relaxed);
+                }
+                (Some(reply), *seq, None)
             }
             Op::End => {
                 let reply = request(&kv, &c, &head(Method::Post, &format!("/ingest/{SECRET}/end"), &[]), &[], now);
@@ -315,15 +350,17 @@ fn property_fixed_seed_sequences_acks_and_bounds_hold() {
     let rng = TestRng::from_seed(RngAlgorithm::ChaCha, &[11; 32]);
     let mut runner = runner(256, Some(rng));
     runner.run(&case(), |case| run_case(&case)).unwrap();
-    let (checked, acks, refused, discs) = (
+    let (checked, acks, refused, discs, gaps, gaps_listed) = (
         PLAYLISTS_CHECKED.load(Ordering::Relaxed),
         ACKS.load(Ordering::Relaxed),
         REFUSED_AHEAD.load(Ordering::Relaxed),
         DISCONTINUITIES_SEEN.load(Ordering::Relaxed),
+        GAPS.load(Ordering::Relaxed),
+        GAPS_LISTED.load(Ordering::Relaxed),
     );
-    eprintln!("fixed seed: {checked} playlists checked, {acks} acknowledgements, {refused} refused as too far ahead, {discs} discontinuities seen");
+    eprintln!("fixed seed: {checked} playlists checked, {acks} acknowledgements ({gaps} gaps recorded, {gaps_listed} listed), {refused} refused as too far ahead, {discs} discontinuities seen");
     // The runs share the counters; these minimums hold for this seed alone.
-    assert!(checked >= 500 && acks >= 500 && refused >= 10 && discs >= 100);
+    assert!(checked >= 500 && acks >= 500 && refused >= 10 && discs >= 100 && gaps >= 50 && gaps_listed >= 50);
 }
 
 #[test]

@@ -4,11 +4,11 @@
 // Screenshots of each state land in tests/e2e/out/.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdirSync } from 'node:fs';
+import { mkdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { chromium } from 'playwright-core';
 import { startServer, ROOT } from './lib/server.mjs';
-import { encodeSegments, encodeParts, newSession, streamId, pushLive, pushLiveParts, end } from './lib/push.mjs';
+import { encodeSegments, encodeParts, newSession, streamId, pushLive, pushLiveParts, putSegment, end } from './lib/push.mjs';
 
 const OUT = join(ROOT, 'tests', 'e2e', 'out');
 const SEGMENT_SECONDS = 2;
@@ -277,6 +277,66 @@ test('a player that ignores the low-latency tags plays the same stream from whol
   assert.ok(seen.segments > 0, 'whole segments');
   await pushing;
   await end({ url: server.url, session });
+  assert.deepEqual(page.problems, []);
+  await page.context().close();
+});
+
+test('a seq the broadcaster gave up (EXT-X-GAP) is played across, live and as a replay', async (t) => {
+  // Issue 11: segment 2 was sent, never answered and dropped; the client declared a gap for it.
+  const session = newSession();
+  const id = streamId(session);
+  const gapSeq = 2;
+  const start = Date.now();
+  const page = await openPlayer(id);
+  // The broadcaster runs in real time while the page watches.
+  const pushing = (async () => {
+    for (const [seq, segment] of segments.slice(0, 7).entries()) {
+      const capturedAt = start + segment.offset * 1000;
+      await new Promise((r) => setTimeout(r, Math.max(0, capturedAt + segment.duration * 1000 - Date.now())));
+      if (seq === gapSeq) {
+        const res = await fetch(`${server.url}/ingest/${session}/${seq}/gap`, {
+          method: 'POST', headers: { 'x-duration': String(segment.duration) },
+        });
+        assert.equal(res.status, 201, `gap: ${await res.text()}`);
+      } else {
+        const answer = await putSegment({
+          url: server.url, session, seq, body: readFileSync(segment.path), duration: segment.duration,
+          programDateTime: capturedAt, discontinuity: seq === gapSeq + 1,
+        });
+        assert.equal(answer.status, 201, `PUT ${seq}: ${JSON.stringify(answer.body)}`);
+      }
+    }
+  })();
+  pushing.catch(() => {}); // awaited below
+
+  // Live: the page starts before the gap and plays on past it without a reload.
+  await page.evaluate(() => { window.notReloaded = true; });
+  const gapStart = segments[gapSeq].offset;
+  const gapEnd = gapStart + segments[gapSeq].duration;
+  await waitForState(page, 'live', 15_000);
+  await page.waitForFunction((end) => window.chalkstreamPlayer.video.currentTime > end + 1, gapEnd, { timeout: 30_000 });
+  await pushing;
+  const played = await page.evaluate(() => {
+    const r = window.chalkstreamPlayer.video.played;
+    return { first: r.length ? r.start(0) : null, last: r.length ? r.end(r.length - 1) : null };
+  });
+  const live = await videoStats(page);
+  t.diagnostic(`live: played ${played.first?.toFixed(2)} to ${played.last?.toFixed(2)} s, gap ${gapStart} to ${gapEnd} s, ${live.frames} frames`);
+  assert.ok(played.first < gapStart && played.last > gapEnd + 1, `played across the gap: ${JSON.stringify(played)}`);
+  assert.equal(await page.evaluate(() => window.notReloaded), true, 'the page did not reload');
+  const text = await (await fetch(`${server.url}/playlist/${id}.m3u8`)).text();
+  assert.equal(text.match(/#EXT-X-GAP\n/g)?.length, 1, text);
+  assert.equal(text.match(/#EXT-X-DISCONTINUITY\n/g)?.length, 1, text);
+
+  // Replay: from the start, through the gap, to the end (at 4x).
+  await end({ url: server.url, session });
+  await waitForState(page, 'ended', 20_000);
+  await page.evaluate(() => { const v = window.chalkstreamPlayer.video; v.currentTime = 0; v.playbackRate = 4; return v.play(); });
+  const total = segments.slice(0, 7).reduce((sum, s) => sum + s.duration, 0);
+  await page.waitForFunction((d) => window.chalkstreamPlayer.video.currentTime > d - 1.5, total, { timeout: 30_000 });
+  const after = await videoStats(page);
+  t.diagnostic(`replayed to ${after.currentTime.toFixed(2)} s of ${total} s`);
+  assert.ok(after.frames > live.frames);
   assert.deepEqual(page.problems, []);
   await page.context().close();
 });
