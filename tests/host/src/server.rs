@@ -15,7 +15,7 @@ use hyper::body::{Bytes, Incoming};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 use wasmtime::component::{Component, HasSelf, Linker, ResourceTable};
-use wasmtime::{Config, Engine, Store};
+use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store};
 use wasmtime_wasi::WasiCtx;
 use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
 use wasmtime_wasi_http::p2::bindings::ProxyPre;
@@ -36,6 +36,40 @@ struct Loaded {
     variables: Arc<HashMap<String, String>>,
 }
 
+/// Instances the pool holds at once: every request in flight is one, held low-latency requests
+/// included (Spin's default is 1,000).
+const POOLED_INSTANCES: u32 = 2_000;
+
+/// The engine, with the pooling instance allocator as Spin uses by default (a fresh instance per
+/// request from preallocated slots, not a new mapping each time), or, where the address space
+/// cannot hold the pool, the on-demand allocator, as Spin falls back to.
+fn engine() -> anyhow::Result<Engine> {
+    let mut pool = PoolingAllocationConfig::default();
+    pool.total_component_instances(POOLED_INSTANCES)
+        // A component is a few core instances (the guest, the WASI adapter, shims), each with its
+        // memory and table.
+        .total_core_instances(4 * POOLED_INSTANCES)
+        .total_memories(2 * POOLED_INSTANCES)
+        .total_tables(2 * POOLED_INSTANCES)
+        .total_stacks(POOLED_INSTANCES)
+        .max_core_instances_per_component(50)
+        .max_memories_per_component(10)
+        .max_tables_per_component(20)
+        .max_component_instance_size(10 << 20)
+        .table_elements(100_000)
+        .max_memory_size(1 << 30)
+        .max_unused_warm_slots(100);
+    let mut config = Config::new();
+    config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+    match Engine::new(&config) {
+        Ok(engine) => Ok(engine),
+        Err(e) => {
+            eprintln!("chalkstream-host: no pooling allocator here ({e}); instances are allocated on demand");
+            Ok(Engine::new(&Config::new())?)
+        }
+    }
+}
+
 pub struct Host {
     engine: Engine,
     router: Router,
@@ -46,7 +80,7 @@ pub struct Host {
 impl Host {
     /// Compiles every component a route names (once, at startup).
     pub fn new(app: &App, mut variables: Resolved, kv: Stores) -> anyhow::Result<Host> {
-        let engine = Engine::new(&Config::new())?;
+        let engine = engine()?;
         let mut linker = Linker::<State>::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
         wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)?;
