@@ -113,6 +113,144 @@ pub fn walk<S: MetaSource>(
     Ok(walk)
 }
 
+/// The most segments a sliding-window playlist lists (issue 11): its window starts at
+/// `max(retention start, newest - MAX_WINDOW_SEGMENTS + 1)`. A 10-minute window of 1 s segments
+/// (600) is listed whole, of 0.5 s segments nearly whole (8.5 minutes); 5000 segments of 0.1 s
+/// inside the window list their newest 1024 (102 s), so a playlist GET reads at most this many
+/// metas whatever was uploaded. The playlist stays at least three target durations long (RFC
+/// 8216 §6.2.2) while the newest 1024 segments average at least 3/1024 of the target duration
+/// (88 ms at the largest target, 30 s).
+pub const MAX_WINDOW_SEGMENTS: usize = 1024;
+
+/// How far [`walk_window`] probes past the hints for the end of the run (uploads more than 64
+/// seqs past the first unstored one are refused, so the run ends well within this).
+pub const WINDOW_PROBE: u64 = 256;
+
+/// How many predecessors [`walk_window`] reads at most to carry a discontinuity count to the
+/// first listed segment: a meta without a count was committed before its predecessor, and an
+/// upload may be at most 64 seqs past the first unstored one, so such metas come in runs of
+/// fewer than 64.
+pub const CARRY_BACK: u64 = 64;
+
+/// The listed run of a sliding-window playlist, read from its newest segment backwards
+/// ([`walk_window`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct WindowRun {
+    /// The listed run, oldest first; empty when nothing unexpired is stored. The first meta's
+    /// `disc_seq` is filled in when the walk could carry it from a predecessor.
+    pub live: Vec<SegmentMeta>,
+    /// When the first listed meta's count could not be carried: `(seq, flags)`, its count is
+    /// the count before `seq` (kept by retention, or of a stream stored before counts existed)
+    /// plus `flags`, the discontinuities from `seq` up to the first listed one.
+    pub count_from: Option<(u64, u64)>,
+}
+
+/// The listed run of a sliding-window playlist (retention > 0) without reading what is not
+/// listed: the end of the contiguous run is found by probing forward from `max(head, tail)` (at
+/// most [`WINDOW_PROBE`] metas), then the walk goes backwards from the end and stops at the
+/// first of: the head, a missing meta (a seq retention deleted, or a hole), an expired segment,
+/// or [`MAX_WINDOW_SEGMENTS`] listed. So it reads what it lists plus a constant: expired
+/// segments still stored below the window (retention deletes them a batch at a time, from the
+/// head) and segments older than the newest [`MAX_WINDOW_SEGMENTS`] are never read.
+///
+/// Why the media sequence (the first listed seq) never goes back: it is one past the newest
+/// of (an expired segment, a missing seq, the head) below the end, or `end - MAX + 1`. A segment
+/// that has expired stays expired until retention deletes it (and it writes the head past it
+/// first); a seq below the end that is missing is one retention deleted (a seq below the tail
+/// hint is refused as behind the window, so it is never stored again); the head only moves
+/// forward; and the end of the run only moves forward (metas are deleted only when expired, and
+/// then nothing after them is listed either). Where the forward walk ([`walk`]) lists from the
+/// first unexpired segment, including an expired one after it (a segment stored out of order
+/// within the last 64 seqs), this walk starts after the newest expired one: the listing only
+/// ever differs by segments whose neighbours have expired and whose chunks would answer `404`.
+pub fn walk_window<S: MetaSource>(
+    source: &mut S,
+    head: u64,
+    tail: u64,
+    retention: Retention,
+    now_ms: i64,
+) -> Result<WindowRun, S::Error> {
+    let mut head = head;
+    let mut start = head.max(tail);
+    // Forward from the hints to the end of the run.
+    let mut ahead: Vec<SegmentMeta> = Vec::new();
+    loop {
+        let mut seq = start;
+        while seq - start < WINDOW_PROBE {
+            match source.meta(seq)? {
+                Some(meta) => ahead.push(meta),
+                None => break,
+            }
+            seq += 1;
+        }
+        if !ahead.is_empty() || start > head {
+            break;
+        }
+        // Nothing at the head: retention may have moved it meanwhile (it writes the head first).
+        let moved = source.head()?;
+        if moved > start {
+            head = moved;
+            start = moved;
+        } else {
+            break;
+        }
+    }
+    // The newest expired segment among those read ends the listing before it.
+    let mut live: Vec<SegmentMeta> = Vec::new();
+    let mut stopped_at: Option<Option<SegmentMeta>> = None;
+    for meta in ahead.into_iter().rev() {
+        if stopped_at.is_some() {
+            break;
+        }
+        if retention.is_expired(meta.stored_ms, now_ms) {
+            stopped_at = Some(Some(meta));
+        } else {
+            live.push(meta);
+        }
+    }
+    // Backwards from below the hints.
+    let mut seq = start;
+    while stopped_at.is_none() && live.len() < MAX_WINDOW_SEGMENTS && seq > head {
+        seq -= 1;
+        match source.meta(seq)? {
+            Some(meta) if retention.is_expired(meta.stored_ms, now_ms) => stopped_at = Some(Some(meta)),
+            Some(meta) => live.push(meta),
+            None => stopped_at = Some(None),
+        }
+    }
+    live.truncate(MAX_WINDOW_SEGMENTS);
+    live.reverse();
+    // The first listed segment's discontinuity count, carried from its predecessors when it has
+    // none of its own (committed before its predecessor).
+    let mut count_from = None;
+    if let Some(first) = live.first() {
+        if first.disc_seq.is_none() && first.seq > head {
+            let mut before: Vec<SegmentMeta> = Vec::new();
+            let mut seq = first.seq;
+            let mut known = None;
+            while seq > head && first.seq - seq < CARRY_BACK {
+                seq -= 1;
+                let meta = match stopped_at.take() {
+                    Some(Some(meta)) if meta.seq == seq => Some(meta),
+                    _ => source.meta(seq)?,
+                };
+                let Some(meta) = meta else { break };
+                if let Some(count) = meta.disc_seq_after() {
+                    known = Some(count);
+                    break;
+                }
+                before.push(meta);
+            }
+            let flags: u64 = before.iter().map(|m| u64::from(m.discontinuity)).sum();
+            match known {
+                Some(count) => live[0].disc_seq = Some(count + flags),
+                None => count_from = Some((before.last().map_or(first.seq, |m| m.seq), flags)),
+            }
+        }
+    }
+    Ok(WindowRun { live, count_from })
+}
+
 /// Read access to stored segment lines, for walking an `EVENT` playlist a page at a time.
 pub trait LinesSource: MetaSource {
     /// The rendered lines of consecutive segments starting at `seq`, when the source keeps them
@@ -368,6 +506,15 @@ mod tests {
         }
     }
 
+    /// A store whose metas carry their discontinuity counts (none has the flag).
+    fn counted(seqs: impl IntoIterator<Item = u64>) -> Store {
+        let mut s = store(seqs);
+        for m in s.metas.values_mut() {
+            m.disc_seq = Some(0);
+        }
+        s
+    }
+
     fn store(seqs: impl IntoIterator<Item = u64>) -> Store {
         Store { metas: seqs.into_iter().map(|s| (s, meta(s, s as i64 * 1000))).collect(), head: 0, reads: 0 }
     }
@@ -426,6 +573,88 @@ mod tests {
         let w = walk(&mut s, 990, 1000, Retention::Millis(100_000), 1_000_000, Extent::Everything).unwrap();
         assert_eq!(w.live.len(), 10);
         assert_eq!(s.reads, 11);
+    }
+
+    #[test]
+    fn a_window_reads_only_what_it_lists_and_stops_at_the_newest_expired_segment() {
+        // 0..100 stored at 1 s apart; retention 10 s at 99.5 s: 90..99 are listed.
+        let mut s = counted(0..100);
+        let w = walk_window(&mut s, 0, 95, Retention::Millis(10_000), 99_500).unwrap();
+        assert_eq!(seqs(&w.live), (90..100).collect::<Vec<_>>());
+        // 5 ahead of the tail + the end probe, then 94 down to 89 (expired).
+        assert_eq!(s.reads, 6 + 6);
+        assert_eq!(w.live[0].disc_seq, Some(0));
+        // Metas without counts (stored before counts existed): the walk looks back a bounded
+        // number of seqs for one, and leaves the count to the caller when none has it.
+        let mut s = store(0..100);
+        let w = walk_window(&mut s, 0, 100, Retention::Millis(10_000), 99_500).unwrap();
+        assert_eq!(w.live[0].disc_seq, None);
+        assert_eq!(w.count_from, Some((26, 0)));
+        assert!(s.reads <= 12 + CARRY_BACK as usize);
+    }
+
+    #[test]
+    fn a_window_lists_at_most_the_newest_max_segments_and_its_start_never_goes_back() {
+        let n = MAX_WINDOW_SEGMENTS as u64 * 3;
+        let mut s = counted(0..n);
+        let retention = Retention::Millis(100_000_000);
+        let w = walk_window(&mut s, 0, n, retention, n as i64 * 1000).unwrap();
+        assert_eq!(w.live.len(), MAX_WINDOW_SEGMENTS);
+        assert_eq!(w.live[0].seq, n - MAX_WINDOW_SEGMENTS as u64);
+        assert!(s.reads <= MAX_WINDOW_SEGMENTS + 2, "{} reads", s.reads);
+        let mut last_first = 0;
+        for end in n..n + 50 {
+            s.metas.insert(end, SegmentMeta { disc_seq: Some(0), ..meta(end, end as i64 * 1000) });
+            // A stale tail hint costs probes, never an earlier start.
+            let w = walk_window(&mut s, 0, end - 40, retention, end as i64 * 1000).unwrap();
+            assert!(w.live[0].seq >= last_first);
+            assert_eq!(w.live.last().unwrap().seq, end);
+            last_first = w.live[0].seq;
+        }
+    }
+
+    #[test]
+    fn a_window_ends_at_a_hole_and_starts_after_a_deleted_seq() {
+        let mut s = counted((0..30).chain(32..40));
+        let retention = Retention::Millis(100_000_000);
+        let w = walk_window(&mut s, 0, 10, retention, 50_000).unwrap();
+        assert_eq!(seqs(&w.live), (0..30).collect::<Vec<_>>());
+        // Seqs 0..5 deleted by retention while the hint says 10: the run starts at 5.
+        for seq in 0..5 {
+            s.metas.remove(&seq);
+        }
+        let w = walk_window(&mut s, 0, 10, retention, 50_000).unwrap();
+        assert_eq!(seqs(&w.live), (5..30).collect::<Vec<_>>());
+        // Head moved past a tail hint that lags: the walk starts at the head.
+        s.head = 20;
+        let w = walk_window(&mut s, 20, 3, retention, 50_000).unwrap();
+        assert_eq!(seqs(&w.live), (20..30).collect::<Vec<_>>());
+        // Everything expired: nothing listed.
+        let w = walk_window(&mut s, 20, 30, Retention::Millis(1000), 50_000).unwrap();
+        assert!(w.live.is_empty());
+    }
+
+    #[test]
+    fn a_window_carries_the_count_to_a_first_segment_stored_out_of_order() {
+        let mut s = store(0..20);
+        for m in s.metas.values_mut() {
+            m.disc_seq = Some(0);
+            m.discontinuity = m.seq == 3 || m.seq == 12;
+        }
+        for m in s.metas.values_mut() {
+            m.disc_seq = match m.seq {
+                0..=3 => Some(0),
+                4..=12 => Some(1),
+                _ => Some(2),
+            };
+        }
+        // 13 and 14 were committed before their predecessors.
+        s.metas.get_mut(&13).unwrap().disc_seq = None;
+        s.metas.get_mut(&14).unwrap().disc_seq = None;
+        // Retention 6 s at 19.5 s: 14..19 listed (13 expired).
+        let w = walk_window(&mut s, 0, 20, Retention::Millis(6000), 19_500).unwrap();
+        assert_eq!(w.live[0].seq, 14);
+        assert_eq!(w.live[0].disc_seq, Some(2));
     }
 
     #[test]

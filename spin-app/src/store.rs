@@ -727,6 +727,9 @@ impl<'a, K: Kv + ?Sized> Streams<'a, K> {
 
     /// One walk of [`Streams::view_of`]; `None` when the first listed segment's count is gone.
     fn view_once(&self, id: &StreamId, record: &StreamRecord, now_ms: i64) -> Result<Option<Option<StreamView>>, KvError> {
+        if self.config.retention != Retention::Forever {
+            return self.window_once(id, record, now_ms);
+        }
         let head = self.head(id)?;
         let tail = self.tail(id)?;
         let mut source = Source::new(self, id);
@@ -751,6 +754,31 @@ impl<'a, K: Kv + ?Sized> Streams<'a, K> {
             self.config.idle_ms,
             now_ms,
         )))
+    }
+
+    /// [`Streams::view_once`] for a sliding window (issue 11): one capped retention batch from
+    /// the head, then the window read from its newest segment backwards
+    /// ([`window::walk_window`]), so a request reads what it lists (at most
+    /// [`window::MAX_WINDOW_SEGMENTS`]) plus a constant, never the expired segments still stored
+    /// below the window nor segments older than the newest `MAX_WINDOW_SEGMENTS`.
+    fn window_once(&self, id: &StreamId, record: &StreamRecord, now_ms: i64) -> Result<Option<Option<StreamView>>, KvError> {
+        self.apply_retention(id, now_ms)?;
+        let head = self.head(id)?;
+        let tail = self.tail(id)?;
+        let run = window::walk_window(&mut Source::new(self, id), head, tail, self.config.retention, now_ms)?;
+        let disc_seq = match (run.live.first(), run.count_from) {
+            (None, _) => 0,
+            (Some(first), None) => match self.disc_seq_at(id, first.seq, Some(first))? {
+                Some(count) => count,
+                None => return Ok(None),
+            },
+            (Some(_), Some((seq, flags))) => match self.disc_seq_at(id, seq, None)? {
+                Some(count) => count + flags,
+                None => return Ok(None),
+            },
+        };
+        let end = self.end_marker(id)?;
+        Ok(Some(StreamView::assemble(record, disc_seq, end.as_ref(), run.live, self.config.retention, self.config.idle_ms, now_ms)))
     }
 
     /// The playlist of stream `id` now; `None` for an unknown or entirely expired stream. An
