@@ -55,6 +55,11 @@ pub enum Extent {
     /// Stop at the first unexpired segment (retention after an upload), after at most this many
     /// expired segments.
     ExpiredOnly { max: usize },
+    /// As `ExpiredOnly`, with every seq below `floor` counted as expired too: retention of a
+    /// sliding window whose start [`walk_window`] (or the count cap, [`MAX_WINDOW_SEGMENTS`])
+    /// put past segments that have not expired yet. Nothing below a window's start is listed
+    /// again, so deleting it hides nothing.
+    BelowWindow { max: usize, floor: u64 },
     /// Walk the whole listed run (rendering).
     Everything,
 }
@@ -73,16 +78,16 @@ pub fn walk<S: MetaSource>(
     // The count carried from the meta just read (see `SegmentMeta::disc_seq`); forgotten at a gap.
     let mut carried: Option<u64> = None;
     loop {
-        if let Extent::ExpiredOnly { max } = extent {
-            if walk.expired.len() >= max {
-                break;
-            }
-        }
+        let floor = match extent {
+            Extent::ExpiredOnly { max } | Extent::BelowWindow { max, .. } if walk.expired.len() >= max => break,
+            Extent::BelowWindow { floor, .. } => floor,
+            _ => 0,
+        };
         match source.meta(seq)? {
             Some(mut meta) => {
                 meta.disc_seq = meta.disc_seq.or(carried);
                 carried = meta.disc_seq_after();
-                if walk.live.is_empty() && retention.is_expired(meta.stored_ms, now_ms) {
+                if walk.live.is_empty() && (seq < floor || retention.is_expired(meta.stored_ms, now_ms)) {
                     walk.expired.push(meta);
                 } else if extent == Extent::Everything {
                     walk.live.push(meta);
@@ -548,6 +553,10 @@ mod tests {
         assert_eq!(only.new_head(), 6);
         let capped = walk(&mut s, 0, 0, retention, 9000, Extent::ExpiredOnly { max: 2 }).unwrap();
         assert_eq!(capped.new_head(), 2);
+        let below = walk(&mut s, 0, 0, retention, 9000, Extent::BelowWindow { max: 100, floor: 8 }).unwrap();
+        assert_eq!(below.new_head(), 8);
+        let below = walk(&mut s, 0, 0, retention, 9000, Extent::BelowWindow { max: 100, floor: 3 }).unwrap();
+        assert_eq!(below.new_head(), 6);
     }
 
     #[test]

@@ -523,7 +523,7 @@ impl<'a, K: Kv + ?Sized> Streams<'a, K> {
         if self.config.retention == Retention::Forever {
             self.write_page(id, tail)?;
         }
-        self.apply_retention(id, now_ms)?;
+        self.apply_retention(id, now_ms, 0)?;
         Ok(Stored::Created)
     }
 
@@ -604,12 +604,23 @@ impl<'a, K: Kv + ?Sized> Streams<'a, K> {
 
     /// Deletes expired segments from the head: records their discontinuities, writes the new
     /// head, then deletes parts and metas.
-    fn apply_retention(&self, id: &StreamId, now_ms: i64) -> Result<(), KvError> {
+    ///
+    /// Every seq below `floor` goes too, expired or not, and so does every seq more than
+    /// [`window::MAX_WINDOW_SEGMENTS`] below the tail hint: it is below the start of every window
+    /// from now on (the count cap, or a window that starts after its newest expired segment), so
+    /// deleting it hides nothing a playlist could list, and a stream stores at most about that
+    /// many segments plus what one batch per request has not reached yet.
+    fn apply_retention(&self, id: &StreamId, now_ms: i64, floor: u64) -> Result<(), KvError> {
         if self.config.retention == Retention::Forever {
             return Ok(());
         }
         let head = self.head(id)?;
         let tail = self.tail(id)?;
+        self.retain_from(id, head, tail, now_ms, floor)
+    }
+
+    /// [`Streams::apply_retention`] with the hints already read.
+    fn retain_from(&self, id: &StreamId, head: u64, tail: u64, now_ms: i64, floor: u64) -> Result<(), KvError> {
         let mut source = Source::new(self, id);
         let walk = window::walk(
             &mut source,
@@ -617,7 +628,7 @@ impl<'a, K: Kv + ?Sized> Streams<'a, K> {
             tail,
             self.config.retention,
             now_ms,
-            Extent::ExpiredOnly { max: RETENTION_BATCH },
+            Extent::BelowWindow { max: RETENTION_BATCH, floor: floor.max(tail.saturating_sub(window::MAX_WINDOW_SEGMENTS as u64)) },
         )?;
         self.delete_expired(id, head, &walk.expired, walk.new_head())
     }
@@ -756,16 +767,18 @@ impl<'a, K: Kv + ?Sized> Streams<'a, K> {
         )))
     }
 
-    /// [`Streams::view_once`] for a sliding window (issue 11): one capped retention batch from
-    /// the head, then the window read from its newest segment backwards
-    /// ([`window::walk_window`]), so a request reads what it lists (at most
+    /// [`Streams::view_once`] for a sliding window (issue 11): the window read from its newest
+    /// segment backwards ([`window::walk_window`]), then one capped retention batch from the
+    /// head up to the window's start, so a request reads what it lists (at most
     /// [`window::MAX_WINDOW_SEGMENTS`]) plus a constant, never the expired segments still stored
     /// below the window nor segments older than the newest `MAX_WINDOW_SEGMENTS`.
     fn window_once(&self, id: &StreamId, record: &StreamRecord, now_ms: i64) -> Result<Option<Option<StreamView>>, KvError> {
-        self.apply_retention(id, now_ms)?;
         let head = self.head(id)?;
         let tail = self.tail(id)?;
         let run = window::walk_window(&mut Source::new(self, id), head, tail, self.config.retention, now_ms)?;
+        // Then one retention batch below the window's start (or of expired segments, when
+        // nothing is listed).
+        self.retain_from(id, head, tail, now_ms, run.live.first().map_or(0, |m| m.seq))?;
         let disc_seq = match (run.live.first(), run.count_from) {
             (None, _) => 0,
             (Some(first), None) => match self.disc_seq_at(id, first.seq, Some(first))? {
@@ -1092,7 +1105,7 @@ impl<'a, K: Kv + ?Sized> Streams<'a, K> {
         if self.config.retention == Retention::Forever {
             self.write_page(id, tail)?;
         }
-        self.apply_retention(id, now_ms)?;
+        self.apply_retention(id, now_ms, 0)?;
         Ok(Stored::Created)
     }
 
@@ -1382,7 +1395,7 @@ impl<'a, K: Kv + ?Sized> Streams<'a, K> {
             return Ok((Visit::Holds { newest_ms: now_ms }, 0));
         }
         let before = self.head(id)?;
-        self.apply_retention(id, now_ms)?;
+        self.apply_retention(id, now_ms, 0)?;
         let head = self.head(id)?;
         let deleted = head.saturating_sub(before);
         if let Some(last) = self.run_last(id, now_ms)? {
