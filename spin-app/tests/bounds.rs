@@ -9,15 +9,17 @@ use chalkstream_manifest::rules::{Config, Retention};
 use chalkstream_spin_app::kv::{Kv, KvError, MemoryKv};
 use chalkstream_spin_app::reply::Reply;
 use chalkstream_spin_app::route::Method;
+use chalkstream_manifest::window::MAX_WINDOW_SEGMENTS;
 use chalkstream_spin_app::store::MAX_AHEAD;
 use common::*;
 use std::cell::Cell;
 
-/// The memory store, counting operations.
+/// The memory store, counting operations (and reads among them).
 #[derive(Default)]
 struct Counting {
     inner: MemoryKv,
     ops: Cell<u64>,
+    reads: Cell<u64>,
 }
 
 impl Counting {
@@ -27,11 +29,19 @@ impl Counting {
         let reply = f();
         (reply, self.ops.get() - before)
     }
+
+    /// The reads and the operations (reads, writes, deletes) `f` did.
+    fn cost2(&self, f: impl FnOnce() -> Reply) -> (Reply, u64, u64) {
+        let (reads, ops) = (self.reads.get(), self.ops.get());
+        let reply = f();
+        (reply, self.reads.get() - reads, self.ops.get() - ops)
+    }
 }
 
 impl Kv for Counting {
     fn get(&self, key: &str) -> Result<Option<Vec<u8>>, KvError> {
         self.ops.set(self.ops.get() + 1);
+        self.reads.set(self.reads.get() + 1);
         self.inner.get(key)
     }
     fn set(&self, key: &str, value: &[u8]) -> Result<(), KvError> {
@@ -184,4 +194,124 @@ fn operations_per_request_kind_at_10_600_and_3600_segments() {
         }
     }
     eprintln!("{table}");
+}
+
+/// The stated bound on a sliding-window GET (playlist or status), whatever was uploaded before
+/// (ARCHITECTURE.md, "Bounded walks"): `WINDOW_READS` + the segments it lists (at most
+/// `MAX_WINDOW_SEGMENTS`) + one retention batch (`BATCH_READS`: 64 metas, the one after them
+/// and a count), in reads; the batch's deletes (`BATCH_WRITES`: per segment its slice, meta and
+/// count, plus the head written twice and the count kept) on top, in operations.
+const WINDOW_READS: u64 = 8;
+const BATCH_READS: u64 = 64 + 4;
+const BATCH_WRITES: u64 = 64 * 3 + 4;
+
+/// One GET of kind `path` (a playlist or the status) on stream `id`: asserts the stated bound
+/// and returns (listed, reads, operations).
+fn sliding_get(kv: &Counting, c: &Config, path: &str, now: i64) -> (u64, u64, u64) {
+    let (reply, reads, ops) = kv.cost2(|| get(kv, c, path, now));
+    assert_eq!(reply.status, 200, "{path}");
+    let listed = if path.ends_with(".m3u8") {
+        let seqs = listed_seqs(&text(&kv.inner, &reply));
+        assert!(seqs.windows(2).all(|w| w[1] == w[0] + 1), "{path}: not contiguous");
+        seqs.len() as u64
+    } else {
+        json(&kv.inner, &reply)["segments"].as_u64().unwrap()
+    };
+    assert!(listed <= MAX_WINDOW_SEGMENTS as u64, "{path}: {listed} listed");
+    assert!(reads <= WINDOW_READS + listed + BATCH_READS, "{path}: {reads} reads for {listed} listed");
+    assert!(ops <= WINDOW_READS + listed + BATCH_READS + BATCH_WRITES, "{path}: {ops} operations for {listed} listed");
+    (listed, reads, ops)
+}
+
+fn meta_count(kv: &Counting) -> usize {
+    kv.inner.keys().iter().filter(|k| k.ends_with("/meta")).count()
+}
+
+/// Issue 11 in a sliding window: 5000 segments of 0.1 s uploaded in order, all inside the
+/// 10-minute window. A playlist lists the newest `MAX_WINDOW_SEGMENTS` (1024) and reads what it
+/// lists plus a constant; uploads keep at most about that many stored. Then nobody touches the
+/// stream for 11 minutes (everything expires) and it resumes: a GET reads the new window, not
+/// the expired backlog (one retention batch of it per request). Printed with `--nocapture`.
+#[test]
+fn regression_issue_11_in_order_flood_of_tiny_segments_in_a_sliding_window_reads_a_constant_plus_the_window() {
+    let c = config(Retention::Millis(600_000), 30_000);
+    let id = stream_id(SECRET);
+    let playlist_path = format!("/playlist/{id}.m3u8");
+    let status_path = format!("/api/streams/{id}");
+    let kv = Counting::default();
+    let (mut worst_put, mut worst_get) = ((0, 0), (0, 0, 0));
+    let mut last_media = 0;
+    for seq in 0..5000u64 {
+        let now = T0 + seq as i64 * 100;
+        let (reply, reads, ops) = kv.cost2(|| put(&kv, &c, SECRET, seq, "0.1", &ts(1, seq as u8), now));
+        assert_eq!(reply.status, 201, "seq {seq}");
+        worst_put = (worst_put.0.max(reads), worst_put.1.max(ops));
+        if seq % 97 == 0 {
+            let (reply, reads, ops) = kv.cost2(|| get(&kv, &c, &playlist_path, now));
+            let seqs = listed_seqs(&text(&kv.inner, &reply));
+            assert!(seqs[0] >= last_media, "media sequence went back");
+            last_media = seqs[0];
+            worst_get = (worst_get.0.max(seqs.len() as u64), worst_get.1.max(reads), worst_get.2.max(ops));
+        }
+    }
+    // An upload: hints, record, neighbours, its slice and meta, the tail advance, the sweep
+    // registration, and one segment the count cap deletes.
+    assert!(worst_put.0 <= 40 && worst_put.1 <= 60, "an upload cost {worst_put:?} (reads, operations)");
+    let now = T0 + 5000 * 100;
+    let (listed, reads, ops) = sliding_get(&kv, &c, &playlist_path, now);
+    assert_eq!(listed, MAX_WINDOW_SEGMENTS as u64);
+    let text = text(&kv.inner, &kv.cost(|| get(&kv, &c, &playlist_path, now)).0);
+    assert!(text.contains(&format!("#EXT-X-MEDIA-SEQUENCE:{}\n", 5000 - MAX_WINDOW_SEGMENTS)), "{}", &text[..300]);
+    let (_, status_reads, status_ops) = sliding_get(&kv, &c, &status_path, now);
+    let stored = meta_count(&kv);
+    assert!(stored <= MAX_WINDOW_SEGMENTS + 2, "{stored} metas stored");
+    eprintln!(
+        "in-order flood, 5000 x 0.1 s in a 10-minute window: upload at most {} reads / {} operations; \
+         playlist {listed} listed, {reads} reads / {ops} operations; status {status_reads} / {status_ops}; \
+         while uploading at most {:?} (listed, reads, operations); {stored} metas stored",
+        worst_put.0, worst_put.1, worst_get
+    );
+
+    // Eleven minutes later everything has expired; the stream resumes.
+    let later = now + 660_000;
+    let (reply, reads, ops) = kv.cost2(|| put(&kv, &c, SECRET, 5000, "0.1", &ts(1, 9), later));
+    assert_eq!(reply.status, 201);
+    assert!(reads <= 40 + BATCH_READS && ops <= 60 + BATCH_READS + BATCH_WRITES, "the resuming upload: {reads} reads, {ops} operations");
+    let mut backlog = Vec::new();
+    for _ in 0..3 {
+        let (listed, reads, ops) = sliding_get(&kv, &c, &playlist_path, later);
+        assert_eq!(listed, 1);
+        backlog.push((reads, ops));
+    }
+    let (_, status_reads, _) = sliding_get(&kv, &c, &status_path, later);
+    eprintln!("after 11 minutes idle, 1 segment listed over an expired backlog: playlist {backlog:?} (reads, operations), status {status_reads} reads; resuming upload {reads} / {ops}");
+    // The backlog goes a batch per request.
+    for _ in 0..MAX_WINDOW_SEGMENTS / 64 {
+        sliding_get(&kv, &c, &playlist_path, later);
+    }
+    assert_eq!(meta_count(&kv), 1);
+}
+
+/// A 10-minute window of 1 s segments is listed whole (the count cap is above it), and so is
+/// the reverse-order flood's stored run; each GET within the stated bound.
+#[test]
+fn a_ten_minute_window_of_one_second_segments_is_listed_whole_and_the_reverse_flood_within_the_bound() {
+    let c = config(Retention::Millis(600_000), 30_000);
+    let id = stream_id(SECRET);
+    let kv = Counting::default();
+    for seq in 0..700u64 {
+        assert_eq!(put(&kv, &c, SECRET, seq, "1", &ts(1, seq as u8), T0 + seq as i64 * 1000).status, 201);
+    }
+    let now = T0 + 700 * 1000;
+    let (listed, reads, _) = sliding_get(&kv, &c, &format!("/playlist/{id}.m3u8"), now);
+    assert!(listed >= 600, "{listed} listed");
+    eprintln!("10 minutes of 1 s segments: {listed} listed, {reads} reads");
+
+    let kv = Counting::default();
+    let (stored, _) = flood(&kv, &c, 5000, T0);
+    assert_eq!(stored, MAX_AHEAD);
+    let (listed, reads, ops) = sliding_get(&kv, &c, &format!("/playlist/{id}.m3u8"), T0 + 10);
+    assert_eq!(listed, MAX_AHEAD);
+    let (_, status_reads, _) = sliding_get(&kv, &c, &format!("/api/streams/{id}"), T0 + 10);
+    eprintln!("reverse-order flood: {listed} listed, playlist {reads} reads / {ops} operations, status {status_reads} reads");
 }
