@@ -137,6 +137,12 @@ pub const WINDOW_PROBE: u64 = 256;
 /// fewer than 64.
 pub const CARRY_BACK: u64 = 64;
 
+/// How far below the newest expired segment [`walk_window`] still looks for unexpired ones:
+/// seqs more than 64 apart were stored in order (an upload is refused 64 or more seqs past the
+/// first unstored one), so below that everything expired before it, give or take one request's
+/// time.
+pub const LOOK_BACK: u64 = 64;
+
 /// The listed run of a sliding-window playlist, read from its newest segment backwards
 /// ([`walk_window`]).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -153,21 +159,21 @@ pub struct WindowRun {
 /// The listed run of a sliding-window playlist (retention > 0) without reading what is not
 /// listed: the end of the contiguous run is found by probing forward from `max(head, tail)` (at
 /// most [`WINDOW_PROBE`] metas), then the walk goes backwards from the end and stops at the
-/// first of: the head, a missing meta (a seq retention deleted, or a hole), an expired segment,
-/// or [`MAX_WINDOW_SEGMENTS`] listed. So it reads what it lists plus a constant: expired
-/// segments still stored below the window (retention deletes them a batch at a time, from the
-/// head) and segments older than the newest [`MAX_WINDOW_SEGMENTS`] are never read.
+/// first of: the head, a missing meta (a seq retention deleted, or a hole), [`LOOK_BACK`] seqs
+/// below the newest expired segment, or [`MAX_WINDOW_SEGMENTS`] read. The window starts at the
+/// oldest unexpired segment read, as the forward walk's ([`walk`]) would: a segment stored out
+/// of order may expire before its neighbours, and is listed between them until they expire too.
+/// So it reads what it lists plus at most `LOOK_BACK + 1` metas: expired segments still stored
+/// further below the window (retention deletes them a batch at a time, from the head) and
+/// segments older than the newest [`MAX_WINDOW_SEGMENTS`] are never read.
 ///
-/// Why the media sequence (the first listed seq) never goes back: it is one past the newest
-/// of (an expired segment, a missing seq, the head) below the end, or `end - MAX + 1`. A segment
-/// that has expired stays expired until retention deletes it (and it writes the head past it
-/// first); a seq below the end that is missing is one retention deleted (a seq below the tail
-/// hint is refused as behind the window, so it is never stored again); the head only moves
-/// forward; and the end of the run only moves forward (metas are deleted only when expired, and
-/// then nothing after them is listed either). Where the forward walk ([`walk`]) lists from the
-/// first unexpired segment, including an expired one after it (a segment stored out of order
-/// within the last 64 seqs), this walk starts after the newest expired one: the listing only
-/// ever differs by segments whose neighbours have expired and whose chunks would answer `404`.
+/// Why the media sequence (the first listed seq) never goes back: segments only expire (until
+/// retention deletes them, after writing the head past them), the head only moves forward, a
+/// seq below the end that is missing is one retention deleted (a seq below the tail hint is
+/// refused as behind the window, so it is never stored again), and the end of the run only
+/// moves forward. So the newest expired segment, the lower end of the look-back, and the count
+/// cap's `end - MAX + 1` only rise, and among the segments above them the oldest unexpired one
+/// can only be a later one.
 pub fn walk_window<S: MetaSource>(
     source: &mut S,
     head: u64,
@@ -200,31 +206,41 @@ pub fn walk_window<S: MetaSource>(
             break;
         }
     }
-    // The newest expired segment among those read ends the listing before it.
-    let mut live: Vec<SegmentMeta> = Vec::new();
-    let mut stopped_at: Option<Option<SegmentMeta>> = None;
-    for meta in ahead.into_iter().rev() {
-        if stopped_at.is_some() {
+    // Backwards from the end: through the segments read ahead, then below the hints. Past the
+    // newest expired segment the walk reads at most `LOOK_BACK` more, for unexpired segments
+    // stored out of order below it (the window starts at the oldest unexpired one, as the
+    // forward walk's would).
+    let mut ahead = ahead.into_iter().rev();
+    let mut seq = start;
+    let mut run: Vec<SegmentMeta> = Vec::new();
+    let mut newest_expired: Option<u64> = None;
+    let mut below: Option<SegmentMeta> = None;
+    while run.len() < MAX_WINDOW_SEGMENTS {
+        let meta = match ahead.next() {
+            Some(meta) => meta,
+            None if seq > head => {
+                seq -= 1;
+                match source.meta(seq)? {
+                    Some(meta) => meta,
+                    None => break,
+                }
+            }
+            None => break,
+        };
+        if newest_expired.is_some_and(|e| meta.seq + LOOK_BACK <= e) {
+            below = Some(meta);
             break;
         }
-        if retention.is_expired(meta.stored_ms, now_ms) {
-            stopped_at = Some(Some(meta));
-        } else {
-            live.push(meta);
+        if newest_expired.is_none() && retention.is_expired(meta.stored_ms, now_ms) {
+            newest_expired = Some(meta.seq);
         }
+        run.push(meta);
     }
-    // Backwards from below the hints.
-    let mut seq = start;
-    while stopped_at.is_none() && live.len() < MAX_WINDOW_SEGMENTS && seq > head {
-        seq -= 1;
-        match source.meta(seq)? {
-            Some(meta) if retention.is_expired(meta.stored_ms, now_ms) => stopped_at = Some(Some(meta)),
-            Some(meta) => live.push(meta),
-            None => stopped_at = Some(None),
-        }
-    }
-    live.truncate(MAX_WINDOW_SEGMENTS);
-    live.reverse();
+    let keep = run.iter().rposition(|m| !retention.is_expired(m.stored_ms, now_ms)).map_or(0, |i| i + 1);
+    let mut stopped_at = run.get(keep).cloned().or(below);
+    run.truncate(keep);
+    run.reverse();
+    let mut live = run;
     // The first listed segment's discontinuity count, carried from its predecessors when it has
     // none of its own (committed before its predecessor).
     let mut count_from = None;
@@ -236,7 +252,7 @@ pub fn walk_window<S: MetaSource>(
             while seq > head && first.seq - seq < CARRY_BACK {
                 seq -= 1;
                 let meta = match stopped_at.take() {
-                    Some(Some(meta)) if meta.seq == seq => Some(meta),
+                    Some(meta) if meta.seq == seq => Some(meta),
                     _ => source.meta(seq)?,
                 };
                 let Some(meta) = meta else { break };
@@ -585,13 +601,18 @@ mod tests {
     }
 
     #[test]
-    fn a_window_reads_only_what_it_lists_and_stops_at_the_newest_expired_segment() {
+    fn a_window_reads_what_it_lists_and_a_look_back_below_the_newest_expired_segment() {
         // 0..100 stored at 1 s apart; retention 10 s at 99.5 s: 90..99 are listed.
         let mut s = counted(0..100);
         let w = walk_window(&mut s, 0, 95, Retention::Millis(10_000), 99_500).unwrap();
         assert_eq!(seqs(&w.live), (90..100).collect::<Vec<_>>());
-        // 5 ahead of the tail + the end probe, then 94 down to 89 (expired).
-        assert_eq!(s.reads, 6 + 6);
+        // 5 ahead of the tail + the end probe, then 94 down to 89 (the newest expired) and 64
+        // more below it, looking for segments stored out of order.
+        assert_eq!(s.reads, 6 + 6 + LOOK_BACK as usize);
+        // One stored late below the newest expired segment is listed, with what follows it.
+        s.metas.get_mut(&70).unwrap().stored_ms = 95_000;
+        let w = walk_window(&mut s, 0, 100, Retention::Millis(10_000), 99_500).unwrap();
+        assert_eq!(seqs(&w.live), (70..100).collect::<Vec<_>>());
         assert_eq!(w.live[0].disc_seq, Some(0));
         // Metas without counts (stored before counts existed): the walk looks back a bounded
         // number of seqs for one, and leaves the count to the caller when none has it.
@@ -599,7 +620,7 @@ mod tests {
         let w = walk_window(&mut s, 0, 100, Retention::Millis(10_000), 99_500).unwrap();
         assert_eq!(w.live[0].disc_seq, None);
         assert_eq!(w.count_from, Some((26, 0)));
-        assert!(s.reads <= 12 + CARRY_BACK as usize);
+        assert!(s.reads <= 12 + (LOOK_BACK + CARRY_BACK) as usize);
     }
 
     #[test]

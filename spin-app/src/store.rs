@@ -550,14 +550,35 @@ impl<'a, K: Kv + ?Sized> Streams<'a, K> {
     /// The count of discontinuities before `seq` that its meta carries (see the module doc):
     /// from the previous meta, or kept by retention when that one is deleted; `None` when
     /// neither tells (an upload out of order).
+    ///
+    /// A previous meta without a count of its own (committed before its predecessor) is looked
+    /// through, up to [`window::CARRY_BACK`] metas back, so such metas do not pass their lack on:
+    /// every meta without a count then has one that has a count (or a kept `dseq`) within
+    /// `CARRY_BACK` below it, because no upload is accepted [`MAX_AHEAD`] or more past the first
+    /// unstored seq. That is what lets a sliding window, read backwards
+    /// ([`window::walk_window`]), carry the count to its first segment in at most that many reads.
     fn carried(&self, id: &StreamId, seq: u64, previous: Option<&SegmentMeta>) -> Result<Option<u64>, KvError> {
-        if seq == 0 {
-            return Ok(Some(0));
+        let mut flags = 0;
+        let mut at = seq;
+        let mut previous = previous.cloned();
+        loop {
+            // `flags` counts the discontinuities of seqs `at..seq`; the count of `at` is wanted.
+            if at == 0 {
+                return Ok(Some(flags));
+            }
+            let Some(meta) = previous else {
+                return Ok(get_json::<u64>(self.kv, &dseq_key(id, at))?.map(|count| count + flags));
+            };
+            if let Some(count) = meta.disc_seq_after() {
+                return Ok(Some(count + flags));
+            }
+            flags += u64::from(meta.discontinuity);
+            at -= 1;
+            if seq - at >= window::CARRY_BACK || at == 0 {
+                return Ok((at == 0).then_some(flags));
+            }
+            previous = self.meta(id, at - 1)?;
         }
-        if let Some(count) = previous.and_then(SegmentMeta::disc_seq_after) {
-            return Ok(Some(count));
-        }
-        get_json(self.kv, &dseq_key(id, seq))
     }
 
     /// `EXT-X-DISCONTINUITY-SEQUENCE` for a window that starts at `seq`, whose meta (as a walk
