@@ -19,6 +19,7 @@ export const MODES = {
     latency: { settings: [{ segment_s: 2, low_latency: true }], seconds: 3, runs: 1 },
     client: { points: [4] },
     ll: { ns: [3], stepSeconds: 3, skipSegments: 20, skipRequests: 20 },
+    reads: { propertySecs: 5 },
   },
   default: {
     runs: 3, wrkSeconds: 5,
@@ -32,6 +33,7 @@ export const MODES = {
     },
     client: { points: [60, 300] },
     ll: { ns: [10, 20, 40, 80, 160, 320, 480, 640], stepSeconds: 12, skipSegments: 3600, skipRequests: 400 },
+    reads: { propertySecs: 180 },
   },
 };
 MODES.long = { ...MODES.default, client: { points: [60, 600, 1800] } };
@@ -43,6 +45,7 @@ const PARTS = {
   client: async (ctx) => (await import('./client.mjs')).runClient(ctx),
   ll: async (ctx) => (await import('./ll.mjs')).runLowLatency(ctx),
   scaleout: async (ctx) => (await import('./scaleout.mjs')).runScaleOut(ctx),
+  reads: async (ctx) => (await import('./reads.mjs')).runReads(ctx),
 };
 
 function sh(cmd, args) {

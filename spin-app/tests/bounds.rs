@@ -151,46 +151,61 @@ fn a_seq_too_far_ahead_gets_429_with_retry_after_and_fits_once_the_run_catches_u
     assert_eq!(put(&kv, &c, SECRET, MAX_AHEAD + 1, "1", &ts(2, 1), T0).status, 201);
 }
 
-/// Key-value operations per request kind at 10, 600 and 3600 segments (2 s each, uploaded in
-/// order, one every 2 s) for both retention modes, printed as a table (`cargo test --release -p
-/// chalkstream-spin-app --test bounds -- --nocapture`); asserts each stays within the bound
-/// ARCHITECTURE.md states ("Bounded walks"), never a speed.
+/// Key-value reads and operations per request kind at 10, 600 and 3600 segments (2 s each,
+/// uploaded in order, one every 2 s) for both retention modes, printed as a table of reads /
+/// operations (`cargo test --release -p chalkstream-spin-app --test bounds -- --nocapture`) and
+/// as one `bounds-row: {json}` line per row (`bench/reads.mjs` reads those into BENCHMARKS.md);
+/// asserts each stays within the bound ARCHITECTURE.md states ("Bounded walks"), never a speed.
 #[test]
 fn operations_per_request_kind_at_10_600_and_3600_segments() {
     let mut table = String::from(
-        "| retention | segments | listed | PUT | playlist | status | chunk | end | ended playlist |\n| --- | --- | --- | --- | --- | --- | --- | --- | --- |\n",
+        "| retention | segments | listed | PUT (worst) | playlist | status | chunk | end | ended playlist |\n| --- | --- | --- | --- | --- | --- | --- | --- | --- |\n",
     );
     for (name, retention) in [("10 min", Retention::Millis(600_000)), ("0", Retention::Forever)] {
         for count in [10u64, 600, 3600] {
             let c = config(retention, 30_000);
             let kv = Counting::default();
             let id = stream_id(SECRET);
-            let mut worst_put = 0;
+            let mut worst_put = (0, 0);
             for seq in 0..count {
                 let now = T0 + seq as i64 * 2000;
-                let (reply, ops) = kv.cost(|| put(&kv, &c, SECRET, seq, "2", &ts(4, seq as u8), now));
+                let (reply, reads, ops) = kv.cost2(|| put(&kv, &c, SECRET, seq, "2", &ts(4, seq as u8), now));
                 assert_eq!(reply.status, 201);
-                worst_put = worst_put.max(ops);
+                worst_put = (worst_put.0.max(reads), worst_put.1.max(ops));
             }
             let now = T0 + count as i64 * 2000;
-            let (reply, playlist_ops) = kv.cost(|| common::playlist(&kv, &c, &id, now));
+            let (reply, pl_reads, playlist_ops) = kv.cost2(|| common::playlist(&kv, &c, &id, now));
             let listed = listed_seqs(&text(&kv.inner, &reply)).len() as u64;
-            let (_, status_ops) = kv.cost(|| get(&kv, &c, &format!("/api/streams/{id}"), now));
-            let (_, chunk_ops) = kv.cost(|| get(&kv, &c, &format!("/chunks/{id}/{}.ts", count - 1), now));
-            let (reply, end_ops) =
-                kv.cost(|| request(&kv, &c, &head(Method::Post, &format!("/ingest/{SECRET}/end"), &[]), &[], now));
+            let (_, st_reads, status_ops) = kv.cost2(|| get(&kv, &c, &format!("/api/streams/{id}"), now));
+            let (_, ch_reads, chunk_ops) = kv.cost2(|| get(&kv, &c, &format!("/chunks/{id}/{}.ts", count - 1), now));
+            let (reply, end_reads, end_ops) =
+                kv.cost2(|| request(&kv, &c, &head(Method::Post, &format!("/ingest/{SECRET}/end"), &[]), &[], now));
             assert_eq!(reply.status, 200);
-            let (_, ended_ops) = kv.cost(|| common::playlist(&kv, &c, &id, now + 1));
+            let (_, ended_reads, ended_ops) = kv.cost2(|| common::playlist(&kv, &c, &id, now + 1));
             // The stated bounds: one retention batch of 64 segments (a meta read, a slice, the
             // meta and the count each) on top of a constant and what the answer lists.
             let batch = 64 * 4;
-            assert!(worst_put <= 48 + 4 * MAX_AHEAD + batch, "{name} {count}: PUT {worst_put}");
-            assert!(playlist_ops <= 16 + listed + batch, "{name} {count}: playlist {playlist_ops}");
-            assert!(status_ops <= 16 + listed + batch, "{name} {count}: status {status_ops}");
+            assert!(worst_put.1 <= 48 + 4 * MAX_AHEAD + batch, "{name} {count}: PUT {worst_put:?}");
+            if retention != Retention::Forever {
+                assert!(pl_reads <= WINDOW_READS + listed + BATCH_READS, "{name} {count}: playlist {pl_reads}");
+                assert!(st_reads <= WINDOW_READS + listed + BATCH_READS, "{name} {count}: status {st_reads}");
+            }
+            assert!(playlist_ops <= 16 + 65 + listed + batch, "{name} {count}: playlist {playlist_ops}");
+            assert!(status_ops <= 16 + 65 + listed + batch, "{name} {count}: status {status_ops}");
             assert!(chunk_ops <= 1 && end_ops <= 8 + 256, "{name} {count}");
             table.push_str(&format!(
-                "| {name} | {count} | {listed} | {worst_put} | {playlist_ops} | {status_ops} | {chunk_ops} | {end_ops} | {ended_ops} |\n"
+                "| {name} | {count} | {listed} | {} / {} | {pl_reads} / {playlist_ops} | {st_reads} / {status_ops} | {ch_reads} / {chunk_ops} | {end_reads} / {end_ops} | {ended_reads} / {ended_ops} |\n",
+                worst_put.0, worst_put.1
             ));
+            eprintln!(
+                "bounds-row: {}",
+                serde_json::json!({
+                    "retention": name, "segments": count, "listed": listed,
+                    "put": [worst_put.0, worst_put.1], "playlist": [pl_reads, playlist_ops],
+                    "status": [st_reads, status_ops], "chunk": [ch_reads, chunk_ops],
+                    "end": [end_reads, end_ops], "ended_playlist": [ended_reads, ended_ops],
+                })
+            );
         }
     }
     eprintln!("{table}");
@@ -268,6 +283,10 @@ fn regression_issue_11_in_order_flood_of_tiny_segments_in_a_sliding_window_reads
     let stored = meta_count(&kv);
     assert!(stored <= MAX_WINDOW_SEGMENTS + 2, "{stored} metas stored");
     eprintln!(
+        "bounds-flood: {}",
+        serde_json::json!({"segments": 5000, "listed": listed, "playlist": [reads, ops], "status": [status_reads, status_ops], "put": [worst_put.0, worst_put.1], "stored": stored})
+    );
+    eprintln!(
         "in-order flood, 5000 x 0.1 s in a 10-minute window: upload at most {} reads / {} operations; \
          playlist {listed} listed, {reads} reads / {ops} operations; status {status_reads} / {status_ops}; \
          while uploading at most {:?} (listed, reads, operations); {stored} metas stored",
@@ -286,6 +305,7 @@ fn regression_issue_11_in_order_flood_of_tiny_segments_in_a_sliding_window_reads
         backlog.push((reads, ops));
     }
     let (_, status_reads, _) = sliding_get(&kv, &c, &status_path, later);
+    eprintln!("bounds-backlog: {}", serde_json::json!({"listed": 1, "playlist": [backlog[0].0, backlog[0].1], "status_reads": status_reads}));
     eprintln!("after 11 minutes idle, 1 segment listed over an expired backlog: playlist {backlog:?} (reads, operations), status {status_reads} reads; resuming upload {reads} / {ops}");
     // The backlog goes a batch per request.
     for _ in 0..MAX_WINDOW_SEGMENTS / 64 {
