@@ -42,9 +42,11 @@
 //! - Metas are never rewritten: a retry with the same bytes answers `200` without writing, one
 //!   with other bytes answers `409`. (Two *different* bodies racing for one unstored seq can both
 //!   pass the check; the later meta wins. Only the secret's holder can cause that.)
-//! - Nothing but retention deletes, and retention deletes only expired segments, walking from
-//!   the head; it writes the new head before deleting, so a reader that finds a gap can tell a
-//!   deletion (below the tail hint, or below a moved head) from the end of the run.
+//! - Nothing but retention deletes, and retention deletes only segments no window lists any more
+//!   (expired ones, and those below a sliding window's start: more than `MAX_WINDOW_SEGMENTS`
+//!   below the tail, or below the start a GET just walked), walking from the head; it writes the
+//!   new head before deleting, so a reader that finds a gap can tell a deletion (below the tail
+//!   hint, or below a moved head) from the end of the run.
 //! - The tail hint is computed by probing metas that exist, so a lost update only leaves it
 //!   behind the truth, which costs readers a few extra probes, never a segment.
 //! - The gap rule above needs one of the two hints past a deleted seq. A head and a tail that
