@@ -1,5 +1,6 @@
 //! Turns the suite's raw figures into BENCHMARKS.md: per figure the command, median and spread, reference and verdict.
 import { renderScaleOut } from './scaleout.mjs';
+import { renderReads } from './reads.mjs';
 
 const f = (x, d = 1) => (Number.isFinite(x) ? x.toFixed(d) : 'n/a');
 const spread = (s, d = 1, unit = '') => (s && s.runs
@@ -463,7 +464,14 @@ ${renderScaleOut(X)}
 `;
 }
 
+function reads(r) {
+  const R = r.parts.reads;
+  const s = '\n## 7. Key-value reads per request\n' + failed(r, 'reads');
+  if (!R) return s + '\nNot measured in this run.\n';
+  return s + renderReads(R);
+}
+
 /** The whole BENCHMARKS.md for one run's results. */
 export function render(r) {
-  return `${header(r)}${latency(r)}${server(r)}${scaling(r)}${client(r)}${lowLatency(r)}${scaleOut(r)}${r.notes ? `\n## Notes\n\n${r.notes}\n` : ''}`;
+  return `${header(r)}${latency(r)}${server(r)}${scaling(r)}${client(r)}${lowLatency(r)}${scaleOut(r)}${reads(r)}${r.notes ? `\n## Notes\n\n${r.notes}\n` : ''}`;
 }

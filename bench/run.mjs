@@ -20,6 +20,7 @@ export const MODES = {
     // One configuration, the one that needs the most set up (fake microphone and camera, their permission).
     client: { points: [4], configs: ['720p+mic+camera'] },
     ll: { ns: [3], stepSeconds: 3, windowSegments: 5, skipSegments: 20, skipRequests: 20 },
+    reads: { propertySecs: 5 },
   },
   default: {
     runs: 3, wrkSeconds: 5,
@@ -35,6 +36,7 @@ export const MODES = {
     // Every configuration of bench/client.mjs (the three presets, 720p with microphone and camera), 2 minutes each.
     client: { points: [60, 120] },
     ll: { ns: [10, 20, 40, 80, 160, 320, 480, 640], stepSeconds: 12, windowSegments: 300, skipSegments: 3600, skipRequests: 400 },
+    reads: { propertySecs: 180 },
   },
 };
 // --presets: the client part measures every configuration for 10 minutes (issue 9: memory over 10 minutes).
@@ -50,6 +52,7 @@ const PARTS = {
   client: async (ctx) => (await import('./client.mjs')).runClient(ctx),
   ll: async (ctx) => (await import('./ll.mjs')).runLowLatency(ctx),
   scaleout: async (ctx) => (await import('./scaleout.mjs')).runScaleOut(ctx),
+  reads: async (ctx) => (await import('./reads.mjs')).runReads(ctx),
 };
 
 function sh(cmd, args) {

@@ -55,6 +55,11 @@ pub enum Extent {
     /// Stop at the first unexpired segment (retention after an upload), after at most this many
     /// expired segments.
     ExpiredOnly { max: usize },
+    /// As `ExpiredOnly`, with every seq below `floor` counted as expired too: retention of a
+    /// sliding window whose start [`walk_window`] (or the count cap, [`MAX_WINDOW_SEGMENTS`])
+    /// put past segments that have not expired yet. Nothing below a window's start is listed
+    /// again, so deleting it hides nothing.
+    BelowWindow { max: usize, floor: u64 },
     /// Walk the whole listed run (rendering).
     Everything,
 }
@@ -73,16 +78,16 @@ pub fn walk<S: MetaSource>(
     // The count carried from the meta just read (see `SegmentMeta::disc_seq`); forgotten at a gap.
     let mut carried: Option<u64> = None;
     loop {
-        if let Extent::ExpiredOnly { max } = extent {
-            if walk.expired.len() >= max {
-                break;
-            }
-        }
+        let floor = match extent {
+            Extent::ExpiredOnly { max } | Extent::BelowWindow { max, .. } if walk.expired.len() >= max => break,
+            Extent::BelowWindow { floor, .. } => floor,
+            _ => 0,
+        };
         match source.meta(seq)? {
             Some(mut meta) => {
                 meta.disc_seq = meta.disc_seq.or(carried);
                 carried = meta.disc_seq_after();
-                if walk.live.is_empty() && retention.is_expired(meta.stored_ms, now_ms) {
+                if walk.live.is_empty() && (seq < floor || retention.is_expired(meta.stored_ms, now_ms)) {
                     walk.expired.push(meta);
                 } else if extent == Extent::Everything {
                     walk.live.push(meta);
@@ -111,6 +116,160 @@ pub fn walk<S: MetaSource>(
     }
     walk.next_seq = seq;
     Ok(walk)
+}
+
+/// The most segments a sliding-window playlist lists (issue 11): its window starts at
+/// `max(retention start, newest - MAX_WINDOW_SEGMENTS + 1)`. A 10-minute window of 1 s segments
+/// (600) is listed whole, of 0.5 s segments nearly whole (8.5 minutes); 5000 segments of 0.1 s
+/// inside the window list their newest 1024 (102 s), so a playlist GET reads at most this many
+/// metas whatever was uploaded. The playlist stays at least three target durations long (RFC
+/// 8216 §6.2.2) while the newest 1024 segments average at least 3/1024 of the target duration
+/// (88 ms at the largest target, 30 s).
+pub const MAX_WINDOW_SEGMENTS: usize = 1024;
+
+/// How far [`walk_window`] probes past the hints for the end of the run (uploads more than 64
+/// seqs past the first unstored one are refused, so the run ends well within this).
+pub const WINDOW_PROBE: u64 = 256;
+
+/// How many predecessors [`walk_window`] reads at most to carry a discontinuity count to the
+/// first listed segment: a meta without a count was committed before its predecessor, and an
+/// upload may be at most 64 seqs past the first unstored one, so such metas come in runs of
+/// fewer than 64.
+pub const CARRY_BACK: u64 = 64;
+
+/// How far below the newest expired segment [`walk_window`] still looks for unexpired ones:
+/// seqs more than 64 apart were stored in order (an upload is refused 64 or more seqs past the
+/// first unstored one), so below that everything expired before it, give or take one request's
+/// time.
+pub const LOOK_BACK: u64 = 64;
+
+/// The listed run of a sliding-window playlist, read from its newest segment backwards
+/// ([`walk_window`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct WindowRun {
+    /// The listed run, oldest first; empty when nothing unexpired is stored. The first meta's
+    /// `disc_seq` is filled in when the walk could carry it from a predecessor.
+    pub live: Vec<SegmentMeta>,
+    /// When the first listed meta's count could not be carried: `(seq, flags)`, its count is
+    /// the count before `seq` (kept by retention, or of a stream stored before counts existed)
+    /// plus `flags`, the discontinuities from `seq` up to the first listed one.
+    pub count_from: Option<(u64, u64)>,
+}
+
+/// The listed run of a sliding-window playlist (retention > 0) without reading what is not
+/// listed: the end of the contiguous run is found by probing forward from `max(head, tail)` (at
+/// most [`WINDOW_PROBE`] metas), then the walk goes backwards from the end and stops at the
+/// first of: the head, a missing meta (a seq retention deleted, or a hole), [`LOOK_BACK`] seqs
+/// below the newest expired segment, or [`MAX_WINDOW_SEGMENTS`] read. The window starts at the
+/// oldest unexpired segment read, as the forward walk's ([`walk`]) would: a segment stored out
+/// of order may expire before its neighbours, and is listed between them until they expire too.
+/// So it reads what it lists plus at most `LOOK_BACK + 1` metas: expired segments still stored
+/// further below the window (retention deletes them a batch at a time, from the head) and
+/// segments older than the newest [`MAX_WINDOW_SEGMENTS`] are never read.
+///
+/// Why the media sequence (the first listed seq) never goes back: segments only expire (until
+/// retention deletes them, after writing the head past them), the head only moves forward, a
+/// seq below the end that is missing is one retention deleted (a seq below the tail hint is
+/// refused as behind the window, so it is never stored again), and the end of the run only
+/// moves forward. So the newest expired segment, the lower end of the look-back, and the count
+/// cap's `end - MAX + 1` only rise, and among the segments above them the oldest unexpired one
+/// can only be a later one.
+pub fn walk_window<S: MetaSource>(
+    source: &mut S,
+    head: u64,
+    tail: u64,
+    retention: Retention,
+    now_ms: i64,
+) -> Result<WindowRun, S::Error> {
+    let mut head = head;
+    let mut start = head.max(tail);
+    // Forward from the hints to the end of the run.
+    let mut ahead: Vec<SegmentMeta> = Vec::new();
+    loop {
+        let mut seq = start;
+        while seq - start < WINDOW_PROBE {
+            match source.meta(seq)? {
+                Some(meta) => ahead.push(meta),
+                None => break,
+            }
+            seq += 1;
+        }
+        if !ahead.is_empty() || start > head {
+            break;
+        }
+        // Nothing at the head: retention may have moved it meanwhile (it writes the head first).
+        let moved = source.head()?;
+        if moved > start {
+            head = moved;
+            start = moved;
+        } else {
+            break;
+        }
+    }
+    // Backwards from the end: through the segments read ahead, then below the hints. Past the
+    // newest expired segment the walk reads at most `LOOK_BACK` more, for unexpired segments
+    // stored out of order below it (the window starts at the oldest unexpired one, as the
+    // forward walk's would).
+    let mut ahead = ahead.into_iter().rev();
+    let mut seq = start;
+    let mut run: Vec<SegmentMeta> = Vec::new();
+    let mut newest_expired: Option<u64> = None;
+    let mut below: Option<SegmentMeta> = None;
+    while run.len() < MAX_WINDOW_SEGMENTS {
+        let meta = match ahead.next() {
+            Some(meta) => meta,
+            None if seq > head => {
+                seq -= 1;
+                match source.meta(seq)? {
+                    Some(meta) => meta,
+                    None => break,
+                }
+            }
+            None => break,
+        };
+        if newest_expired.is_some_and(|e| meta.seq + LOOK_BACK <= e) {
+            below = Some(meta);
+            break;
+        }
+        if newest_expired.is_none() && retention.is_expired(meta.stored_ms, now_ms) {
+            newest_expired = Some(meta.seq);
+        }
+        run.push(meta);
+    }
+    let keep = run.iter().rposition(|m| !retention.is_expired(m.stored_ms, now_ms)).map_or(0, |i| i + 1);
+    let mut stopped_at = run.get(keep).cloned().or(below);
+    run.truncate(keep);
+    run.reverse();
+    let mut live = run;
+    // The first listed segment's discontinuity count, carried from its predecessors when it has
+    // none of its own (committed before its predecessor).
+    let mut count_from = None;
+    if let Some(first) = live.first() {
+        if first.disc_seq.is_none() && first.seq > head {
+            let mut before: Vec<SegmentMeta> = Vec::new();
+            let mut seq = first.seq;
+            let mut known = None;
+            while seq > head && first.seq - seq < CARRY_BACK {
+                seq -= 1;
+                let meta = match stopped_at.take() {
+                    Some(meta) if meta.seq == seq => Some(meta),
+                    _ => source.meta(seq)?,
+                };
+                let Some(meta) = meta else { break };
+                if let Some(count) = meta.disc_seq_after() {
+                    known = Some(count);
+                    break;
+                }
+                before.push(meta);
+            }
+            let flags: u64 = before.iter().map(|m| u64::from(m.discontinuity)).sum();
+            match known {
+                Some(count) => live[0].disc_seq = Some(count + flags),
+                None => count_from = Some((before.last().map_or(first.seq, |m| m.seq), flags)),
+            }
+        }
+    }
+    Ok(WindowRun { live, count_from })
 }
 
 /// Read access to stored segment lines, for walking an `EVENT` playlist a page at a time.
@@ -369,6 +528,15 @@ mod tests {
         }
     }
 
+    /// A store whose metas carry their discontinuity counts (none has the flag).
+    fn counted(seqs: impl IntoIterator<Item = u64>) -> Store {
+        let mut s = store(seqs);
+        for m in s.metas.values_mut() {
+            m.disc_seq = Some(0);
+        }
+        s
+    }
+
     fn store(seqs: impl IntoIterator<Item = u64>) -> Store {
         Store { metas: seqs.into_iter().map(|s| (s, meta(s, s as i64 * 1000))).collect(), head: 0, reads: 0 }
     }
@@ -402,6 +570,10 @@ mod tests {
         assert_eq!(only.new_head(), 6);
         let capped = walk(&mut s, 0, 0, retention, 9000, Extent::ExpiredOnly { max: 2 }).unwrap();
         assert_eq!(capped.new_head(), 2);
+        let below = walk(&mut s, 0, 0, retention, 9000, Extent::BelowWindow { max: 100, floor: 8 }).unwrap();
+        assert_eq!(below.new_head(), 8);
+        let below = walk(&mut s, 0, 0, retention, 9000, Extent::BelowWindow { max: 100, floor: 3 }).unwrap();
+        assert_eq!(below.new_head(), 6);
     }
 
     #[test]
@@ -427,6 +599,93 @@ mod tests {
         let w = walk(&mut s, 990, 1000, Retention::Millis(100_000), 1_000_000, Extent::Everything).unwrap();
         assert_eq!(w.live.len(), 10);
         assert_eq!(s.reads, 11);
+    }
+
+    #[test]
+    fn a_window_reads_what_it_lists_and_a_look_back_below_the_newest_expired_segment() {
+        // 0..100 stored at 1 s apart; retention 10 s at 99.5 s: 90..99 are listed.
+        let mut s = counted(0..100);
+        let w = walk_window(&mut s, 0, 95, Retention::Millis(10_000), 99_500).unwrap();
+        assert_eq!(seqs(&w.live), (90..100).collect::<Vec<_>>());
+        // 5 ahead of the tail + the end probe, then 94 down to 89 (the newest expired) and 64
+        // more below it, looking for segments stored out of order.
+        assert_eq!(s.reads, 6 + 6 + LOOK_BACK as usize);
+        // One stored late below the newest expired segment is listed, with what follows it.
+        s.metas.get_mut(&70).unwrap().stored_ms = 95_000;
+        let w = walk_window(&mut s, 0, 100, Retention::Millis(10_000), 99_500).unwrap();
+        assert_eq!(seqs(&w.live), (70..100).collect::<Vec<_>>());
+        assert_eq!(w.live[0].disc_seq, Some(0));
+        // Metas without counts (stored before counts existed): the walk looks back a bounded
+        // number of seqs for one, and leaves the count to the caller when none has it.
+        let mut s = store(0..100);
+        let w = walk_window(&mut s, 0, 100, Retention::Millis(10_000), 99_500).unwrap();
+        assert_eq!(w.live[0].disc_seq, None);
+        assert_eq!(w.count_from, Some((26, 0)));
+        assert!(s.reads <= 12 + (LOOK_BACK + CARRY_BACK) as usize);
+    }
+
+    #[test]
+    fn a_window_lists_at_most_the_newest_max_segments_and_its_start_never_goes_back() {
+        let n = MAX_WINDOW_SEGMENTS as u64 * 3;
+        let mut s = counted(0..n);
+        let retention = Retention::Millis(100_000_000);
+        let w = walk_window(&mut s, 0, n, retention, n as i64 * 1000).unwrap();
+        assert_eq!(w.live.len(), MAX_WINDOW_SEGMENTS);
+        assert_eq!(w.live[0].seq, n - MAX_WINDOW_SEGMENTS as u64);
+        assert!(s.reads <= MAX_WINDOW_SEGMENTS + 2, "{} reads", s.reads);
+        let mut last_first = 0;
+        for end in n..n + 50 {
+            s.metas.insert(end, SegmentMeta { disc_seq: Some(0), ..meta(end, end as i64 * 1000) });
+            // A stale tail hint costs probes, never an earlier start.
+            let w = walk_window(&mut s, 0, end - 40, retention, end as i64 * 1000).unwrap();
+            assert!(w.live[0].seq >= last_first);
+            assert_eq!(w.live.last().unwrap().seq, end);
+            last_first = w.live[0].seq;
+        }
+    }
+
+    #[test]
+    fn a_window_ends_at_a_hole_and_starts_after_a_deleted_seq() {
+        let mut s = counted((0..30).chain(32..40));
+        let retention = Retention::Millis(100_000_000);
+        let w = walk_window(&mut s, 0, 10, retention, 50_000).unwrap();
+        assert_eq!(seqs(&w.live), (0..30).collect::<Vec<_>>());
+        // Seqs 0..5 deleted by retention while the hint says 10: the run starts at 5.
+        for seq in 0..5 {
+            s.metas.remove(&seq);
+        }
+        let w = walk_window(&mut s, 0, 10, retention, 50_000).unwrap();
+        assert_eq!(seqs(&w.live), (5..30).collect::<Vec<_>>());
+        // Head moved past a tail hint that lags: the walk starts at the head.
+        s.head = 20;
+        let w = walk_window(&mut s, 20, 3, retention, 50_000).unwrap();
+        assert_eq!(seqs(&w.live), (20..30).collect::<Vec<_>>());
+        // Everything expired: nothing listed.
+        let w = walk_window(&mut s, 20, 30, Retention::Millis(1000), 50_000).unwrap();
+        assert!(w.live.is_empty());
+    }
+
+    #[test]
+    fn a_window_carries_the_count_to_a_first_segment_stored_out_of_order() {
+        let mut s = store(0..20);
+        for m in s.metas.values_mut() {
+            m.disc_seq = Some(0);
+            m.discontinuity = m.seq == 3 || m.seq == 12;
+        }
+        for m in s.metas.values_mut() {
+            m.disc_seq = match m.seq {
+                0..=3 => Some(0),
+                4..=12 => Some(1),
+                _ => Some(2),
+            };
+        }
+        // 13 and 14 were committed before their predecessors.
+        s.metas.get_mut(&13).unwrap().disc_seq = None;
+        s.metas.get_mut(&14).unwrap().disc_seq = None;
+        // Retention 6 s at 19.5 s: 14..19 listed (13 expired).
+        let w = walk_window(&mut s, 0, 20, Retention::Millis(6000), 19_500).unwrap();
+        assert_eq!(w.live[0].seq, 14);
+        assert_eq!(w.live[0].disc_seq, Some(2));
     }
 
     #[test]

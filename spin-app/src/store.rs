@@ -48,9 +48,11 @@
 //!   other's, and whoever sees the other yields ([`Streams::put_gap`]); an upload that yields
 //!   writes the gap's meta back over its own. So an acknowledged segment is never replaced by a
 //!   gap, nor a recorded gap by a segment.
-//! - Nothing but retention deletes, and retention deletes only expired segments, walking from
-//!   the head; it writes the new head before deleting, so a reader that finds a gap can tell a
-//!   deletion (below the tail hint, or below a moved head) from the end of the run.
+//! - Nothing but retention deletes, and retention deletes only segments no window lists any more
+//!   (expired ones, and those below a sliding window's start: more than `MAX_WINDOW_SEGMENTS`
+//!   below the tail, or below the start a GET just walked), walking from the head; it writes the
+//!   new head before deleting, so a reader that finds a gap can tell a deletion (below the tail
+//!   hint, or below a moved head) from the end of the run.
 //! - The tail hint is computed by probing metas that exist, so a lost update only leaves it
 //!   behind the truth, which costs readers a few extra probes, never a segment.
 //! - The gap rule above needs one of the two hints past a deleted seq. A head and a tail that
@@ -553,7 +555,7 @@ impl<'a, K: Kv + ?Sized> Streams<'a, K> {
         if self.config.retention == Retention::Forever {
             self.write_page(id, tail)?;
         }
-        self.apply_retention(id, now_ms)?;
+        self.apply_retention(id, now_ms, 0)?;
         Ok(Stored::Created)
     }
 
@@ -637,7 +639,7 @@ impl<'a, K: Kv + ?Sized> Streams<'a, K> {
         if self.config.retention == Retention::Forever {
             self.write_page(id, tail)?;
         }
-        self.apply_retention(id, now_ms)?;
+        self.apply_retention(id, now_ms, 0)?;
         Ok(if retry { Stored::AlreadyStored } else { Stored::Created })
     }
 
@@ -675,14 +677,35 @@ impl<'a, K: Kv + ?Sized> Streams<'a, K> {
     /// The count of discontinuities before `seq` that its meta carries (see the module doc):
     /// from the previous meta, or kept by retention when that one is deleted; `None` when
     /// neither tells (an upload out of order).
+    ///
+    /// A previous meta without a count of its own (committed before its predecessor) is looked
+    /// through, up to [`window::CARRY_BACK`] metas back, so such metas do not pass their lack on:
+    /// every meta without a count then has one that has a count (or a kept `dseq`) within
+    /// `CARRY_BACK` below it, because no upload is accepted [`MAX_AHEAD`] or more past the first
+    /// unstored seq. That is what lets a sliding window, read backwards
+    /// ([`window::walk_window`]), carry the count to its first segment in at most that many reads.
     fn carried(&self, id: &StreamId, seq: u64, previous: Option<&SegmentMeta>) -> Result<Option<u64>, KvError> {
-        if seq == 0 {
-            return Ok(Some(0));
+        let mut flags = 0;
+        let mut at = seq;
+        let mut previous = previous.cloned();
+        loop {
+            // `flags` counts the discontinuities of seqs `at..seq`; the count of `at` is wanted.
+            if at == 0 {
+                return Ok(Some(flags));
+            }
+            let Some(meta) = previous else {
+                return Ok(get_json::<u64>(self.kv, &dseq_key(id, at))?.map(|count| count + flags));
+            };
+            if let Some(count) = meta.disc_seq_after() {
+                return Ok(Some(count + flags));
+            }
+            flags += u64::from(meta.discontinuity);
+            at -= 1;
+            if seq - at >= window::CARRY_BACK || at == 0 {
+                return Ok((at == 0).then_some(flags));
+            }
+            previous = self.meta(id, at - 1)?;
         }
-        if let Some(count) = previous.and_then(SegmentMeta::disc_seq_after) {
-            return Ok(Some(count));
-        }
-        get_json(self.kv, &dseq_key(id, seq))
     }
 
     /// `EXT-X-DISCONTINUITY-SEQUENCE` for a window that starts at `seq`, whose meta (as a walk
@@ -729,12 +752,23 @@ impl<'a, K: Kv + ?Sized> Streams<'a, K> {
 
     /// Deletes expired segments from the head: records their discontinuities, writes the new
     /// head, then deletes parts and metas.
-    fn apply_retention(&self, id: &StreamId, now_ms: i64) -> Result<(), KvError> {
+    ///
+    /// Every seq below `floor` goes too, expired or not, and so does every seq more than
+    /// [`window::MAX_WINDOW_SEGMENTS`] below the tail hint: it is below the start of every window
+    /// from now on (the count cap, or a window that starts after its newest expired segment), so
+    /// deleting it hides nothing a playlist could list, and a stream stores at most about that
+    /// many segments plus what one batch per request has not reached yet.
+    fn apply_retention(&self, id: &StreamId, now_ms: i64, floor: u64) -> Result<(), KvError> {
         if self.config.retention == Retention::Forever {
             return Ok(());
         }
         let head = self.head(id)?;
         let tail = self.tail(id)?;
+        self.retain_from(id, head, tail, now_ms, floor)
+    }
+
+    /// [`Streams::apply_retention`] with the hints already read.
+    fn retain_from(&self, id: &StreamId, head: u64, tail: u64, now_ms: i64, floor: u64) -> Result<(), KvError> {
         let mut source = Source::new(self, id);
         let walk = window::walk(
             &mut source,
@@ -742,7 +776,7 @@ impl<'a, K: Kv + ?Sized> Streams<'a, K> {
             tail,
             self.config.retention,
             now_ms,
-            Extent::ExpiredOnly { max: RETENTION_BATCH },
+            Extent::BelowWindow { max: RETENTION_BATCH, floor: floor.max(tail.saturating_sub(window::MAX_WINDOW_SEGMENTS as u64)) },
         )?;
         self.delete_expired(id, head, &walk.expired, walk.new_head())
     }
@@ -864,6 +898,9 @@ impl<'a, K: Kv + ?Sized> Streams<'a, K> {
 
     /// One walk of [`Streams::view_of`]; `None` when the first listed segment's count is gone.
     fn view_once(&self, id: &StreamId, record: &StreamRecord, now_ms: i64) -> Result<Option<Option<StreamView>>, KvError> {
+        if self.config.retention != Retention::Forever {
+            return self.window_once(id, record, now_ms);
+        }
         let head = self.head(id)?;
         let tail = self.tail(id)?;
         let mut source = Source::new(self, id);
@@ -888,6 +925,33 @@ impl<'a, K: Kv + ?Sized> Streams<'a, K> {
             self.config.idle_ms,
             now_ms,
         )))
+    }
+
+    /// [`Streams::view_once`] for a sliding window (issue 11): the window read from its newest
+    /// segment backwards ([`window::walk_window`]), then one capped retention batch from the
+    /// head up to the window's start, so a request reads what it lists (at most
+    /// [`window::MAX_WINDOW_SEGMENTS`]) plus a constant, never the expired segments still stored
+    /// below the window nor segments older than the newest `MAX_WINDOW_SEGMENTS`.
+    fn window_once(&self, id: &StreamId, record: &StreamRecord, now_ms: i64) -> Result<Option<Option<StreamView>>, KvError> {
+        let head = self.head(id)?;
+        let tail = self.tail(id)?;
+        let run = window::walk_window(&mut Source::new(self, id), head, tail, self.config.retention, now_ms)?;
+        // Then one retention batch below the window's start (or of expired segments, when
+        // nothing is listed).
+        self.retain_from(id, head, tail, now_ms, run.live.first().map_or(0, |m| m.seq))?;
+        let disc_seq = match (run.live.first(), run.count_from) {
+            (None, _) => 0,
+            (Some(first), None) => match self.disc_seq_at(id, first.seq, Some(first))? {
+                Some(count) => count,
+                None => return Ok(None),
+            },
+            (Some(_), Some((seq, flags))) => match self.disc_seq_at(id, seq, None)? {
+                Some(count) => count + flags,
+                None => return Ok(None),
+            },
+        };
+        let end = self.end_marker(id)?;
+        Ok(Some(StreamView::assemble(record, disc_seq, end.as_ref(), run.live, self.config.retention, self.config.idle_ms, now_ms)))
     }
 
     /// The playlist of stream `id` now; `None` for an unknown or entirely expired stream. An
@@ -1216,7 +1280,7 @@ impl<'a, K: Kv + ?Sized> Streams<'a, K> {
         if self.config.retention == Retention::Forever {
             self.write_page(id, tail)?;
         }
-        self.apply_retention(id, now_ms)?;
+        self.apply_retention(id, now_ms, 0)?;
         Ok(Stored::Created)
     }
 
@@ -1538,7 +1602,7 @@ impl<'a, K: Kv + ?Sized> Streams<'a, K> {
             return Ok((Visit::Holds { newest_ms: now_ms }, 0));
         }
         let before = self.head(id)?;
-        self.apply_retention(id, now_ms)?;
+        self.apply_retention(id, now_ms, 0)?;
         let head = self.head(id)?;
         let deleted = head.saturating_sub(before);
         if let Some(last) = self.run_last(id, now_ms)? {

@@ -12,7 +12,10 @@
 //!   to the first one never acknowledged is listed, and serves the bytes acknowledged for it;
 //! - a listed segment starts with `EXT-X-DISCONTINUITY` exactly when its meta says so;
 //! - every request stays within its stated bound of key-value operations (ARCHITECTURE.md,
-//!   "Bounded walks"), counted in a wrapping store.
+//!   "Bounded walks"), counted in a wrapping store;
+//! - a sliding window lists at most `MAX_WINDOW_SEGMENTS`: bursts of 500 to 1100 tiny segments
+//!   (sliding v1 cases) make windows that hold more than that, so the count cap decides their
+//!   start.
 //!
 //! A fixed seed runs in every `cargo test`, then a short random run.
 
@@ -20,6 +23,7 @@ mod common;
 
 use chalkstream_manifest::rules::{Config, Retention};
 use chalkstream_manifest::segment::{HeadMark, SegmentMeta};
+use chalkstream_manifest::window::MAX_WINDOW_SEGMENTS;
 use chalkstream_spin_app::kv::{Kv, KvError, MemoryKv};
 use chalkstream_spin_app::reply::Reply;
 use chalkstream_spin_app::route::Method;
@@ -38,6 +42,7 @@ static REFUSED_AHEAD: AtomicU64 = AtomicU64::new(0);
 static DISCONTINUITIES_SEEN: AtomicU64 = AtomicU64::new(0);
 static GAPS: AtomicU64 = AtomicU64::new(0);
 static GAPS_LISTED: AtomicU64 = AtomicU64::new(0);
+static WINDOWS_CAPPED: AtomicU64 = AtomicU64::new(0);
 
 /// The memory store, counting operations.
 #[derive(Default)]
@@ -75,6 +80,9 @@ enum Op {
     Commit { seq: u64, parts: u32 },
     /// v1 and v2: give segment `seq` up (`POST …/{seq}/gap`), with or without `X-Duration`.
     Gap { seq: u64, duration: Option<bool> },
+    /// v1: `n` segments of 0.1 s in order from the first unacknowledged seq, 1 ms apart: a
+    /// window holding more than `MAX_WINDOW_SEGMENTS`, so the count cap decides its start.
+    Burst { n: u64 },
     End,
     Read,
     Wait { ms: u32 },
@@ -86,7 +94,7 @@ fn seq_gap() -> impl Strategy<Value = u64> {
     prop_oneof![4 => NEAR..NEAR + 2, 2 => 0u64..24]
 }
 
-fn op(v2: bool) -> impl Strategy<Value = Op> {
+fn op(v2: bool, sliding: bool) -> impl Strategy<Value = Op> {
     // Half just past the first unacknowledged seq (`NEAR` + offset, as a client uploads),
     // otherwise near the front (seqs 0..24), sometimes far ahead (to meet the 429).
     let seq = prop_oneof![8 => NEAR..NEAR + 3, 6 => 0u64..24, 1 => 0u64..(MAX_AHEAD + 40)];
@@ -103,12 +111,16 @@ fn op(v2: bool) -> impl Strategy<Value = Op> {
             .boxed()
     };
     let gap = (seq_gap(), proptest::option::of(any::<bool>())).prop_map(|(seq, duration)| Op::Gap { seq, duration });
+    // Bursts only where a window is capped: sliding windows of whole segments.
+    let burst = (500u64..1100).prop_map(|n| Op::Burst { n });
+    let bursts = if !v2 && sliding { 3 } else { 0 };
     prop_oneof![
-        6 => upload,
-        1 => gap,
-        1 => Just(Op::End),
-        3 => Just(Op::Read),
-        2 => (0u32..40_000).prop_map(|ms| Op::Wait { ms }),
+        6 * 4 => upload,
+        4 => gap,
+        bursts => burst,
+        4 => Just(Op::End),
+        3 * 4 => Just(Op::Read),
+        2 * 4 => (0u32..40_000).prop_map(|ms| Op::Wait { ms }),
     ]
 }
 
@@ -124,7 +136,7 @@ struct Case {
 fn case() -> impl Strategy<Value = Case> {
     (prop_oneof![Just(Retention::Millis(20_000)), Just(Retention::Forever)], any::<bool>())
         .prop_flat_map(|(retention, v2)| {
-            proptest::collection::vec(op(v2), 1..120).prop_map(move |ops| Case { retention, v2, ops })
+            proptest::collection::vec(op(v2, retention != Retention::Forever), 1..120).prop_map(move |ops| Case { retention, v2, ops })
         })
 }
 
@@ -170,6 +182,10 @@ fn check(kv: &Counting, c: &Config, model: &mut Model, now: i64) -> Result<(), T
     // retention batch, and the open segment's parts.
     let bound = 64 + media.saturating_sub(head_before) + 2 * listed.len() as u64 + 64 * 16;
     prop_assert!(cost <= bound, "playlist cost {cost} > {bound} ({} listed)", listed.len());
+    prop_assert!(listed.len() <= MAX_WINDOW_SEGMENTS || c.retention == Retention::Forever, "{} listed", listed.len());
+    if listed.len() == MAX_WINDOW_SEGMENTS {
+        WINDOWS_CAPPED.fetch_add(1, Ordering::Relaxed);
+    }
     if let Some((m, d)) = model.last_sequences {
         prop_assert!(media >= m, "media sequence went back: {m} then {media}\n{text}");
         prop_assert!(disc >= d, "discontinuity sequence went back: {d} then {disc}\n{text}");
@@ -292,6 +308,25 @@ fn run_case(case: &Case) -> Result<(), TestCaseError> {
                 }
                 (Some(reply), *seq, None)
             }
+            Op::Burst { n } => {
+                for seq in cursor..cursor + n {
+                    now += 1;
+                    let bytes = ts_body(seq, 0, 1);
+                    let before = kv.ops.get();
+                    let reply = put_with(&kv, &c, SECRET, seq, &[("X-Duration", "0.1")], &bytes, now);
+                    let cost = kv.ops.get() - before;
+                    prop_assert!(reply.status < 500, "burst seq {seq}: {}", reply.status);
+                    prop_assert!(cost <= UPLOAD_BOUND, "upload cost {cost}");
+                    if reply.status != 201 && reply.status != 200 {
+                        break;
+                    }
+                    let meta: SegmentMeta = serde_json::from_slice(&kv.inner.get(&format!("seg/{id}/{seq}/meta")).unwrap().expect("acked meta")).unwrap();
+                    if model.acked.insert(seq, (Some(bytes), meta)).is_none() {
+                        ACKS.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+                (None, 0, None)
+            }
             Op::End => {
                 let reply = request(&kv, &c, &head(Method::Post, &format!("/ingest/{SECRET}/end"), &[]), &[], now);
                 prop_assert!(reply.status < 500, "end: {}", reply.status);
@@ -350,17 +385,18 @@ fn property_fixed_seed_sequences_acks_and_bounds_hold() {
     let rng = TestRng::from_seed(RngAlgorithm::ChaCha, &[11; 32]);
     let mut runner = runner(256, Some(rng));
     runner.run(&case(), |case| run_case(&case)).unwrap();
-    let (checked, acks, refused, discs, gaps, gaps_listed) = (
+    let (checked, acks, refused, discs, gaps, gaps_listed, capped) = (
         PLAYLISTS_CHECKED.load(Ordering::Relaxed),
         ACKS.load(Ordering::Relaxed),
         REFUSED_AHEAD.load(Ordering::Relaxed),
         DISCONTINUITIES_SEEN.load(Ordering::Relaxed),
         GAPS.load(Ordering::Relaxed),
         GAPS_LISTED.load(Ordering::Relaxed),
+        WINDOWS_CAPPED.load(Ordering::Relaxed),
     );
-    eprintln!("fixed seed: {checked} playlists checked, {acks} acknowledgements ({gaps} gaps recorded, {gaps_listed} listed), {refused} refused as too far ahead, {discs} discontinuities seen");
+    eprintln!("fixed seed: {checked} playlists checked, {acks} acknowledgements ({gaps} gaps recorded, {gaps_listed} listed), {refused} refused as too far ahead, {discs} discontinuities seen, {capped} windows at the count cap");
     // The runs share the counters; these minimums hold for this seed alone.
-    assert!(checked >= 500 && acks >= 500 && refused >= 10 && discs >= 100 && gaps >= 50 && gaps_listed >= 50);
+    assert!(checked >= 500 && acks >= 500 && refused >= 10 && discs >= 100 && gaps >= 50 && gaps_listed >= 50 && capped >= 5);
 }
 
 #[test]

@@ -282,24 +282,28 @@ impl HostStore for State {
     }
 
     async fn get(&mut self, store: Resource<KvStore>, key: String) -> wasmtime::Result<Result<Option<Vec<u8>>, WitError>> {
+        self.kv_reads += 1;
         let store = self.table.get(&store)?;
         let (label, backend) = (store.label.clone(), store.backend.clone());
         Ok(backend.get(label, key).await)
     }
 
     async fn set(&mut self, store: Resource<KvStore>, key: String, value: Vec<u8>) -> wasmtime::Result<Result<(), WitError>> {
+        self.kv_writes += 1;
         let store = self.table.get(&store)?;
         let (label, backend) = (store.label.clone(), store.backend.clone());
         Ok(backend.set(label, key, value).await)
     }
 
     async fn delete(&mut self, store: Resource<KvStore>, key: String) -> wasmtime::Result<Result<(), WitError>> {
+        self.kv_writes += 1;
         let store = self.table.get(&store)?;
         let (label, backend) = (store.label.clone(), store.backend.clone());
         Ok(backend.delete(label, key).await)
     }
 
     async fn exists(&mut self, store: Resource<KvStore>, key: String) -> wasmtime::Result<Result<bool, WitError>> {
+        self.kv_reads += 1;
         let store = self.table.get(&store)?;
         let (label, backend) = (store.label.clone(), store.backend.clone());
         Ok(backend.exists(label, key).await)

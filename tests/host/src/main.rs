@@ -81,7 +81,8 @@ OPTIONS:
 Spin variables come from SPIN_VARIABLE_<NAME> environment variables, else their
 defaults in spin.toml. When ready, prints `chalkstream-host: listening on
 http://IP:PORT` on stdout; one line per request goes to stderr. Stops on
-SIGINT or SIGTERM.";
+SIGINT or SIGTERM. With CHALKSTREAM_COUNT_KV set, each request's key-value reads and
+writes (its work after the response included) follow as one more stderr line.";
 
 /// Per-request store data: WASI, wasi-http and the Spin host state.
 pub struct State {
@@ -93,6 +94,10 @@ pub struct State {
     kv_stores: Arc<Vec<String>>,
     variables: Arc<HashMap<String, String>>,
     component_id: Arc<str>,
+    /// Key-value reads (`get`, `exists`) and writes (`set`, `delete`) of this request, logged
+    /// when `CHALKSTREAM_COUNT_KV` is set (issue 11's bounds, checked over HTTP).
+    kv_reads: u64,
+    kv_writes: u64,
 }
 
 impl WasiView for State {

@@ -220,7 +220,10 @@ impl Host {
             kv_stores: loaded.kv_stores.clone(),
             variables: loaded.variables.clone(),
             component_id: loaded.id.clone(),
+            kv_reads: 0,
+            kv_writes: 0,
         };
+        let count = std::env::var_os("CHALKSTREAM_COUNT_KV").map(|_| format!("{} {path_and_query}", req.method()));
         let mut store = Store::new(&self.engine, state);
         let req = store.data_mut().http().new_incoming_request(Scheme::Http, req).map_err(fail)?;
         let (sender, receiver) = tokio::sync::oneshot::channel();
@@ -228,7 +231,12 @@ impl Host {
         let pre = loaded.pre.clone();
         let task = tokio::spawn(async move {
             let proxy = pre.instantiate_async(&mut store).await?;
-            proxy.wasi_http_incoming_handler().call_handle(&mut store, req, out).await
+            let handled = proxy.wasi_http_incoming_handler().call_handle(&mut store, req, out).await;
+            if let Some(request) = count {
+                let state = store.data();
+                eprintln!("chalkstream-host: kv {request}: {} reads, {} writes", state.kv_reads, state.kv_writes);
+            }
+            handled
         });
 
         match receiver.await {

@@ -4,7 +4,12 @@
 //! hole that later requests would have to walk; the stream then reads, ends and serves exactly
 //! like a 64-segment stream.
 //!
-//! Run: `sh scripts/build-component && cargo test --release -p chalkstream-host --test flood`.
+//! And an in-order flood of 1500 tiny segments inside a 10-minute sliding window: the playlist
+//! lists the newest 1024 (`MAX_WINDOW_SEGMENTS`), SQLite keeps about that many, and each GET's
+//! key-value reads, counted by the host (`CHALKSTREAM_COUNT_KV`), stay within the bound
+//! `spin-app/tests/bounds.rs` states: a constant plus the segments listed.
+//!
+//! Run: `sh scripts/build-component && cargo test --release -p chalkstream-host --test flood -- --nocapture`.
 
 mod common;
 
@@ -13,9 +18,35 @@ use common::*;
 const FLOOD: u64 = 5000;
 /// `chalkstream_spin_app::store::MAX_AHEAD`, as the wire contract documents it.
 const MAX_AHEAD: u64 = 64;
+/// `chalkstream_manifest::window::MAX_WINDOW_SEGMENTS`.
+const MAX_WINDOW: u64 = 1024;
+/// The stated bound on a sliding-window GET's reads besides the segments it lists
+/// (`spin-app/tests/bounds.rs`: 73 for the record, hints, end marker, end probe and look-back,
+/// 68 for one retention batch), plus the sweep step after the response (1 read when nothing is
+/// due).
+const WINDOW_READS: u64 = 73 + 68 + 1;
+
+/// The key-value reads and writes of the `n`-th (from 0) request whose log line names
+/// `request` (`"GET /playlist/…"`), from the host's `CHALKSTREAM_COUNT_KV` lines (written once
+/// the request's work is done, so waited for).
+fn kv_cost(host: &Host, request: &str, n: usize) -> (u64, u64) {
+    let needle = format!("chalkstream-host: kv {request}: ");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let log = host.log();
+        if let Some(line) = log.lines().filter(|l| l.starts_with(&needle)).nth(n) {
+            let counts: Vec<u64> =
+                line[needle.len()..].split(", ").map(|part| part.split(' ').next().unwrap().parse().unwrap()).collect();
+            return (counts[0], counts[1]);
+        }
+        assert!(std::time::Instant::now() < deadline, "no kv line for {request} #{n}");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
 
 #[test]
 fn regression_issue_11_reverse_order_flood_over_http_is_refused_past_the_hole() {
+    std::env::set_var("CHALKSTREAM_COUNT_KV", "1");
     for retention in ["10", "0"] {
         let host = Host::with_vars(&[("stream_retention", retention)]);
         let session = new_session();
@@ -40,6 +71,9 @@ fn regression_issue_11_reverse_order_flood_over_http_is_refused_past_the_hole() 
 
         let (_, playlist) = host.playlist(&id);
         assert_eq!(playlist.entries.iter().map(|e| e.seq).collect::<Vec<_>>(), (0..MAX_AHEAD).collect::<Vec<_>>());
+        let (reads, writes) = kv_cost(&host, &format!("GET /playlist/{id}.m3u8"), 0);
+        eprintln!("reverse-order flood, retention {retention}: playlist of {MAX_AHEAD} costs {reads} reads, {writes} writes");
+        assert!(reads <= WINDOW_READS + MAX_AHEAD, "retention {retention}: {reads} reads");
         assert_eq!(playlist.media_sequence.unwrap_or(0), 0);
         assert_eq!(host.status(&id)["segments"].as_u64(), Some(MAX_AHEAD), "retention {retention}");
         host.end(&session).assert_status(200);
@@ -49,4 +83,40 @@ fn regression_issue_11_reverse_order_flood_over_http_is_refused_past_the_hole() 
         host.get(&format!("/chunks/{id}/{}.ts", MAX_AHEAD - 1)).assert_status(200);
         host.get(&format!("/chunks/{id}/{MAX_AHEAD}.ts")).assert_status(404);
     }
+}
+
+#[test]
+fn regression_issue_11_in_order_flood_of_tiny_segments_over_http_lists_the_newest_1024_within_the_bound() {
+    std::env::set_var("CHALKSTREAM_COUNT_KV", "1");
+    const COUNT: u64 = 1500;
+    let host = Host::with_vars(&[("stream_retention", "10")]);
+    let session = new_session();
+    let id = stream_id(&session);
+    for seq in 0..COUNT {
+        host.upload(&session, seq, "0.1", None, &ts_packets(1, seq)).assert_status(201);
+    }
+    let path = format!("GET /playlist/{id}.m3u8");
+    let mut last_media = 0;
+    for n in 0..3 {
+        let (_, playlist) = host.playlist(&id);
+        let seqs: Vec<u64> = playlist.entries.iter().map(|e| e.seq).collect();
+        assert_eq!(seqs, (COUNT - MAX_WINDOW..COUNT).collect::<Vec<_>>());
+        let media = playlist.media_sequence.unwrap_or(0);
+        assert!(media >= last_media && media == COUNT - MAX_WINDOW);
+        last_media = media;
+        let (reads, writes) = kv_cost(&host, &path, n);
+        eprintln!("in-order flood of {COUNT} x 0.1 s: playlist of {} costs {reads} reads, {writes} writes", seqs.len());
+        assert!(reads <= WINDOW_READS + MAX_WINDOW, "{reads} reads");
+    }
+    assert_eq!(host.status(&id)["segments"].as_u64(), Some(MAX_WINDOW));
+    let (reads, _) = kv_cost(&host, &format!("GET /api/streams/{id}"), 0);
+    assert!(reads <= WINDOW_READS + MAX_WINDOW, "status: {reads} reads");
+    // The count cap deletes below the window as uploads go: SQLite holds about the window.
+    let metas = host.kv_with_prefix(&format!("seg/{id}/")).into_iter().filter(|r| r.key.ends_with("/meta")).count() as u64;
+    assert!(metas <= MAX_WINDOW + 2, "{metas} metas stored");
+    // The oldest listed segment still plays; the one before it is gone.
+    host.get(&format!("/chunks/{id}/{}.ts", COUNT - MAX_WINDOW)).assert_status(200);
+    host.get(&format!("/chunks/{id}/{}.ts", COUNT - MAX_WINDOW - 1)).assert_status(404);
+    host.end(&session).assert_status(200);
+    assert!(host.playlist(&id).1.ended);
 }

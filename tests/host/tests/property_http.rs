@@ -8,7 +8,9 @@
 //!
 //! `cargo test` runs a few cases from a fixed seed. For a longer run, with a random seed:
 //! `CHALKSTREAM_PROPERTY_SECS=180 cargo test --release -p chalkstream-host --test property_http -- --nocapture`
-//! prints how many cases it tried.
+//! (run for about that many seconds) or `CHALKSTREAM_PROPERTY_CASES=N` (stop after N cases;
+//! with both, whichever comes first) prints how many cases it tried. `scripts/bench` runs it
+//! for 3 minutes (a few seconds with `--smoke`) and reports the count (`bench/reads.mjs`).
 
 mod common;
 
@@ -180,24 +182,31 @@ fn run_case(host: &Host, rng: &mut Rng) {
 
 #[test]
 fn property_over_http_sequences_and_acknowledgements_hold() {
-    let secs: u64 = std::env::var("CHALKSTREAM_PROPERTY_SECS").ok().and_then(|s| s.parse().ok()).unwrap_or(0);
-    let seed = if secs > 0 { now_ms() | 1 } else { 0x11_2026_1130 };
+    let env = |name: &str| std::env::var(name).ok().and_then(|s| s.parse::<u64>().ok()).filter(|n| *n > 0);
+    let (secs, max_cases) = (env("CHALKSTREAM_PROPERTY_SECS"), env("CHALKSTREAM_PROPERTY_CASES"));
+    let seed = if secs.is_some() || max_cases.is_some() { now_ms() | 1 } else { 0x11_2026_1130 };
     let mut rng = Rng(seed);
     let started = Instant::now();
     let mut cases = 0u64;
-    // Retention 3 s (real time passes) and retention 0; idle timeout 2 s.
-    for retention in ["0.05", "0"].iter().cycle() {
+    let enough = |cases: u64| match (secs, max_cases) {
+        (None, None) => cases >= 8,
+        (secs, max_cases) => {
+            secs.is_some_and(|s| started.elapsed() >= Duration::from_secs(s)) || max_cases.is_some_and(|n| cases >= n)
+        }
+    };
+    // Retention 3 s (real time passes) and retention 0; idle timeout 2 s. A host per 4 cases.
+    'hosts: for retention in ["0.05", "0"].iter().cycle() {
         let host = Host::with_vars(&[("stream_retention", retention), ("idle_timeout", "2")]);
         for _ in 0..4 {
             run_case(&host, &mut rng);
             cases += 1;
-        }
-        let enough = if secs > 0 { started.elapsed() >= Duration::from_secs(secs) } else { cases >= 8 };
-        if enough {
-            break;
+            if enough(cases) {
+                break 'hosts;
+            }
         }
     }
     let checked = CHECKED.load(Ordering::Relaxed);
+    // bench/reads.mjs parses this line.
     eprintln!("property over HTTP: {cases} cases, {checked} playlists checked (seed {seed:#x}) in {:.0?}", started.elapsed());
     assert!(checked >= cases, "too few playlists were listed to check");
 }
