@@ -307,6 +307,14 @@ fn part_uploads_race_held_readers_and_retention_without_losing_an_acknowledged_p
     assert_eq!(p.last_seq(), Some(SEGMENTS - 1));
     for seq in p.seqs() {
         let r = host.get(&format!("/chunks/{id}/{seq}.ts"));
+        if r.status == 404 {
+            // Retention (3 s) may take the oldest listed segment between the playlist and this
+            // GET on a busy machine: then the window has moved past it, and nothing lists it.
+            let now = host.get(&format!("/playlist/{id}.m3u8"));
+            let listed = now.status == 200 && ll_check::check(&now.text()).seqs().contains(&seq);
+            assert!(!listed, "segment {seq} is listed but answers 404");
+            continue;
+        }
         r.assert_status(200);
         assert_eq!(r.body, media_parts()[seq as usize % media_parts().len()].segment.bytes);
     }
