@@ -238,9 +238,13 @@ fn check_every_ack_is_listed_or_expired(kv: &Shuffled, c: &Config, outcome: &Out
                 .all(|s| *s == 200 || *s == 201 || (*s == 410 && *seq < first)),
             "seq {seq}: {statuses:?}"
         );
-        assert_eq!(
-            statuses.iter().filter(|s| **s == 201).count(),
-            1,
+        // Created exactly once; or never, when every try came after the window had moved past
+        // the seq (all `410`, and the seq is below the listed window, checked above): an
+        // uploader thread stalled with its clock reading while the others' uploads expired
+        // everything around it, which the contract refuses with 409 and changes nothing.
+        let created = statuses.iter().filter(|s| **s == 201).count();
+        assert!(
+            created == 1 || created == 0 && statuses.iter().all(|s| *s == 410),
             "seq {seq} created once: {statuses:?}"
         );
     }
