@@ -17,6 +17,8 @@ const SEGMENT_S = 2;
 const PART_MS = 334;
 const PARTS = 6; // 6 x 334 ms = 2.004 s, rounds to the 2 s target
 const TS = 188;
+/** A step passes only if its viewers fetched at least this share of the parts the broadcaster made. */
+const KEEP_UP = 0.9;
 
 /** `bytes` cut into `n` runs of whole TS packets. */
 export function cutParts(bytes, n) {
@@ -147,16 +149,21 @@ async function audience(server, parts, cfg, log) {
     const server_cpu = srv.stop().percent;
     await pushing;
     const p99 = percentile(st.part, 99);
-    const pass = st.errors === 0 && bst.errors === 0 && st.part.length > 0 && p99 < 1000;
+    // Keeping up: a viewer asks for each part once (with its blocking reload), so one that keeps up with
+    // the broadcaster gets 1000 / PART_MS parts a second; a viewer the server answers too slowly skips
+    // parts (the next playlist's hint is already further on), which a player could not.
+    const keptUp = st.part.length / n / wall / (1000 / PART_MS);
+    const pass = st.errors === 0 && bst.errors === 0 && st.part.length > 0 && p99 < 1000 && keptUp >= KEEP_UP;
     const r = {
       pass, errors: st.errors + bst.errors, last_error: st.lastError ?? bst.lastError,
       parts: st.part.length, unused_hints: st.unused_hints, part_p50_ms: percentile(st.part, 50), part_p99_ms: p99,
       reload_p50_ms: percentile(st.reload, 50), reload_p99_ms: percentile(st.reload, 99),
-      requests_per_viewer_s: st.requests / n / wall, server_cpu_pct: server_cpu,
+      requests_per_viewer_s: st.requests / n / wall, kept_up: keptUp, server_cpu_pct: server_cpu,
       // Every viewer holds about two requests at a time; the growth is theirs.
       host_kib_per_held: ((rssMax - rss0) / 1024) / (2 * n),
     };
     r.note = `part p50 ${r.part_p50_ms.toFixed(0)} ms p99 ${p99.toFixed(0)} ms, reload p99 ${r.reload_p99_ms.toFixed(0)} ms, `
+      + `${(keptUp * 100).toFixed(0)}% of the parts fetched, `
       + `${r.requests_per_viewer_s.toFixed(1)} req/s per viewer, host CPU ${server_cpu.toFixed(0)}%, `
       + `host +${r.host_kib_per_held.toFixed(0)} KiB per held request, ${r.unused_hints} hinted parts never made (404), ${r.errors} errors`
       + (r.last_error ? ` (${r.last_error})` : '');

@@ -418,9 +418,12 @@ hls.js does in low-latency mode: a blocking playlist reload for the part named b
 \`EXT-X-PRELOAD-HINT\` (\`_HLS_msn\`/\`_HLS_part\`) and, at the same time, a request for that part,
 both held by the server until the part exists; then the next hint (a hinted part the broadcaster never
 makes, because it sealed the segment first, is answered 404 and not counted as an error unless a
-playlist lists it). A step passes when no request
-failed and the part requests' p99 (which includes the wait for the part to exist, up to one part
-target) stays under 1 s. Viewers double per ${a.step_seconds} s step until one fails. Host memory
+playlist lists it). The viewers join a stream whose window already holds ${a.window_segments ?? 0} segments and ask
+for delta updates (\`_HLS_skip=YES\`) as hls.js does. A step passes when no request
+failed, the part requests' p99 (which includes the wait for the part to exist, up to one part
+target) stays under 1 s, and the viewers kept up: each fetched at least 90% of the parts the broadcaster
+made (a viewer answered too slowly skips parts, as the next playlist's hint is already further on, which a
+player could not). Viewers double per ${a.step_seconds} s step until one fails. Host memory
 per held request is the host's RSS growth during the step over twice the viewers (each holds two).
 
 | figure | value | target | verdict |
