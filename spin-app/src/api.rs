@@ -296,16 +296,7 @@ fn dispatch(
             let id = secret.stream_id();
             let status = stored_status(Streams::new(kv, &config).commit(&id, seq, count, now_ms))?;
             register_upload(kv, &config, &id, now_ms);
-            Reply::json(
-                status,
-                &json!({
-                    "stream": id.as_str(),
-                    "seq": seq,
-                    "parts": count,
-                    "playlist": playlist_url(&head.base_url, &id),
-                    "player": player_url(&head.base_url, &id),
-                }),
-            )
+            stored_reply(status, &head.base_url, &id, seq, Some(("parts", json!(count))))
         }
         Route::IngestGap { session, seq } => {
             let secret = SessionSecret::parse(session).map_err(ApiError::bad_request)?;
@@ -316,16 +307,7 @@ fn dispatch(
             let id = secret.stream_id();
             let status = stored_status(Streams::new(kv, &config).put_gap(&id, seq, duration_ms, now_ms))?;
             register_upload(kv, &config, &id, now_ms);
-            Reply::json(
-                status,
-                &json!({
-                    "stream": id.as_str(),
-                    "seq": seq,
-                    "gap": true,
-                    "playlist": playlist_url(&head.base_url, &id),
-                    "player": player_url(&head.base_url, &id),
-                }),
-            )
+            stored_reply(status, &head.base_url, &id, seq, Some(("gap", json!(true))))
         }
         Route::IngestEnd { session } => {
             let secret = SessionSecret::parse(session).map_err(ApiError::bad_request)?;
@@ -379,15 +361,7 @@ impl Upload {
         let streams = Streams::new(kv, &self.config);
         let status = stored_status(streams.put_segment(&self.id, self.seq, &headers, &body, now_ms))?;
         register_upload(kv, &self.config, &self.id, now_ms);
-        Ok(Reply::json(
-            status,
-            &json!({
-                "stream": self.id.as_str(),
-                "seq": self.seq,
-                "playlist": playlist_url(&self.base_url, &self.id),
-                "player": player_url(&self.base_url, &self.id),
-            }),
-        ))
+        Ok(stored_reply(status, &self.base_url, &self.id, self.seq, None))
     }
 }
 
@@ -402,16 +376,7 @@ impl Upload {
         if part == 0 {
             register_upload(kv, &self.config, &self.id, now_ms);
         }
-        Ok(Reply::json(
-            status,
-            &json!({
-                "stream": self.id.as_str(),
-                "seq": self.seq,
-                "part": part,
-                "playlist": playlist_url(&self.base_url, &self.id),
-                "player": player_url(&self.base_url, &self.id),
-            }),
-        ))
+        Ok(stored_reply(status, &self.base_url, &self.id, self.seq, Some(("part", json!(part)))))
     }
 
     fn body(&self, body: Result<Vec<u8>, BodyError>) -> Result<Vec<u8>, ApiError> {
@@ -689,4 +654,19 @@ fn next_part_state<K: Kv + ?Sized>(streams: &Streams<'_, K>, id: &StreamId, conf
         return Ok(NextPart::Unknown);
     }
     Ok(NextPart::Next(previous, record))
+}
+
+/// The answer to a stored upload, part, commit or gap: the stream, the seq, what kind of upload
+/// (`extra`), and where to watch.
+fn stored_reply(status: u16, base_url: &str, id: &StreamId, seq: u64, extra: Option<(&str, serde_json::Value)>) -> Reply {
+    let mut body = json!({
+        "stream": id.as_str(),
+        "seq": seq,
+        "playlist": playlist_url(base_url, id),
+        "player": player_url(base_url, id),
+    });
+    if let Some((key, value)) = extra {
+        body[key] = value;
+    }
+    Reply::json(status, &body)
 }
