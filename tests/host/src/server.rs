@@ -223,7 +223,11 @@ impl Host {
             kv_reads: 0,
             kv_writes: 0,
         };
-        let count = std::env::var_os("CHALKSTREAM_COUNT_KV").map(|_| format!("{} {path_and_query}", req.method()));
+        // The session id in an ingest path is a secret: the line names the redacted path.
+        let count = std::env::var_os("CHALKSTREAM_COUNT_KV").map(|_| {
+            let query = req.uri().query().map_or(String::new(), |q| format!("?{q}"));
+            format!("{} {}{query}", req.method(), redact(req.uri().path()))
+        });
         let mut store = Store::new(&self.engine, state);
         let req = store.data_mut().http().new_incoming_request(Scheme::Http, req).map_err(fail)?;
         let (sender, receiver) = tokio::sync::oneshot::channel();
@@ -234,7 +238,9 @@ impl Host {
             let handled = proxy.wasi_http_incoming_handler().call_handle(&mut store, req, out).await;
             if let Some(request) = count {
                 let state = store.data();
-                eprintln!("chalkstream-host: kv {request}: {} reads, {} writes", state.kv_reads, state.kv_writes);
+                // One write per line: stderr is unbuffered, and a reader must never see half of it.
+                let line = format!("chalkstream-host: kv {request}: {} reads, {} writes\n", state.kv_reads, state.kv_writes);
+                let _ = std::io::Write::write_all(&mut std::io::stderr().lock(), line.as_bytes());
             }
             handled
         });

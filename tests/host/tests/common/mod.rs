@@ -355,13 +355,13 @@ fn try_spawn_host(
     let stderr = child.stderr.take().unwrap();
     let err_log = Arc::clone(log);
     thread::spawn(move || {
+        // Whole lines only, as for stdout: the two streams share one log, and a test that
+        // parses a line (`flood.rs`'s kv counts) must never see the first half of one.
         let mut reader = BufReader::new(stderr);
-        let mut buf = [0u8; 4096];
-        while let Ok(n) = reader.read(&mut buf) {
-            if n == 0 {
-                break;
-            }
-            err_log.lock().unwrap().push_str(&String::from_utf8_lossy(&buf[..n]));
+        let mut line = Vec::new();
+        while matches!(reader.read_until(b'\n', &mut line), Ok(n) if n > 0) {
+            err_log.lock().unwrap().push_str(&String::from_utf8_lossy(&line));
+            line.clear();
         }
     });
 
