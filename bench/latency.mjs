@@ -39,6 +39,7 @@ async function oneRun({ server, clock, viewer, segmentS, lowLatency, mic, overla
       const ms = window.map((s) => s.ms);
       const own = window.map((s) => s.player_ms).filter((x) => x != null);
       const edge = window.map((s) => s.edge_ms).filter((x) => x != null);
+      const target = window.map((s) => s.target_ms).filter((x) => x != null);
       const st = await b.status();
       // With the microphone or camera asked for, the run counts only if the extension really used them.
       if (mic && st?.mic !== 'on') throw new Error(`the microphone is not mixed in (mic ${st?.mic}: ${st?.notice})`);
@@ -48,6 +49,8 @@ async function oneRun({ server, clock, viewer, segmentS, lowLatency, mic, overla
         player_p50: percentile(own, 50) / 1000, player_p95: percentile(own, 95) / 1000,
         frames: r.frames, undecoded: r.unreadable, samples: window.length, config: r.config,
         behind_edge: percentile(edge, 50) / 1000,
+        // hls.js's target latency: PART-HOLD-BACK (or the whole-segment hold-back) plus 1 s per stall seen.
+        target: target.length ? percentile(target, 50) / 1000 : NaN,
         remux_per_segment: st && st.segments_sent ? st.remux_ms_total / (st.media_ms_total / (segmentS * 1000)) / 1000 : NaN,
         remux_per_media_s: st && st.media_ms_total ? st.remux_ms_total / st.media_ms_total : NaN,
         ack: st ? st.ack_latency_ms_avg / 1000 : NaN, dropped: st?.segments_dropped ?? NaN,
@@ -57,7 +60,7 @@ async function oneRun({ server, clock, viewer, segmentS, lowLatency, mic, overla
       };
       log(`  latency ${label(segmentS, lowLatency, mic, overlay)}: p50 ${out.p50.toFixed(2)} s, p95 ${out.p95.toFixed(2)} s, player's own p50 `
         + `${out.player_p50.toFixed(2)} s over ${out.samples} frames (${out.undecoded} unreadable), first frame after ${out.start_s.toFixed(1)} s; `
-        + `player ${out.behind_edge.toFixed(2)} s behind the live edge, ffmpeg.wasm ${out.remux_per_media_s.toFixed(2)} s per media s, upload ack ${out.ack.toFixed(2)} s`);
+        + `player ${out.behind_edge.toFixed(2)} s behind the live edge (target ${out.target.toFixed(2)} s), ffmpeg.wasm ${out.remux_per_media_s.toFixed(2)} s per media s, upload ack ${out.ack.toFixed(2)} s`);
       return out;
     } finally {
       await player.page.close();
@@ -93,6 +96,7 @@ export async function runLatency({ root, cfg, log }) {
         frames: runs.reduce((a, r) => a + r.samples, 0), undecoded: runs.reduce((a, r) => a + r.undecoded, 0),
         start_s: summary(runs.map((r) => r.start_s)),
         behind_edge: summary(runs.map((r) => r.behind_edge)),
+        target: summary(runs.map((r) => r.target)),
         remux_per_segment: summary(runs.map((r) => r.remux_per_segment)),
         remux_per_media_s: summary(runs.map((r) => r.remux_per_media_s)),
         ack: summary(runs.map((r) => r.ack)),

@@ -142,11 +142,15 @@ async function audience(server, parts, cfg, log) {
     let rssMax = rss0;
     const rssTimer = setInterval(() => { rssMax = Math.max(rssMax, rssBytes(pid)); }, 100);
     const srv = cpuMeter(pid);
+    const own = process.cpuUsage();
     const t0 = performance.now();
     await Promise.all(Array.from({ length: n }, () => viewer(base, s.id, stopAt, st)));
     const wall = (performance.now() - t0) / 1000;
     clearInterval(rssTimer);
     const server_cpu = srv.stop().percent;
+    // The load generator shares the two cores: its own CPU says how much of them the host had.
+    const used = process.cpuUsage(own);
+    const client_cpu = ((used.user + used.system) / 1e6 / wall) * 100;
     await pushing;
     const p99 = percentile(st.part, 99);
     // Keeping up: a viewer asks for each part once (with its blocking reload), so one that keeps up with
@@ -159,12 +163,13 @@ async function audience(server, parts, cfg, log) {
       parts: st.part.length, unused_hints: st.unused_hints, part_p50_ms: percentile(st.part, 50), part_p99_ms: p99,
       reload_p50_ms: percentile(st.reload, 50), reload_p99_ms: percentile(st.reload, 99),
       requests_per_viewer_s: st.requests / n / wall, kept_up: keptUp, server_cpu_pct: server_cpu,
+      client_cpu_pct: client_cpu,
       // Every viewer holds about two requests at a time; the growth is theirs.
       host_kib_per_held: ((rssMax - rss0) / 1024) / (2 * n),
     };
     r.note = `part p50 ${r.part_p50_ms.toFixed(0)} ms p99 ${p99.toFixed(0)} ms, reload p99 ${r.reload_p99_ms.toFixed(0)} ms, `
       + `${(keptUp * 100).toFixed(0)}% of the parts fetched, `
-      + `${r.requests_per_viewer_s.toFixed(1)} req/s per viewer, host CPU ${server_cpu.toFixed(0)}%, `
+      + `${r.requests_per_viewer_s.toFixed(1)} req/s per viewer, host CPU ${server_cpu.toFixed(0)}%, load generator CPU ${client_cpu.toFixed(0)}%, `
       + `host +${r.host_kib_per_held.toFixed(0)} KiB per held request, ${r.unused_hints} hinted parts never made (404), ${r.errors} errors`
       + (r.last_error ? ` (${r.last_error})` : '');
     return r;
@@ -195,6 +200,7 @@ async function audience(server, parts, cfg, log) {
       reload_p99_ms: summary(atTop.map((s) => s.reload_p99_ms)),
       host_kib_per_held: summary(atTop.map((s) => s.host_kib_per_held)),
       server_cpu_pct: summary(atTop.map((s) => s.server_cpu_pct)),
+      client_cpu_pct: summary(atTop.map((s) => s.client_cpu_pct ?? 0)),
     } : null,
   };
 }

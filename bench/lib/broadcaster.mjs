@@ -11,7 +11,10 @@ import { CHROMIUM_ARGS } from './viewer.mjs';
 import { descendants, processes } from './proc.mjs';
 import { sleep } from './http.mjs';
 
-const DIST = resolve(join(dirname(fileURLToPath(import.meta.url)), '..', '..', 'extension', 'dist'));
+// CHALKSTREAM_EXTENSION_DIST points the bench at another build of the extension (an A/B run against an
+// older commit's extension/dist, with this checkout's server and player).
+const DIST = resolve(process.env.CHALKSTREAM_EXTENSION_DIST
+  || join(dirname(fileURLToPath(import.meta.url)), '..', '..', 'extension', 'dist'));
 
 /** Chrome's id for an unpacked extension: SHA-256 of its absolute path, first 32 hex digits mapped to a–p. */
 export function unpackedExtensionId(path) {

@@ -35,7 +35,8 @@ const SAMPLER = `(() => {
         const p = window.chalkstreamPlayer;
         s.samples.push({ t: now, ms: ((now % 2 ** 32) - v + 2 ** 32) % 2 ** 32,
           player_ms: p && p.delay != null ? p.delay * 1000 : null,
-          edge_ms: p && p.hls && Number.isFinite(p.hls.latency) ? p.hls.latency * 1000 : null });
+          edge_ms: p && p.hls && Number.isFinite(p.hls.latency) ? p.hls.latency * 1000 : null,
+          target_ms: p && p.hls && Number.isFinite(p.hls.targetLatency) ? p.hls.targetLatency * 1000 : null });
       }
     }
   };
@@ -62,6 +63,11 @@ export async function launchViewer() {
 /** Open `/play/{id}` and start reading the clock from every frame it presents. */
 export async function openPlayer(context, url) {
   const page = await context.newPage();
+  // CHALKSTREAM_PLAYER_CONFIG (JSON) is set as window.chalkstreamPlayerConfig before the player's script
+  // runs: an A/B run of player settings against the shipped ones (player/src/player.js).
+  if (process.env.CHALKSTREAM_PLAYER_CONFIG) {
+    await page.addInitScript((json) => { window.chalkstreamPlayerConfig = JSON.parse(json); }, process.env.CHALKSTREAM_PLAYER_CONFIG);
+  }
   await page.goto(url);
   await page.evaluate(SAMPLER);
   return {
