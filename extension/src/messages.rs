@@ -116,6 +116,12 @@ pub struct Status {
     pub media_ms_total: u64,
     pub ack_latency_ms_avg: f64,
     pub ack_latency_ms_max: f64,
+    /// ffmpeg.wasm cores replaced so far (one per `FFMPEG_RUNS_PER_CORE` runs, or a failure),
+    /// and how many of the replacements were a spare loaded and warmed up ahead of time.
+    #[serde(default)]
+    pub ffmpeg_switches: u32,
+    #[serde(default)]
+    pub ffmpeg_spares_used: u32,
     pub js_heap_bytes: f64,
     #[serde(default)]
     pub quality: Quality,

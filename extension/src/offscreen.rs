@@ -577,6 +577,8 @@ fn status(st: &Pipeline, up: &Uploads) -> Status {
         media_ms_total: st.media_ms_total,
         ack_latency_ms_avg: up.latency_avg(),
         ack_latency_ms_max: up.latency_max,
+        ffmpeg_switches: remux::switches().0,
+        ffmpeg_spares_used: remux::switches().1,
         js_heap_bytes: heap,
         quality: st.b.quality,
         mic: st.capture.as_ref().map(|c| c.mic()).unwrap_or_default(),

@@ -2,7 +2,7 @@
 // HLS where the browser has no Media Source Extensions, as on older iPhones),
 // replays it from the start once it has ended, and recovers from network
 // blips and stalls without a reload. Tests and tools read
-// `window.chalkstreamPlayer = { hls, video, state, delay, firstFrameAt, lowLatency, steering, catchUps }` and
+// `window.chalkstreamPlayer = { hls, video, state, delay, firstFrameAt, lowLatency, steering, catchUps, unstuck }` and
 // may preset `window.chalkstreamPlayerConfig` (see `defaults`) before load.
 
 const $ = (id) => document.getElementById(id);
@@ -49,16 +49,19 @@ const defaults = {
   // Added to `hls` for a live stream with parts: the player steers the playback rate itself
   // (`steer` below), so hls.js's own rate control is off.
   parts: { maxLiveSyncPlaybackRate: 1 },
-  // Steering with parts: up to `maxRate` (pitch kept) while more than `slackS` behind hls.js's
-  // target latency with more than `minAheadS` buffered ahead; 1x otherwise.
-  steer: { maxRate: 1.15, slackS: 0.08, minAheadS: 0.5 },
+  // Steering with parts: up to `maxRate` (pitch kept) while more than `slackS` (and less than
+  // `maxOverS`) behind hls.js's target latency with more than `minAheadS` buffered ahead; 1x otherwise.
+  steer: { maxRate: 1.15, slackS: 0.08, maxOverS: 2, minAheadS: 0.5 },
+  // A seek that has not finished after `stuckMs` with the playhead past everything buffered is
+  // brought back to what is buffered (see `unstick`).
+  stuckMs: 2_000,
 };
 const preset = window.chalkstreamPlayerConfig || {};
 // `hls` in the preset replaces our hls.js settings entirely (`{}` = hls.js defaults).
 const config = { ...defaults, ...preset, hls: preset.hls ?? defaults.hls };
 
 const player = {
-  hls: null, video, state: 'loading', delay: null, firstFrameAt: null, lowLatency: false, steering: false, catchUps: 0, config,
+  hls: null, video, state: 'loading', delay: null, firstFrameAt: null, lowLatency: false, steering: false, catchUps: 0, unstuck: 0, config,
 };
 window.chalkstreamPlayer = player;
 
@@ -337,9 +340,10 @@ function steer() {
   let rate = 1;
   if (player.steering && hls && player.state === 'live' && !video.paused && video.readyState >= 3) {
     const over = hls.latency - hls.targetLatency;
-    const { maxRate, slackS, minAheadS } = config.steer;
-    // 1.05 from 0.1 s behind, the most from 0.3 s.
-    if (Number.isFinite(over) && over > slackS && bufferedAhead() > minAheadS) {
+    const { maxRate, slackS, maxOverS = Infinity, minAheadS } = config.steer;
+    // 1.05 from 0.1 s behind, the most from 0.3 s. Seconds behind is not a drift to steer away
+    // (a stall, or hls.js's idea of the edge jumping): playing fast would only drain the buffer.
+    if (Number.isFinite(over) && over > slackS && over < maxOverS && bufferedAhead() > minAheadS) {
       rate = Math.min(maxRate, Math.max(1.05, Math.round((1 + over / 2) * 20) / 20));
     }
   }
@@ -350,8 +354,34 @@ function steer() {
   steeredRate = rate;
 }
 
+let seekingSince = 0;
+
+/**
+ * A seek to past everything buffered that does not finish (seen once at start-up, with hls.js's
+ * live edge briefly seconds ahead of the stream's): the page would sit on a frozen frame for good.
+ * After `config.stuckMs` the playhead goes back to the newest buffered range, where playback goes
+ * on and hls.js loads from.
+ */
+function unstick() {
+  if (!video.seeking || video.paused || player.state !== 'live') {
+    seekingSince = 0;
+    return;
+  }
+  const now = performance.now();
+  if (!seekingSince) seekingSince = now;
+  const { buffered } = video;
+  if (now - seekingSince < config.stuckMs || !buffered.length) return;
+  const start = buffered.start(buffered.length - 1);
+  const end = buffered.end(buffered.length - 1);
+  if (video.currentTime <= end) return;
+  seekingSince = now;
+  player.unstuck += 1;
+  video.currentTime = Math.max(start, end - 1);
+}
+
 function tick() {
   steer();
+  unstick();
   if (player.state !== 'live') return;
   const date = playingDate();
   if (!date || video.readyState < 2) {

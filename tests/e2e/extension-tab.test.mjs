@@ -85,8 +85,13 @@ test('toolbar click streams the tab as continuous HLS with H.264 + AAC until the
   assert.equal(done.status.segments_sent, pl.segments.length);
   assert.equal(done.status.parts_sent, parts.length);
   assert.equal(done.status.segments_waiting, 0);
+  // 20 s of parts is more runs than one ffmpeg.wasm core does: the continuity checks above span a
+  // switch of cores, and the switch took the spare loaded and warmed up ahead, not a cold load.
+  assert.ok(done.status.ffmpeg_switches >= 1, `no ffmpeg.wasm core was replaced (${done.status.ffmpeg_switches})`);
+  assert.equal(done.status.ffmpeg_spares_used, done.status.ffmpeg_switches, 'every switch took the warmed-up spare');
   console.log(JSON.stringify({ remux_ms_per_segment: done.status.remux_ms_total / done.status.segments_sent,
     remux_ms_per_part: done.status.remux_ms_total / done.status.parts_sent,
     remux_ms_per_media_s: done.status.remux_ms_total / (done.status.media_ms_total / 1000),
-    ack_latency_ms_avg: done.status.ack_latency_ms_avg, ack_latency_ms_max: done.status.ack_latency_ms_max }));
+    ack_latency_ms_avg: done.status.ack_latency_ms_avg, ack_latency_ms_max: done.status.ack_latency_ms_max,
+    ffmpeg_switches: done.status.ffmpeg_switches }));
 });

@@ -246,6 +246,34 @@ test('a stream uploaded in parts plays in low-latency mode: blocking reloads, pa
   assert.ok(Math.min(...delays) < SEGMENT_SECONDS + 3 * PART_SECONDS, `delay behind live ${delays}`);
   assert.ok(Math.abs(shown - delays.at(-1)) <= 1, `shown delay ${shown} s vs actual ${delays.at(-1)} s`);
 
+  // hls.js's timeline running ahead of the media (seen once at start-up: its live edge 16 s ahead of
+  // the stream's) let it seek where no media will ever be, and the page froze for good. Made here by
+  // lengthening the MediaSource and seeking a minute past everything buffered: the seek never
+  // finishes on its own; the player brings the playhead back to what is buffered, and plays on.
+  const far = await page.evaluate(() => {
+    const { video, hls } = window.chalkstreamPlayer;
+    const end = video.buffered.end(video.buffered.length - 1);
+    hls.bufferController.mediaSource.duration = end + 600;
+    video.currentTime = end + 60;
+    return video.currentTime;
+  });
+  await page.waitForFunction((at) => {
+    const { video } = window.chalkstreamPlayer;
+    return !video.seeking && !video.paused && video.currentTime < at && video.readyState >= 3;
+  }, far, { timeout: 10_000 }).catch(async (e) => {
+    const st = await page.evaluate(() => { const p = window.chalkstreamPlayer; const v = p.video; const b = [];
+      for (let i = 0; i < v.buffered.length; i++) b.push([v.buffered.start(i), v.buffered.end(i)]);
+      return { ct: v.currentTime, seeking: v.seeking, paused: v.paused, rs: v.readyState, b, unstuck: p.unstuck, state: p.state }; });
+    throw new Error(`${e.message}: ${JSON.stringify(st)}`);
+  });
+  const back = await videoStats(page);
+  await page.waitForTimeout(1_000);
+  const after = await videoStats(page);
+  const unstuck = await page.evaluate(() => window.chalkstreamPlayer.unstuck);
+  t.diagnostic(`seek to ${far.toFixed(1)} s: back at ${back.currentTime.toFixed(1)} s, unstuck ${unstuck}`);
+  assert.equal(unstuck, 1, 'the player brought the stuck seek back');
+  assert.ok(after.currentTime > back.currentTime + 0.5, `plays on after the stuck seek: ${back.currentTime} -> ${after.currentTime}`);
+
   await pushing;
   await end({ url: server.url, session });
   await waitForState(page, 'ended', 20_000);

@@ -210,23 +210,19 @@ impl SqliteKv {
         Ok(SqliteKv { path: path.map(Path::to_owned), conn: Arc::new(Mutex::new(conn)) })
     }
 
-    /// Runs `f` on the connection in a blocking thread; SQLite errors become
-    /// the WIT's `other` error, as in Spin.
+    /// Runs `f` on the connection where the request runs, as Spin's SQLite
+    /// store does (`tokio::task::block_in_place`: the runtime moves its other
+    /// tasks off this worker meanwhile, no hand-off to a blocking thread);
+    /// SQLite errors become the WIT's `other` error, as in Spin.
     async fn run<T: Send + 'static>(
         &self,
         f: impl FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static,
     ) -> Result<T, WitError> {
-        let conn = self.conn.clone();
-        let result = tokio::task::spawn_blocking(move || {
-            let conn = conn.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let result = tokio::task::block_in_place(|| {
+            let conn = self.conn.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
             f(&conn)
-        })
-        .await;
-        match result {
-            Ok(Ok(value)) => Ok(value),
-            Ok(Err(e)) => Err(WitError::Other(e.to_string())),
-            Err(e) => Err(WitError::Other(format!("key-value task failed: {e}"))),
-        }
+        });
+        result.map_err(|e| WitError::Other(e.to_string()))
     }
 }
 
