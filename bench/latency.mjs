@@ -51,6 +51,8 @@ async function oneRun({ server, clock, viewer, segmentS, lowLatency, mic, overla
         behind_edge: percentile(edge, 50) / 1000,
         // hls.js's target latency: PART-HOLD-BACK (or the whole-segment hold-back) plus 1 s per stall seen.
         target: target.length ? percentile(target, 50) / 1000 : NaN,
+        // When hls.js saw its buffer run dry, in s from the first frame.
+        stalls: (r.stalls ?? []).map((x) => Number(((x.t - t0) / 1000).toFixed(1))),
         remux_per_segment: st && st.segments_sent ? st.remux_ms_total / (st.media_ms_total / (segmentS * 1000)) / 1000 : NaN,
         remux_per_media_s: st && st.media_ms_total ? st.remux_ms_total / st.media_ms_total : NaN,
         ack: st ? st.ack_latency_ms_avg / 1000 : NaN, dropped: st?.segments_dropped ?? NaN,
@@ -60,7 +62,7 @@ async function oneRun({ server, clock, viewer, segmentS, lowLatency, mic, overla
       };
       log(`  latency ${label(segmentS, lowLatency, mic, overlay)}: p50 ${out.p50.toFixed(2)} s, p95 ${out.p95.toFixed(2)} s, player's own p50 `
         + `${out.player_p50.toFixed(2)} s over ${out.samples} frames (${out.undecoded} unreadable), first frame after ${out.start_s.toFixed(1)} s; `
-        + `player ${out.behind_edge.toFixed(2)} s behind the live edge (target ${out.target.toFixed(2)} s), ffmpeg.wasm ${out.remux_per_media_s.toFixed(2)} s per media s, upload ack ${out.ack.toFixed(2)} s`);
+        + `player ${out.behind_edge.toFixed(2)} s behind the live edge (target ${out.target.toFixed(2)} s; stalls at ${JSON.stringify(out.stalls)} s), ffmpeg.wasm ${out.remux_per_media_s.toFixed(2)} s per media s, upload ack ${out.ack.toFixed(2)} s`);
       return out;
     } finally {
       await player.page.close();

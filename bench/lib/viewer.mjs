@@ -15,7 +15,19 @@ export const CHROMIUM_ARGS = ['--headless=new', '--no-sandbox', '--disable-gpu',
 // canvas, read the clock, and keep `now - clock` next to the player's own PDT-based delay.
 const SAMPLER = `(() => {
   ${CLOCK_JS}
-  const s = window.__benchLatency = { samples: [], unreadable: 0, frames: 0, running: true };
+  const s = window.__benchLatency = { samples: [], unreadable: 0, frames: 0, running: true, stalls: [] };
+  // hls.js's stalls (each raises its target latency by liveSyncOnStallIncrease): when, and what was buffered.
+  const hooked = new WeakSet();
+  const hookStalls = () => {
+    const hls = window.chalkstreamPlayer?.hls;
+    if (hls && !hooked.has(hls)) {
+      hooked.add(hls);
+      hls.on('hlsError', (_, d) => {
+        if (d.details === 'bufferStalledError') s.stalls.push({ t: Date.now(), buffer: d.buffer ?? null });
+      });
+    }
+  };
+  setInterval(hookStalls, 50);
   const W = 680, H = 384;
   const cv = document.createElement('canvas'); cv.width = W; cv.height = H;
   const g = cv.getContext('2d', { willReadFrequently: true });
@@ -75,7 +87,8 @@ export async function openPlayer(context, url) {
     /** Samples so far: `{ samples: [{ t, ms, player_ms }], frames, unreadable }`. */
     read: () => page.evaluate(() => {
       const s = window.__benchLatency;
-      return { samples: s.samples, frames: s.frames, unreadable: s.unreadable, error: s.error, state: window.chalkstreamPlayer?.state,
+      return { samples: s.samples, frames: s.frames, unreadable: s.unreadable, error: s.error, stalls: s.stalls,
+        state: window.chalkstreamPlayer?.state,
         config: window.chalkstreamPlayer?.config, low_latency: window.chalkstreamPlayer?.lowLatency };
     }),
   };
