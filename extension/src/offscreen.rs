@@ -32,7 +32,7 @@ const TICK_MS: i32 = 40;
 const LL_TIMESLICE_MS: i32 = 30;
 const LL_TICK_MS: i32 = 5;
 /// With parts, keyframes are asked for this much before each half segment (see `begin`).
-const KEYFRAME_EARLY_MS: u64 = 20;
+const KEYFRAME_EARLY_MS: u64 = 80;
 
 /// How the recording is cut: whole segments (wire contract v1) or parts (v2).
 enum Cutter {
@@ -187,10 +187,13 @@ async fn begin(b: Broadcast) {
         media_stream_id: b.media_stream_id.clone(),
         // Two keyframes per segment: a late keyframe then costs half a segment, not a whole
         // one, so segments stay within the server's target duration even when frames come
-        // slowly. With parts, a little less: Chrome forces the keyframe on the first frame at
-        // least the interval after the last one, so at 1000 ms it lands one frame late half the
-        // time (segments of 61 frames: six 10-frame parts and a 1-frame one, an ffmpeg run for
-        // 33 ms); at 980 ms it lands on frame 30, and a segment is exactly six full parts.
+        // slowly. With parts, less: Chrome forces the keyframe on the first frame at least the
+        // interval after the last one, and a part ends at the last frame that keeps it within
+        // the part target, so six parts cover only about 1.86-2.0 s when frames come 33-40 ms
+        // apart (a loaded machine: 25-30 fps). At 1000 or 980 ms most segments (1.96-2.03 s) got
+        // a seventh part of 30-120 ms: an ffmpeg run, an upload and two requests per viewer for
+        // a sliver, and hls.js, starting on one, reloaded it in a loop. At 920 ms a segment is
+        // 1.84-1.91 s, and its sixth part ends at the keyframe.
         keyframe_interval_ms: if b.low_latency {
             (b.segment_ms / 2).max(500) - KEYFRAME_EARLY_MS
         } else {

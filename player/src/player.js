@@ -47,8 +47,11 @@ const defaults = {
   // Added to `hls` for a live stream without parts (hls.js takes a maximum only beside a sync count).
   wholeSegments: { liveSyncDurationCount: 2, liveMaxLatencyDurationCount: 6 },
   // Added to `hls` for a live stream with parts: the player steers the playback rate itself
-  // (`steer` below), so hls.js's own rate control is off.
-  parts: { maxLiveSyncPlaybackRate: 1 },
+  // (`steer` below), so hls.js's own rate control is off. hls.js moves its target latency 1 s
+  // further from the edge at every stall, for good: with a 1 s PART-HOLD-BACK one start-up
+  // stall doubled the latency of the whole session. About a part per stall still backs off
+  // from a connection that cannot keep up (to at most one target duration more).
+  parts: { maxLiveSyncPlaybackRate: 1, liveSyncOnStallIncrease: 0.3 },
   // Steering with parts: up to `maxRate` (pitch kept) while more than `slackS` (and less than
   // `maxOverS`) behind hls.js's target latency with more than `minAheadS` buffered ahead; 1x otherwise.
   steer: { maxRate: 1.15, slackS: 0.08, maxOverS: 2, minAheadS: 0.5 },
