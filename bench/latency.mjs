@@ -99,6 +99,7 @@ export async function runLatency({ root, cfg, log }) {
         start_s: summary(runs.map((r) => r.start_s)),
         behind_edge: summary(runs.map((r) => r.behind_edge)),
         target: summary(runs.map((r) => r.target)),
+        stalls: summary(runs.map((r) => r.stalls.length)),
         remux_per_segment: summary(runs.map((r) => r.remux_per_segment)),
         remux_per_media_s: summary(runs.map((r) => r.remux_per_media_s)),
         ack: summary(runs.map((r) => r.ack)),

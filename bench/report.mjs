@@ -162,16 +162,17 @@ Command: \`${L.cmd}\`. Player settings: ${L.player_settings}.
   s += `
 Where the time goes (medians over the runs). The measured latency splits into how far behind the live
 edge hls.js plays (\`hls.latency\`, media seconds: PART-HOLD-BACK, three parts, with parts; two target
-durations without) and the age of the live edge itself, i.e. how long after its capture the newest
+durations without; hls.js's target grows with every stall it sees) and the age of the live edge itself, i.e. how long after its capture the newest
 listed frame reached the player (measured − behind edge). The extension's own figures show what the
 edge's age is made of: from the end of an upload's recording (a part, or a whole segment) until the
 server acknowledged it (its average; it includes the ffmpeg.wasm remux), then the player's reload.
 
-| setting | measured p50 | player behind live edge | age of the live edge | recording end → server ack (extension) | ffmpeg.wasm s per media s | PDT error (measured − player's own) | frames shown per s | uploads dropped |
-| --- | --- | --- | --- | --- | --- | --- | --- | --- |
+| setting | measured p50 | player behind live edge | hls.js target latency (stalls per run) | age of the live edge | recording end → server ack (extension) | ffmpeg.wasm s per media s | PDT error (measured − player's own) | frames shown per s | uploads dropped |
+| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |
 `;
   for (const row of L.rows) {
-    s += `| ${settingName(row)} | ${f(row.measured_p50.median, 2)} | ${f(row.behind_edge.median, 2)} | ${f(row.measured_p50.median - row.behind_edge.median, 2)} | ${f(row.ack.median, 2)} | ${f(row.remux_per_media_s?.median, 3)} | ${f(row.measured_p50.median - row.player_p50.median, 2)} | ${f(row.fps.median, 1)} | ${Number.isFinite(row.dropped) ? row.dropped : 'n/a'} |\n`;
+    const stalls = row.stalls ? ` (${f(row.stalls.median, 0)}; ${f(row.stalls.min, 0)}–${f(row.stalls.max, 0)})` : '';
+    s += `| ${settingName(row)} | ${f(row.measured_p50.median, 2)} | ${f(row.behind_edge.median, 2)} | ${row.target ? f(row.target.median, 2) : 'n/a'}${stalls} | ${f(row.measured_p50.median - row.behind_edge.median, 2)} | ${f(row.ack.median, 2)} | ${f(row.remux_per_media_s?.median, 3)} | ${f(row.measured_p50.median - row.player_p50.median, 2)} | ${f(row.fps.median, 1)} | ${Number.isFinite(row.dropped) ? row.dropped : 'n/a'} |\n`;
   }
   const met = L.rows.every((row) => {
     const t = latencyTarget(row);
@@ -436,7 +437,8 @@ per held request is the host's RSS growth during the step over twice the viewers
 | at ${b.n} viewers: blocking reload p99 (ms) | ${spread(b.reload_p99_ms, 0)} | — | — |
 | at ${b.n} viewers: host memory per held request (KiB) | ${spread(b.host_kib_per_held, 0)} | — | — |
 | at ${b.n} viewers: host CPU (%, 200 = both cores) | ${spread(b.server_cpu_pct, 0)} | — | — |
-`;
+${b.client_cpu_pct ? `| at ${b.n} viewers: the load generator's own CPU (%, same cores) | ${spread(b.client_cpu_pct, 0)} | — | — |
+` : ''}`;
   }
   const k = L.skip;
   s += `
