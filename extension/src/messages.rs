@@ -122,6 +122,11 @@ pub struct Status {
     pub ffmpeg_switches: u32,
     #[serde(default)]
     pub ffmpeg_spares_used: u32,
+    /// Video the cutter could not place (frames with parts, clusters with whole segments):
+    /// before the first keyframe, out of order, or past a segment's limit. A gap the viewers
+    /// see that this does not count was never captured.
+    #[serde(default)]
+    pub video_skipped: u64,
     pub js_heap_bytes: f64,
     #[serde(default)]
     pub quality: Quality,

@@ -582,6 +582,10 @@ fn status(st: &Pipeline, up: &Uploads) -> Status {
         ack_latency_ms_max: up.latency_max,
         ffmpeg_switches: remux::switches().0,
         ffmpeg_spares_used: remux::switches().1,
+        video_skipped: match &st.cutter {
+            Cutter::Segments(s) => s.skipped,
+            Cutter::Parts { cutter, .. } => cutter.skipped,
+        },
         js_heap_bytes: heap,
         quality: st.b.quality,
         mic: st.capture.as_ref().map(|c| c.mic()).unwrap_or_default(),

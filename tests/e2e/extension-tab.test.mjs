@@ -59,7 +59,12 @@ test('toolbar click streams the tab as continuous HLS with H.264 + AAC until the
   const parts = await allParts(server.url, b.stream, pl, seen.parts);
   console.log(`${parts.length} parts in ${pl.segments.length} segments; ${seen.parts.size} seen live`);
 
-  const a = await assertContinuousBroadcast(server.url, b.stream, pl, streamedSeconds);
+  const done = await ext.until(async () => {
+    const s = await ext.popupState();
+    return s.phase === 'ended' && s;
+  }, { what: 'the popup to show the end' });
+  const a = await assertContinuousBroadcast(server.url, b.stream, pl, streamedSeconds,
+    { videoSkipped: done.status.video_skipped });
   assert.ok(a.meanVolume > -40, `the tone is audible (mean ${a.meanVolume} dB)`);
   // The tab plays a steady 440 Hz tone: no boundary may click or drop out (see boundaryAudio).
   const edges = await boundaryAudio(server.url, b.stream, a.audioPackets);
@@ -78,10 +83,6 @@ test('toolbar click streams the tab as continuous HLS with H.264 + AAC until the
     assert.ok(e.level > 0.5, `a dropout at the start of part ${at}: level ${e.level.toFixed(2)} of the stream's`);
   }
 
-  const done = await ext.until(async () => {
-    const s = await ext.popupState();
-    return s.phase === 'ended' && s;
-  }, { what: 'the popup to show the end' });
   assert.equal(done.status.segments_sent, pl.segments.length);
   assert.equal(done.status.parts_sent, parts.length);
   assert.equal(done.status.segments_waiting, 0);
