@@ -16,14 +16,14 @@ export const CHROMIUM_ARGS = ['--headless=new', '--no-sandbox', '--disable-gpu',
 const SAMPLER = `(() => {
   ${CLOCK_JS}
   const s = window.__benchLatency = { samples: [], unreadable: 0, frames: 0, running: true, stalls: [] };
-  // hls.js's stalls (each raises its target latency by liveSyncOnStallIncrease): when, and what was buffered.
+  // When hls.js stalled (each stall raises its target latency by liveSyncOnStallIncrease).
   const hooked = new WeakSet();
   const hookStalls = () => {
     const hls = window.chalkstreamPlayer?.hls;
     if (hls && !hooked.has(hls)) {
       hooked.add(hls);
       hls.on('hlsError', (_, d) => {
-        if (d.details === 'bufferStalledError') s.stalls.push({ t: Date.now(), buffer: d.buffer ?? null });
+        if (d.details === 'bufferStalledError') s.stalls.push({ t: Date.now() });
       });
     }
   };

@@ -555,6 +555,7 @@ async fn upload_loop(p: Rc<RefCell<Pipeline>>, up: Rc<RefCell<Uploads>>, target:
 }
 
 fn status(st: &Pipeline, up: &Uploads) -> Status {
+    let (ffmpeg_switches, ffmpeg_spares_used) = remux::switches();
     let now = chrome::now_ms();
     let heap = web_sys::window()
         .and_then(|w| Reflect::get(w.performance()?.as_ref(), &"memory".into()).ok())
@@ -580,8 +581,8 @@ fn status(st: &Pipeline, up: &Uploads) -> Status {
         media_ms_total: st.media_ms_total,
         ack_latency_ms_avg: up.latency_avg(),
         ack_latency_ms_max: up.latency_max,
-        ffmpeg_switches: remux::switches().0,
-        ffmpeg_spares_used: remux::switches().1,
+        ffmpeg_switches,
+        ffmpeg_spares_used,
         video_skipped: match &st.cutter {
             Cutter::Segments(s) => s.skipped,
             Cutter::Parts { cutter, .. } => cutter.skipped,

@@ -214,15 +214,12 @@ impl SqliteKv {
     /// store does (`tokio::task::block_in_place`: the runtime moves its other
     /// tasks off this worker meanwhile, no hand-off to a blocking thread);
     /// SQLite errors become the WIT's `other` error, as in Spin.
-    async fn run<T: Send + 'static>(
-        &self,
-        f: impl FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static,
-    ) -> Result<T, WitError> {
-        let result = tokio::task::block_in_place(|| {
+    async fn run<T>(&self, f: impl FnOnce(&Connection) -> rusqlite::Result<T>) -> Result<T, WitError> {
+        tokio::task::block_in_place(|| {
             let conn = self.conn.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
             f(&conn)
-        });
-        result.map_err(|e| WitError::Other(e.to_string()))
+        })
+        .map_err(|e| WitError::Other(e.to_string()))
     }
 }
 
