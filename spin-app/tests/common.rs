@@ -5,9 +5,10 @@
 use chalkstream_manifest::id::SessionSecret;
 use chalkstream_manifest::rules::{Config, ConfigError, Retention};
 use chalkstream_spin_app::api::{self, BodyError, RequestHead, Step};
-use chalkstream_spin_app::kv::Kv;
+use chalkstream_spin_app::kv::{Kv, KvError, MemoryKv};
 use chalkstream_spin_app::reply::{Body, Reply};
 use chalkstream_spin_app::route::Method;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 pub const BASE: &str = "http://127.0.0.1:3000";
 pub const SECRET: &str = "test-secret-0123456789abcdef";
@@ -148,4 +149,45 @@ pub fn listed_seqs(playlist: &str) -> Vec<u64> {
         .filter(|l| l.starts_with("/chunks/"))
         .map(|l| l.rsplit('/').next().unwrap().trim_end_matches(".ts").parse().unwrap())
         .collect()
+}
+
+/// The memory store, yielding the thread around every operation (and sleeping `sleep_us` on about
+/// one in `sleep_every`), so requests on several threads interleave at every step. `seed` starts
+/// the operation count that picks the sleeps.
+pub struct Shuffled {
+    pub inner: MemoryKv,
+    ops: AtomicU64,
+    sleep_every: u64,
+    sleep_us: u64,
+}
+
+impl Shuffled {
+    pub fn new(seed: u64, sleep_every: u64, sleep_us: u64) -> Shuffled {
+        Shuffled { inner: MemoryKv::new(), ops: AtomicU64::new(seed), sleep_every, sleep_us }
+    }
+
+    fn pause(&self) {
+        let n = self.ops.fetch_add(1, Ordering::Relaxed);
+        std::thread::yield_now();
+        if n.wrapping_mul(2_654_435_761) % self.sleep_every == 0 {
+            std::thread::sleep(std::time::Duration::from_micros(self.sleep_us));
+        }
+    }
+}
+
+impl Kv for Shuffled {
+    fn get(&self, key: &str) -> Result<Option<Vec<u8>>, KvError> {
+        self.pause();
+        self.inner.get(key)
+    }
+    fn set(&self, key: &str, value: &[u8]) -> Result<(), KvError> {
+        self.pause();
+        let r = self.inner.set(key, value);
+        self.pause();
+        r
+    }
+    fn delete(&self, key: &str) -> Result<(), KvError> {
+        self.pause();
+        self.inner.delete(key)
+    }
 }

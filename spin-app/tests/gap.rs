@@ -18,7 +18,6 @@ use chalkstream_spin_app::route::Method;
 use chalkstream_spin_app::sweep;
 use common::*;
 use std::cell::RefCell;
-use std::sync::atomic::{AtomicU64, Ordering};
 
 fn gap_with(kv: &dyn Kv, c: &Config, seq: u64, headers: &[(&str, &str)], now: i64) -> Reply {
     let h = head(Method::Post, &wire::ingest_gap_path(SECRET, seq), headers);
@@ -299,46 +298,13 @@ fn a_gap_and_a_late_upload_of_its_seq_race_and_exactly_one_wins() {
     assert_eq!(race(Race::UploadDuringGap("get", meta_key, 0)), (201, 409));
 }
 
-/// The memory store, yielding around every operation so threads interleave at every step.
-struct Shuffled {
-    inner: MemoryKv,
-    ops: AtomicU64,
-}
-
-impl Shuffled {
-    fn pause(&self) {
-        let n = self.ops.fetch_add(1, Ordering::Relaxed);
-        std::thread::yield_now();
-        if n.wrapping_mul(2_654_435_761) % 7 == 0 {
-            std::thread::sleep(std::time::Duration::from_micros(30));
-        }
-    }
-}
-
-impl Kv for Shuffled {
-    fn get(&self, key: &str) -> Result<Option<Vec<u8>>, KvError> {
-        self.pause();
-        self.inner.get(key)
-    }
-    fn set(&self, key: &str, value: &[u8]) -> Result<(), KvError> {
-        self.pause();
-        let r = self.inner.set(key, value);
-        self.pause();
-        r
-    }
-    fn delete(&self, key: &str) -> Result<(), KvError> {
-        self.pause();
-        self.inner.delete(key)
-    }
-}
-
 #[test]
 fn threads_racing_a_gap_against_late_uploads_never_acknowledge_both() {
     let c = c();
     let id = stream_id(SECRET);
     let mut outcomes = std::collections::BTreeMap::new();
     for round in 0..200 {
-        let kv = Shuffled { inner: MemoryKv::new(), ops: AtomicU64::new(round * 7919) };
+        let kv = Shuffled::new(round * 7919, 7, 30);
         put(&kv.inner, &c, SECRET, 0, "2", &seg(0), T0);
         let (upload, gapped) = std::thread::scope(|s| {
             let u = s.spawn(|| put(&kv, &c, SECRET, 1, "2", &late(), T0 + 2500).status);

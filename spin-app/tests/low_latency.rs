@@ -517,48 +517,13 @@ fn retention_deletes_parts_with_their_segment() {
     get(&kv, &c, &format!("/chunks/{id}/9.3.ts"), now + 10).assert(200);
 }
 
-/// The memory store, yielding around every operation so requests interleave at every step
-/// (as in `races.rs`).
-#[derive(Default)]
-struct Shuffled {
-    inner: MemoryKv,
-    ops: AtomicUsize,
-}
-
-impl Shuffled {
-    fn pause(&self) {
-        let n = self.ops.fetch_add(1, Ordering::Relaxed);
-        std::thread::yield_now();
-        if n.wrapping_mul(2_654_435_761) % 29 == 0 {
-            std::thread::sleep(std::time::Duration::from_micros(30));
-        }
-    }
-}
-
-impl Kv for Shuffled {
-    fn get(&self, key: &str) -> Result<Option<Vec<u8>>, KvError> {
-        self.pause();
-        self.inner.get(key)
-    }
-    fn set(&self, key: &str, value: &[u8]) -> Result<(), KvError> {
-        self.pause();
-        let r = self.inner.set(key, value);
-        self.pause();
-        r
-    }
-    fn delete(&self, key: &str) -> Result<(), KvError> {
-        self.pause();
-        self.inner.delete(key)
-    }
-}
-
 #[test]
 fn part_uploads_race_retries_held_readers_and_retention() {
     use std::sync::atomic::{AtomicBool, AtomicI64};
     use std::sync::Mutex;
     const SEGMENTS: u64 = 40;
     for round in 0..3u64 {
-        let kv = Shuffled::default();
+        let kv = Shuffled::new(0, 29, 30);
         let c = config(Retention::Millis(2500), 30_000);
         let id = stream_id(SECRET);
         // Fake time, moved by the uploader: 250 ms per part.

@@ -12,45 +12,11 @@ use chalkstream_manifest::playlist::{render, segment_lines};
 use chalkstream_manifest::rules::{Config, Retention};
 use chalkstream_manifest::segment::SegmentMeta;
 use chalkstream_spin_app::store::Streams;
-use chalkstream_spin_app::kv::{Kv, KvError, MemoryKv};
+use chalkstream_spin_app::kv::Kv;
 use common::*;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::Mutex;
-
-/// The memory store, yielding the thread around every operation (and sometimes sleeping), so
-/// requests interleave at every step.
-struct Shuffled {
-    inner: MemoryKv,
-    ops: AtomicU64,
-}
-
-impl Shuffled {
-    fn pause(&self) {
-        let n = self.ops.fetch_add(1, Ordering::Relaxed);
-        std::thread::yield_now();
-        if n.wrapping_mul(2_654_435_761) % 31 == 0 {
-            std::thread::sleep(std::time::Duration::from_micros(50));
-        }
-    }
-}
-
-impl Kv for Shuffled {
-    fn get(&self, key: &str) -> Result<Option<Vec<u8>>, KvError> {
-        self.pause();
-        self.inner.get(key)
-    }
-    fn set(&self, key: &str, value: &[u8]) -> Result<(), KvError> {
-        self.pause();
-        let r = self.inner.set(key, value);
-        self.pause();
-        r
-    }
-    fn delete(&self, key: &str) -> Result<(), KvError> {
-        self.pause();
-        self.inner.delete(key)
-    }
-}
 
 /// A tiny deterministic generator per thread.
 struct Lcg(u64);
@@ -90,10 +56,7 @@ struct Outcome {
 /// Uploaders (and viewers) race on one stream; with `stops`, a broadcaster thread also presses
 /// Stop every so often, so the next upload resumes with a discontinuity.
 fn run(retention: Retention, uploaders: u64, stops: bool) -> (Shuffled, Config, Outcome, i64) {
-    let kv = Shuffled {
-        inner: MemoryKv::new(),
-        ops: AtomicU64::new(0),
-    };
+    let kv = Shuffled::new(0, 31, 50);
     let c = config(retention, 10_000_000);
     let clock = AtomicI64::new(T0);
     let next = AtomicU64::new(0);
