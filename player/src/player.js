@@ -2,7 +2,8 @@
 // HLS where the browser has no Media Source Extensions, as on older iPhones),
 // replays it from the start once it has ended, and recovers from network
 // blips and stalls without a reload. Tests and tools read
-// `window.chalkstreamPlayer = { hls, video, state, delay, firstFrameAt, lowLatency, steering, catchUps, unstuck }` and
+// `window.chalkstreamPlayer = { hls, video, state, delay, firstFrameAt, lowLatency, steering, catchUps, unstuck,
+// stalls, forgiven }` and
 // may preset `window.chalkstreamPlayerConfig` (see `defaults`) before load.
 
 const $ = (id) => document.getElementById(id);
@@ -19,6 +20,8 @@ const unmuteButton = $('unmute');
 const retryButton = $('retry');
 // An ended playlist is cached for long; after a resume, `?resumed=N` gets past that cache.
 let resumes = 0;
+// When hls.js last reported a stall (or started), for `forgive`.
+let lastStallAt = 0;
 const playlistUrl = () => `/playlist/${stream}.m3u8${resumes ? `?resumed=${resumes}` : ''}`;
 const shortId = stream.slice(0, 8);
 
@@ -55,6 +58,9 @@ const defaults = {
   // Steering with parts: up to `maxRate` (pitch kept) while more than `slackS` (and less than
   // `maxOverS`) behind hls.js's target latency with more than `minAheadS` buffered ahead; 1x otherwise.
   steer: { maxRate: 1.15, slackS: 0.08, maxOverS: 2, minAheadS: 0.5 },
+  // With parts: after `forgiveStallS` of playback without a stall, take back one of hls.js's
+  // stall steps (`liveSyncOnStallIncrease`), down to PART-HOLD-BACK (see `forgive`).
+  forgiveStallS: 12,
   // A seek that has not finished after `stuckMs` with the playhead past everything buffered is
   // brought back to what is buffered (see `unstick`).
   stuckMs: 2_000,
@@ -64,7 +70,8 @@ const preset = window.chalkstreamPlayerConfig || {};
 const config = { ...defaults, ...preset, hls: preset.hls ?? defaults.hls };
 
 const player = {
-  hls: null, video, state: 'loading', delay: null, firstFrameAt: null, lowLatency: false, steering: false, catchUps: 0, unstuck: 0, config,
+  hls: null, video, state: 'loading', delay: null, firstFrameAt: null, lowLatency: false, steering: false, catchUps: 0, unstuck: 0,
+  stalls: 0, forgiven: 0, config,
 };
 window.chalkstreamPlayer = player;
 
@@ -199,12 +206,17 @@ async function playWithHlsJs(ended) {
   });
   hls.on(Hls.Events.FRAG_BUFFERED, () => recovered());
   hls.on(Hls.Events.ERROR, (_, data) => onHlsError(hls, data));
+  lastStallAt = performance.now();
   hls.loadSource(playlistUrl());
   hls.attachMedia(video);
 }
 
 function onHlsError(hls, data) {
-  const { ErrorTypes } = window.Hls;
+  const { ErrorTypes, ErrorDetails } = window.Hls;
+  if (data.details === ErrorDetails.BUFFER_STALLED_ERROR) {
+    player.stalls += 1;
+    lastStallAt = performance.now();
+  }
   if (!data.fatal) {
     if (data.type === ErrorTypes.NETWORK_ERROR) noteTrouble('Connection trouble — retrying…');
     return;
@@ -357,6 +369,28 @@ function steer() {
   steeredRate = rate;
 }
 
+/**
+ * Low latency: hls.js adds `liveSyncOnStallIncrease` to its target latency at every stall and
+ * never takes it back, so one late part early on costs the whole session. Once playback has gone
+ * `config.forgiveStallS` without a stall, one such step is taken back (never below PART-HOLD-BACK);
+ * `steer` then closes the distance. A connection that keeps stalling keeps its margin: every stall
+ * restarts the quiet period.
+ */
+function forgive() {
+  const { hls } = player;
+  if (!player.steering || !hls || player.state !== 'live' || video.paused) return;
+  const now = performance.now();
+  if (now - lastStallAt < config.forgiveStallS * 1000) return;
+  const details = hls.levels?.[hls.currentLevel]?.details;
+  const base = details?.partHoldBack;
+  const target = hls.targetLatency;
+  if (!base || !Number.isFinite(target) || target <= base + 0.01) return;
+  // hls.js's setter starts its stall count again from this latency.
+  hls.targetLatency = Math.max(base, target - hls.config.liveSyncOnStallIncrease);
+  player.forgiven += 1;
+  lastStallAt = now;
+}
+
 let seekingSince = 0;
 
 /**
@@ -383,6 +417,7 @@ function unstick() {
 }
 
 function tick() {
+  forgive();
   steer();
   unstick();
   if (player.state !== 'live') return;

@@ -29,7 +29,7 @@ before(async () => {
     chromium.launch({ executablePath: '/usr/bin/chromium', args: CHROMIUM_ARGS }),
     encodeSegments({ seconds: SEGMENT_SECONDS, count: 8 }),
     encodeSegments({ seconds: SEGMENT_SECONDS, count: 15, frequency: 660 }),
-    encodeParts({ seconds: SEGMENT_SECONDS, partSeconds: PART_SECONDS, count: 8, frequency: 550 }),
+    encodeParts({ seconds: SEGMENT_SECONDS, partSeconds: PART_SECONDS, count: 14, frequency: 550 }),
   ]);
 });
 
@@ -199,7 +199,8 @@ test('a stream uploaded in parts plays in low-latency mode: blocking reloads, pa
     url: server.url, session, segments: partSegments, partTarget: PART_SECONDS, targetDuration: SEGMENT_SECONDS,
   });
   pushing.catch(() => {});
-  const page = await openPlayer(streamId(session));
+  // A stall is forgiven after 3 s without another (12 s by default), to see it within the stream.
+  const page = await openPlayer(streamId(session), { config: { forgiveStallS: 3 } });
   const seen = watchRequests(page);
   await waitForState(page, 'live', 15_000);
   await page.waitForFunction(() => window.chalkstreamPlayer.video.currentTime > 1, null, { timeout: 20_000 });
@@ -273,6 +274,27 @@ test('a stream uploaded in parts plays in low-latency mode: blocking reloads, pa
   t.diagnostic(`seek to ${far.toFixed(1)} s: back at ${back.currentTime.toFixed(1)} s, unstuck ${unstuck}`);
   assert.equal(unstuck, 1, 'the player brought the stuck seek back');
   assert.ok(after.currentTime > back.currentTime + 0.5, `plays on after the stuck seek: ${back.currentTime} -> ${after.currentTime}`);
+
+  // A stall (every request cut until the buffer runs dry): hls.js moves its target latency a step
+  // further from the edge and would keep it there for the rest of the session; after a quiet period
+  // the player takes the step back, down to PART-HOLD-BACK, and plays on.
+  const stallsBefore = await page.evaluate(() => window.chalkstreamPlayer.stalls);
+  const cut = (route) => route.abort('internetdisconnected');
+  await page.route(/\/(playlist|chunks)\//, cut);
+  await page.waitForFunction((n) => window.chalkstreamPlayer.stalls > n, stallsBefore, { timeout: 10_000 });
+  await page.unroute(/\/(playlist|chunks)\//, cut);
+  const raised = await page.evaluate(() => window.chalkstreamPlayer.hls.targetLatency);
+  assert.ok(raised >= hls.partHoldBack + 0.29, `a stall raised hls.js's target latency: ${raised} s`);
+  const forgiven = await page.waitForFunction((base) => {
+    const p = window.chalkstreamPlayer;
+    return p.forgiven > 0 && p.hls.targetLatency <= base + 0.01 && !p.video.paused && p.video.readyState >= 3
+      && { target: p.hls.targetLatency, forgiven: p.forgiven, stalls: p.stalls };
+  }, hls.partHoldBack, { timeout: 20_000 }).then((h) => h.jsonValue());
+  t.diagnostic(`stall: target latency ${raised.toFixed(2)} s, back to ${forgiven.target.toFixed(2)} s `
+    + `after ${forgiven.forgiven} step(s) (${forgiven.stalls} stalls in all)`);
+  const resumed = await videoStats(page);
+  await page.waitForTimeout(1_000);
+  assert.ok((await videoStats(page)).currentTime > resumed.currentTime + 0.5, 'plays on after the stall');
 
   await pushing;
   await end({ url: server.url, session });
