@@ -210,14 +210,7 @@ impl PartCutter {
                 let keep = continuous_cut(&frames, open.video.len(), open.start_ms + self.part_target_ms * MIN_PART_PERCENT / 100);
                 let rest = open.video.split_off(keep);
                 let (at, key) = rest.first().map_or((t, b.key), |v| (v.ms, v.key));
-                self.close(at, false);
-                match self.open.as_mut() {
-                    Some(open) => {
-                        open.video = rest;
-                        open.independent = key;
-                    }
-                    None => self.skipped += rest.len() as u64,
-                }
+                self.close_before(at, rest, key);
             }
         }
         match self.open.as_mut() {
@@ -251,16 +244,8 @@ impl PartCutter {
             match split {
                 Some(i) => {
                     let rest = open.video.split_off(i);
-                    let at = rest[0].ms;
-                    let key = rest[0].key;
-                    self.close(at, false);
-                    match self.open.as_mut() {
-                        Some(open) => {
-                            open.video = rest;
-                            open.independent = key;
-                        }
-                        None => self.skipped += rest.len() as u64,
-                    }
+                    let (at, key) = (rest[0].ms, rest[0].key);
+                    self.close_before(at, rest, key);
                 }
                 None => {
                     // A stall: the time up to `t` in equal parts, so none is a sliver that
@@ -272,6 +257,19 @@ impl PartCutter {
                     }
                 }
             }
+        }
+    }
+
+    /// Ends the open part at `at`; the next one opens with `rest`, the frames from `at` on
+    /// (starting with a keyframe: `key`), or they are dropped if the segment ended.
+    fn close_before(&mut self, at: u64, rest: Vec<Block>, key: bool) {
+        self.close(at, false);
+        match self.open.as_mut() {
+            Some(open) => {
+                open.video = rest;
+                open.independent = key;
+            }
+            None => self.skipped += rest.len() as u64,
         }
     }
 
