@@ -9,7 +9,8 @@
 //! plus its duration), later ones every fifth of a part target (20 to 200 ms), so a held
 //! request typically costs two or three reads besides the answer it renders. When the next part
 //! is overdue by a part target it also reads the end marker, so a stream that ends answers at
-//! once (`EXT-X-ENDLIST`, no directive applies, rfc8216bis §6.2.5.2). After three target
+//! once (`EXT-X-ENDLIST`, no directive applies, rfc8216bis §6.2.5.2). A held part that is due
+//! but missing also reads its segment's meta: a seal without it answers `404` at that check. After three target
 //! durations a playlist gets `503` with `Retry-After` (§6.2.5.2), a part `503` too; a part that
 //! can no longer come (its segment sealed without it, or the stream ended) gets `404` (§6.2.6).
 
@@ -93,7 +94,7 @@ impl Hold {
     /// Holds a request for part `previous.part + 1` of segment `previous.seq`, decided from the
     /// part before it alone (two reads instead of the live edge's ten): the part is the next one
     /// of a segment being uploaded, or its segment was sealed without it, which the first check
-    /// finds (it is then overdue) and answers `404`.
+    /// (when the part is due) finds and answers `404`.
     pub(crate) fn next_part(id: StreamId, config: Config, method: Method, record: &StreamRecord, previous: &PartMeta, now_ms: i64) -> Hold {
         let kind = Kind::Part { seq: previous.seq, part: previous.part + 1 };
         Hold::after_part(id, config, method, kind, record, previous, now_ms)
@@ -252,7 +253,10 @@ impl Hold {
         if let Some((meta, keys)) = streams.part_chunk(&self.id, seq, part, now_ms)? {
             return Ok(Some(part_reply(meta.len, keys)));
         }
-        if self.overdue(now_ms) || now_ms >= self.deadline_ms {
+        // Once the part is due, a seal without it means it will never come: `404` at once, rather
+        // than a part target later (a player's request for the hint past a segment's last part
+        // would otherwise hold its part loader that long, every segment).
+        if now_ms >= self.expect_ms || now_ms >= self.deadline_ms {
             if let Some(meta) = streams.meta(&self.id, seq)? {
                 // Parts are stored before their segment is sealed: a seal listing this part means
                 // it arrived between the read above and this one.
@@ -263,6 +267,8 @@ impl Hold {
                 }
                 return Err(ApiError::not_found(format!("segment {seq} was sealed without part {part}")));
             }
+        }
+        if self.overdue(now_ms) || now_ms >= self.deadline_ms {
             if self.ended(streams, now_ms)? {
                 return Err(ApiError::not_found("no such part: the stream has ended"));
             }

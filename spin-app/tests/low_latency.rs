@@ -481,17 +481,19 @@ fn the_hinted_part_is_held_until_it_exists() {
     reply.assert(200);
     assert!(at >= arrives);
     assert_eq!(body(&kv, &reply), part_body(2, 0));
-    // A part its segment was sealed without can never come: 404 once it is overdue.
+    // A part its segment was sealed without can never come: 404 at the first check after it was
+    // due (part 3 stored at +750 for 250 ms), not a part target later when it is overdue.
     for part in 1..4 {
         put_part(&kv, &c, 2, part, &part_body(2, part), arrives + 250 * i64::from(part)).assert(201);
     }
     let sealed_at = arrives + 760;
-    let (reply, _) = held(&kv, &c, &format!("/chunks/{id}/2.4.ts"), arrives + 755, |t| {
+    let (reply, at) = held(&kv, &c, &format!("/chunks/{id}/2.4.ts"), arrives + 755, |t| {
         if t >= sealed_at && kv.inner.get(&format!("seg/{id}/2/meta")).unwrap().is_none() {
             commit(&kv, &c, 2, "4", t).assert(201);
         }
     });
     reply.assert(404);
+    assert!(at >= arrives + 1000 && at <= arrives + 1000 + 20, "answered at +{} ms", at - arrives);
     // Far ahead, or of an ended stream: 404 at once.
     get(&kv, &c, &format!("/chunks/{id}/3.40.ts"), sealed_at + 10).assert(404);
     get(&kv, &c, &format!("/chunks/{id}/9.0.ts"), sealed_at + 10).assert(404);
