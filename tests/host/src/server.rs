@@ -58,7 +58,15 @@ fn engine() -> anyhow::Result<Engine> {
         .max_component_instance_size(10 << 20)
         .table_elements(100_000)
         .max_memory_size(1 << 30)
-        .max_unused_warm_slots(100);
+        .max_unused_warm_slots(100)
+        // Spin keeps these resident too: a slot's low pages are reset in place for the next
+        // instance instead of being given back to the kernel (madvise, a TLB shootdown on every
+        // core, a page fault per page on next use). With PAGEMAP_SCAN (Linux 6.7+) only the
+        // pages the last instance touched are reset; without it the whole 2 MiB is zeroed, which
+        // costs more than the faults it saves (bench/ll.mjs's audience, host CPU per request).
+        .linear_memory_keep_resident(2 << 20)
+        .table_keep_resident(512 << 10)
+        .pagemap_scan(wasmtime::Enabled::Auto);
     let mut config = Config::new();
     config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
     match Engine::new(&config) {
@@ -175,7 +183,10 @@ impl Host {
             }
         };
         let ms = started.elapsed().as_secs_f64() * 1000.0;
-        eprintln!("{method} {path} {} {ms:.1}ms", response.status().as_u16());
+        // One write per line: `eprintln!` on unbuffered stderr writes each formatted piece with
+        // its own system call.
+        let line = format!("{method} {path} {} {ms:.1}ms\n", response.status().as_u16());
+        let _ = std::io::Write::write_all(&mut std::io::stderr().lock(), line.as_bytes());
         response
     }
 
