@@ -7,7 +7,7 @@
 //! checks the TS shape, so the cut does not matter for what is measured here.
 
 import { startHost } from './lib/host.mjs';
-import { request, agent, sleep } from './lib/http.mjs';
+import { request, agent, sleep, connection } from './lib/http.mjs';
 import { newSession } from './lib/stream.mjs';
 import { segment } from './lib/media.mjs';
 import { percentile, summary } from './lib/stats.mjs';
@@ -62,6 +62,7 @@ async function broadcast(base, s, parts, stopAt, st, firstSeq = 0) {
       await sleep(start + n * PART_MS - Date.now());
       const r = await putPart(base, s, seq, part, parts[part], { agent: a, pdt: new Date() });
       st.put.push(r.ms);
+      st.stored?.set(`${seq}.${part}`, Date.now());
       if (r.status !== 201 && r.status !== 200) { st.errors++; st.lastError = `part PUT ${r.status || r.error}`; }
     }
     const c = await commit(base, s, seq, PARTS, a);
@@ -79,41 +80,118 @@ export function preloadHint(text, base) {
 }
 
 /**
- * One low-latency viewer until `stopAt`: a blocking reload (a delta update, `_HLS_skip=YES`) for the
- * hinted part and, at the same time, the hinted part itself (the server holds both until the part
- * exists), then the next hint.
+ * What a live playlist says about the edge: `parts` (msn -> part indexes listed), `sealed` (the msns
+ * listed as whole segments) and the preload hint.
  */
-async function viewer(base, id, stopAt, st) {
-  const a = agent(4);
-  const url = `${base}/playlist/${id}.m3u8`;
-  let p = await request(url, { agent: a });
-  let hint = p.status === 200 ? preloadHint(p.body.toString(), base) : null;
-  while (Date.now() < stopAt) {
-    if (!hint) { st.errors++; st.lastError = `playlist ${p.status || p.error} without a preload hint`; break; }
-    // As hls.js does: once it holds a playlist, blocking reloads ask for a delta update.
-    const [reload, part] = await Promise.all([
-      request(`${url}?_HLS_msn=${hint.msn}&_HLS_part=${hint.part}&_HLS_skip=YES`, { agent: a }),
-      request(hint.uri, { agent: a, discard: true }),
-    ]);
-    st.requests += 2;
-    st.reload.push(reload.ms);
-    if (reload.status !== 200) { st.errors++; st.lastError = `blocking reload ${reload.status || reload.error}`; break; }
-    // A hint is a guess: when the broadcaster seals the segment before that part, the server
-    // answers the hinted request 404 (rfc8216bis 6.2.6) and the new playlist does not list it.
-    // Only a listed part that does not arrive is an error.
-    const listed = reload.body.toString().includes(`URI="${new URL(hint.uri).pathname}"`);
-    if (part.status === 200) {
-      st.part.push(part.ms);
-      st.bytes += part.bytes;
-    } else if (part.status === 404 && !listed) {
-      st.unused_hints++;
-    } else {
-      st.errors++; st.lastError = `part ${part.status || part.error}`;
-    }
-    p = reload;
-    hint = preloadHint(p.body.toString(), base);
+export function edgeOf(text, base) {
+  const parts = new Map();
+  const sealed = new Set();
+  for (const m of text.matchAll(/#EXT-X-PART:[^\n]*URI="[^"]*\/(\d+)\.(\d+)\.ts"/g)) {
+    const msn = Number(m[1]);
+    if (!parts.has(msn)) parts.set(msn, new Set());
+    parts.get(msn).add(Number(m[2]));
   }
-  a.destroy();
+  for (const m of text.matchAll(/^\/chunks\/[0-9a-f]+\/(\d+)\.ts$/gm)) sealed.add(Number(m[1]));
+  return { parts, sealed, hint: preloadHint(text, base) };
+}
+
+/**
+ * The part to load after `at`, as a player decides it from its newest playlist `edge`: the next part
+ * of the segment when listed or hinted, part 0 of the next segment once the segment is listed sealed
+ * without more (or that part is the hint); `null` when the playlist does not say yet.
+ */
+export function successor(at, edge) {
+  const same = { msn: at.msn, part: at.part + 1 };
+  const next = { msn: at.msn + 1, part: 0 };
+  const is = (a, b) => b && a.msn === b.msn && a.part === b.part;
+  if (edge.parts.get(at.msn)?.has(same.part) || is(same, edge.hint)) return same;
+  if (edge.sealed.has(at.msn) || edge.parts.has(next.msn) || is(next, edge.hint)) return next;
+  return null;
+}
+
+/**
+ * One low-latency viewer until `stopAt`, as hls.js plays in low-latency mode: a playlist loader
+ * that makes blocking reloads (delta updates, `_HLS_skip=YES`) for the part named by
+ * `EXT-X-PRELOAD-HINT`, one after another; and, beside it, a part loader that loads the parts in
+ * order from where it joined (the hint of its first playlist): a listed part at once, the hinted
+ * one held by the server until it exists, and otherwise it waits for the next playlist
+ * ([`successor`]). A part is never skipped: one the server answers late is still loaded, so a
+ * viewer the server serves too slowly falls behind and fetches fewer parts in the step. A hinted
+ * part that never comes (the broadcaster sealed its segment first) is answered 404, and the
+ * playlists must then list its segment sealed without it (anything else is an error). Each part's
+ * lateness is the time from its upload's answer to its delivery to this viewer.
+ */
+async function viewer(base, id, stopAt, st, stored) {
+  // Two connections, as a player's playlist and part loaders have.
+  const lists = connection(base);
+  const loads = connection(base);
+  const path = `/playlist/${id}.m3u8`;
+  const p = await lists.get(path);
+  let edge = p.status === 200 ? edgeOf(p.body.toString(), base) : null;
+  if (!edge?.hint) {
+    st.errors++; st.lastError = `playlist ${p.status || p.error} without a preload hint`;
+    lists.close();
+    loads.close();
+    return;
+  }
+  let failed = false;
+  let updated = () => {};
+  const nextUpdate = () => new Promise((r) => { updated = r; });
+  const playlists = (async () => {
+    while (Date.now() < stopAt && !failed) {
+      const { msn, part } = edge.hint;
+      const reload = await lists.get(`${path}?_HLS_msn=${msn}&_HLS_part=${part}&_HLS_skip=YES`);
+      st.requests++;
+      st.reload.push(reload.ms);
+      const next = reload.status === 200 ? edgeOf(reload.body.toString(), base) : null;
+      if (!next?.hint) {
+        st.errors++; st.lastError = `blocking reload ${reload.status || reload.error}${next ? ' without a preload hint' : ''}`;
+        failed = true;
+      } else {
+        edge = next;
+      }
+      updated();
+    }
+    updated();
+  })();
+  const loader = (async () => {
+    let at = { msn: edge.hint.msn, part: edge.hint.part };
+    st.joined.push(at);
+    while (Date.now() < stopAt && !failed) {
+      const r = await loads.get(`/chunks/${id}/${at.msn}.${at.part}.ts`, { discard: true });
+      st.requests++;
+      if (r.status === 200) {
+        if (Date.now() <= stopAt) st.fetched++;
+        st.part.push(r.ms);
+        st.bytes += r.bytes;
+        const t = stored.get(`${at.msn}.${at.part}`);
+        if (t !== undefined) st.late.push(Date.now() - t);
+      } else if (r.status === 404) {
+        // Only a hinted part may never come (its segment was sealed first): the playlists that
+        // follow must list the segment sealed without it.
+        st.unused_hints++;
+      } else {
+        st.errors++; st.lastError = `part ${r.status || r.error}`;
+        failed = true;
+        break;
+      }
+      let next = successor(at, edge);
+      for (let i = 0; !next && i < 3 && Date.now() < stopAt && !failed; i++) {
+        await nextUpdate();
+        next = successor(at, edge);
+      }
+      if (!next) break;
+      if (r.status === 404 && !(edge.sealed.has(at.msn) && !edge.parts.get(at.msn)?.has(at.part))) {
+        st.errors++; st.lastError = `part ${at.msn}.${at.part} answered 404 but not listed as sealed without it`;
+        failed = true;
+        break;
+      }
+      at = next;
+    }
+  })();
+  await Promise.all([playlists, loader]);
+  lists.close();
+  loads.close();
 }
 
 async function audience(server, parts, cfg, log) {
@@ -121,8 +199,8 @@ async function audience(server, parts, cfg, log) {
   const trial = async (n) => {
     const s = newSession();
     const base = server.url;
-    const bst = { put: [], errors: 0, lastError: null };
-    const st = { reload: [], part: [], requests: 0, errors: 0, bytes: 0, lastError: null, unused_hints: 0 };
+    const bst = { put: [], errors: 0, lastError: null, stored: new Map() };
+    const st = { reload: [], part: [], late: [], joined: [], fetched: 0, requests: 0, errors: 0, bytes: 0, lastError: null, unused_hints: 0 };
     // The stream has run for a while: its window already holds `windowSegments` segments (uploaded
     // back to back), so every full playlist lists them all, as a 10-minute window does.
     const a = agent(1);
@@ -144,7 +222,7 @@ async function audience(server, parts, cfg, log) {
     const srv = cpuMeter(pid);
     const own = process.cpuUsage();
     const t0 = performance.now();
-    await Promise.all(Array.from({ length: n }, () => viewer(base, s.id, stopAt, st)));
+    await Promise.all(Array.from({ length: n }, () => viewer(base, s.id, stopAt, st, bst.stored)));
     const wall = (performance.now() - t0) / 1000;
     clearInterval(rssTimer);
     const server_cpu = srv.stop().percent;
@@ -153,21 +231,30 @@ async function audience(server, parts, cfg, log) {
     const client_cpu = ((used.user + used.system) / 1e6 / wall) * 100;
     await pushing;
     const p99 = percentile(st.part, 99);
-    // Keeping up: a viewer asks for each part once (with its blocking reload), so one that keeps up with
-    // the broadcaster gets 1000 / PART_MS parts a second; a viewer the server answers too slowly skips
-    // parts (the next playlist's hint is already further on), which a player could not.
-    const keptUp = st.part.length / n / wall / (1000 / PART_MS);
-    const pass = st.errors === 0 && bst.errors === 0 && st.part.length > 0 && p99 < 1000 && keptUp >= KEEP_UP;
+    // Keeping up: a viewer loads every part in order from the one it joined at, so one that keeps up
+    // has fetched, by the end of the step, every part the broadcaster made since (but the one in
+    // flight); one the server answers too slowly falls behind and has fewer. Lateness says how far
+    // behind: from a part's upload to its delivery, p99 under 1 s as well.
+    const order = (k) => k.split('.').map(Number);
+    const made = st.joined.reduce((sum, j) => sum + [...bst.stored].filter(([k, t]) => {
+      const [msn, part] = order(k);
+      return t <= stopAt && (msn > j.msn || (msn === j.msn && part >= j.part));
+    }).length, 0);
+    const keptUp = made ? st.fetched / made : 0;
+    const late99 = percentile(st.late, 99);
+    const pass = st.errors === 0 && bst.errors === 0 && st.part.length > 0 && p99 < 1000 && late99 < 1000 && keptUp >= KEEP_UP;
     const r = {
       pass, errors: st.errors + bst.errors, last_error: st.lastError ?? bst.lastError,
       parts: st.part.length, unused_hints: st.unused_hints, part_p50_ms: percentile(st.part, 50), part_p99_ms: p99,
       reload_p50_ms: percentile(st.reload, 50), reload_p99_ms: percentile(st.reload, 99),
+      late_p50_ms: percentile(st.late, 50), late_p99_ms: late99,
       requests_per_viewer_s: st.requests / n / wall, kept_up: keptUp, server_cpu_pct: server_cpu,
       client_cpu_pct: client_cpu,
       // Every viewer holds about two requests at a time; the growth is theirs.
       host_kib_per_held: ((rssMax - rss0) / 1024) / (2 * n),
     };
-    r.note = `part p50 ${r.part_p50_ms.toFixed(0)} ms p99 ${p99.toFixed(0)} ms, reload p99 ${r.reload_p99_ms.toFixed(0)} ms, `
+    r.note = `part p50 ${r.part_p50_ms.toFixed(0)} ms p99 ${p99.toFixed(0)} ms, upload to delivery p50 ${r.late_p50_ms.toFixed(0)} ms `
+      + `p99 ${late99.toFixed(0)} ms, reload p99 ${r.reload_p99_ms.toFixed(0)} ms, `
       + `${(keptUp * 100).toFixed(0)}% of the parts fetched, `
       + `${r.requests_per_viewer_s.toFixed(1)} req/s per viewer, host CPU ${server_cpu.toFixed(0)}%, load generator CPU ${client_cpu.toFixed(0)}%, `
       + `host +${r.host_kib_per_held.toFixed(0)} KiB per held request, ${r.unused_hints} hinted parts never made (404), ${r.errors} errors`
@@ -198,6 +285,7 @@ async function audience(server, parts, cfg, log) {
       requests_per_viewer_s: summary(atTop.map((s) => s.requests_per_viewer_s)),
       part_p99_ms: summary(atTop.map((s) => s.part_p99_ms)),
       reload_p99_ms: summary(atTop.map((s) => s.reload_p99_ms)),
+      late_p99_ms: summary(atTop.map((s) => s.late_p99_ms)),
       host_kib_per_held: summary(atTop.map((s) => s.host_kib_per_held)),
       server_cpu_pct: summary(atTop.map((s) => s.server_cpu_pct)),
       client_cpu_pct: summary(atTop.map((s) => s.client_cpu_pct ?? 0)),

@@ -414,18 +414,21 @@ function lowLatency(r) {
   const b = a.at_best;
   s += `
 Command: \`${L.cmd}\`. A simulated broadcaster uploads a 2 s 720p segment as ${a.parts} parts of
-${a.part_ms} ms in real time (wire contract v2) and seals each segment; every simulated viewer does what
-hls.js does in low-latency mode: a blocking playlist reload for the part named by
-\`EXT-X-PRELOAD-HINT\` (\`_HLS_msn\`/\`_HLS_part\`) and, at the same time, a request for that part,
-both held by the server until the part exists; then the next hint (a hinted part the broadcaster never
-makes, because it sealed the segment first, is answered 404 and not counted as an error unless a
-playlist lists it). The viewers join a stream whose window already holds ${a.window_segments ?? 0} segments and ask
-for delta updates (\`_HLS_skip=YES\`) as hls.js does. A step passes when no request
+${a.part_ms} ms in real time (wire contract v2) and seals each segment. Every simulated viewer plays as
+hls.js does in low-latency mode, on two keep-alive connections: a playlist loader makes blocking
+reloads (delta updates, \`_HLS_skip=YES\`) for the part named by \`EXT-X-PRELOAD-HINT\`, one after
+another; a part loader loads the parts in order from the one it joined at: a listed part at once, the
+hinted one held by the server until it exists. A part is never skipped, so a viewer the server serves
+too slowly falls behind. A hinted part the broadcaster never makes (it sealed the segment first) is
+answered 404 and is not an error if the playlists then list the segment sealed without it. The viewers
+join a stream whose window already holds ${a.window_segments ?? 0} segments. A step passes when no request
 failed, the part requests' p99 (which includes the wait for the part to exist, up to one part
-target) stays under 1 s, and the viewers kept up: each fetched at least 90% of the parts the broadcaster
-made (a viewer answered too slowly skips parts, as the next playlist's hint is already further on, which a
-player could not). Viewers double per ${a.step_seconds} s step until one fails. Host memory
-per held request is the host's RSS growth during the step over twice the viewers (each holds two).
+target) stays under 1 s, the parts reached the viewers in time (from the answer to a part's upload to
+its delivery, p99 under 1 s), and the viewers kept up (each fetched at least 90% of the parts made
+since it joined). Viewers double per ${a.step_seconds} s step until one fails. The load generator is
+one Node process on the same two cores, with a hand-written HTTP/1.1 client; its CPU is
+reported below. Host memory per held request is the host's RSS growth during the step over twice the
+viewers (each holds two).
 
 | figure | value | target | verdict |
 | --- | --- | --- | --- |
@@ -434,6 +437,8 @@ per held request is the host's RSS growth during the step over twice the viewers
   if (b) {
     s += `| at ${b.n} viewers: requests per viewer per second | ${spread(b.requests_per_viewer_s, 2)} | — | — |
 | at ${b.n} viewers: part request p99 (ms) | ${spread(b.part_p99_ms, 0)} | < 1000 | ${verdict(b.part_p99_ms.median < 1000)} |
+${b.late_p99_ms ? `| at ${b.n} viewers: part upload to delivery p99 (ms) | ${spread(b.late_p99_ms, 0)} | < 1000 | ${verdict(b.late_p99_ms.median < 1000)} |
+` : ''}
 | at ${b.n} viewers: blocking reload p99 (ms) | ${spread(b.reload_p99_ms, 0)} | — | — |
 | at ${b.n} viewers: host memory per held request (KiB) | ${spread(b.host_kib_per_held, 0)} | — | — |
 | at ${b.n} viewers: host CPU (%, 200 = both cores) | ${spread(b.server_cpu_pct, 0)} | — | — |

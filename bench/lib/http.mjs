@@ -1,6 +1,7 @@
 //! A minimal keep-alive HTTP/1.1 client over node:http that times each request and never throws.
 
 import http from 'node:http';
+import net from 'node:net';
 
 /** One keep-alive agent per simulated client, so each holds its own connections like a real one. */
 export const agent = (maxSockets = 2) => new http.Agent({ keepAlive: true, maxSockets });
@@ -28,3 +29,78 @@ export function request(url, { method = 'GET', headers = {}, body, agent: a, tim
 }
 
 export const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+/**
+ * One keep-alive HTTP/1.1 connection for GETs, one request at a time, parsed by hand: for load
+ * generators that share the cores with the server they measure (bench/ll.mjs), where node:http's
+ * per-request machinery would cost a large part of a core. Answers need a `content-length` (the
+ * host and Spin send one for every answer here); anything else is a failed request. `get` resolves
+ * to `{ status, body, bytes, ms, error }` like `request` (`status` 0 on failure), and reconnects
+ * after a failure or when the server closes.
+ */
+export function connection(base) {
+  const { hostname, port } = new URL(base);
+  let socket = null;
+  let pending = null; // { resolve, t0, discard, head: Buffer | null, status, length, chunks, bytes }
+  let buf = Buffer.alloc(0);
+
+  const finish = (r) => {
+    const p = pending;
+    pending = null;
+    if (p) p.resolve({ ms: performance.now() - p.t0, ...r });
+  };
+  const fail = (message) => {
+    if (socket) { socket.destroy(); socket = null; }
+    buf = Buffer.alloc(0);
+    finish({ status: 0, error: message, bytes: 0, body: Buffer.alloc(0) });
+  };
+  const onData = (data) => {
+    if (!pending) return;
+    buf = buf.length ? Buffer.concat([buf, data]) : data;
+    const p = pending;
+    if (p.status === undefined) {
+      const end = buf.indexOf('\r\n\r\n');
+      if (end < 0) return;
+      const head = buf.toString('latin1', 0, end);
+      buf = buf.subarray(end + 4);
+      const status = Number(head.slice(9, 12));
+      const m = head.match(/\r\ncontent-length:\s*(\d+)/i);
+      if (!status || !m) return fail(`unreadable answer head: ${head.split('\r\n')[0]}`);
+      p.status = status;
+      p.length = Number(m[1]);
+      p.close = /\r\nconnection:\s*close/i.test(head);
+    }
+    const take = Math.min(buf.length, p.length - p.bytes);
+    if (take > 0) {
+      if (!p.discard) p.chunks.push(buf.subarray(0, take));
+      p.bytes += take;
+      buf = buf.subarray(take);
+    }
+    if (p.bytes === p.length) {
+      if (p.close) { socket.destroy(); socket = null; }
+      finish({ status: p.status, body: p.discard ? Buffer.alloc(0) : Buffer.concat(p.chunks), bytes: p.bytes });
+    }
+  };
+  const connect = () => {
+    socket = net.connect({ host: hostname, port: Number(port) });
+    socket.setNoDelay(true);
+    socket.on('data', onData);
+    socket.on('error', (e) => fail(e.message));
+    socket.on('close', () => { socket = null; if (pending) fail('the server closed the connection'); });
+  };
+  return {
+    /** GET `path` (with its query). */
+    get(path, { discard = false, timeoutMs = 15_000 } = {}) {
+      if (pending) throw new Error('one request at a time on a connection');
+      return new Promise((resolve) => {
+        pending = { resolve, t0: performance.now(), discard, status: undefined, length: 0, chunks: [], bytes: 0 };
+        const timer = setTimeout(() => fail(`no answer within ${timeoutMs} ms`), timeoutMs);
+        const done = pending.resolve;
+        pending.resolve = (r) => { clearTimeout(timer); done(r); };
+        if (!socket) connect();
+        socket.write(`GET ${path} HTTP/1.1\r\nhost: ${hostname}:${port}\r\n\r\n`);
+      });
+    },
+    close() { if (socket) socket.destroy(); socket = null; },
+  };
+}
