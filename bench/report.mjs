@@ -435,11 +435,10 @@ viewers (each holds two).
 | viewers held at the live edge | ${spread(a.viewers, 0)} | >= 320 | ${verdict(a.viewers.median >= 320)} |
 `;
   if (b) {
-    s += `| at ${b.n} viewers: requests per viewer per second | ${spread(b.requests_per_viewer_s, 2)} | — | — |
+    s += `| at ${b.n} viewers${b.steps ? ` (the step passed in ${b.passed} of ${b.steps} runs)` : ''}: requests per viewer per second | ${spread(b.requests_per_viewer_s, 2)} | — | — |
 | at ${b.n} viewers: part request p99 (ms) | ${spread(b.part_p99_ms, 0)} | < 1000 | ${verdict(b.part_p99_ms.median < 1000)} |
 ${b.late_p99_ms ? `| at ${b.n} viewers: part upload to delivery p99 (ms) | ${spread(b.late_p99_ms, 0)} | < 1000 | ${verdict(b.late_p99_ms.median < 1000)} |
-` : ''}
-| at ${b.n} viewers: blocking reload p99 (ms) | ${spread(b.reload_p99_ms, 0)} | — | — |
+` : ''}| at ${b.n} viewers: blocking reload p99 (ms) | ${spread(b.reload_p99_ms, 0)} | — | — |
 | at ${b.n} viewers: host memory per held request (KiB) | ${spread(b.host_kib_per_held, 0)} | — | — |
 | at ${b.n} viewers: host CPU (%, 200 = both cores) | ${spread(b.server_cpu_pct, 0)} | — | — |
 ${b.client_cpu_pct ? `| at ${b.n} viewers: the load generator's own CPU (%, same cores) | ${spread(b.client_cpu_pct, 0)} | — | — |
