@@ -6,6 +6,7 @@
 //! MPEG-TS packet boundaries into parts, one part every part target, then a commit. The server only
 //! checks the TS shape, so the cut does not matter for what is measured here.
 
+import { readFileSync } from 'node:fs';
 import { startHost } from './lib/host.mjs';
 import { request, agent, sleep, connection } from './lib/http.mjs';
 import { newSession } from './lib/stream.mjs';
@@ -339,6 +340,39 @@ async function skipCost(root, parts, cfg, log) {
   }
 }
 
+/**
+ * Key-value reads per held request: one step of `n` viewers against a host that logs each
+ * request's reads (`CHALKSTREAM_COUNT_KV=1`, a line per request, so not in the timed audience),
+ * averaged over the blocking reloads and over the part requests.
+ */
+async function countReads(root, parts, cfg, log, n) {
+  process.env.CHALKSTREAM_COUNT_KV = '1';
+  let server;
+  try {
+    server = await startHost(root, 'll-reads', { idle_timeout: 3600 });
+  } finally {
+    delete process.env.CHALKSTREAM_COUNT_KV;
+  }
+  try {
+    await audience(server, parts, { ...cfg, runs: 1, ll: { ...cfg.ll, ns: [n] } }, () => {});
+  } finally {
+    await server.stop();
+  }
+  const reloads = [];
+  const partReads = [];
+  for (const line of readFileSync(server.log, 'utf8').split('\n')) {
+    const m = line.match(/kv GET (\S+): (\d+) reads/);
+    if (!m) continue;
+    if (/^\/playlist\/[0-9a-f]+\.m3u8\?_HLS_msn=\d+&_HLS_part=\d+/.test(m[1])) reloads.push(Number(m[2]));
+    else if (/^\/chunks\/[0-9a-f]+\/\d+\.\d+\.ts$/.test(m[1])) partReads.push(Number(m[2]));
+  }
+  const of = (xs) => ({ requests: xs.length, mean: xs.reduce((a, b) => a + b, 0) / (xs.length || 1), p99: percentile(xs, 99), max: Math.max(...xs) });
+  const r = { viewers: n, reload: of(reloads), part: of(partReads) };
+  log(`  key-value reads at ${n} viewers: blocking reload mean ${r.reload.mean.toFixed(1)} (p99 ${r.reload.p99}, max ${r.reload.max}, `
+    + `${r.reload.requests} requests), part request mean ${r.part.mean.toFixed(1)} (p99 ${r.part.p99}, max ${r.part.max}, ${r.part.requests} requests)`);
+  return r;
+}
+
 /** Run part 5 against a fresh host. */
 export async function runLowLatency({ root, cfg, log }) {
   const parts = cutParts(segment(root, 'hd2s'), PARTS);
@@ -350,6 +384,8 @@ export async function runLowLatency({ root, cfg, log }) {
   } finally {
     await server.stop();
   }
+  log('low latency: key-value reads per held request');
+  aud.reads = await countReads(root, parts, cfg, log, cfg.ll.readsViewers ?? 40);
   log('low latency: delta reload of a long retention-0 stream');
   const skip = await skipCost(root, parts, cfg, log);
   return { audience: aud, skip, cmd: 'scripts/bench (bench/ll.mjs)' };

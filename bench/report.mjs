@@ -428,7 +428,9 @@ its delivery, p99 under 1 s), and the viewers kept up (each fetched at least 90%
 since it joined). Viewers double per ${a.step_seconds} s step until one fails. The load generator is
 one Node process on the same two cores, with a hand-written HTTP/1.1 client; its CPU is
 reported below. Host memory per held request is the host's RSS growth during the step over twice the
-viewers (each holds two).
+viewers (each holds two). Key-value reads per request are counted in one more step${a.reads ? ` of ${a.reads.viewers} viewers` : ''}, on
+a host that logs each request's reads (a line per request, so not in the timed steps); a blocking reload's
+count includes its checks while held and the playlist it answers with.
 
 | figure | value | target | verdict |
 | --- | --- | --- | --- |
@@ -442,6 +444,8 @@ ${b.late_p99_ms ? `| at ${b.n} viewers: part upload to delivery p99 (ms) | ${spr
 | at ${b.n} viewers: host memory per held request (KiB) | ${spread(b.host_kib_per_held, 0)} | — | — |
 | at ${b.n} viewers: host CPU (%, 200 = both cores) | ${spread(b.server_cpu_pct, 0)} | — | — |
 ${b.client_cpu_pct ? `| at ${b.n} viewers: the load generator's own CPU (%, same cores) | ${spread(b.client_cpu_pct, 0)} | — | — |
+` : ''}${a.reads ? `| key-value reads per blocking reload (${a.reads.viewers} viewers, counted): mean (p99, max) | ${f(a.reads.reload.mean, 1)} (${a.reads.reload.p99}, ${a.reads.reload.max}) | — | — |
+| key-value reads per part request (same): mean (p99, max) | ${f(a.reads.part.mean, 1)} (${a.reads.part.p99}, ${a.reads.part.max}) | — | — |
 ` : ''}`;
   }
   const k = L.skip;

@@ -19,7 +19,7 @@ export const MODES = {
     latency: { settings: [{ segment_s: 2, low_latency: true }], seconds: 3, runs: 1 },
     // One configuration, the one that needs the most set up (fake microphone and camera, their permission).
     client: { points: [4], configs: ['720p+mic+camera'] },
-    ll: { ns: [3], stepSeconds: 3, windowSegments: 5, skipSegments: 20, skipRequests: 20 },
+    ll: { ns: [3], stepSeconds: 3, windowSegments: 5, skipSegments: 20, skipRequests: 20, readsViewers: 3 },
     // The property test over HTTP with its fixed seed (8 cases), as scripts/test runs it.
     reads: { propertySecs: 0 },
   },
@@ -36,7 +36,7 @@ export const MODES = {
     },
     // Every configuration of bench/client.mjs (the three presets, 720p with microphone and camera), 2 minutes each.
     client: { points: [60, 120] },
-    ll: { ns: [10, 20, 40, 80, 160, 320, 480, 640], stepSeconds: 12, windowSegments: 300, skipSegments: 3600, skipRequests: 400 },
+    ll: { ns: [10, 20, 40, 80, 160, 320, 480, 640], stepSeconds: 12, windowSegments: 300, skipSegments: 3600, skipRequests: 400, readsViewers: 40 },
     reads: { propertySecs: 180 },
   },
 };
