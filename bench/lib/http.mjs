@@ -82,11 +82,13 @@ export function connection(base) {
     }
   };
   const connect = () => {
-    socket = net.connect({ host: hostname, port: Number(port) });
-    socket.setNoDelay(true);
-    socket.on('data', onData);
-    socket.on('error', (e) => fail(e.message));
-    socket.on('close', () => { socket = null; if (pending) fail('the server closed the connection'); });
+    const s = net.connect({ host: hostname, port: Number(port) });
+    socket = s;
+    s.setNoDelay(true);
+    // A socket given up on (a timeout, an error) may still report: only the current one counts.
+    s.on('data', (data) => { if (socket === s) onData(data); });
+    s.on('error', (e) => { if (socket === s) fail(e.message); });
+    s.on('close', () => { if (socket === s) { socket = null; if (pending) fail('the server closed the connection'); } });
   };
   return {
     /** GET `path` (with its query). */
