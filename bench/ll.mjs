@@ -236,11 +236,9 @@ async function audience(server, parts, cfg, log) {
     // has fetched, by the end of the step, every part the broadcaster made since (but the one in
     // flight); one the server answers too slowly falls behind and has fewer. Lateness says how far
     // behind: from a part's upload to its delivery, p99 under 1 s as well.
-    const order = (k) => k.split('.').map(Number);
-    const made = st.joined.reduce((sum, j) => sum + [...bst.stored].filter(([k, t]) => {
-      const [msn, part] = order(k);
-      return t <= stopAt && (msn > j.msn || (msn === j.msn && part >= j.part));
-    }).length, 0);
+    const madeInStep = [...bst.stored].filter(([, t]) => t <= stopAt).map(([k]) => k.split('.').map(Number));
+    const made = st.joined.reduce((sum, j) =>
+      sum + madeInStep.filter(([msn, part]) => msn > j.msn || (msn === j.msn && part >= j.part)).length, 0);
     const keptUp = made ? st.fetched / made : 0;
     const late99 = percentile(st.late, 99);
     const pass = st.errors === 0 && bst.errors === 0 && st.part.length > 0 && p99 < 1000 && late99 < 1000 && keptUp >= KEEP_UP;
@@ -346,13 +344,7 @@ async function skipCost(root, parts, cfg, log) {
  * averaged over the blocking reloads and over the part requests.
  */
 async function countReads(root, parts, cfg, log, n) {
-  process.env.CHALKSTREAM_COUNT_KV = '1';
-  let server;
-  try {
-    server = await startHost(root, 'll-reads', { idle_timeout: 3600 });
-  } finally {
-    delete process.env.CHALKSTREAM_COUNT_KV;
-  }
+  const server = await startHost(root, 'll-reads', { idle_timeout: 3600 }, { CHALKSTREAM_COUNT_KV: '1' });
   try {
     await audience(server, parts, { ...cfg, runs: 1, ll: { ...cfg.ll, ns: [n] } }, () => {});
   } finally {

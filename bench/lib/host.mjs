@@ -8,8 +8,11 @@ import { mkdtempSync, mkdirSync, openSync, closeSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
-/** Start the host with Spin variables `env` (by name). Resolves to `{ url, pid, log, stop() }`; stop() removes its state. */
-export async function startHost(root, name, env = {}) {
+/**
+ * Start the host with Spin variables `env` (by name) and, in `hostEnv`, environment for the host
+ * itself (e.g. `CHALKSTREAM_COUNT_KV`). Resolves to `{ url, pid, log, stop() }`; stop() removes its state.
+ */
+export async function startHost(root, name, env = {}, hostEnv = {}) {
   const stateDir = mkdtempSync(join(tmpdir(), 'chalkstream-bench-state-'));
   mkdirSync(join(root, 'target', 'bench'), { recursive: true });
   const log = join(root, 'target', 'bench', `host-${name}.log`);
@@ -17,7 +20,7 @@ export async function startHost(root, name, env = {}) {
   const vars = Object.fromEntries(Object.entries(env).map(([k, v]) => [`SPIN_VARIABLE_${k.toUpperCase()}`, String(v)]));
   const child = spawn(join(root, 'target', 'release', 'chalkstream-host'),
     ['--listen', '127.0.0.1:0', '--state-dir', stateDir, '--spin-toml', join(root, 'spin.toml')],
-    { env: { ...process.env, ...vars }, stdio: ['ignore', 'pipe', fd] });
+    { env: { ...process.env, ...hostEnv, ...vars }, stdio: ['ignore', 'pipe', fd] });
   closeSync(fd);
   const exited = new Promise((r) => child.once('exit', r));
   const url = await new Promise((resolve, reject) => {
