@@ -58,7 +58,7 @@ impl SessionSecret {
     /// The public stream id of this secret.
     pub fn stream_id(&self) -> StreamId {
         let digest = Sha1::digest(self.0.as_bytes());
-        StreamId(hex(&digest))
+        StreamId(hex::encode(digest))
     }
 }
 
@@ -93,20 +93,9 @@ impl fmt::Display for StreamId {
     }
 }
 
-/// Lowercase hex of some bytes.
-pub fn hex(bytes: &[u8]) -> String {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut out = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        out.push(DIGITS[usize::from(b >> 4)] as char);
-        out.push(DIGITS[usize::from(b & 15)] as char);
-    }
-    out
-}
-
 /// Lowercase hex SHA-1 of some bytes (segment bodies are identified by it).
 pub fn sha1_hex(bytes: &[u8]) -> String {
-    hex(&Sha1::digest(bytes))
+    hex::encode(Sha1::digest(bytes))
 }
 
 #[cfg(test)]
@@ -120,6 +109,22 @@ mod tests {
         assert_eq!(secret.stream_id().as_str(), "c436f0485bf34625ff7764ead634bccd875b514d");
         assert_eq!(sha1_hex(b"abc"), "a9993e364706816aba3e25717850c26c9cd0d89d");
         assert!(StreamId::parse(secret.stream_id().as_str()).is_ok());
+    }
+
+    #[test]
+    fn sha1_hex_is_forty_lowercase_digits_with_leading_zeros_kept() {
+        // Bytes below 0x10 (0x0d, 0x07, 0x09 here) keep their leading zero; digits are lowercase.
+        // Computed independently with `sha1sum`.
+        assert_eq!(sha1_hex(b""), "da39a3ee5e6b4b0d3255bfef95601890afd80709");
+        assert_eq!(
+            sha1_hex(b"The quick brown fox jumps over the lazy dog"),
+            "2fd4e1c67a2d28fced849ee1bb76e7391b93eb12"
+        );
+        for text in ["", "abc", "The quick brown fox jumps over the lazy dog"] {
+            let hex = sha1_hex(text.as_bytes());
+            assert_eq!(hex.len(), 40, "{text:?}");
+            assert!(StreamId::parse(&hex).is_ok(), "{text:?}: {hex}");
+        }
     }
 
     #[test]
