@@ -80,8 +80,8 @@ impl Queue {
     /// Segments the outage bound dropped.
     pub fn dropped(&self) -> u64 {
         match self {
-            Queue::Segments(q) => q.dropped,
-            Queue::Parts { queue, .. } => queue.dropped,
+            Queue::Segments(q) => q.dropped(),
+            Queue::Parts { queue, .. } => queue.dropped(),
         }
     }
 }

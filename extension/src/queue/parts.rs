@@ -1,0 +1,319 @@
+//! The low-latency face of the queue core (wire contract v2): parts, then a commit per segment.
+
+use super::{Core, Flight, Gap, GapSettled, Outcome, Unit};
+
+/// Upload order for low-latency parts: one queue of parts and commits, strictly in order, one
+/// request at a time.
+///
+/// A segment gets its `seq` when its part 0 is first sent, so seqs stay dense. Once any request
+/// of a segment went out, the segment is never dropped and never changes: a retry sends the same
+/// part again, so the server never sees two bodies under one `(seq, part)`, and no sealed
+/// segment can end up without the parts it names. During an outage the bound (applied at each
+/// seal) drops whole sealed segments, oldest first (never the newest, nor one with a request on
+/// the wire); one that was sent in part leaves a gap to declare under its seq, which goes before
+/// anything else. The segment after a drop starts with a discontinuity.
+pub type PartQueue<T> = Core<Parts<T>>;
+
+/// One segment's parts as the core queues them.
+#[derive(Debug)]
+pub struct Parts<T> {
+    /// Each part and its duration (ms).
+    parts: Vec<(T, u64)>,
+    /// Every part is here (its commit may be sent).
+    sealed: bool,
+    /// Parts the server acknowledged.
+    acked: usize,
+}
+
+impl<T> Unit for Parts<T> {
+    fn unacked_ms(&self) -> u64 {
+        self.parts[self.acked..].iter().map(|p| p.1).sum()
+    }
+
+    fn duration_ms(&self) -> u64 {
+        self.parts.iter().map(|p| p.1).sum()
+    }
+
+    fn complete(&self) -> bool {
+        self.sealed
+    }
+
+    /// A part to send, or the commit once sealed.
+    fn ready(&self) -> bool {
+        self.acked < self.parts.len() || self.sealed
+    }
+
+    /// Every part again: the server holds none of them under the fresh seq.
+    fn restart(&mut self) {
+        self.acked = 0;
+    }
+}
+
+/// What to send next from a [`PartQueue`].
+#[derive(Debug, PartialEq)]
+pub enum Item<'a, T> {
+    /// `PUT` part `part` of segment `seq`.
+    Part {
+        seq: u64,
+        part: u32,
+        /// Only ever on part 0: the segment starts after a break.
+        discontinuity: bool,
+        duration_ms: u64,
+        payload: &'a T,
+    },
+    /// `POST` the commit of segment `seq` from its `parts` parts.
+    Commit { seq: u64, parts: u32 },
+    /// `POST` a gap for segment `seq`: it was sent in part and dropped by the bound.
+    Gap(Gap),
+}
+
+/// What an acknowledgement settled.
+#[derive(Debug, PartialEq)]
+pub enum Acked<'a, T> {
+    Part(&'a T),
+    /// The segment is sealed and left the queue.
+    Commit {
+        seq: u64,
+        parts: u32,
+    },
+    /// The gap is settled: `recorded` (`201`/`200`), or the server had sealed the segment
+    /// after all (`409`: it counts as acknowledged).
+    Gap { gap: Gap, recorded: bool },
+}
+
+impl<T> Core<Parts<T>> {
+    /// Adds a part; `first` starts a new segment (and seals an unsealed one before it, which
+    /// only happens if its seal never came).
+    pub fn push_part(&mut self, payload: T, duration_ms: u64, first: bool) {
+        let open = self.segs.back().is_some_and(|s| !s.unit.sealed);
+        if first || !open {
+            if let Some(prev) = self.segs.back_mut() {
+                prev.unit.sealed = true;
+            }
+            self.push_unit(Parts {
+                parts: Vec::new(),
+                sealed: false,
+                acked: 0,
+            });
+        }
+        let seg = self.segs.back_mut().expect("pushed above");
+        seg.unit.parts.push((payload, duration_ms));
+    }
+
+    /// The segment being filled has all its parts: its commit may go, and the bound applies.
+    pub fn seal(&mut self) {
+        if let Some(seg) = self.segs.back_mut() {
+            seg.unit.sealed = true;
+        }
+        self.bound();
+    }
+
+    /// The request to make now, if any: a gap first, else the head segment's next part, or its
+    /// commit once every part is acknowledged; assigns the segment's seq on its first request.
+    pub fn next(&mut self, now_ms: u64) -> Option<Item<'_, T>> {
+        if let Some(gap) = self.next_gap(now_ms) {
+            return Some(Item::Gap(gap));
+        }
+        let (seq, head) = self.start_head(now_ms)?;
+        let parts = &head.unit.parts;
+        let acked = head.unit.acked;
+        Some(match parts.get(acked) {
+            Some((payload, duration_ms)) => Item::Part {
+                seq,
+                part: acked as u32,
+                discontinuity: acked == 0 && head.discontinuity,
+                duration_ms: *duration_ms,
+                payload,
+            },
+            None => Item::Commit {
+                seq,
+                parts: parts.len() as u32,
+            },
+        })
+    }
+
+    /// Records the answer to the request `next` handed out.
+    pub fn settle(&mut self, outcome: Outcome, now_ms: u64, jitter: f64) -> Option<Acked<'_, T>> {
+        if self.in_flight == Some(Flight::Gap) {
+            return match self.settle_gap(outcome, now_ms, jitter) {
+                GapSettled::Recorded(gap) => Some(Acked::Gap { gap, recorded: true }),
+                GapSettled::SegmentHeld(gap) => Some(Acked::Gap { gap, recorded: false }),
+                GapSettled::Pending => None,
+            };
+        }
+        if !self.settle_head(outcome, now_ms, jitter) {
+            return None;
+        }
+        let head = self.segs.front_mut()?;
+        if head.unit.acked < head.unit.parts.len() {
+            head.unit.acked += 1;
+            let head = &self.segs.front()?.unit;
+            return Some(Acked::Part(&head.parts[head.acked - 1].0));
+        }
+        let seg = self.segs.pop_front()?;
+        Some(Acked::Commit {
+            seq: seg.seq.unwrap_or_default(),
+            parts: seg.unit.parts.len() as u32,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::queue::*;
+
+    fn pq() -> PartQueue<&'static str> {
+        PartQueue::new(Backoff::default(), 10_000)
+    }
+
+    /// Acks everything the queue hands out until it has nothing; returns what went out.
+    fn drain(q: &mut PartQueue<&'static str>) -> Vec<String> {
+        let mut sent = Vec::new();
+        while let Some(item) = q.next(1_000_000) {
+            sent.push(match item {
+                Item::Part {
+                    seq,
+                    part,
+                    discontinuity,
+                    payload,
+                    ..
+                } => {
+                    format!(
+                        "{seq}/{part}:{payload}{}",
+                        if discontinuity { "!" } else { "" }
+                    )
+                }
+                Item::Commit { seq, parts } => format!("{seq}/commit {parts}"),
+                Item::Gap(gap) => format!("{}/gap {}", gap.seq, gap.duration_ms),
+            });
+            q.settle(Outcome::Acked, 1_000_000, 0.5);
+        }
+        sent
+    }
+
+    #[test]
+    fn parts_go_in_order_and_a_commit_follows_each_segments_last_part() {
+        let mut q = pq();
+        q.push_part("a0", 334, true);
+        q.push_part("a1", 334, false);
+        assert_eq!(
+            drain(&mut q),
+            ["0/0:a0", "0/1:a1"],
+            "no commit before the seal"
+        );
+        q.push_part("a2", 300, false);
+        q.seal();
+        q.push_part("b0", 334, true);
+        assert_eq!(drain(&mut q), ["0/2:a2", "0/commit 3", "1/0:b0"]);
+        assert_eq!(q.waiting(), 1, "segment 1 is still open");
+        q.seal();
+        assert_eq!(drain(&mut q), ["1/commit 1"]);
+        assert_eq!(q.waiting(), 0);
+    }
+
+    #[test]
+    fn a_retry_sends_the_same_part_under_the_same_seq() {
+        let mut q = pq();
+        q.push_part("a0", 334, true);
+        q.push_part("a1", 334, false);
+        q.next(0).unwrap();
+        q.settle(Outcome::Acked, 0, 0.5);
+        let first = format!("{:?}", q.next(0).unwrap());
+        q.settle(Outcome::Retry, 100, 0.5);
+        assert!(q.next(349).is_none(), "backing off");
+        assert_eq!(format!("{:?}", q.next(350).unwrap()), first);
+        assert!(matches!(
+            q.settle(Outcome::Acked, 400, 0.5),
+            Some(Acked::Part(&"a1"))
+        ));
+    }
+
+    #[test]
+    fn the_bound_drops_whole_sealed_segments_and_a_sent_one_becomes_a_gap() {
+        let mut q = pq(); // 10 s bound
+        q.push_part("s0p0", 1000, true);
+        q.next(0).unwrap();
+        q.settle(Outcome::Retry, 0, 0.5); // server down while s0's part 0 is out
+        q.push_part("s0p1", 1000, false);
+        q.seal();
+        for s in ["s1", "s2", "s3", "s4", "s5"] {
+            q.push_part(s, 1000, true);
+            q.push_part(s, 1000, false);
+            q.seal();
+        }
+        // 12 s waiting > 10 s: s0 goes (the oldest; sent, so seq 0 becomes a gap).
+        assert_eq!((q.dropped(), q.gaps_waiting(), q.waiting_ms()), (1, 1, 10_000));
+        q.push_part("s6", 1000, true); // open segments are never dropped
+        q.push_part("s6", 1000, false);
+        assert_eq!(q.dropped(), 1);
+        q.seal();
+        assert_eq!(q.dropped(), 2, "s1 goes, never sent: no gap");
+        assert_eq!(q.gaps_waiting(), 1);
+        let sent = drain(&mut q);
+        assert_eq!(&sent[..4], ["0/gap 2000", "1/0:s2!", "1/1:s2", "1/commit 2"]);
+        assert_eq!(sent.iter().filter(|s| s.ends_with('!')).count(), 1);
+        assert_eq!(sent.last().unwrap(), "5/commit 2", "seqs stay dense");
+    }
+
+    #[test]
+    fn the_bound_never_drops_a_segment_whose_request_is_on_the_wire() {
+        let mut q = pq();
+        q.push_part("a", 6000, true);
+        q.next(0).unwrap(); // on the wire
+        q.push_part("a", 6000, false);
+        q.seal();
+        q.push_part("b", 6000, true);
+        q.seal();
+        assert_eq!(q.dropped(), 0, "a is on the wire; b is the newest");
+        assert_eq!(q.waiting_ms(), 18_000);
+        q.settle(Outcome::Retry, 0, 0.5);
+        q.push_part("c", 6000, true);
+        q.seal();
+        assert_eq!((q.dropped(), q.gaps_waiting()), (2, 1), "a (a gap now) and b go");
+        assert_eq!(drain(&mut q), ["0/gap 12000", "1/0:c!", "1/commit 1"]);
+    }
+
+    #[test]
+    fn a_gap_answered_409_means_the_segment_was_sealed_after_all() {
+        let mut q = pq();
+        q.push_part("a0", 5000, true);
+        q.push_part("a1", 5000, false);
+        q.seal();
+        q.next(0).unwrap();
+        q.settle(Outcome::Acked, 0, 0.5);
+        q.next(0).unwrap();
+        q.settle(Outcome::Retry, 0, 0.5); // part 1 unanswered
+        q.push_part("b0", 6000, true); // 5 s of a unacknowledged + 6 s > 10 s
+        q.seal();
+        assert_eq!(q.gaps_waiting(), 1);
+        assert_eq!(q.next(1000), Some(Item::Gap(Gap { seq: 0, duration_ms: 10_000 })));
+        assert_eq!(
+            q.settle(Outcome::Conflict, 1000, 0.5),
+            Some(Acked::Gap { gap: Gap { seq: 0, duration_ms: 10_000 }, recorded: false })
+        );
+        assert_eq!(drain(&mut q), ["1/0:b0!", "1/commit 1"]);
+    }
+
+    #[test]
+    fn a_conflict_sends_the_whole_segment_again_under_a_fresh_seq() {
+        let mut q = pq();
+        q.push_part("a0", 334, true);
+        q.push_part("a1", 334, false);
+        q.seal();
+        q.next(0).unwrap();
+        q.settle(Outcome::Acked, 0, 0.5);
+        q.next(0).unwrap();
+        assert!(q.settle(Outcome::Conflict, 0, 0.5).is_none());
+        assert_eq!(drain(&mut q), ["1/0:a0!", "1/1:a1", "1/commit 2"]);
+    }
+
+    #[test]
+    fn fatal_answers_stop_the_part_queue() {
+        let mut q = pq();
+        q.push_part("a0", 334, true);
+        q.next(0).unwrap();
+        q.settle(Outcome::Fatal(400), 0, 0.5);
+        assert_eq!(q.halted(), Some(400));
+        assert!(q.next(1_000_000).is_none());
+    }
+}
