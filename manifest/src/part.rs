@@ -11,6 +11,9 @@ use crate::decimal::{self, DecimalError};
 use crate::id::sha1_hex;
 use crate::ingest::{self, IngestError, SeqProblem};
 use crate::segment::{part_count, SegmentMeta, SHA1_KEY_PREFIX_LEN};
+// Defined with the segment record that stores it, so `segment` never imports `part`; re-exported
+// so `part::PartRef` stays a path.
+pub use crate::segment::PartRef;
 use crate::time::{self, TimeError};
 use crate::wire;
 use serde::{Deserialize, Serialize};
@@ -285,18 +288,6 @@ impl PartMeta {
     }
 }
 
-/// A part as a sealed segment's meta lists it: enough to render its `EXT-X-PART` line and to
-/// find its slices (`seg/{id}/{seq}/p{n}/{sha1}/{slice}`) without reading its own meta.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct PartRef {
-    pub duration_ms: u32,
-    pub independent: bool,
-    pub len: u64,
-    pub slices: u32,
-    /// The SHA-1 prefix ([`SHA1_KEY_PREFIX_LEN`] hex digits) in the slice keys.
-    pub sha1: String,
-}
-
 impl SegmentMeta {
     /// The meta that seals segment `seq` from its parts `0..N` (`parts[i].part == i`). Its
     /// `sha1` is the SHA-1 of the parts' SHA-1s in order (the body is never read whole), its
@@ -404,6 +395,13 @@ mod tests {
     }
 
     #[test]
+    fn segment_never_imports_part() {
+        // The two modules once imported each other; `part` builds on `segment`, not the reverse.
+        let uses_part = include_str!("segment.rs").lines().any(|l| l.trim_start().starts_with("use crate::part"));
+        assert!(!uses_part);
+    }
+
+    #[test]
     fn a_segment_sealed_from_parts_sums_them_and_lists_them() {
         let h0 = PartHeaders { duration_ms: 333, part_target_ms: 333, target_s: 1, independent: true, pdt_ms: None, discontinuity: false };
         let h1 = PartHeaders { independent: false, duration_ms: 300, ..h0 };
@@ -415,7 +413,8 @@ mod tests {
         assert!(json.get("pdt_ms").is_none() && json.get("discontinuity").is_none(), "{json}");
         let meta = SegmentMeta::from_parts(4, &[p0.clone(), p1.clone()], true, 10_700);
         assert_eq!((meta.duration_ms, meta.len, meta.parts, meta.pdt_ms), (633, 564, 2, 10_000 - 333));
-        assert_eq!(meta.ll_parts, vec![p0.to_ref(), p1.to_ref()]);
+        let r0: crate::part::PartRef = p0.to_ref();
+        assert_eq!(meta.ll_parts, vec![r0, p1.to_ref()]);
         assert_eq!(meta.ll_parts[0].sha1.len(), SHA1_KEY_PREFIX_LEN);
         assert!(meta.is_part_built());
         let back: SegmentMeta = serde_json::from_value(serde_json::to_value(&meta).unwrap()).unwrap();

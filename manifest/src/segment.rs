@@ -1,10 +1,12 @@
 //! What is stored: per segment (`SegmentMeta`, the commit record of one upload) and per stream
 //! (its fixed target duration, retention low-water mark, end-of-run hint, discontinuity list and
 //! end marker). These are plain serde records; where they live is the storage adapter's business.
+//!
+//! [`crate::part`] builds on this module (its `PartMeta` becomes the [`PartRef`] a sealed
+//! segment's meta keeps, and it adds [`SegmentMeta::from_parts`]); this module never uses it.
 
 use crate::id::sha1_hex;
 use crate::ingest::SegmentHeaders;
-use crate::part::PartRef;
 use serde::{Deserialize, Serialize};
 
 /// Largest stored value: segment bodies are split into parts of at most this many bytes
@@ -106,6 +108,18 @@ pub const GAP_SHA1: &str = "gap";
 /// How many parts a body of `len` bytes is stored in (at least one).
 pub fn part_count(len: usize) -> u32 {
     len.div_ceil(PART_LEN).max(1) as u32
+}
+
+/// A part as a sealed segment's meta lists it: enough to render its `EXT-X-PART` line and to
+/// find its slices (`seg/{id}/{seq}/p{n}/{sha1}/{slice}`) without reading its own meta.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PartRef {
+    pub duration_ms: u32,
+    pub independent: bool,
+    pub len: u64,
+    pub slices: u32,
+    /// The SHA-1 prefix ([`SHA1_KEY_PREFIX_LEN`] hex digits) in the slice keys.
+    pub sha1: String,
 }
 
 /// Per-stream facts fixed when the stream's first segment is stored.
