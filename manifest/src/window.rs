@@ -156,6 +156,22 @@ pub struct WindowRun {
     pub count_from: Option<(u64, u64)>,
 }
 
+/// The unbroken run of stored metas from `start`, oldest first, at most `limit` of them: the
+/// forward probe every walk toward the end of the run shares (the window's, and the store's tail
+/// advance, end and live edge).
+pub fn probe_forward<S: MetaSource>(source: &mut S, start: u64, limit: u64) -> Result<Vec<SegmentMeta>, S::Error> {
+    let mut run = Vec::new();
+    let mut seq = start;
+    while seq - start < limit {
+        match source.meta(seq)? {
+            Some(meta) => run.push(meta),
+            None => break,
+        }
+        seq += 1;
+    }
+    Ok(run)
+}
+
 /// The listed run of a sliding-window playlist (retention > 0) without reading what is not
 /// listed: the end of the contiguous run is found by probing forward from `max(head, tail)` (at
 /// most [`WINDOW_PROBE`] metas), then the walk goes backwards from the end and stops at the
@@ -184,16 +200,9 @@ pub fn walk_window<S: MetaSource>(
     let mut head = head;
     let mut start = head.max(tail);
     // Forward from the hints to the end of the run.
-    let mut ahead: Vec<SegmentMeta> = Vec::new();
+    let mut ahead: Vec<SegmentMeta>;
     loop {
-        let mut seq = start;
-        while seq - start < WINDOW_PROBE {
-            match source.meta(seq)? {
-                Some(meta) => ahead.push(meta),
-                None => break,
-            }
-            seq += 1;
-        }
+        ahead = probe_forward(source, start, WINDOW_PROBE)?;
         if !ahead.is_empty() || start > head {
             break;
         }

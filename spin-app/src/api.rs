@@ -13,9 +13,9 @@
 
 use crate::hold::Hold;
 use crate::kv::{Kv, KvError};
-use crate::reply::{ApiError, Body, Reply};
+use crate::reply::{finish, part_reply, playlist_reply, ApiError, Body, Reply, CHUNK_CACHE};
 use crate::route::{Family, Method, Route};
-use crate::store::{PlaylistText, PutError, Stored, Streams};
+use crate::store::{PutError, Stored, Streams};
 use chalkstream_manifest::part::PartMeta;
 use chalkstream_manifest::segment::StreamRecord;
 use crate::sweep;
@@ -31,9 +31,6 @@ use chalkstream_manifest::window::{State, StreamView};
 use serde_json::json;
 
 /// `Cache-Control` of an ended playlist: it may still resume, so not forever.
-const ENDED_PLAYLIST_CACHE: &str = "public, max-age=30";
-const CHUNK_CACHE: &str = "public, max-age=31536000, immutable";
-const PLAYLIST_TYPE: &str = "application/vnd.apple.mpegurl";
 const ALLOW_HEADERS: &str = "Authorization, Content-Type, X-Duration, X-Program-Date-Time, X-Discontinuity, X-Independent, X-Part-Target, X-Target-Duration, X-Parts";
 
 /// The parts of a request the handlers look at.
@@ -121,16 +118,6 @@ fn finish_reply(reply: Reply, head: &RequestHead, family: Family) -> Reply {
     finish(reply, &head.method, family)
 }
 
-/// [`finish_reply`] for a request that is no longer at hand (a held one).
-pub(crate) fn finish(mut reply: Reply, method: &Method, family: Family) -> Reply {
-    if matches!(family, Family::Playback | Family::Ingest) {
-        reply = reply.header("access-control-allow-origin", "*");
-    }
-    if *method == Method::Head {
-        reply.body = Body::Empty;
-    }
-    reply
-}
 
 fn dispatch(
     head: &RequestHead,
@@ -514,11 +501,7 @@ fn authorize(head: &RequestHead, config: &Config) -> Result<(), ApiError> {
 
 /// Compares without stopping at the first difference (the length still shows).
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    let mut diff = u8::from(a.len() != b.len());
-    for i in 0..a.len().max(b.len()) {
-        diff |= a.get(i).copied().unwrap_or(0) ^ b.get(i).copied().unwrap_or(0);
-    }
-    diff == 0
+    subtle::ConstantTimeEq::ct_eq(a, b).into()
 }
 
 fn playback_id(text: &str) -> Result<StreamId, ApiError> {
@@ -556,18 +539,7 @@ fn player_url(base_url: &str, id: &StreamId) -> String {
     format!("{base_url}/play/{id}")
 }
 
-/// One part, streamed from its slices.
-pub(crate) fn part_reply(len: u64, keys: Vec<String>) -> Reply {
-    Reply::new(200, "video/mp2t", Body::Parts { keys, len }).header("cache-control", CHUNK_CACHE)
-}
 
-pub(crate) fn playlist_reply(playlist: PlaylistText) -> Reply {
-    let cache = match playlist.state {
-        State::Live => format!("max-age={}", (playlist.target_s / 2).max(1)),
-        State::Ended => ENDED_PLAYLIST_CACHE.to_owned(),
-    };
-    Reply::new(200, PLAYLIST_TYPE, Body::Bytes(playlist.text.into_bytes())).header("cache-control", cache)
-}
 
 fn status_reply(id: &StreamId, view: &StreamView, base_url: &str) -> Reply {
     let duration_ms = view.duration_ms();

@@ -14,9 +14,8 @@
 //! durations a playlist gets `503` with `Retry-After` (§6.2.5.2), a part `503` too; a part that
 //! can no longer come (its segment sealed without it, or the stream ended) gets `404` (§6.2.6).
 
-use crate::api::{finish, part_reply, playlist_reply};
 use crate::kv::{Kv, KvError};
-use crate::reply::{ApiError, Reply};
+use crate::reply::{finish, part_reply, playlist_reply, ApiError, Reply};
 use crate::route::{Family, Method};
 use crate::store::{LiveEdge, Streams};
 use chalkstream_manifest::id::StreamId;

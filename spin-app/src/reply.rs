@@ -1,8 +1,16 @@
 //! What a handler answers, independent of Spin's types: a status, headers and a body, and the
 //! one error type ([`ApiError`]) that every handler uses for bad input and failures.
 
+use crate::route::{Family, Method};
+use crate::store::PlaylistText;
+use chalkstream_manifest::window::State;
 use serde_json::json;
 use std::fmt;
+
+pub(crate) const ENDED_PLAYLIST_CACHE: &str = "public, max-age=30";
+pub(crate) const CHUNK_CACHE: &str = "public, max-age=31536000, immutable";
+pub(crate) const PLAYLIST_TYPE: &str = "application/vnd.apple.mpegurl";
+
 
 /// A response body.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -108,4 +116,30 @@ impl From<crate::kv::KvError> for ApiError {
     fn from(e: crate::kv::KvError) -> Self {
         ApiError::internal(e)
     }
+}
+
+/// The last touch every answer gets, held ones too: CORS for playback and ingest, no body for
+/// `HEAD`.
+pub(crate) fn finish(mut reply: Reply, method: &Method, family: Family) -> Reply {
+    if matches!(family, Family::Playback | Family::Ingest) {
+        reply = reply.header("access-control-allow-origin", "*");
+    }
+    if *method == Method::Head {
+        reply.body = Body::Empty;
+    }
+    reply
+}
+
+/// One part, streamed from its slices.
+pub(crate) fn part_reply(len: u64, keys: Vec<String>) -> Reply {
+    Reply::new(200, "video/mp2t", Body::Parts { keys, len }).header("cache-control", CHUNK_CACHE)
+}
+
+/// A playlist, cacheable about half a target duration while live and long once ended.
+pub(crate) fn playlist_reply(playlist: PlaylistText) -> Reply {
+    let cache = match playlist.state {
+        State::Live => format!("max-age={}", (playlist.target_s / 2).max(1)),
+        State::Ended => ENDED_PLAYLIST_CACHE.to_owned(),
+    };
+    Reply::new(200, PLAYLIST_TYPE, Body::Bytes(playlist.text.into_bytes())).header("cache-control", cache)
 }

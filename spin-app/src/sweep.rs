@@ -52,6 +52,7 @@
 //! only moved past a shard value the sweep itself found empty or emptied.
 
 use crate::kv::{get_json, set_json, Kv, KvError};
+use crate::store::layout::{due_key, stream_key, SWEEP_NEXT_KEY};
 use crate::store::{Streams, Visit};
 use chalkstream_manifest::id::StreamId;
 use chalkstream_manifest::rules::{Config, Retention};
@@ -72,7 +73,6 @@ pub const ADMIN_STEPS: usize = 64;
 const ATTEMPTS: usize = 3;
 /// The `stream/{id}` field holding the minute the stream last registered in.
 const DUE_FIELD: &str = "due_minute";
-const NEXT_KEY: &str = "sweep/next";
 const MINUTE_MS: i64 = 60_000;
 
 /// `sweep/next`: the oldest shard value not yet known to be empty.
@@ -101,16 +101,8 @@ pub fn due_minute(stored_ms: i64, retention_ms: u64) -> i64 {
     (stored_ms + retention_ms as i64 + MINUTE_MS - 1).div_euclid(MINUTE_MS)
 }
 
-fn due_key(minute: i64, shard: u32) -> String {
-    format!("due/{minute}/{shard:x}")
-}
-
 fn shard_of(id: &StreamId) -> u32 {
     id.as_str().chars().next().and_then(|c| c.to_digit(16)).unwrap_or(0)
-}
-
-fn stream_key(id: &StreamId) -> String {
-    format!("stream/{id}")
 }
 
 fn listed(kv: &(impl Kv + ?Sized), key: &str) -> Result<Vec<String>, KvError> {
@@ -130,7 +122,7 @@ fn write_list(kv: &(impl Kv + ?Sized), key: &str, ids: &[String]) -> Result<(), 
 /// under way): append if absent, write, read back. Returns the minute it is listed in, or
 /// `None` if racing writers kept dropping it (the next upload tries again).
 pub fn register(kv: &(impl Kv + ?Sized), id: &StreamId, minute: i64, now_ms: i64) -> Result<Option<i64>, KvError> {
-    let next = get_json::<Next>(kv, NEXT_KEY)?;
+    let next = get_json::<Next>(kv, SWEEP_NEXT_KEY)?;
     let minute = match next {
         Some(next) if now_ms > next.minute * MINUTE_MS && minute <= next.minute => next.minute + 1,
         _ => minute,
@@ -140,9 +132,9 @@ pub fn register(kv: &(impl Kv + ?Sized), id: &StreamId, minute: i64, now_ms: i64
     }
     // The sweep must start no later than this minute.
     for _ in 0..ATTEMPTS {
-        match get_json::<Next>(kv, NEXT_KEY)? {
+        match get_json::<Next>(kv, SWEEP_NEXT_KEY)? {
             Some(next) if next.minute <= minute => break,
-            _ => set_json(kv, NEXT_KEY, &Next { minute, shard: 0 })?,
+            _ => set_json(kv, SWEEP_NEXT_KEY, &Next { minute, shard: 0 })?,
         }
     }
     Ok(Some(minute))
@@ -215,7 +207,7 @@ pub fn step(kv: &(impl Kv + ?Sized), config: &Config, now_ms: i64) -> Result<Rep
     if config.retention == Retention::Forever {
         return Ok(report);
     }
-    let Some(start) = get_json::<Next>(kv, NEXT_KEY)? else {
+    let Some(start) = get_json::<Next>(kv, SWEEP_NEXT_KEY)? else {
         return Ok(report);
     };
     let mut next = start;
@@ -278,7 +270,7 @@ pub fn step(kv: &(impl Kv + ?Sized), config: &Config, now_ms: i64) -> Result<Rep
         break;
     }
     if next != start {
-        set_json(kv, NEXT_KEY, &next)?;
+        set_json(kv, SWEEP_NEXT_KEY, &next)?;
     }
     if now_ms > next.minute * MINUTE_MS {
         report.pending = true;

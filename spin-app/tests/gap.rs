@@ -469,7 +469,7 @@ fn regression_issue_11_a_dropped_sent_segment_completed_late_after_its_gap() {
     for name in 2..=6u8 {
         q.push(ts(3, 100 + name), 2000);
     }
-    assert_eq!((q.dropped, q.gaps_waiting()), (1, 1));
+    assert_eq!((q.dropped(), q.gaps_waiting()), (1, 1));
     let mut first_after_gap = None;
     while q.waiting() > 0 {
         now += 3000;

@@ -37,7 +37,7 @@ fn regression_issue_11_a_sent_segment_completed_late_is_never_replaced() {
     for name in 1..=5 {
         q.push(body_of(name), 2000);
     }
-    assert_eq!((q.dropped, q.gaps_waiting()), (1, 1));
+    assert_eq!((q.dropped(), q.gaps_waiting()), (1, 1));
     // The lost request completes on the server now, late.
     assert_eq!(put(&kv, &c, SECRET, seq, "2", &lost, T0 + 5000).status, 201);
 

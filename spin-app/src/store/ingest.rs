@@ -1,0 +1,348 @@
+//! Ingest: storing whole segments (v1) and parts (v2), sealing parts into a segment, and ending
+//! a stream. Every write path runs the same prologue ([`Streams::admit`]) and, once its commit
+//! point holds, the same epilogue ([`Streams::settle`]).
+
+use super::layout::{end_key, meta_key, part_meta_key, part_slice_key, segment_slice_key, stream_key, MAX_AHEAD, TAIL_PROBE};
+use super::{PutError, Stored, Streams};
+use crate::kv::{get_json, set_json, Kv, KvError};
+use chalkstream_manifest::id::{sha1_hex, StreamId};
+use chalkstream_manifest::ingest::SegmentHeaders;
+use chalkstream_manifest::part::{PartHeaders, PartMeta, MAX_PARTS};
+use chalkstream_manifest::rules::{self, Retention, RuleError};
+use chalkstream_manifest::segment::{EndMarker, SegmentMeta, StreamRecord, PART_LEN};
+
+/// What a write path's prologue decided: store (with the retention head it read), or answer at
+/// once.
+pub(super) type Admission = Result<u64, Stored>;
+
+/// A write path's check of what already holds its seq: `Some(answer)` when the seq is settled
+/// (a retry, a conflict, a gap), `None` when it is free.
+pub(super) type Settled = Option<Result<Stored, PutError>>;
+
+impl<K: Kv + ?Sized> Streams<'_, K> {
+    /// The prologue of every write path (segment, part, commit, gap): the seq is answered from
+    /// what already holds it (`settled`); else it must not lie below the head or the tail hint
+    /// (committed once and deleted by retention since: storing it again would acknowledge a
+    /// segment no playlist lists), unless `settled` now finds that a racing twin stored it (a
+    /// retry, then); and it must not lie [`MAX_AHEAD`] or more past the first unstored seq.
+    pub(super) fn admit(&self, id: &StreamId, seq: u64, settled: impl Fn() -> Result<Settled, KvError>) -> Result<Admission, PutError> {
+        if let Some(answer) = settled()? {
+            return answer.map(Err);
+        }
+        let head = self.head(id)?;
+        let tail = self.tail(id)?;
+        if seq < head || seq < tail {
+            // A racing twin may have stored this seq and moved the tail since the read above:
+            // that makes this a retry, not a seq behind the window.
+            if let Some(answer) = settled()? {
+                return answer.map(Err);
+            }
+            return Err(PutError::Rule(RuleError::BeforeWindow { seq, first_seq: head.max(seq + 1) }));
+        }
+        check_ahead(seq, head, tail)?;
+        Ok(Ok(head))
+    }
+
+    /// What a new segment (or part 0) at `seq` follows: the previous segment's meta, if stored,
+    /// and whether `seq` starts a discontinuity (declared, or a resume after Stop or the idle
+    /// timeout).
+    pub(super) fn follows(&self, id: &StreamId, seq: u64, declared: bool, now_ms: i64) -> Result<(Option<SegmentMeta>, bool), KvError> {
+        let end = self.end_marker(id)?;
+        let previous = self.previous(id, seq)?;
+        let discontinuity =
+            rules::starts_discontinuity(declared, seq, end.as_ref(), previous.as_ref(), now_ms, self.config.idle_ms);
+        Ok((previous, discontinuity))
+    }
+
+    /// The meta of `seq - 1`, if stored.
+    pub(super) fn previous(&self, id: &StreamId, seq: u64) -> Result<Option<SegmentMeta>, KvError> {
+        match seq.checked_sub(1) {
+            Some(prev) => self.meta(id, prev),
+            None => Ok(None),
+        }
+    }
+
+    /// The epilogue of a write path whose commit point holds and is acknowledged: the tail hint
+    /// moves on, a page completed under retention 0 is written, and one retention batch runs.
+    pub(super) fn settle(&self, id: &StreamId, head: u64, now_ms: i64) -> Result<(), KvError> {
+        let tail = self.advance_tail(id, head)?;
+        if self.config.retention == Retention::Forever {
+            self.write_page(id, tail)?;
+        }
+        self.apply_retention(id, now_ms, 0)
+    }
+
+    /// Whether retention's head has passed `seq` since this request read it. Checked right after a
+    /// commit point is written, before anything is acknowledged: a slow twin of an upload whose
+    /// segment has expired and been deleted meanwhile (its head written first, then its keys
+    /// deleted) would otherwise leave a record that outlives its segment, below every window.
+    pub(super) fn behind_head(&self, id: &StreamId, seq: u64) -> Result<bool, KvError> {
+        Ok(self.head(id)? > seq)
+    }
+
+    /// Stores segment `seq` of stream `id`: dedupe, stream record and target check,
+    /// discontinuity, slices, the meta (the commit point), the gap handshake, then the tail hint
+    /// and retention.
+    pub fn put_segment(
+        &self,
+        id: &StreamId,
+        seq: u64,
+        headers: &SegmentHeaders,
+        body: &[u8],
+        now_ms: i64,
+    ) -> Result<Stored, PutError> {
+        let sha1 = sha1_hex(body);
+        let settled = || Ok(self.meta(id, seq)?.map(|existing| answer_existing(&existing, &sha1)));
+        let head = match self.admit(id, seq, settled)? {
+            Ok(head) => head,
+            Err(stored) => return Ok(stored),
+        };
+        let record = self.stream_record(id, headers.duration_ms, now_ms)?;
+        rules::check_target(headers.duration_ms, record.target_s).map_err(PutError::Rule)?;
+
+        let (previous, discontinuity) = self.follows(id, seq, headers.discontinuity, now_ms)?;
+        let mut meta = SegmentMeta::new(seq, headers, discontinuity, body, now_ms);
+        meta.disc_seq = self.carried(id, seq, previous.as_ref())?;
+        for (slice, bytes) in body.chunks(PART_LEN).enumerate() {
+            self.kv.set(&segment_slice_key(id, seq, meta.sha1_prefix(), slice as u32), bytes)?;
+        }
+        // A racing upload may have committed meanwhile; never overwrite a commit.
+        if let Some(existing) = self.meta(id, seq)? {
+            if existing.sha1_prefix() != meta.sha1_prefix() {
+                self.delete_parts(id, &meta)?;
+            }
+            return answer_existing(&existing, &sha1);
+        }
+        set_json(self.kv, &meta_key(id, seq), &meta)?;
+        if self.yield_to_gap(id, seq)? {
+            self.delete_parts(id, &meta)?;
+            return Err(PutError::GivenUp { seq });
+        }
+        if self.behind_head(id, seq)? {
+            self.kv.delete(&meta_key(id, seq))?;
+            self.delete_parts(id, &meta)?;
+            return Err(PutError::Rule(RuleError::BeforeWindow { seq, first_seq: seq + 1 }));
+        }
+        self.settle(id, head, now_ms)?;
+        Ok(Stored::Created)
+    }
+
+    /// The stream record, created from this segment when absent. Re-read after writing so two
+    /// racing first segments most likely agree on the target.
+    fn stream_record(&self, id: &StreamId, duration_ms: u32, now_ms: i64) -> Result<StreamRecord, KvError> {
+        let key = stream_key(id);
+        if let Some(record) = get_json(self.kv, &key)? {
+            return Ok(record);
+        }
+        let record = StreamRecord { target_s: rules::target_duration_s(duration_ms), created_ms: now_ms, part_target_ms: None };
+        set_json(self.kv, &key, &record)?;
+        Ok(get_json(self.kv, &key)?.unwrap_or(record))
+    }
+
+    /// Stores part `part` of segment `seq`: dedupe, sealed check, stream record (created by a
+    /// first part, which fixes the part target and target duration), the discontinuity on part
+    /// 0, slices, then the part meta (the commit point). A commit that seals the segment
+    /// without this part meanwhile takes the part back out (`409`).
+    pub fn put_part(&self, id: &StreamId, seq: u64, part: u32, headers: &PartHeaders, body: &[u8], now_ms: i64) -> Result<Stored, PutError> {
+        let sha1 = sha1_hex(body);
+        let settled = || {
+            if let Some(existing) = self.part_meta(id, seq, part)? {
+                return Ok(Some(answer_existing_part(&existing, &sha1)));
+            }
+            Ok(self.meta(id, seq)?.map(|sealed| Err(sealed_without(&sealed, part))))
+        };
+        if let Err(stored) = self.admit(id, seq, settled)? {
+            return Ok(stored);
+        }
+        self.part_stream_record(id, headers, now_ms)?;
+        let discontinuity = part == 0 && self.follows(id, seq, headers.discontinuity, now_ms)?.1;
+        let meta = PartMeta::new(seq, part, headers, discontinuity, body, now_ms);
+        for (slice, bytes) in body.chunks(PART_LEN).enumerate() {
+            self.kv.set(&part_slice_key(id, seq, part, meta.sha1_prefix(), slice as u32), bytes)?;
+        }
+        // A racing upload may have committed this part meanwhile; never overwrite a commit.
+        if let Some(existing) = self.part_meta(id, seq, part)? {
+            if existing.sha1_prefix() != meta.sha1_prefix() {
+                for slice in 0..meta.slices {
+                    self.kv.delete(&part_slice_key(id, seq, part, meta.sha1_prefix(), slice))?;
+                }
+            }
+            return answer_existing_part(&existing, &sha1);
+        }
+        set_json(self.kv, &part_meta_key(id, seq, part), &meta)?;
+        if self.behind_head(id, seq)? {
+            self.delete_part(id, &meta)?;
+            return Err(PutError::Rule(RuleError::BeforeWindow { seq, first_seq: seq + 1 }));
+        }
+        if let Some(sealed) = self.meta(id, seq)? {
+            if sealed.gap || part as usize >= sealed.ll_parts.len() {
+                self.delete_part(id, &meta)?;
+                return Err(sealed_without(&sealed, part));
+            }
+        }
+        Ok(Stored::Created)
+    }
+
+    /// The stream record for a part: created from it when absent (re-read after writing so two
+    /// racing first parts most likely agree), and checked against it.
+    fn part_stream_record(&self, id: &StreamId, headers: &PartHeaders, now_ms: i64) -> Result<StreamRecord, PutError> {
+        let key = stream_key(id);
+        let record = match get_json::<StreamRecord>(self.kv, &key)? {
+            Some(record) => record,
+            None => {
+                let record = StreamRecord {
+                    target_s: headers.target_s,
+                    created_ms: now_ms,
+                    part_target_ms: Some(headers.part_target_ms),
+                };
+                set_json(self.kv, &key, &record)?;
+                get_json(self.kv, &key)?.unwrap_or(record)
+            }
+        };
+        match record.part_target_ms {
+            None => Err(PutError::WholeSegmentStream),
+            Some(part_target_ms) if part_target_ms != headers.part_target_ms || record.target_s != headers.target_s => {
+                Err(PutError::TargetsDiffer { part_target_ms, target_s: record.target_s })
+            }
+            Some(_) => Ok(record),
+        }
+    }
+
+    /// Seals segment `seq` from its parts `0..count`: all must be stored, none past them, and
+    /// together they must fit the target duration. Then the segment is a segment like any other:
+    /// tail hint, pages and lines, retention, exactly as after a whole-segment upload.
+    pub fn commit(&self, id: &StreamId, seq: u64, count: u32, now_ms: i64) -> Result<Stored, PutError> {
+        let settled = || Ok(self.meta(id, seq)?.map(|existing| answer_existing_commit(&existing, count)));
+        let head = match self.admit(id, seq, settled)? {
+            Ok(head) => head,
+            Err(stored) => return Ok(stored),
+        };
+        let mut parts = Vec::with_capacity(count as usize);
+        for part in 0..count {
+            match self.part_meta(id, seq, part)? {
+                Some(meta) => parts.push(meta),
+                None => return Err(PutError::MissingPart { seq, part }),
+            }
+        }
+        if count < MAX_PARTS && self.part_meta(id, seq, count)?.is_some() {
+            return Err(PutError::UncountedPart { seq, part: count });
+        }
+        let Some(record) = self.record(id)? else {
+            return Err(PutError::MissingPart { seq, part: 0 });
+        };
+        let duration_ms: u32 = parts.iter().map(|p| p.duration_ms).sum();
+        rules::check_target(duration_ms, record.target_s).map_err(PutError::Rule)?;
+        // Part 0 decided the discontinuity when it arrived; a Stop since then is a resume too.
+        let (previous, resumed) = self.follows(id, seq, false, now_ms)?;
+        let mut meta = SegmentMeta::from_parts(seq, &parts, parts[0].discontinuity || resumed, now_ms);
+        meta.disc_seq = self.carried(id, seq, previous.as_ref())?;
+        if let Some(existing) = self.meta(id, seq)? {
+            return answer_existing_commit(&existing, count);
+        }
+        set_json(self.kv, &meta_key(id, seq), &meta)?;
+        if self.yield_to_gap(id, seq)? {
+            // The parts stay until retention deletes the gap (it deletes a gap's parts too).
+            return Err(PutError::GivenUp { seq });
+        }
+        if self.behind_head(id, seq)? {
+            // Retention deletes the parts it found listed in the meta it read.
+            self.kv.delete(&meta_key(id, seq))?;
+            return Err(PutError::Rule(RuleError::BeforeWindow { seq, first_seq: seq + 1 }));
+        }
+        self.settle(id, head, now_ms)?;
+        Ok(Stored::Created)
+    }
+
+    /// Marks the stream ended after its last stored segment. Returns that seq, or `None` when
+    /// the stream has no (unexpired) segments. Probes at most [`TAIL_PROBE`] metas past the
+    /// hints; when the run goes on beyond them it moves the tail hint that far and answers
+    /// [`PutError::CatchingUp`] (the next try starts there).
+    pub fn end(&self, id: &StreamId, now_ms: i64) -> Result<Option<u64>, PutError> {
+        let head = self.head(id)?;
+        let start = self.tail(id)?.max(head);
+        let run = self.probe_forward(id, start, TAIL_PROBE)?;
+        let next = start + run.len() as u64;
+        if next - start >= TAIL_PROBE {
+            self.raise_tail(id, start, next)?;
+            return Err(PutError::CatchingUp);
+        }
+        let last_meta = match run.into_iter().last() {
+            Some(meta) => meta,
+            None => match start.checked_sub(1).filter(|&last| last >= head) {
+                Some(last) => match self.meta(id, last)? {
+                    Some(meta) => meta,
+                    None => return Ok(None),
+                },
+                None => return Ok(None),
+            },
+        };
+        let last = last_meta.seq;
+        if self.config.retention.is_expired(last_meta.stored_ms, now_ms) {
+            return Ok(None);
+        }
+        if self.end_marker(id)?.is_some_and(|end| end.after_seq >= last) {
+            return Ok(Some(last));
+        }
+        set_json(self.kv, &end_key(id), &EndMarker { after_seq: last, at_ms: now_ms })?;
+        self.raise_tail(id, start, next)?;
+        Ok(Some(last))
+    }
+}
+
+/// Refuses a seq [`MAX_AHEAD`] or more past the first unstored one (as the hints tell it).
+fn check_ahead(seq: u64, head: u64, tail: u64) -> Result<(), PutError> {
+    let next = head.max(tail);
+    if seq >= next + MAX_AHEAD {
+        return Err(PutError::TooFarAhead { seq, next });
+    }
+    Ok(())
+}
+
+/// The answer when `seq` already has a commit: the same bytes are a retry. (A request that died
+/// after its commit left nothing to finish: the meta carries its own count.)
+pub(super) fn answer_existing(existing: &SegmentMeta, sha1: &str) -> Result<Stored, PutError> {
+    if existing.gap {
+        return Err(PutError::GivenUp { seq: existing.seq });
+    }
+    if existing.is_part_built() {
+        return Err(PutError::SealedFromParts { seq: existing.seq });
+    }
+    if existing.sha1 != sha1 {
+        return Err(PutError::Conflict { seq: existing.seq });
+    }
+    Ok(Stored::AlreadyStored)
+}
+
+/// The answer when part `existing` is stored: the same bytes are a retry.
+fn answer_existing_part(existing: &PartMeta, sha1: &str) -> Result<Stored, PutError> {
+    if existing.sha1 == sha1 {
+        Ok(Stored::AlreadyStored)
+    } else {
+        Err(PutError::PartConflict { seq: existing.seq, part: existing.part })
+    }
+}
+
+/// The answer to a part of a segment that is sealed (or given up) and does not hold it.
+fn sealed_without(sealed: &SegmentMeta, part: u32) -> PutError {
+    let seq = sealed.seq;
+    if sealed.gap {
+        PutError::GivenUp { seq }
+    } else if (part as usize) < sealed.ll_parts.len() {
+        // Its seal lists it, yet its part meta is gone: retention is deleting the segment.
+        PutError::Rule(RuleError::BeforeWindow { seq, first_seq: seq + 1 })
+    } else {
+        PutError::SealedWithout { seq, part }
+    }
+}
+
+/// The answer to a commit of a sealed segment: the same number of parts is a retry (the parts
+/// are immutable, so the same parts).
+fn answer_existing_commit(existing: &SegmentMeta, count: u32) -> Result<Stored, PutError> {
+    if existing.gap {
+        return Err(PutError::GivenUp { seq: existing.seq });
+    }
+    if existing.ll_parts.len() != count as usize {
+        return Err(PutError::SealedOtherwise { seq: existing.seq, parts: existing.ll_parts.len() });
+    }
+    Ok(Stored::AlreadyStored)
+}

@@ -1,0 +1,159 @@
+//! The key layout: every key the component stores is formatted here and nowhere else, with the
+//! limits that shape it and the plain reads of one record each.
+//!
+//! | key | value | written |
+//! | --- | --- | --- |
+//! | `seg/{id}/{seq}/{sha1-12}/{slice}` | a whole segment's bytes, slices of <= 1 MiB | before its meta |
+//! | `seg/{id}/{seq}/meta` | JSON [`SegmentMeta`] | last: the commit point of a segment |
+//! | `seg/{id}/{seq}/p{n}` | JSON [`PartMeta`] | last: the commit point of a part (v2) |
+//! | `seg/{id}/{seq}/p{n}/{sha1-12}/{slice}` | a part's bytes | before its part meta |
+//! | `stream/{id}` | JSON [`StreamRecord`] | once, with the first upload |
+//! | `head/{id}` | JSON [`HeadMark`] `{first_seq}` | by retention, before it deletes |
+//! | `tail/{id}` | JSON [`TailHint`] `{next_seq}` | after each commit (a hint, may lag) |
+//! | `dseq/{id}/{seq}` | JSON number: discontinuities before `seq` | by retention, before it deletes `seq - 1` |
+//! | `breaks/{id}` | JSON [`Breaks`] | never now: read only for streams stored before counts were carried |
+//! | `end/{id}` | JSON [`EndMarker`] | by `POST /ingest/{session}/end` |
+//! | `page/{id}/{n}` | JSON array of the 64 metas of seqs `64n..64n+63` | retention 0 only, once all 64 exist |
+//! | `lines/{id}/{len}/{n}` | playlist lines of seqs `len*n..len*n+len-1` | retention 0 only |
+//! | `gap/{id}/{seq}` | JSON [`SegmentMeta`] with `gap: true` | by `POST …/{seq}/gap`, before the meta |
+//! | `due/{minute}/{shard}`, `sweep/next` | the sweep index ([`crate::sweep`]) | by uploads and the sweep |
+//!
+//! `{id}` is always the public stream id, never the secret. Every key is at most 250 bytes: the
+//! longest, a part slice, is `seg/` + 40 hex + two numbers + 12 hex, under 100.
+
+use super::Streams;
+use crate::kv::{get_json, Kv, KvError};
+use chalkstream_manifest::id::StreamId;
+use chalkstream_manifest::part::PartMeta;
+use chalkstream_manifest::playlist;
+use chalkstream_manifest::segment::{Breaks, EndMarker, HeadMark, SegmentMeta, StreamRecord, TailHint};
+
+/// At most this many expired segments are deleted per request; the next request continues.
+pub(crate) const RETENTION_BATCH: usize = 64;
+/// At most this many metas are probed when a forward walk looks for the end of the run.
+pub(super) const TAIL_PROBE: u64 = 256;
+/// An upload (segment, part or commit) may name a seq at most this far past the start of the
+/// unstored seqs (`max(head, tail)`); further ones get `429`. So nothing is ever stored beyond a
+/// hole that no walk reaches: every walk past the tail stops within this many seqs, and retention,
+/// which stops at a hole, leaves at most this many segments behind one.
+pub const MAX_AHEAD: u64 = 64;
+/// Segments per page (`page/{id}/{n}`).
+pub(super) const PAGE_LEN: u64 = 64;
+/// Sizes of lines blocks, smallest first; each is [`LINES_FAN`] of the one before.
+pub(super) const LINES_LENS: [u64; 3] = [8, 64, 512];
+pub(super) const LINES_FAN: u64 = 8;
+
+pub(super) fn meta_key(id: &StreamId, seq: u64) -> String {
+    format!("seg/{id}/{seq}/meta")
+}
+
+/// Slice `slice` of a whole segment (v1), named by the body's SHA-1 prefix.
+pub(super) fn segment_slice_key(id: &StreamId, seq: u64, sha1_prefix: &str, slice: u32) -> String {
+    format!("seg/{id}/{seq}/{sha1_prefix}/{slice}")
+}
+
+/// The meta of part `part` of segment `seq` (v2): its commit point.
+pub(super) fn part_meta_key(id: &StreamId, seq: u64, part: u32) -> String {
+    format!("seg/{id}/{seq}/p{part}")
+}
+
+/// Slice `slice` of part `part` of segment `seq`, named by the part body's SHA-1 prefix.
+pub(super) fn part_slice_key(id: &StreamId, seq: u64, part: u32, sha1_prefix: &str, slice: u32) -> String {
+    format!("seg/{id}/{seq}/p{part}/{sha1_prefix}/{slice}")
+}
+
+pub(crate) fn stream_key(id: &StreamId) -> String {
+    format!("stream/{id}")
+}
+
+pub(super) fn head_key(id: &StreamId) -> String {
+    format!("head/{id}")
+}
+
+pub(super) fn tail_key(id: &StreamId) -> String {
+    format!("tail/{id}")
+}
+
+pub(super) fn breaks_key(id: &StreamId) -> String {
+    format!("breaks/{id}")
+}
+
+/// The count of discontinuities before `seq`, kept for a seq whose predecessor retention deleted.
+pub(super) fn dseq_key(id: &StreamId, seq: u64) -> String {
+    format!("dseq/{id}/{seq}")
+}
+
+/// A gap declared for `seq` (issue 11): the gap's meta, written before the gap tries the commit
+/// point, so an upload of `seq` that commits meanwhile finds it (see [`Streams::put_gap`]).
+pub(super) fn gap_key(id: &StreamId, seq: u64) -> String {
+    format!("gap/{id}/{seq}")
+}
+
+pub(super) fn end_key(id: &StreamId) -> String {
+    format!("end/{id}")
+}
+
+pub(super) fn page_key(id: &StreamId, page: u64) -> String {
+    format!("page/{id}/{page}")
+}
+
+pub(super) fn lines_key(id: &StreamId, len: u64, n: u64) -> String {
+    format!("lines/{id}/{len}/{n}")
+}
+
+/// The sweep's list of the streams (of one shard) due in `minute` ([`crate::sweep`]).
+pub(crate) fn due_key(minute: i64, shard: u32) -> String {
+    format!("due/{minute}/{shard:x}")
+}
+
+/// The sweep's hint: the oldest shard value not yet known to be empty ([`crate::sweep`]).
+pub(crate) const SWEEP_NEXT_KEY: &str = "sweep/next";
+
+/// Plain reads: one record each.
+impl<K: Kv + ?Sized> Streams<'_, K> {
+    pub fn meta(&self, id: &StreamId, seq: u64) -> Result<Option<SegmentMeta>, KvError> {
+        get_json(self.kv, &meta_key(id, seq))
+    }
+
+    pub fn part_meta(&self, id: &StreamId, seq: u64, part: u32) -> Result<Option<PartMeta>, KvError> {
+        get_json(self.kv, &part_meta_key(id, seq, part))
+    }
+
+    /// The stream's record.
+    pub fn record(&self, id: &StreamId) -> Result<Option<StreamRecord>, KvError> {
+        get_json(self.kv, &stream_key(id))
+    }
+
+    /// Page `number`, if stored and well-formed.
+    pub(super) fn page(&self, id: &StreamId, number: u64) -> Result<Option<Vec<SegmentMeta>>, KvError> {
+        let page: Option<Vec<SegmentMeta>> = get_json(self.kv, &page_key(id, number))?;
+        Ok(page.filter(|metas| {
+            metas.len() as u64 == PAGE_LEN
+                && metas.iter().enumerate().all(|(i, m)| m.seq == number * PAGE_LEN + i as u64)
+        }))
+    }
+
+    /// Block `n` of `len` segments' lines, if stored and it checks out.
+    pub(super) fn lines(&self, id: &StreamId, len: u64, n: u64) -> Result<Option<String>, KvError> {
+        let Some(bytes) = self.kv.get(&lines_key(id, len, n))? else {
+            return Ok(None);
+        };
+        Ok(String::from_utf8(bytes).ok().filter(|text| playlist::check_lines(id.as_str(), n * len, len, text)))
+    }
+
+    pub(super) fn head(&self, id: &StreamId) -> Result<u64, KvError> {
+        Ok(get_json::<HeadMark>(self.kv, &head_key(id))?.unwrap_or_default().first_seq)
+    }
+
+    pub(super) fn tail(&self, id: &StreamId) -> Result<u64, KvError> {
+        Ok(get_json::<TailHint>(self.kv, &tail_key(id))?.unwrap_or_default().next_seq)
+    }
+
+    pub(super) fn breaks(&self, id: &StreamId) -> Result<Breaks, KvError> {
+        Ok(get_json(self.kv, &breaks_key(id))?.unwrap_or_default())
+    }
+
+    pub(crate) fn end_marker(&self, id: &StreamId) -> Result<Option<EndMarker>, KvError> {
+        get_json(self.kv, &end_key(id))
+    }
+}

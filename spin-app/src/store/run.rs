@@ -1,0 +1,351 @@
+//! Reading the run: the one forward probe to the end of the stored run, the tail hint it
+//! moves, the sliding window and the `EVENT` run a playlist lists, discontinuity counts, the live
+//! edge of a v2 stream, and the keys a chunk streams.
+
+use super::layout::{dseq_key, part_slice_key, segment_slice_key, tail_key, LINES_LENS, PAGE_LEN, RETENTION_BATCH, TAIL_PROBE};
+use super::Streams;
+use crate::kv::{get_json, set_json, Kv, KvError};
+use chalkstream_manifest::id::StreamId;
+use chalkstream_manifest::ll::{self, OpenSegment};
+use chalkstream_manifest::part::{PartMeta, MAX_PARTS};
+use chalkstream_manifest::rules::{self, Retention};
+use chalkstream_manifest::segment::{SegmentMeta, StreamRecord, TailHint};
+use chalkstream_manifest::window::{self, Extent, LinesSource, MetaSource, Piece, State, StreamView};
+
+/// Reads metas for the window walk; with pages on, from the page holding the seq when it exists.
+pub(super) struct Source<'s, 'a, K: Kv + ?Sized> {
+    streams: &'s Streams<'a, K>,
+    id: &'s StreamId,
+    pages: bool,
+    /// The last page looked up: its number and, if stored, its metas.
+    page: Option<(u64, Option<Vec<SegmentMeta>>)>,
+}
+
+impl<'s, 'a, K: Kv + ?Sized> Source<'s, 'a, K> {
+    /// Metas from pages where a page can exist (retention 0), else one by one.
+    pub(super) fn new(streams: &'s Streams<'a, K>, id: &'s StreamId) -> Self {
+        let pages = streams.config.retention == Retention::Forever;
+        Source { streams, id, pages, page: None }
+    }
+
+    /// Metas one by one: for probes past the tail, where no page is complete yet.
+    pub(super) fn plain(streams: &'s Streams<'a, K>, id: &'s StreamId) -> Self {
+        Source { streams, id, pages: false, page: None }
+    }
+}
+
+impl<K: Kv + ?Sized> MetaSource for Source<'_, '_, K> {
+    type Error = KvError;
+    fn meta(&mut self, seq: u64) -> Result<Option<SegmentMeta>, KvError> {
+        if self.pages {
+            let number = seq / PAGE_LEN;
+            if self.page.as_ref().is_none_or(|(n, _)| *n != number) {
+                let page = self.streams.page(self.id, number)?;
+                self.page = Some((number, page));
+            }
+            if let Some((_, Some(metas))) = &self.page {
+                return Ok(Some(metas[(seq % PAGE_LEN) as usize].clone()));
+            }
+        }
+        self.streams.meta(self.id, seq)
+    }
+    fn head(&mut self) -> Result<u64, KvError> {
+        self.streams.head(self.id)
+    }
+}
+
+impl<K: Kv + ?Sized> LinesSource for Source<'_, '_, K> {
+    /// The largest stored block that starts at `seq` and checks out.
+    fn lines(&mut self, seq: u64) -> Result<Option<Piece>, KvError> {
+        if !self.pages {
+            return Ok(None);
+        }
+        for len in LINES_LENS.into_iter().rev().filter(|len| seq % len == 0) {
+            if let Some(text) = self.streams.lines(self.id, len, seq / len)? {
+                return Ok(Some(Piece::Lines { first_seq: seq, len, text }));
+            }
+        }
+        Ok(None)
+    }
+}
+
+impl<K: Kv + ?Sized> Streams<'_, K> {
+    /// The unbroken run of committed metas from `start`, at most `limit`, read one by one
+    /// ([`window::probe_forward`]).
+    pub(super) fn probe_forward(&self, id: &StreamId, start: u64, limit: u64) -> Result<Vec<SegmentMeta>, KvError> {
+        window::probe_forward(&mut Source::plain(self, id), start, limit)
+    }
+
+    /// Moves the tail hint forward over committed metas; returns the hint as this request left it.
+    pub(super) fn advance_tail(&self, id: &StreamId, head: u64) -> Result<u64, KvError> {
+        let read = self.tail(id)?;
+        let start = read.max(head);
+        let next = start + self.probe_forward(id, start, TAIL_PROBE)?.len() as u64;
+        if next > read {
+            self.raise_tail(id, start, next)?;
+        }
+        Ok(next.max(read))
+    }
+
+    /// Moves the tail hint up to `next`, the end of the run this request probed from `start`.
+    /// With retention 0, first writes the lines blocks the move completes. Re-reads the hint
+    /// right before writing: a slow request must not move it back over segments a faster one
+    /// has seen since (and retention may have deleted since).
+    pub(super) fn raise_tail(&self, id: &StreamId, start: u64, next: u64) -> Result<(), KvError> {
+        if self.config.retention == Retention::Forever {
+            self.write_lines(id, start, next)?;
+        }
+        if self.tail(id)? < next {
+            set_json(self.kv, &tail_key(id), &TailHint { next_seq: next })?;
+        }
+        Ok(())
+    }
+
+    /// The last segment of the listed run, found from the hints (as [`Streams::end`] does);
+    /// `None` when there is none or it has expired.
+    pub(super) fn run_last(&self, id: &StreamId, now_ms: i64) -> Result<Option<SegmentMeta>, KvError> {
+        let head = self.head(id)?;
+        let start = self.tail(id)?.max(head);
+        let mut last = self.probe_forward(id, start, TAIL_PROBE)?.pop();
+        if last.is_none() && start > head {
+            last = self.meta(id, start - 1)?;
+        }
+        Ok(last.filter(|meta| !self.config.retention.is_expired(meta.stored_ms, now_ms)))
+    }
+
+    /// The count of discontinuities before `seq` that its meta carries (see the module doc):
+    /// from the previous meta, or kept by retention when that one is deleted; `None` when
+    /// neither tells (an upload out of order).
+    ///
+    /// A previous meta without a count of its own (committed before its predecessor) is looked
+    /// through, up to [`window::CARRY_BACK`] metas back, so such metas do not pass their lack on:
+    /// every meta without a count then has one that has a count (or a kept `dseq`) within
+    /// `CARRY_BACK` below it, because no upload is accepted [`super::MAX_AHEAD`] or more past the first
+    /// unstored seq. That is what lets a sliding window, read backwards
+    /// ([`window::walk_window`]), carry the count to its first segment in at most that many reads.
+    pub(super) fn carried(&self, id: &StreamId, seq: u64, previous: Option<&SegmentMeta>) -> Result<Option<u64>, KvError> {
+        let mut flags = 0;
+        let mut at = seq;
+        let mut previous = previous.cloned();
+        loop {
+            // `flags` counts the discontinuities of seqs `at..seq`; the count of `at` is wanted.
+            if at == 0 {
+                return Ok(Some(flags));
+            }
+            let Some(meta) = previous else {
+                return Ok(get_json::<u64>(self.kv, &dseq_key(id, at))?.map(|count| count + flags));
+            };
+            if let Some(count) = meta.disc_seq_after() {
+                return Ok(Some(count + flags));
+            }
+            flags += u64::from(meta.discontinuity);
+            at -= 1;
+            if seq - at >= window::CARRY_BACK || at == 0 {
+                return Ok((at == 0).then_some(flags));
+            }
+            previous = self.meta(id, at - 1)?;
+        }
+    }
+
+    /// `EXT-X-DISCONTINUITY-SEQUENCE` for a window that starts at `seq`, whose meta (as a walk
+    /// filled it in) is `first` when read; `None` when the count is gone because retention is
+    /// deleting `seq` right now (the caller walks again).
+    pub(super) fn disc_seq_at(&self, id: &StreamId, seq: u64, first: Option<&SegmentMeta>) -> Result<Option<u64>, KvError> {
+        if let Some(count) = first.and_then(|meta| meta.disc_seq) {
+            return Ok(Some(count));
+        }
+        if seq == 0 {
+            return Ok(Some(0));
+        }
+        if let Some(count) = get_json(self.kv, &dseq_key(id, seq))? {
+            return Ok(Some(count));
+        }
+        if self.meta(id, seq)?.is_none() {
+            return Ok(None);
+        }
+        // A stream stored before metas carried counts: its shared list, as it always was.
+        Ok(Some(self.breaks(id)?.count_before(seq)))
+    }
+
+    /// What a playlist shows now; `None` for an unknown or entirely expired stream. Expired
+    /// segments met on the way are deleted (so storage stays bounded after uploads stop).
+    pub fn view(&self, id: &StreamId, now_ms: i64) -> Result<Option<StreamView>, KvError> {
+        let Some(record) = self.record(id)? else {
+            return Ok(None);
+        };
+        self.view_of(id, &record, now_ms)
+    }
+
+    /// [`Streams::view`] with the stream record already read. Walks a second time only when
+    /// retention deleted the first listed segment while this walk read it (see the module doc).
+    pub(super) fn view_of(&self, id: &StreamId, record: &StreamRecord, now_ms: i64) -> Result<Option<StreamView>, KvError> {
+        match self.view_once(id, record, now_ms)? {
+            Some(view) => Ok(view),
+            None => Ok(self.view_once(id, record, now_ms)?.flatten()),
+        }
+    }
+
+    /// One walk of [`Streams::view_of`]; `None` when the first listed segment's count is gone.
+    pub(super) fn view_once(&self, id: &StreamId, record: &StreamRecord, now_ms: i64) -> Result<Option<Option<StreamView>>, KvError> {
+        if self.config.retention != Retention::Forever {
+            return self.window_once(id, record, now_ms);
+        }
+        let head = self.head(id)?;
+        let tail = self.tail(id)?;
+        let mut source = Source::new(self, id);
+        let walk = window::walk(&mut source, head, tail, self.config.retention, now_ms, Extent::Everything)?;
+        let batch = walk.expired.len().min(RETENTION_BATCH);
+        let batch_head = walk.expired.get(batch).map_or(walk.new_head(), |m| m.seq);
+        self.delete_expired(id, head, &walk.expired[..batch], batch_head)?;
+        let disc_seq = match walk.live.first() {
+            Some(first) => match self.disc_seq_at(id, first.seq, Some(first))? {
+                Some(count) => count,
+                None => return Ok(None),
+            },
+            None => 0,
+        };
+        let end = self.end_marker(id)?;
+        Ok(Some(StreamView::assemble(
+            record,
+            disc_seq,
+            end.as_ref(),
+            walk.live,
+            self.config.retention,
+            self.config.idle_ms,
+            now_ms,
+        )))
+    }
+
+    /// [`Streams::view_once`] for a sliding window (issue 11): the window read from its newest
+    /// segment backwards ([`window::walk_window`]), then one capped retention batch from the
+    /// head up to the window's start, so a request reads what it lists (at most
+    /// [`window::MAX_WINDOW_SEGMENTS`]) plus a constant, never the expired segments still stored
+    /// below the window nor segments older than the newest `MAX_WINDOW_SEGMENTS`.
+    pub(super) fn window_once(&self, id: &StreamId, record: &StreamRecord, now_ms: i64) -> Result<Option<Option<StreamView>>, KvError> {
+        let head = self.head(id)?;
+        let tail = self.tail(id)?;
+        let run = window::walk_window(&mut Source::new(self, id), head, tail, self.config.retention, now_ms)?;
+        // Then one retention batch below the window's start (or of expired segments, when
+        // nothing is listed).
+        self.retain_from(id, head, tail, now_ms, run.live.first().map_or(0, |m| m.seq))?;
+        let disc_seq = match (run.live.first(), run.count_from) {
+            (None, _) => 0,
+            (Some(first), None) => match self.disc_seq_at(id, first.seq, Some(first))? {
+                Some(count) => count,
+                None => return Ok(None),
+            },
+            (Some(_), Some((seq, flags))) => match self.disc_seq_at(id, seq, None)? {
+                Some(count) => count + flags,
+                None => return Ok(None),
+            },
+        };
+        let end = self.end_marker(id)?;
+        Ok(Some(StreamView::assemble(record, disc_seq, end.as_ref(), run.live, self.config.retention, self.config.idle_ms, now_ms)))
+    }
+
+    /// Segment `seq` as the open segment: its unbroken run of parts from part 0.
+    pub fn open_segment(&self, id: &StreamId, seq: u64) -> Result<OpenSegment, KvError> {
+        let mut parts = Vec::new();
+        for part in 0..MAX_PARTS {
+            match self.part_meta(id, seq, part)? {
+                Some(meta) => parts.push(meta),
+                None => break,
+            }
+        }
+        Ok(OpenSegment { seq, parts })
+    }
+
+    /// The live edge of v2 stream `id`; `None` for an unknown, v1 or entirely expired stream,
+    /// or one with no sealed segment yet.
+    pub fn live_edge(&self, id: &StreamId, now_ms: i64) -> Result<Option<LiveEdge>, KvError> {
+        let Some(record) = self.record(id)? else {
+            return Ok(None);
+        };
+        if record.part_target_ms.is_none() {
+            return Ok(None);
+        }
+        let Some(last) = self.run_last(id, now_ms)? else {
+            return Ok(None);
+        };
+        let end = self.end_marker(id)?;
+        let state = if rules::is_ended(&last, end.as_ref(), now_ms, self.config.idle_ms) { State::Ended } else { State::Live };
+        let open = match state {
+            State::Live => self.open_segment(id, last.seq + 1)?,
+            State::Ended => OpenSegment { seq: last.seq + 1, parts: Vec::new() },
+        };
+        Ok(Some(LiveEdge { record, last, open, state }))
+    }
+
+    /// The stored segment `seq` and the keys of its body parts, in order; `None` when missing
+    /// or expired.
+    pub fn chunk(&self, id: &StreamId, seq: u64, now_ms: i64) -> Result<Option<(SegmentMeta, Vec<String>)>, KvError> {
+        let Some(meta) = self.meta(id, seq)? else {
+            return Ok(None);
+        };
+        if self.config.retention.is_expired(meta.stored_ms, now_ms) {
+            return Ok(None);
+        }
+        let keys = if meta.is_part_built() {
+            let mut keys = Vec::with_capacity(meta.parts as usize);
+            for (n, part) in meta.ll_parts.iter().enumerate() {
+                keys.extend((0..part.slices).map(|slice| part_slice_key(id, seq, n as u32, &part.sha1, slice)));
+            }
+            keys
+        } else {
+            (0..meta.parts).map(|slice| segment_slice_key(id, seq, meta.sha1_prefix(), slice)).collect()
+        };
+        Ok(Some((meta, keys)))
+    }
+
+    /// The stored part `part` of segment `seq` and the keys of its slices, in order; `None`
+    /// when missing or expired.
+    pub fn part_chunk(&self, id: &StreamId, seq: u64, part: u32, now_ms: i64) -> Result<Option<(PartMeta, Vec<String>)>, KvError> {
+        let Some(meta) = self.part_meta(id, seq, part)? else {
+            return Ok(None);
+        };
+        if self.config.retention.is_expired(meta.stored_ms, now_ms) {
+            return Ok(None);
+        }
+        let keys = (0..meta.slices).map(|slice| part_slice_key(id, seq, part, meta.sha1_prefix(), slice)).collect();
+        Ok(Some((meta, keys)))
+    }
+
+    /// Reads a body part (for streaming a chunk).
+    pub fn part(&self, key: &str) -> Result<Option<Vec<u8>>, KvError> {
+        self.kv.get(key)
+    }
+}
+
+/// The live edge of a v2 stream: what a blocking request decides from, read cheaply (the hints,
+/// a probe or two, the open segment's parts).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LiveEdge {
+    pub record: StreamRecord,
+    /// The last segment of the listed run.
+    pub last: SegmentMeta,
+    /// While live: the segment after it, with its unbroken run of parts.
+    pub open: OpenSegment,
+    pub state: State,
+}
+
+impl LiveEdge {
+    pub fn edge(&self) -> ll::Edge {
+        ll::Edge {
+            last_seq: self.last.seq,
+            last_parts: self.last.ll_parts.len() as u32,
+            open_parts: self.open.parts.len() as u32,
+        }
+    }
+
+    /// When the part after the newest one is expected (Unix ms): the newest part's stored time
+    /// plus its duration, or, before the open segment's first part, the last segment's.
+    pub fn next_part_expected_ms(&self) -> i64 {
+        match self.open.parts.last() {
+            Some(part) => part.stored_ms + i64::from(part.duration_ms),
+            None => {
+                let last_part = self.last.ll_parts.last().map_or(0, |p| p.duration_ms);
+                self.last.stored_ms + i64::from(last_part)
+            }
+        }
+    }
+}
