@@ -17,7 +17,7 @@
 //!   part by the Advance Part Limit (3 / part target below one second, else 3) (§6.2.5.2).
 
 use crate::decimal;
-use crate::part::PartMeta;
+use crate::part::{PartMeta, MAX_PARTS};
 use crate::window::{Piece, PlaylistKind, State};
 use std::fmt;
 
@@ -52,6 +52,8 @@ pub enum DirectiveError {
     Repeated(&'static str),
     /// `_HLS_part` without `_HLS_msn` (§6.2.5.2: "the Server MUST return Bad Request").
     PartWithoutMsn,
+    /// `_HLS_part` names a part no segment can have (a segment has at most [`MAX_PARTS`]).
+    PartTooLarge,
 }
 
 impl fmt::Display for DirectiveError {
@@ -61,6 +63,9 @@ impl fmt::Display for DirectiveError {
             DirectiveError::Skip => f.write_str("_HLS_skip must be YES or v2"),
             DirectiveError::Repeated(name) => write!(f, "{name} is given more than once"),
             DirectiveError::PartWithoutMsn => f.write_str("_HLS_part needs _HLS_msn (the segment the part belongs to)"),
+            DirectiveError::PartTooLarge => {
+                write!(f, "_HLS_part must be below {MAX_PARTS}: a segment has at most {MAX_PARTS} parts")
+            }
         }
     }
 }
@@ -84,6 +89,9 @@ impl Directives {
                 }
                 "_HLS_part" => {
                     let v = decimal_integer(value).ok_or(DirectiveError::NotDecimal("_HLS_part"))?;
+                    if v >= u64::from(MAX_PARTS) {
+                        return Err(DirectiveError::PartTooLarge);
+                    }
                     if d.part.replace(v).is_some() {
                         return Err(DirectiveError::Repeated("_HLS_part"));
                     }
@@ -280,6 +288,13 @@ mod tests {
         assert_eq!(Directives::parse("_HLS_skip=YES").unwrap().skip, true);
         assert_eq!(Directives::parse("_HLS_skip=v2&_HLS_msn=007").unwrap(), Directives { msn: Some(7), part: None, skip: true });
         assert_eq!(Directives::parse("_HLS_part=1"), Err(DirectiveError::PartWithoutMsn));
+        // Regression (issue 18): the largest decimal-integer overflowed `part + 1` in `reload`.
+        assert_eq!(
+            Directives::parse("_HLS_msn=1&_HLS_part=18446744073709551615"),
+            Err(DirectiveError::PartTooLarge)
+        );
+        assert_eq!(Directives::parse("_HLS_msn=1&_HLS_part=64"), Err(DirectiveError::PartTooLarge));
+        assert_eq!(Directives::parse("_HLS_msn=1&_HLS_part=63").map(|d| d.part), Ok(Some(63)));
         for bad in ["_HLS_msn=", "_HLS_msn=-1", "_HLS_msn=1.5", "_HLS_msn=x", "_HLS_msn", "_HLS_msn=99999999999999999999999"] {
             assert_eq!(Directives::parse(bad), Err(DirectiveError::NotDecimal("_HLS_msn")), "{bad}");
         }

@@ -5,7 +5,7 @@
 
 mod common;
 
-#[path = "../../tests/host/tests/common/ll_check.rs"]
+#[path = "../../tests/http/common/ll_check.rs"]
 mod ll_check;
 
 use chalkstream_manifest::rules::{Config, Retention};
@@ -449,6 +449,9 @@ fn blocking_reloads_too_far_ahead_or_malformed_get_400() {
         ("_HLS_part=1", "_HLS_part needs _HLS_msn"),
         ("_HLS_skip=NO", "_HLS_skip must be YES or v2"),
         ("_HLS_msn=1&_HLS_msn=2", "more than once"),
+        // Regression (issue 18): overflowed `part + 1` (a panic in debug, held in release).
+        ("_HLS_msn=3&_HLS_part=18446744073709551615", "_HLS_part must be below 64"),
+        ("_HLS_msn=18446744073709551615&_HLS_part=0", "too far ahead"),
     ];
     for (query, says) in cases {
         let r = get(&kv, &c, &format!("/playlist/{id}.m3u8?{query}"), now + 5);
