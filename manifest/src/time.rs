@@ -1,6 +1,14 @@
-//! RFC 3339 timestamps to and from Unix milliseconds (UTC), hand-written so the core needs no
-//! calendar crate: `X-Program-Date-Time` comes in, `EXT-X-PROGRAM-DATE-TIME` goes out.
+//! RFC 3339 timestamps to and from Unix milliseconds (UTC): `X-Program-Date-Time` comes in,
+//! `EXT-X-PROGRAM-DATE-TIME` goes out.
+//!
+//! The calendar (month lengths, leap years, days since 1970, offsets) is the `time` crate's, used
+//! without its clock, parser or formatter. This module reads the wire's profile of RFC 3339 itself
+//! because that profile is stricter than `time`'s RFC 3339 parser, which takes any byte between
+//! date and time, any number of fraction digits and a leap second (read as `:59.999999999`); the
+//! contract takes `T` (or `t`), at most nine fraction digits and no `:60`, and tells a malformed
+//! value ([`TimeError::Shape`]) from an impossible one ([`TimeError::Range`]).
 
+use ::time::{Date, Month, OffsetDateTime, PrimitiveDateTime, Time, UtcOffset};
 use std::fmt;
 
 /// What was wrong with an RFC 3339 timestamp.
@@ -25,39 +33,16 @@ impl fmt::Display for TimeError {
 
 impl std::error::Error for TimeError {}
 
-/// Days since 1970-01-01 of a proleptic Gregorian date (the well-known civil-from-days inverse).
-fn days_from_civil(year: i64, month: u32, day: u32) -> i64 {
-    let y = if month <= 2 { year - 1 } else { year };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let m = i64::from(month);
-    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + i64::from(day) - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
-}
-
-/// The date of a day count since 1970-01-01.
-fn civil_from_days(days: i64) -> (i64, u32, u32) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    (year, month, day)
-}
-
-fn days_in_month(year: i64, month: u32) -> u32 {
-    match month {
-        2 if (year % 4 == 0 && year % 100 != 0) || year % 400 == 0 => 29,
-        2 => 28,
-        4 | 6 | 9 | 11 => 30,
-        _ => 31,
+impl From<::time::error::ComponentRange> for TimeError {
+    fn from(_: ::time::error::ComponentRange) -> Self {
+        TimeError::Range
     }
 }
+
+/// The earliest instant RFC 3339's four-digit years can write: `0000-01-01T00:00:00.000Z`.
+const MIN_MS: i64 = -62_167_219_200_000;
+/// The latest: `9999-12-31T23:59:59.999Z`.
+const MAX_MS: i64 = 253_402_300_799_999;
 
 /// Parses an RFC 3339 date-time (`2026-11-25T13:00:00.123+01:00`) to Unix milliseconds.
 /// Fractions finer than a millisecond are truncated; leap seconds (`:60`) are rejected.
@@ -113,6 +98,7 @@ pub fn parse_rfc3339_ms(text: &str) -> Result<i64, TimeError> {
             let oh = num(i + 1..i + 3)?;
             sep(i + 3, b":")?;
             let om = num(i + 4..i + 6)?;
+            // Checked here: `time` allows offsets up to ±25:59, RFC 3339's time-hour stops at 23.
             if oh > 23 || om > 59 {
                 return Err(TimeError::Range);
             }
@@ -125,32 +111,30 @@ pub fn parse_rfc3339_ms(text: &str) -> Result<i64, TimeError> {
         }
         _ => return Err(TimeError::Shape),
     };
-    let year = i64::from(year);
-    if !(1..=12).contains(&month)
-        || day == 0
-        || day > days_in_month(year, month)
-        || hour > 23
-        || minute > 59
-        || second > 59
-    {
-        return Err(TimeError::Range);
-    }
-    let days = days_from_civil(year, month, day);
-    let seconds = days * 86_400 + i64::from(hour * 3600 + minute * 60 + second) - offset_minutes * 60;
+    // Every field has at most four digits, so these casts are lossless.
+    let date = Date::from_calendar_date(year as i32, Month::try_from(month as u8)?, day as u8)?;
+    let clock = Time::from_hms(hour as u8, minute as u8, second as u8)?;
+    let offset = UtcOffset::from_whole_seconds(offset_minutes as i32 * 60)?;
+    let seconds = PrimitiveDateTime::new(date, clock).assume_offset(offset).unix_timestamp();
     Ok(seconds * 1000 + i64::from(millis))
 }
 
 /// Formats Unix milliseconds as RFC 3339 UTC with milliseconds: `2026-11-25T13:00:00.123Z`.
+/// Instants outside the years 0000–9999 (which RFC 3339 cannot write) are clamped to them.
 pub fn format_rfc3339_ms(ms: i64) -> String {
-    let days = ms.div_euclid(86_400_000);
-    let in_day = ms.rem_euclid(86_400_000);
-    let (year, month, day) = civil_from_days(days);
+    let ms = ms.clamp(MIN_MS, MAX_MS);
+    let Ok(at) = OffsetDateTime::from_unix_timestamp(ms.div_euclid(1000)) else {
+        unreachable!("years 0000 to 9999 are within the time crate's range");
+    };
     format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
-        in_day / 3_600_000,
-        in_day / 60_000 % 60,
-        in_day / 1000 % 60,
-        in_day % 1000
+        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z",
+        at.year(),
+        u8::from(at.month()),
+        at.day(),
+        at.hour(),
+        at.minute(),
+        at.second(),
+        ms.rem_euclid(1000)
     )
 }
 
@@ -203,5 +187,66 @@ mod tests {
         ] {
             assert_eq!(parse_rfc3339_ms(bad), Err(TimeError::Range), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn the_calendar_matches_independent_dates() {
+        // Seconds from `date -u -d ... +%s`: leap and non-leap centuries, the first and last
+        // four-digit years.
+        for (text, s) in [
+            ("1900-03-01T00:00:00Z", -2_203_891_200),
+            ("2000-02-29T12:34:56Z", 951_827_696),
+            ("2100-03-01T00:00:00Z", 4_107_542_400),
+            ("0000-03-01T00:00:00Z", -62_162_035_200),
+            ("9999-12-31T23:59:59Z", 253_402_300_799),
+            ("1969-12-31T23:59:59Z", -1),
+        ] {
+            assert_eq!(parse_rfc3339_ms(text), Ok(s * 1000), "{text}");
+            assert_eq!(format_rfc3339_ms(s * 1000), text.replace('Z', ".000Z"), "{text}");
+        }
+        assert_eq!(parse_rfc3339_ms("2100-02-29T00:00:00Z"), Err(TimeError::Range));
+        assert_eq!(parse_rfc3339_ms("2000-02-29T00:00:00Z").map(|ms| ms + 86_400_000), parse_rfc3339_ms("2000-03-01T00:00:00Z"));
+        // Every 997th hour and an odd millisecond, over the four-digit years: text and back.
+        let mut ms = MIN_MS + 123;
+        while ms < MAX_MS {
+            assert_eq!(parse_rfc3339_ms(&format_rfc3339_ms(ms)), Ok(ms), "{ms}");
+            ms += 997 * 3_600_000 + 1;
+        }
+    }
+
+    #[test]
+    fn what_rfc3339_parsers_often_take_the_contract_still_refuses() {
+        // The `time` crate's own RFC 3339 parser takes each of these; the wire contract does not.
+        // Any byte between date and time:
+        for bad in ["2026-11-25 13:00:00Z", "2026-11-25x13:00:00Z", "2026-11-25_13:00:00Z"] {
+            assert_eq!(parse_rfc3339_ms(bad), Err(TimeError::Shape), "{bad:?}");
+        }
+        // More than nine fraction digits:
+        assert_eq!(parse_rfc3339_ms("2026-11-25T13:00:00.0000000001Z"), Err(TimeError::Shape));
+        // A leap second where one may fall (the end of a month, UTC):
+        for bad in ["2016-12-31T23:59:60Z", "2017-01-01T00:59:60+01:00"] {
+            assert_eq!(parse_rfc3339_ms(bad), Err(TimeError::Range), "{bad:?}");
+        }
+        // Offsets past 23 hours (`time`'s `UtcOffset` reaches ±25 h) and month or day 00 are out
+        // of range, not malformed (`time`'s parser calls some of them malformed).
+        for bad in ["2026-11-25T13:00:00+25:00", "2026-11-25T13:00:00-24:00", "2026-00-10T00:00:00Z", "2026-11-00T00:00:00Z"] {
+            assert_eq!(parse_rfc3339_ms(bad), Err(TimeError::Range), "{bad:?}");
+        }
+        // And what it takes is kept: nine digits, `-00:00`, lowercase `t` and `z`.
+        assert_eq!(parse_rfc3339_ms("2026-11-25T13:00:00.999999999-00:00"), Ok(1_795_611_600_999));
+        assert_eq!(parse_rfc3339_ms("2026-11-25t13:00:00z"), Ok(1_795_611_600_000));
+    }
+
+    #[test]
+    fn instants_rfc3339_cannot_write_are_clamped_to_years_0000_to_9999() {
+        assert_eq!(parse_rfc3339_ms("0000-01-01T00:00:00Z"), Ok(MIN_MS));
+        assert_eq!(parse_rfc3339_ms("9999-12-31T23:59:59.999Z"), Ok(MAX_MS));
+        assert_eq!(format_rfc3339_ms(i64::MIN), "0000-01-01T00:00:00.000Z");
+        assert_eq!(format_rfc3339_ms(MIN_MS - 1), "0000-01-01T00:00:00.000Z");
+        assert_eq!(format_rfc3339_ms(i64::MAX), "9999-12-31T23:59:59.999Z");
+        // An accepted time whose offset reaches past year 0000 renders as its first instant.
+        let early = parse_rfc3339_ms("0000-01-01T00:30:00+01:00").unwrap();
+        assert_eq!(early, MIN_MS - 1_800_000);
+        assert_eq!(format_rfc3339_ms(early), "0000-01-01T00:00:00.000Z");
     }
 }
