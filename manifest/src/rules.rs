@@ -116,6 +116,8 @@ pub struct Config {
     /// `None` when ingest needs no token.
     pub ingest_token: Option<String>,
     pub max_segment_bytes: u64,
+    /// `None` when the operator's endpoints (`POST /admin/sweep`) are off.
+    pub admin_token: Option<String>,
 }
 
 impl fmt::Debug for Config {
@@ -125,6 +127,7 @@ impl fmt::Debug for Config {
             .field("idle_ms", &self.idle_ms)
             .field("ingest_token", &self.ingest_token.as_ref().map(|_| ".."))
             .field("max_segment_bytes", &self.max_segment_bytes)
+            .field("admin_token", &self.admin_token.as_ref().map(|_| ".."))
             .finish()
     }
 }
@@ -147,9 +150,9 @@ impl fmt::Display for ConfigError {
 impl std::error::Error for ConfigError {}
 
 impl Config {
-    /// Parses the four variables' values (`stream_retention`, `idle_timeout`, `ingest_token`,
-    /// `max_segment_bytes`).
-    pub fn parse(retention: &str, idle: &str, token: &str, max_bytes: &str) -> Result<Self, ConfigError> {
+    /// Parses the five variables' values (`stream_retention`, `idle_timeout`, `ingest_token`,
+    /// `max_segment_bytes`, `admin_token`).
+    pub fn parse(retention: &str, idle: &str, token: &str, max_bytes: &str, admin: &str) -> Result<Self, ConfigError> {
         let retention = Retention::parse_minutes(retention.trim()).map_err(|_| ConfigError {
             variable: "stream_retention",
             expected: "minutes as a plain decimal such as 10 or 0.5; 0 keeps everything",
@@ -162,8 +165,8 @@ impl Config {
             .ok()
             .filter(|&n| n > 0)
             .ok_or(ConfigError { variable: "max_segment_bytes", expected: "a whole number of bytes above 0" })?;
-        let ingest_token = Some(token.trim()).filter(|t| !t.is_empty()).map(str::to_owned);
-        Ok(Config { retention, idle_ms, ingest_token, max_segment_bytes })
+        let secret = |text: &str| Some(text.trim()).filter(|t| !t.is_empty()).map(str::to_owned);
+        Ok(Config { retention, idle_ms, ingest_token: secret(token), max_segment_bytes, admin_token: secret(admin) })
     }
 }
 
@@ -243,18 +246,21 @@ mod tests {
 
     #[test]
     fn config_parses_exactly_and_names_the_bad_variable() {
-        let c = Config::parse("0.05", "2.5", "", "16777216").unwrap();
+        let c = Config::parse("0.05", "2.5", "", "16777216", "").unwrap();
         assert_eq!(c.retention, Retention::Millis(3000));
         assert_eq!(c.idle_ms, 2500);
         assert_eq!(c.ingest_token, None);
         assert_eq!(c.max_segment_bytes, 16_777_216);
-        let c = Config::parse("10", "30", "s3cret", "1000").unwrap();
+        assert_eq!(c.admin_token, None);
+        let c = Config::parse("10", "30", "s3cret", "1000", " adm1n ").unwrap();
         assert_eq!(c.ingest_token.as_deref(), Some("s3cret"));
+        assert_eq!(c.admin_token.as_deref(), Some("adm1n"));
         assert!(!format!("{c:?}").contains("s3cret"));
-        assert_eq!(Config::parse("ten", "30", "", "1").unwrap_err().variable, "stream_retention");
-        assert_eq!(Config::parse("10", "0", "", "1").unwrap_err().variable, "idle_timeout");
-        assert_eq!(Config::parse("10", "30", "", "1.5").unwrap_err().variable, "max_segment_bytes");
-        let text = Config::parse("10", "-3", "", "1").unwrap_err().to_string();
+        assert!(!format!("{c:?}").contains("adm1n"));
+        assert_eq!(Config::parse("ten", "30", "", "1", "").unwrap_err().variable, "stream_retention");
+        assert_eq!(Config::parse("10", "0", "", "1", "").unwrap_err().variable, "idle_timeout");
+        assert_eq!(Config::parse("10", "30", "", "1.5", "").unwrap_err().variable, "max_segment_bytes");
+        let text = Config::parse("10", "-3", "", "1", "").unwrap_err().to_string();
         assert!(text.starts_with("server misconfigured: idle_timeout"), "{text}");
     }
 }

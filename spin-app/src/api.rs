@@ -469,34 +469,43 @@ fn register_upload(kv: &dyn Kv, config: &Config, id: &StreamId, now_ms: i64) {
     }
 }
 
-/// The operator's endpoints need the ingest token; a server without one refuses them, since
-/// anyone could call them (its per-request sweep still runs on any request, e.g. `GET /`).
+/// The operator's endpoints need the admin token, which is not the broadcasters' ingest token
+/// (a broadcaster is no operator); a server without one has them off (its per-request sweep
+/// still runs on any request, e.g. `GET /`).
 fn authorize_admin(head: &RequestHead, config: &Config) -> Result<(), ApiError> {
-    if config.ingest_token.is_none() {
+    let Some(token) = &config.admin_token else {
         return Err(ApiError::new(
             403,
-            "this server has no ingest_token, so its admin endpoints are off: set the ingest_token variable and send Authorization: Bearer <token> (without one, any request, e.g. GET /, runs the sweep's per-request step)",
+            "this server has no admin_token, so its admin endpoints are off: set the admin_token variable and send Authorization: Bearer <admin token> (without one, any request, e.g. GET /, runs the sweep's per-request step)",
         ));
+    };
+    if bearer_is(head, token) {
+        Ok(())
+    } else {
+        Err(ApiError::new(401, "missing or wrong admin token: send Authorization: Bearer <token> as set in the server's admin_token"))
     }
-    authorize(head, config)
 }
 
-/// Checks `Authorization: Bearer <token>` when the server has a token, in constant time.
+/// Checks `Authorization: Bearer <token>` when the server has an ingest token.
 fn authorize(head: &RequestHead, config: &Config) -> Result<(), ApiError> {
-    let Some(token) = &config.ingest_token else {
-        return Ok(());
-    };
+    match &config.ingest_token {
+        Some(token) if !bearer_is(head, token) => Err(ApiError::new(
+            401,
+            "missing or wrong ingest token: send Authorization: Bearer <token> as set in the server's ingest_token",
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// Whether the request's bearer token is `token`, compared in constant time.
+fn bearer_is(head: &RequestHead, token: &str) -> bool {
     let given = head
         .header("authorization")
         .and_then(|value| value.split_once(' '))
         .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
         .map(|(_, given)| given.trim())
         .unwrap_or("");
-    if constant_time_eq(given.as_bytes(), token.as_bytes()) {
-        Ok(())
-    } else {
-        Err(ApiError::new(401, "missing or wrong ingest token: send Authorization: Bearer <token> as set in the server's ingest_token"))
-    }
+    constant_time_eq(given.as_bytes(), token.as_bytes())
 }
 
 /// Compares without stopping at the first difference (the length still shows).

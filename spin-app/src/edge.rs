@@ -55,6 +55,7 @@ fn config() -> Result<Config, ConfigError> {
         &variable("idle_timeout", "30")?,
         &variable("ingest_token", "")?,
         &variable("max_segment_bytes", "16777216")?,
+        &variable("admin_token", "")?,
     )
 }
 

@@ -300,7 +300,7 @@ fn a_segment_beyond_a_hole_waits_until_the_hole_is_filled() {
 #[test]
 fn misconfiguration_is_a_500_naming_the_variable() {
     let kv = MemoryKv::new();
-    let bad = || Config::parse("ten", "30", "", "1000");
+    let bad = || Config::parse("ten", "30", "", "1000", "");
     let reply = request_with(&kv, bad, &head(Method::Get, &format!("/playlist/{}.m3u8", "a".repeat(40)), &[]), &[], T0);
     assert_eq!(reply.status, 500);
     assert_eq!(json(&kv, &reply)["error"], "server misconfigured: stream_retention");

@@ -401,6 +401,7 @@ fn drive_traffic(kv: &Counted, c: &Config, from: i64, ms: i64, cost: &mut SweepC
 fn admin_sweep_does_the_work_when_there_is_no_traffic() {
     let mut c = config(Retention::Millis(RETENTION_MS), 30_000);
     c.ingest_token = Some("tok-123".to_owned());
+    c.admin_token = Some("adm-456".to_owned());
     let kv = Counted::default();
     let cost = SweepCost::default();
     let auth = [("Authorization", "Bearer tok-123"), ("X-Duration", "1.000")];
@@ -415,11 +416,15 @@ fn admin_sweep_does_the_work_when_there_is_no_traffic() {
     let later = T0 + 2 * MINUTE + 10_000;
     let wrong = request(&kv, &c, &head(Method::Post, "/admin/sweep", &[("Authorization", "Bearer nope")]), b"", later);
     assert_eq!(wrong.status, 401);
-    let get = request(&kv, &c, &head(Method::Get, "/admin/sweep", &[("Authorization", "Bearer tok-123")]), b"", later);
+    // Regression (issue 18): a broadcaster's ingest token is no operator's token.
+    let broadcaster = request(&kv, &c, &head(Method::Post, "/admin/sweep", &[("Authorization", "Bearer tok-123")]), b"", later);
+    assert_eq!(broadcaster.status, 401);
+    assert!(json(&kv, &broadcaster)["error"].as_str().unwrap().contains("admin_token"));
+    let get = request(&kv, &c, &head(Method::Get, "/admin/sweep", &[("Authorization", "Bearer adm-456")]), b"", later);
     assert_eq!(get.status, 405);
     let mut runs = 0;
     loop {
-        let r = request(&kv, &c, &head(Method::Post, "/admin/sweep", &[("Authorization", "Bearer tok-123")]), b"", later);
+        let r = request(&kv, &c, &head(Method::Post, "/admin/sweep", &[("Authorization", "Bearer adm-456")]), b"", later);
         assert_eq!(r.status, 200);
         runs += 1;
         let report = json(&kv, &r);
@@ -431,9 +436,11 @@ fn admin_sweep_does_the_work_when_there_is_no_traffic() {
     assert!(left.is_empty(), "after {runs} calls: {left:?}");
     let _ = cost;
 
-    // Without an ingest token the endpoint is off, and says how to turn it on.
-    let open = config(Retention::Millis(RETENTION_MS), 30_000);
-    let r = request(&kv, &open, &head(Method::Post, "/admin/sweep", &[]), b"", later);
+    // Without an admin token the endpoint is off, and says how to turn it on, whatever the
+    // ingest token.
+    let mut open = config(Retention::Millis(RETENTION_MS), 30_000);
+    open.ingest_token = Some("tok-123".to_owned());
+    let r = request(&kv, &open, &head(Method::Post, "/admin/sweep", &[("Authorization", "Bearer tok-123")]), b"", later);
     assert_eq!(r.status, 403);
-    assert!(json(&kv, &r)["error"].as_str().unwrap().contains("ingest_token"));
+    assert!(json(&kv, &r)["error"].as_str().unwrap().contains("admin_token"));
 }
