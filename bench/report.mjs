@@ -31,7 +31,7 @@ the gap: a cache in front to absorb repeat GETs within the playlist's one-segmen
 const HOST_BOUND = `At the first failing step the host and the bench's own simulated viewers together use about both
 cores (the two CPU figures above), so on this machine the audience is bounded first by the two
 cores that server and load generator share. Within the host, the test host keeps one SQLite
-connection behind a mutex (tests/host/src/kv.rs), so every key-value read and write is serialized and
+connection behind a mutex (host/src/kv.rs), so every key-value read and write is serialized and
 a 1 MiB segment is read or written whole while holding it; real Spin's SQLite key-value store has the
 same single-writer shape. A cloud key-value backend or a cache in front (segments are immutable) is
 what lifts these bounds, not the component.`;

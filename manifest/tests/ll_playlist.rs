@@ -1,7 +1,7 @@
 //! The v2 (LL-HLS) playlist against golden files, each checked tag by tag against the draft's
 //! rules by the tests' LL checker (m3u8-rs does not know the LL tags), and its ended form.
 
-#[path = "../../tests/host/tests/common/ll_check.rs"]
+#[path = "../../tests/http/common/ll_check.rs"]
 mod ll_check;
 
 use chalkstream_manifest::ll::{LlView, OpenSegment};

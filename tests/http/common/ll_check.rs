@@ -1,7 +1,7 @@
 //! A tag-by-tag checker for low-latency media playlists (draft-pantos-hls-rfc8216bis), because
 //! no Rust HLS parser knows the LL tags. `check` parses a playlist strictly, asserts the
 //! draft's rules and Chalkstream's own, and returns what it read so tests can compare
-//! playlists. Standard library only: the host tests, spin-app's and manifest's tests include it
+//! playlists. Standard library only: the HTTP tests (`tests/http/`), spin-app's and manifest's tests include it
 //! by path.
 //!
 //! Rules (section numbers of the draft):

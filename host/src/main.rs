@@ -1,5 +1,6 @@
-//! `chalkstream-host`: a small stand-in for `spin up`, for tests and for
-//! machines where the Spin CLI is not installed.
+//! `chalkstream-host`: a small stand-in for `spin up`, for machines where the
+//! Spin CLI is not installed (`scripts/up` serves with it then) and for the
+//! HTTP integration tests in `tests/http/` (this package's test targets).
 //!
 //! It runs the very `.wasm` file `spin build` produces for `spin.toml` (a
 //! wasm32-wasip2 component exporting `wasi:http/incoming-handler@0.2.0`) on

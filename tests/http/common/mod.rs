@@ -21,10 +21,10 @@ pub const MAX_VALUE_BYTES: usize = 1024 * 1024;
 /// Size of one MPEG-TS packet.
 pub const TS_PACKET: usize = 188;
 
-/// The repository root (two levels above this crate).
+/// The repository root (the parent of `host/`, whose test targets these are).
 pub fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../..")
+        .join("..")
         .canonicalize()
         .expect("repository root")
 }
