@@ -132,6 +132,11 @@ pub struct StreamRecord {
     /// the first part like the target duration. `None` for a v1 stream.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub part_target_ms: Option<u32>,
+    /// The seq of the upload that created the record when it was not 0: a session resuming
+    /// after the sweep deleted its stream (issue 18). Its run starts there once the hole below
+    /// it has outlived the idle timeout (a new stream's reordered uploads arrive within it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub first_seq: Option<u64>,
 }
 
 /// Retention's low-water mark: every seq below `first_seq` is expired (and maybe deleted).

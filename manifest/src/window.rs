@@ -699,7 +699,7 @@ mod tests {
 
     #[test]
     fn view_counts_breaks_before_the_window_and_decides_the_state() {
-        let record = StreamRecord { target_s: 2, created_ms: 0, part_target_ms: None };
+        let record = StreamRecord { target_s: 2, created_ms: 0, part_target_ms: None, first_seq: None };
         let breaks = Breaks { before: 0, seqs: vec![1, 3, 8] };
         let segments: Vec<_> = (4..8).map(|s| meta(s, s as i64 * 1000)).collect();
         let view = StreamView::assemble(&record, breaks.count_before(4), None, segments.clone(), Retention::Millis(5000), 30_000, 8000)

@@ -151,7 +151,7 @@ impl Sim {
 
     fn upload(&mut self, seq: u64, duration_ms: u32, now: i64) {
         let headers = SegmentHeaders { duration_ms, pdt_ms: None, discontinuity: false };
-        let record = *self.record.get_or_insert(StreamRecord { target_s: rules::target_duration_s(duration_ms), created_ms: now, part_target_ms: None });
+        let record = *self.record.get_or_insert(StreamRecord { target_s: rules::target_duration_s(duration_ms), created_ms: now, part_target_ms: None, first_seq: None });
         rules::check_target(duration_ms, record.target_s).unwrap();
         let prev = seq.checked_sub(1).and_then(|p| self.metas.get(&p));
         let disc = rules::starts_discontinuity(false, seq, self.end.as_ref(), prev, now, self.idle_ms);
@@ -364,7 +364,7 @@ fn paged(count: u64, head: u64) -> Paged {
 
 #[test]
 fn event_playlists_from_stored_lines_are_byte_identical_to_rendering_every_meta() {
-    let record = StreamRecord { target_s: 2, created_ms: T0, part_target_ms: None };
+    let record = StreamRecord { target_s: 2, created_ms: T0, part_target_ms: None, first_seq: None };
     let breaks = Breaks { before: 1, seqs: vec![20, 64, 70, 127, 129] };
     let idle_ms = 30_000;
     let mut compared = 0;

@@ -444,3 +444,79 @@ fn admin_sweep_does_the_work_when_there_is_no_traffic() {
     assert_eq!(r.status, 403);
     assert!(json(&kv, &r)["error"].as_str().unwrap().contains("admin_token"));
 }
+
+/// Uploads until the sweep has deleted every key of stream `id`: no traffic but the cron job.
+fn sweep_until_gone(kv: &Counted, c: &Config, id: &str, now: i64) {
+    for _ in 0..20 {
+        let report = sweep::run(kv, c, now).unwrap();
+        if !report.pending {
+            break;
+        }
+    }
+    assert_eq!(keys_of(&kv.keys(), id), Vec::<String>::new(), "the sweep left keys of the stream");
+}
+
+/// Regression (issue 18): a session that uploads after the sweep deleted its stream (silent for
+/// longer than retention plus the sweep's bound) starts a new run its viewers can play, whatever
+/// seq it has reached. Before, the sweep's deleted head and tail made the "64 past the first
+/// unstored seq" rule measure from 0: every upload past seq 63 was `429` for good, and a resume
+/// below 64 was stored behind a hole at seq 0 that no playlist ever got past (`404`).
+#[test]
+fn a_session_resumes_after_the_sweep_deleted_its_stream() {
+    let c = config(Retention::Millis(RETENTION_MS), 5_000);
+    let mut cost = SweepCost::default();
+    for (name, before) in [("far", 80u64), ("near", 30)] {
+        let kv = Counted::default();
+        let s = secret(name, 0);
+        let id = stream_id(&s);
+        for seq in 0..before {
+            assert_eq!(put_seg(&kv, &c, &s, seq, T0 + seq as i64 * 1000, &mut cost).status, 201, "{name} seq {seq}");
+        }
+        let later = T0 + before as i64 * 1000 + 2 * MINUTE + 10_000;
+        sweep_until_gone(&kv, &c, &id, later);
+        assert_eq!(get_playlist(&kv, &c, &id, later, &mut cost).status, 404);
+
+        // Far past seq 64 the run starts at once; below it, once the hole under the resumed
+        // seq has outlived the idle timeout (5 s here): it could be a new stream's reordered
+        // first uploads until then.
+        let uploads = if before >= 64 { 4 } else { 7 };
+        for (i, seq) in (before..before + uploads).enumerate() {
+            let r = put_seg(&kv, &c, &s, seq, later + i as i64 * 1000, &mut cost);
+            assert_eq!(r.status, 201, "{name}: seq {seq} after the sweep: {}", text(&kv, &r));
+        }
+        let r = get_playlist(&kv, &c, &id, later + uploads as i64 * 1000, &mut cost);
+        assert_eq!(r.status, 200, "{name}: {}", text(&kv, &r));
+        let p = text(&kv, &r);
+        // The resumed run, less what retention (6 s) has expired since.
+        let listed = listed_seqs(&p);
+        let first = before + uploads - listed.len() as u64;
+        assert!(listed.len() >= 4, "{name}:\n{p}");
+        assert_eq!(listed, (first..before + uploads).collect::<Vec<_>>(), "{name}:\n{p}");
+        assert!(p.contains(&format!("#EXT-X-MEDIA-SEQUENCE:{first}\n")), "{name}:\n{p}");
+        assert!(!p.contains("#EXT-X-ENDLIST"), "{name}: the resumed run is live:\n{p}");
+        // The hole below the run can no longer be filled: an upload into it is refused, not
+        // acknowledged and hidden.
+        assert_eq!(put_seg(&kv, &c, &s, 0, later + 8_000, &mut cost).status, 409, "{name}");
+    }
+
+    // A low-latency session resumes the same way, from part 0 of its next segment.
+    let kv = Counted::default();
+    let s = secret("parts", 0);
+    let id = stream_id(&s);
+    for seq in 0..70 {
+        for part in 0..2 {
+            assert_eq!(put_part(&kv, &c, &s, seq, part, T0 + seq as i64 * 1000, &mut cost).status, 201);
+        }
+        assert_eq!(commit(&kv, &c, &s, seq, 2, T0 + seq as i64 * 1000 + 999, &mut cost).status, 201);
+    }
+    let later = T0 + 70_000 + 2 * MINUTE + 10_000;
+    sweep_until_gone(&kv, &c, &id, later);
+    for part in 0..2 {
+        let r = put_part(&kv, &c, &s, 70, part, later, &mut cost);
+        assert_eq!(r.status, 201, "part {part} after the sweep: {}", text(&kv, &r));
+    }
+    assert_eq!(commit(&kv, &c, &s, 70, 2, later + 999, &mut cost).status, 201);
+    let r = get_playlist(&kv, &c, &id, later + 1_000, &mut cost);
+    assert_eq!(r.status, 200, "{}", text(&kv, &r));
+    assert!(text(&kv, &r).contains("#EXT-X-MEDIA-SEQUENCE:70\n"), "{}", text(&kv, &r));
+}

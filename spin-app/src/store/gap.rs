@@ -32,7 +32,7 @@ impl<K: Kv + ?Sized> Streams<'_, K> {
     /// reading of the record (before a yielding gap takes it back) can still cross.
     pub fn put_gap(&self, id: &StreamId, seq: u64, duration_ms: Option<u32>, now_ms: i64) -> Result<Stored, PutError> {
         let settled = || Ok(self.meta(id, seq)?.map(|existing| answer_existing_gap(&existing)));
-        let head = match self.admit(id, seq, settled)? {
+        let head = match self.admit(id, seq, now_ms, settled)? {
             Ok(head) => head,
             Err(stored) => return Ok(stored),
         };

@@ -2,14 +2,14 @@
 //! a stream. Every write path runs the same prologue ([`Streams::admit`]) and, once its commit
 //! point holds, the same epilogue ([`Streams::settle`]).
 
-use super::layout::{end_key, meta_key, part_meta_key, part_slice_key, segment_slice_key, stream_key, MAX_AHEAD, TAIL_PROBE};
+use super::layout::{end_key, head_key, meta_key, part_meta_key, part_slice_key, segment_slice_key, stream_key, MAX_AHEAD, TAIL_PROBE};
 use super::{PutError, Stored, Streams};
 use crate::kv::{get_json, set_json, Kv, KvError};
 use chalkstream_manifest::id::{sha1_hex, StreamId};
 use chalkstream_manifest::ingest::SegmentHeaders;
 use chalkstream_manifest::part::{PartHeaders, PartMeta, MAX_PARTS};
 use chalkstream_manifest::rules::{self, Retention, RuleError};
-use chalkstream_manifest::segment::{EndMarker, SegmentMeta, StreamRecord, PART_LEN};
+use chalkstream_manifest::segment::{EndMarker, HeadMark, SegmentMeta, StreamRecord, PART_LEN};
 
 /// What a write path's prologue decided: store (with the retention head it read), or answer at
 /// once.
@@ -24,13 +24,23 @@ impl<K: Kv + ?Sized> Streams<'_, K> {
     /// what already holds it (`settled`); else it must not lie below the head or the tail hint
     /// (committed once and deleted by retention since: storing it again would acknowledge a
     /// segment no playlist lists), unless `settled` now finds that a racing twin stored it (a
-    /// retry, then); and it must not lie [`MAX_AHEAD`] or more past the first unstored seq.
-    pub(super) fn admit(&self, id: &StreamId, seq: u64, settled: impl Fn() -> Result<Settled, KvError>) -> Result<Admission, PutError> {
+    /// retry, then); and it must not lie [`MAX_AHEAD`] or more past the first unstored seq,
+    /// unless the stream has no record (it was swept): then a run starts at `seq`.
+    pub(super) fn admit(
+        &self,
+        id: &StreamId,
+        seq: u64,
+        now_ms: i64,
+        settled: impl Fn() -> Result<Settled, KvError>,
+    ) -> Result<Admission, PutError> {
         if let Some(answer) = settled()? {
             return answer.map(Err);
         }
-        let head = self.head(id)?;
+        let mut head = self.head(id)?;
         let tail = self.tail(id)?;
+        if seq > head.max(tail) {
+            head = self.resumed_head(id, head, tail, now_ms)?;
+        }
         if seq < head || seq < tail {
             // A racing twin may have stored this seq and moved the tail since the read above:
             // that makes this a retry, not a seq behind the window.
@@ -39,8 +49,50 @@ impl<K: Kv + ?Sized> Streams<'_, K> {
             }
             return Err(PutError::Rule(RuleError::BeforeWindow { seq, first_seq: head.max(seq + 1) }));
         }
-        check_ahead(seq, head, tail)?;
+        if let Err(too_far) = check_ahead(seq, head, tail) {
+            // Too far ahead of a stream with no record: not a new stream (its uploads start at
+            // seq 0, and a client never has seq 0 and seq 64 in flight at once) but one the
+            // sweep deleted after a silence longer than retention, its head and tail with it.
+            // The session resumes: its run starts at this seq (issue 18: measured from 0, every
+            // upload of a resumed session was `429` for good).
+            if self.record(id)?.is_some() {
+                return Err(too_far);
+            }
+            self.start_run(id, seq)?;
+            return Ok(Ok(seq));
+        }
         Ok(Ok(head))
+    }
+
+    /// The head of a stream whose run starts after a hole that nothing will fill: a session that
+    /// resumed after the sweep deleted its stream, at a seq below [`MAX_AHEAD`] (its upload was
+    /// stored behind the hole and created the record, noting its seq). Once the hole has
+    /// outlived the idle timeout it is no reordering of a new stream's first uploads (a client
+    /// sends them within it), so the run starts at the record's first seq; a late upload into
+    /// the hole is then behind the window (`409`), never acknowledged and hidden. Costs one read
+    /// (the record) only for an upload past the first unstored seq.
+    fn resumed_head(&self, id: &StreamId, head: u64, tail: u64, now_ms: i64) -> Result<u64, KvError> {
+        let Some(record) = self.record(id)? else {
+            return Ok(head);
+        };
+        let Some(first) = record.first_seq.filter(|&first| first > head.max(tail)) else {
+            return Ok(head);
+        };
+        let settled_hole = now_ms.saturating_sub(record.created_ms) >= self.config.idle_ms as i64;
+        if settled_hole && self.meta(id, head)?.is_none() && self.part_meta(id, head, 0)?.is_none() {
+            self.start_run(id, first)?;
+            return Ok(first);
+        }
+        Ok(head)
+    }
+
+    /// Moves the head to `seq`, where a new run starts (see [`Streams::admit`]); re-read so a
+    /// racing request's later head stays.
+    fn start_run(&self, id: &StreamId, seq: u64) -> Result<(), KvError> {
+        if self.head(id)? < seq {
+            set_json(self.kv, &head_key(id), &HeadMark { first_seq: seq })?;
+        }
+        Ok(())
     }
 
     /// What a new segment (or part 0) at `seq` follows: the previous segment's meta, if stored,
@@ -93,11 +145,11 @@ impl<K: Kv + ?Sized> Streams<'_, K> {
     ) -> Result<Stored, PutError> {
         let sha1 = sha1_hex(body);
         let settled = || Ok(self.meta(id, seq)?.map(|existing| answer_existing(&existing, &sha1)));
-        let head = match self.admit(id, seq, settled)? {
+        let head = match self.admit(id, seq, now_ms, settled)? {
             Ok(head) => head,
             Err(stored) => return Ok(stored),
         };
-        let record = self.stream_record(id, headers.duration_ms, now_ms)?;
+        let record = self.stream_record(id, seq, headers.duration_ms, now_ms)?;
         rules::check_target(headers.duration_ms, record.target_s).map_err(PutError::Rule)?;
 
         let (previous, discontinuity) = self.follows(id, seq, headers.discontinuity, now_ms)?;
@@ -129,12 +181,17 @@ impl<K: Kv + ?Sized> Streams<'_, K> {
 
     /// The stream record, created from this segment when absent. Re-read after writing so two
     /// racing first segments most likely agree on the target.
-    fn stream_record(&self, id: &StreamId, duration_ms: u32, now_ms: i64) -> Result<StreamRecord, KvError> {
+    fn stream_record(&self, id: &StreamId, seq: u64, duration_ms: u32, now_ms: i64) -> Result<StreamRecord, KvError> {
         let key = stream_key(id);
         if let Some(record) = get_json(self.kv, &key)? {
             return Ok(record);
         }
-        let record = StreamRecord { target_s: rules::target_duration_s(duration_ms), created_ms: now_ms, part_target_ms: None };
+        let record = StreamRecord {
+            target_s: rules::target_duration_s(duration_ms),
+            created_ms: now_ms,
+            part_target_ms: None,
+            first_seq: (seq > 0).then_some(seq),
+        };
         set_json(self.kv, &key, &record)?;
         Ok(get_json(self.kv, &key)?.unwrap_or(record))
     }
@@ -151,10 +208,10 @@ impl<K: Kv + ?Sized> Streams<'_, K> {
             }
             Ok(self.meta(id, seq)?.map(|sealed| Err(sealed_without(&sealed, part))))
         };
-        if let Err(stored) = self.admit(id, seq, settled)? {
+        if let Err(stored) = self.admit(id, seq, now_ms, settled)? {
             return Ok(stored);
         }
-        self.part_stream_record(id, headers, now_ms)?;
+        self.part_stream_record(id, seq, headers, now_ms)?;
         let discontinuity = part == 0 && self.follows(id, seq, headers.discontinuity, now_ms)?.1;
         let meta = PartMeta::new(seq, part, headers, discontinuity, body, now_ms);
         for (slice, bytes) in body.chunks(PART_LEN).enumerate() {
@@ -185,7 +242,7 @@ impl<K: Kv + ?Sized> Streams<'_, K> {
 
     /// The stream record for a part: created from it when absent (re-read after writing so two
     /// racing first parts most likely agree), and checked against it.
-    fn part_stream_record(&self, id: &StreamId, headers: &PartHeaders, now_ms: i64) -> Result<StreamRecord, PutError> {
+    fn part_stream_record(&self, id: &StreamId, seq: u64, headers: &PartHeaders, now_ms: i64) -> Result<StreamRecord, PutError> {
         let key = stream_key(id);
         let record = match get_json::<StreamRecord>(self.kv, &key)? {
             Some(record) => record,
@@ -194,6 +251,7 @@ impl<K: Kv + ?Sized> Streams<'_, K> {
                     target_s: headers.target_s,
                     created_ms: now_ms,
                     part_target_ms: Some(headers.part_target_ms),
+                    first_seq: (seq > 0).then_some(seq),
                 };
                 set_json(self.kv, &key, &record)?;
                 get_json(self.kv, &key)?.unwrap_or(record)
@@ -213,7 +271,7 @@ impl<K: Kv + ?Sized> Streams<'_, K> {
     /// tail hint, pages and lines, retention, exactly as after a whole-segment upload.
     pub fn commit(&self, id: &StreamId, seq: u64, count: u32, now_ms: i64) -> Result<Stored, PutError> {
         let settled = || Ok(self.meta(id, seq)?.map(|existing| answer_existing_commit(&existing, count)));
-        let head = match self.admit(id, seq, settled)? {
+        let head = match self.admit(id, seq, now_ms, settled)? {
             Ok(head) => head,
             Err(stored) => return Ok(stored),
         };
