@@ -23,6 +23,10 @@ use std::fmt;
 pub const MAX_PARTS: u32 = 64;
 /// Longest accepted part target, in milliseconds.
 pub const MAX_PART_TARGET_MS: u32 = 2000;
+/// Shortest accepted part target, in milliseconds: a player makes about two requests per part,
+/// so a shorter one multiplies every viewer's requests (and what each held request costs)
+/// without lowering latency below what the segmenter can deliver.
+pub const MIN_PART_TARGET_MS: u32 = 100;
 /// Longest accepted target duration of a v2 stream, in seconds (as for a v1 segment).
 pub const MAX_TARGET_S: u32 = 30;
 
@@ -81,8 +85,9 @@ impl fmt::Display for PartError {
             ),
             PartError::PartTarget(None) => write!(
                 f,
-                "{} must be more than 0 and at most {} seconds",
+                "{} must be from {} to {} seconds",
                 wire::PART_TARGET,
+                decimal::format_millis(u64::from(MIN_PART_TARGET_MS)),
                 decimal::format_millis(u64::from(MAX_PART_TARGET_MS))
             ),
             PartError::TargetDuration => write!(
@@ -137,10 +142,10 @@ pub fn parse_part_index(text: &str) -> Result<u32, PartError> {
     }
 }
 
-/// Parses `X-Part-Target` (seconds, plain decimal) to milliseconds in `1..=2000`.
+/// Parses `X-Part-Target` (seconds, plain decimal) to milliseconds in `100..=2000`.
 pub fn parse_part_target_ms(text: &str) -> Result<u32, PartError> {
     let ms = decimal::parse_scaled(text, 1000, 2, 9).map_err(|e| PartError::PartTarget(Some(e)))?;
-    if ms == 0 || ms > u64::from(MAX_PART_TARGET_MS) {
+    if ms < u64::from(MIN_PART_TARGET_MS) || ms > u64::from(MAX_PART_TARGET_MS) {
         return Err(PartError::PartTarget(None));
     }
     Ok(ms as u32)

@@ -6,8 +6,11 @@
 //! What a check costs: a hold knows the live edge it started from and probes only the keys
 //! that move it: the next part of the open segment and the open segment's own meta (sealed).
 //! The first check is scheduled for when the next part is due (the newest part's stored time
-//! plus its duration), later ones every fifth of a part target (20 to 200 ms), so a held
-//! request typically costs two or three reads besides the answer it renders. When the next part
+//! plus its duration), later ones every fifth of a part target (20 to 200 ms) and at least an
+//! eighth of the time waited so far, so a held request typically costs two or three reads
+//! besides the answer it renders, and never more than [`MAX_CHECKS`] checks (each a few reads:
+//! the next part, the seal, the end marker) whatever part target and target duration the
+//! broadcaster chose. When the next part
 //! is overdue by a part target it also reads the end marker, so a stream that ends answers at
 //! once (`EXT-X-ENDLIST`, no directive applies, rfc8216bis §6.2.5.2). A held part that is due
 //! but missing also reads its segment's meta: a seal without it answers `404` at that check. After three target
@@ -30,6 +33,15 @@ const WAKE_SLACK_MS: i64 = 10;
 /// Bounds of the interval between checks once the part is overdue.
 const RETRY_MIN_MS: i64 = 20;
 const RETRY_MAX_MS: i64 = 200;
+/// Checks are also spaced by at least this fraction of how long the request has waited, so the
+/// number of checks grows with the logarithm of the wait, not with the part target (issue 18: a
+/// stranger's 20 ms part target and 30 s target duration made one held GET read 13,502 keys).
+/// A hold of the longest allowed (three 30 s target durations) checks at most [`MAX_CHECKS`]
+/// times: 8 at the shortest interval (20 ms), then each interval 1/8 of the wait so far, from
+/// 160 ms to 90 s (54 more), plus the check when the part is due and the one at the deadline.
+const BACKOFF_DIVISOR: i64 = 8;
+/// The most checks a hold makes, whatever the stream's part target and target duration.
+pub const MAX_CHECKS: u32 = 64;
 
 /// What a held request waits for.
 #[derive(Debug, Clone)]
@@ -56,6 +68,8 @@ pub struct Hold {
     /// When the next part is due (Unix ms).
     expect_ms: i64,
     next_check_ms: i64,
+    /// When the request started waiting (Unix ms).
+    started_ms: i64,
     deadline_ms: i64,
     checks: u32,
 }
@@ -83,6 +97,7 @@ impl Hold {
             newest_ms,
             expect_ms,
             next_check_ms: now_ms,
+            started_ms: now_ms,
             deadline_ms: now_ms + ll::hold_limit_ms(live.record.target_s) as i64,
             checks: 0,
         };
@@ -121,6 +136,7 @@ impl Hold {
             newest_ms: previous.stored_ms,
             expect_ms: previous.stored_ms + i64::from(previous.duration_ms),
             next_check_ms: now_ms,
+            started_ms: now_ms,
             deadline_ms: now_ms + ll::hold_limit_ms(record.target_s) as i64,
             checks: 0,
         };
@@ -169,8 +185,11 @@ impl Hold {
 
     fn schedule(&mut self, now_ms: i64) {
         let due = self.expect_ms + WAKE_SLACK_MS;
-        let retry = (i64::from(self.part_target_ms) / 5).clamp(RETRY_MIN_MS, RETRY_MAX_MS);
-        let next = if due > now_ms { due } else { now_ms + retry };
+        let waited = now_ms - self.started_ms;
+        let retry = (i64::from(self.part_target_ms) / 5).clamp(RETRY_MIN_MS, RETRY_MAX_MS).max(waited / BACKOFF_DIVISOR);
+        let next = if due > now_ms { due.max(now_ms + waited / BACKOFF_DIVISOR) } else { now_ms + retry };
+        // The budget's last check is the deadline's.
+        let next = if self.checks + 1 >= MAX_CHECKS { self.deadline_ms } else { next };
         self.next_check_ms = next.min(self.deadline_ms).max(now_ms + 1);
     }
 

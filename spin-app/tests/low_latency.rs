@@ -703,3 +703,105 @@ fn a_part_that_arrives_and_is_sealed_between_two_reads_is_served_not_404() {
         assert_eq!(body(&kv, &reply), part_body(2, 3), "miss {miss}");
     }
 }
+
+/// Regression (issue 18): a held request's store reads do not grow with the stream's part target
+/// and target duration. A stranger may pick the shortest part target (0.1 s) and the longest
+/// target duration (30 s): a blocking reload and a part request for a part that never comes are
+/// held 90 s, and before the checks were paced by time they re-read the store every 20 ms
+/// (about 4,500 checks, 9,000 reads). Now at most `hold::MAX_CHECKS` checks of a few reads each.
+#[test]
+fn regression_issue_18_a_held_request_reads_a_constant_whatever_the_part_target() {
+    let c = config(Retention::Forever, 120_000);
+    let id = stream_id(SECRET);
+    let hostile = |part: u32| {
+        vec![
+            ("X-Duration", "0.1".to_owned()),
+            ("X-Part-Target", "0.1".to_owned()),
+            ("X-Target-Duration", "30".to_owned()),
+            ("X-Independent", if part == 0 { "1" } else { "0" }.to_owned()),
+        ]
+    };
+    for path in [format!("/playlist/{id}.m3u8?_HLS_msn=1&_HLS_part=1"), format!("/chunks/{id}/1.1.ts")] {
+        let kv = Counted::default();
+        put_part_with(&kv, &c, 0, 0, &hostile(0), &part_body(0, 0), T0).assert(201);
+        commit(&kv, &c, 0, "1", T0 + 100).assert(201);
+        put_part_with(&kv, &c, 1, 0, &hostile(0), &part_body(1, 0), T0 + 200).assert(201);
+        let before = kv.gets.load(Ordering::Relaxed);
+        let (reply, at) = held(&kv, &c, &path, T0 + 210, |_| {});
+        let reads = kv.gets.load(Ordering::Relaxed) - before;
+        reply.assert(503);
+        assert!(at - T0 >= 90_000, "{path}: answered after {} ms", at - T0);
+        // Each check reads the next part, the seal and the end marker at most (and a part
+        // request its part twice); the answer is a 503.
+        let bound = hold::MAX_CHECKS as usize * 5 + 20;
+        assert!(reads <= bound, "{path}: {reads} reads while held (bound {bound})");
+        eprintln!("{path}: {reads} reads over a 90 s hold");
+    }
+}
+
+/// What a cache in front may keep of a v2 stream (docs/API.md, "Caching"): the plain playlist
+/// and every blocking reload's answer a second (a part target, at least a second) and a second
+/// stale while refetched; parts, held or not, forever; a held part that can never come and a
+/// held request that timed out a second, so a cache hands that answer to every viewer that was
+/// waiting for it; a refused directive never; the ended playlist half a minute.
+#[test]
+fn held_answers_say_how_long_a_cache_may_keep_them() {
+    let kv = MemoryKv::new();
+    let c = config(Retention::Forever, 30_000);
+    let id = stream_id(SECRET);
+    let live = Some("public, max-age=1, stale-while-revalidate=1");
+    let mut now = stream(&kv, &c, 0, 2, T0);
+    now += 250;
+    put_part(&kv, &c, 2, 0, &part_body(2, 0), now).assert(201);
+    let (r, _) = ll_playlist(&kv, &c, "", now + 5);
+    assert_eq!(r.get_header("cache-control"), live);
+    // A blocking reload answered at once, and one held until its part arrives.
+    let (r, _) = ll_playlist(&kv, &c, "?_HLS_msn=2&_HLS_part=0&_HLS_skip=YES", now + 5);
+    assert_eq!(r.get_header("cache-control"), live);
+    let arrives = now + 250;
+    let (r, _) = held(&kv, &c, &format!("/playlist/{id}.m3u8?_HLS_msn=2&_HLS_part=1"), now + 5, |t| {
+        if t >= arrives && kv.get(&format!("seg/{id}/2/p1")).unwrap().is_none() {
+            put_part(&kv, &c, 2, 1, &part_body(2, 1), t).assert(201);
+        }
+    });
+    r.assert(200);
+    assert_eq!(r.get_header("cache-control"), live);
+    // A held part that arrives: immutable like any part.
+    let arrives = arrives + 250;
+    let (r, _) = held(&kv, &c, &format!("/chunks/{id}/2.2.ts"), arrives - 200, |t| {
+        if t >= arrives && kv.get(&format!("seg/{id}/2/p2")).unwrap().is_none() {
+            put_part(&kv, &c, 2, 2, &part_body(2, 2), t).assert(201);
+        }
+    });
+    r.assert(200);
+    assert_eq!(r.get_header("cache-control"), Some("public, max-age=31536000, immutable"));
+    // The hint past the segment's last part, sealed without it: 404, a second.
+    put_part(&kv, &c, 2, 3, &part_body(2, 3), arrives + 250).assert(201);
+    let sealed = arrives + 260;
+    let (r, _) = held(&kv, &c, &format!("/chunks/{id}/2.4.ts"), arrives + 255, |t| {
+        if t >= sealed && kv.get(&format!("seg/{id}/2/meta")).unwrap().is_none() {
+            commit(&kv, &c, 2, "4", t).assert(201);
+        }
+    });
+    r.assert(404);
+    assert_eq!(r.get_header("cache-control"), Some("public, max-age=1"));
+    // Nothing arrives: 503 with Retry-After, a second.
+    let (r, _) = held(&kv, &c, &format!("/playlist/{id}.m3u8?_HLS_msn=3&_HLS_part=0"), sealed + 10, |_| {});
+    r.assert(503);
+    assert_eq!(r.get_header("retry-after"), Some("1"));
+    assert_eq!(r.get_header("cache-control"), Some("public, max-age=1"));
+    let (r, _) = held(&kv, &c, &format!("/chunks/{id}/3.0.ts"), sealed + 10, |_| {});
+    r.assert(503);
+    assert_eq!(r.get_header("cache-control"), Some("public, max-age=1"));
+    // Too far ahead: the client's mistake, never cached.
+    let r = get(&kv, &c, &format!("/playlist/{id}.m3u8?_HLS_msn=9"), sealed + 10);
+    r.assert(400);
+    assert_eq!(r.get_header("cache-control"), Some("no-store"));
+    // Ended: half a minute, for the plain playlist and a blocking reload alike.
+    request(&kv, &c, &head(Method::Post, &format!("/ingest/{SECRET}/end"), &[]), b"", sealed + 20).assert(200);
+    for query in ["", "?_HLS_msn=3&_HLS_part=0"] {
+        let (r, p) = ll_playlist(&kv, &c, query, sealed + 30);
+        assert!(p.ended);
+        assert_eq!(r.get_header("cache-control"), Some("public, max-age=30"), "{query}");
+    }
+}
