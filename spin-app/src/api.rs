@@ -13,7 +13,7 @@
 
 use crate::hold::Hold;
 use crate::kv::{Kv, KvError};
-use crate::reply::{finish, part_reply, playlist_reply, ApiError, Body, Reply, CHUNK_CACHE};
+use crate::reply::{finish, part_reply, playlist_reply, ApiError, Body, Reply, CHUNK_CACHE, STATUS_CACHE};
 use crate::route::{Family, Method, Route};
 use crate::store::{PutError, Stored, Streams};
 use chalkstream_manifest::part::PartMeta;
@@ -30,7 +30,7 @@ use chalkstream_manifest::time::format_rfc3339_ms;
 use chalkstream_manifest::window::{State, StreamView};
 use serde_json::json;
 
-/// `Cache-Control` of an ended playlist: it may still resume, so not forever.
+/// The request headers a preflight allows: ingest's (v1 and v2) and the token.
 const ALLOW_HEADERS: &str = "Authorization, Content-Type, X-Duration, X-Program-Date-Time, X-Discontinuity, X-Independent, X-Part-Target, X-Target-Duration, X-Parts";
 
 /// The parts of a request the handlers look at.
@@ -569,7 +569,7 @@ fn status_reply(id: &StreamId, view: &StreamView, base_url: &str) -> Reply {
             "player": player_url(base_url, id),
         }),
     );
-    reply = reply.header("cache-control", "no-cache");
+    reply = reply.header("cache-control", STATUS_CACHE);
     reply
 }
 

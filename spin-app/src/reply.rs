@@ -7,8 +7,26 @@ use chalkstream_manifest::window::State;
 use serde_json::json;
 use std::fmt;
 
+// `Cache-Control`, answer by answer, so a cache in front (nginx, a CDN) may keep each as long as
+// it stays right, and hand one origin answer to every viewer that asked the same URL (its query
+// included) at once. docs/API.md, "Caching", has the table and the reasons.
+
+/// An ended playlist: half a minute, not longer, because it can still change: a later upload to
+/// the same session resumes the stream (the extension resumes after an outage longer than the
+/// idle timeout), and with retention its oldest segments keep leaving the window.
 pub(crate) const ENDED_PLAYLIST_CACHE: &str = "public, max-age=30";
+/// Segments and parts: a stored seq or part never changes (a conflicting upload is refused).
 pub(crate) const CHUNK_CACHE: &str = "public, max-age=31536000, immutable";
+/// A playback miss (`404`: no such stream yet, a part its segment was sealed without, one that
+/// can no longer come) or a held request that timed out (`503` with `Retry-After: 1`): one
+/// second, the shortest lifetime HTTP can give. It lets a cache hand the one answer to every
+/// viewer that was waiting for the same URL (with `max-age=0` or `no-store`, nginx's cache lock
+/// passes them to the origin one after another), and the stream's start or the next try is
+/// seen a second later.
+pub(crate) const MISS_CACHE: &str = "public, max-age=1";
+/// The status answer (`/api/streams/{id}`): a player polls it every 2 s while it waits for the
+/// stream, so a waiting audience costs the origin one request a second, not one per viewer.
+pub(crate) const STATUS_CACHE: &str = "public, max-age=1";
 pub(crate) const PLAYLIST_TYPE: &str = "application/vnd.apple.mpegurl";
 
 
@@ -118,11 +136,14 @@ impl From<crate::kv::KvError> for ApiError {
     }
 }
 
-/// The last touch every answer gets, held ones too: CORS for playback and ingest, no body for
-/// `HEAD`.
+/// The last touch every answer gets, held ones too: CORS for playback and ingest, a second's
+/// cache for a playback `404` or `503` ([`MISS_CACHE`]), no body for `HEAD`.
 pub(crate) fn finish(mut reply: Reply, method: &Method, family: Family) -> Reply {
     if matches!(family, Family::Playback | Family::Ingest) {
         reply = reply.header("access-control-allow-origin", "*");
+    }
+    if family == Family::Playback && matches!(reply.status, 404 | 503) {
+        reply = reply.header("cache-control", MISS_CACHE);
     }
     if *method == Method::Head {
         reply.body = Body::Empty;
@@ -135,11 +156,72 @@ pub(crate) fn part_reply(len: u64, keys: Vec<String>) -> Reply {
     Reply::new(200, "video/mp2t", Body::Parts { keys, len }).header("cache-control", CHUNK_CACHE)
 }
 
-/// A playlist, cacheable about half a target duration while live and long once ended.
+/// A playlist, whether asked plainly or as a blocking reload (`_HLS_msn`/`_HLS_part`, keyed by
+/// its query in a cache): while live, cacheable for [`live_max_age_s`], and as long again stale
+/// while a cache fetches the next one (`stale-while-revalidate`, so a cache collapses the
+/// reloads of a polled playlist when it expires too); [`ENDED_PLAYLIST_CACHE`] once ended.
+///
+/// A blocking reload's answer keeps the part it was asked for forever, but it is the newest
+/// playlist only until the next part arrives, about a part target later. A longer lifetime
+/// would hand a viewer that asks late (behind, or joining from a stale playlist) an old
+/// playlist with a growing `Age`, and a client that aims its next request by `Age`
+/// (rfc8216bis Appendix C, hls.js) past the Advance Part Limit. The viewers following the live
+/// edge all ask for the same hint within a part target of each other, so one second already
+/// collapses them into one origin request.
 pub(crate) fn playlist_reply(playlist: PlaylistText) -> Reply {
     let cache = match playlist.state {
-        State::Live => format!("max-age={}", (playlist.target_s / 2).max(1)),
+        State::Live => {
+            let max_age = live_max_age_s(&playlist);
+            format!("public, max-age={max_age}, stale-while-revalidate={max_age}")
+        }
         State::Ended => ENDED_PLAYLIST_CACHE.to_owned(),
     };
     Reply::new(200, PLAYLIST_TYPE, Body::Bytes(playlist.text.into_bytes())).header("cache-control", cache)
+}
+
+/// How long a live playlist stays right, in whole seconds (at least 1: `max-age=0` would keep a
+/// cache from collapsing anything): half a target duration (RFC 8216's reload interval), and
+/// for a low-latency (v2) stream at most a part target, since it changes with every part.
+pub(crate) fn live_max_age_s(playlist: &PlaylistText) -> u32 {
+    let half_target = playlist.target_s / 2;
+    let seconds = match part_target_ms(&playlist.text) {
+        Some(part_target_ms) => half_target.min(part_target_ms / 1000),
+        None => half_target,
+    };
+    seconds.max(1)
+}
+
+/// The `PART-TARGET` of a v2 playlist's `EXT-X-PART-INF` (in its head, which we render), in
+/// milliseconds; `None` for a v1 playlist.
+fn part_target_ms(text: &str) -> Option<u32> {
+    let value = text.lines().take(16).find_map(|line| line.strip_prefix("#EXT-X-PART-INF:PART-TARGET="))?;
+    let (whole, fraction) = value.split_once('.').unwrap_or((value, ""));
+    let fraction: String = fraction.chars().chain("000".chars()).take(3).collect();
+    Some(whole.parse::<u32>().ok()?.checked_mul(1000)?.checked_add(fraction.parse().ok()?)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn live(text: &str, target_s: u32) -> PlaylistText {
+        PlaylistText { text: text.to_owned(), state: State::Live, target_s }
+    }
+
+    #[test]
+    fn a_live_playlist_is_cached_half_a_target_or_a_part_target_and_at_least_a_second() {
+        let v2 = |pt: &str, target_s| live(&format!("#EXTM3U\n#EXT-X-VERSION:9\n#EXT-X-TARGETDURATION:{target_s}\n#EXT-X-PART-INF:PART-TARGET={pt}\n"), target_s);
+        assert_eq!(part_target_ms(&v2("0.334", 2).text), Some(334));
+        assert_eq!(part_target_ms(&v2("2", 6).text), Some(2000));
+        assert_eq!(part_target_ms(&v2("1.5", 6).text), Some(1500));
+        assert_eq!(part_target_ms("#EXTM3U\n#EXT-X-TARGETDURATION:6\n"), None);
+        assert_eq!(live_max_age_s(&v2("0.334", 2)), 1);
+        assert_eq!(live_max_age_s(&v2("0.334", 30)), 1);
+        assert_eq!(live_max_age_s(&v2("2.000", 6)), 2);
+        assert_eq!(live_max_age_s(&v2("1.500", 6)), 1);
+        assert_eq!(live_max_age_s(&v2("1.000", 1)), 1);
+        for (target_s, max_age) in [(1, 1), (2, 1), (6, 3), (30, 15)] {
+            assert_eq!(live_max_age_s(&live("#EXTM3U\n", target_s)), max_age);
+        }
+    }
 }

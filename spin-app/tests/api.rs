@@ -36,7 +36,7 @@ fn stored_segment_is_acknowledged_with_urls_and_listed() {
     let reply = playlist(&kv, &c, &id, T0 + 100);
     assert_eq!(reply.status, 200);
     assert_eq!(reply.get_header("content-type"), Some("application/vnd.apple.mpegurl"));
-    assert_eq!(reply.get_header("cache-control"), Some("max-age=1"));
+    assert_eq!(reply.get_header("cache-control"), Some("public, max-age=1, stale-while-revalidate=1"));
     assert_eq!(reply.get_header("access-control-allow-origin"), Some("*"));
     let text = text(&kv, &reply);
     assert!(text.contains("#EXT-X-TARGETDURATION:2\n"), "{text}");
@@ -499,4 +499,52 @@ fn stored_lines_that_are_missing_or_damaged_fall_back_to_the_metas() {
         checked += 1;
     }
     assert_eq!(checked, 25 - 8 + 3 - 1, "blocks of 8 and 64, less the deleted ones");
+}
+
+/// What a cache in front may keep, answer by answer (docs/API.md, "Caching"): media forever,
+/// a live playlist half a target duration (and as long again stale while it refetches), an
+/// ended one half a minute, a playback miss and the status a second, pages revalidated, uploads
+/// and errors that are the client's own never.
+#[test]
+fn every_answer_says_how_long_a_cache_may_keep_it() {
+    let kv = MemoryKv::new();
+    let c = live();
+    let id = stream_id(SECRET);
+    let cc = |reply: &chalkstream_spin_app::reply::Reply| reply.get_header("cache-control").map(str::to_owned);
+    let missing = |path: &str, now| {
+        let reply = get(&kv, &c, path, now);
+        assert_eq!(reply.status, 404, "{path}");
+        cc(&reply)
+    };
+    // Before the stream starts: a waiting audience polls these.
+    let one_second = Some("public, max-age=1".to_owned());
+    assert_eq!(missing(&format!("/api/streams/{id}"), T0), one_second);
+    assert_eq!(missing(&format!("/playlist/{id}.m3u8"), T0), one_second);
+    assert_eq!(missing(&format!("/chunks/{id}/0.ts"), T0), one_second);
+    assert_eq!(missing("/playlist/not-a-stream.m3u8", T0), one_second);
+    // Uploads and their refusals are never cached.
+    let stored = put(&kv, &c, SECRET, 0, "6", &ts(10, 1), T0);
+    assert_eq!((stored.status, cc(&stored).as_deref()), (201, Some("no-store")));
+    let refused = put(&kv, &c, SECRET, 1, "7", &ts(10, 1), T0 + 1);
+    assert_eq!((refused.status, cc(&refused).as_deref()), (400, Some("no-store")));
+    // A 6 s target: half of it while live.
+    let reply = playlist(&kv, &c, &id, T0 + 10);
+    assert_eq!(cc(&reply).as_deref(), Some("public, max-age=3, stale-while-revalidate=3"));
+    let reply = get(&kv, &c, &format!("/chunks/{id}/0.ts"), T0 + 10);
+    assert_eq!(cc(&reply).as_deref(), Some("public, max-age=31536000, immutable"));
+    let reply = get(&kv, &c, &format!("/api/streams/{id}"), T0 + 10);
+    assert_eq!((reply.status, cc(&reply)), (200, one_second.clone()));
+    // A directive on a v1 stream answers at once, as the plain playlist.
+    let reply = get(&kv, &c, &format!("/playlist/{id}.m3u8?_HLS_msn=0"), T0 + 10);
+    assert_eq!(cc(&reply).as_deref(), Some("public, max-age=3, stale-while-revalidate=3"));
+    let reply = get(&kv, &c, &format!("/playlist/{id}.m3u8?_HLS_msn=x"), T0 + 10);
+    assert_eq!((reply.status, cc(&reply).as_deref()), (400, Some("no-store")));
+    // Ended: half a minute.
+    request(&kv, &c, &head(Method::Post, &format!("/ingest/{SECRET}/end"), &[]), &[], T0 + 20);
+    assert_eq!(cc(&playlist(&kv, &c, &id, T0 + 30)).as_deref(), Some("public, max-age=30"));
+    // Pages revalidate (their asset URLs carry a digest); assets are immutable.
+    assert_eq!(cc(&get(&kv, &c, "/", T0)).as_deref(), Some("no-cache"));
+    assert_eq!(cc(&get(&kv, &c, &format!("/play/{id}"), T0)).as_deref(), Some("no-cache"));
+    assert_eq!(cc(&get(&kv, &c, "/assets/player.js", T0)).as_deref(), Some("public, max-age=31536000, immutable"));
+    assert_eq!(cc(&get(&kv, &c, "/assets/nope.js", T0)).as_deref(), Some("no-store"));
 }
