@@ -235,10 +235,7 @@ impl Host {
             kv_writes: 0,
         };
         // The session id in an ingest path is a secret: the line names the redacted path.
-        let count = std::env::var_os("CHALKSTREAM_COUNT_KV").map(|_| {
-            let query = req.uri().query().map_or(String::new(), |q| format!("?{q}"));
-            format!("{} {}{query}", req.method(), redact(req.uri().path()))
-        });
+        let count = std::env::var_os("CHALKSTREAM_COUNT_KV").map(|_| format!("{} {}", req.method(), redact_target(req.uri())));
         let mut store = Store::new(&self.engine, state);
         let req = store.data_mut().http().new_incoming_request(Scheme::Http, req).map_err(fail)?;
         let (sender, receiver) = tokio::sync::oneshot::channel();
@@ -300,17 +297,97 @@ fn text(status: StatusCode, body: &'static str) -> Response<HyperOutgoingBody> {
     response
 }
 
-/// The request path for logs: the ingest session secret never appears.
+/// The request path for logs: the ingest session secret never appears, however the path is
+/// spelled. The secret is the segment after `ingest`, but a client may double a slash, add dot
+/// segments, percent-encode or change case, so: once a segment names `ingest` (compared
+/// percent-decoded and lowercased), every later segment is logged only when it is one of the
+/// ingest routes' public words (a seq or part number, `{n}.ts`, `end`, `commit`, `gap`) and is
+/// `<redacted>` otherwise; a segment that merely contains the word (`ingest;x`, `a%2Fingest`,
+/// `ingest%2F…`) is itself redacted too. A secret is 22 or more characters, never a public word.
 fn redact(path: &str) -> String {
-    match path.strip_prefix("/ingest/") {
-        Some(rest) => format!("/ingest/<redacted>{}", rest.find('/').map_or("", |i| &rest[i..])),
-        None => path.to_owned(),
+    redact_path(path).0
+}
+
+/// [`redact`], and whether the path named `ingest` at all.
+fn redact_path(path: &str) -> (String, bool) {
+    let mut out = String::with_capacity(path.len());
+    let mut ingest = false;
+    for (i, segment) in path.split('/').enumerate() {
+        if i > 0 {
+            out.push('/');
+        }
+        if ingest {
+            out.push_str(if segment.is_empty() || is_public_ingest_word(segment) { segment } else { "<redacted>" });
+            continue;
+        }
+        let decoded = decoded_lowercase(segment);
+        if decoded == "ingest" {
+            out.push_str(segment);
+            ingest = true;
+        } else if decoded.contains("ingest") {
+            out.push_str("<redacted>");
+            ingest = true;
+        } else {
+            out.push_str(segment);
+        }
     }
+    (out, ingest)
+}
+
+/// The path and query for the `CHALKSTREAM_COUNT_KV` line: the path as [`redact`] logs it, and
+/// the query only when neither names `ingest` (playback's `_HLS_msn` and `_HLS_part` stay).
+fn redact_target(uri: &Uri) -> String {
+    let (path, ingest) = redact_path(uri.path());
+    match uri.query() {
+        None => path,
+        Some(query) if ingest || decoded_lowercase(query).contains("ingest") => format!("{path}?<redacted>"),
+        Some(query) => format!("{path}?{query}"),
+    }
+}
+
+/// The words after the session that an ingest route uses: `7`, `7.ts`, `end`, `commit`, `gap`.
+fn is_public_ingest_word(segment: &str) -> bool {
+    let number = segment.strip_suffix(".ts").unwrap_or(segment);
+    matches!(segment, "end" | "commit" | "gap")
+        || (!number.is_empty() && number.len() <= 10 && number.bytes().all(|b| b.is_ascii_digit()))
+}
+
+/// `text` percent-decoded until nothing changes (at most a few rounds: `%2569` is `%69` is
+/// `i`), as lossy UTF-8, ASCII-lowercased: only ever compared, never logged.
+fn decoded_lowercase(text: &str) -> String {
+    let mut text = text.to_ascii_lowercase();
+    for _ in 0..4 {
+        if !text.contains('%') {
+            break;
+        }
+        let bytes = text.as_bytes();
+        let mut out = Vec::with_capacity(bytes.len());
+        let mut i = 0;
+        while i < bytes.len() {
+            let hex = |b: u8| (b as char).to_digit(16);
+            match (bytes[i], bytes.get(i + 1).and_then(|&b| hex(b)), bytes.get(i + 2).and_then(|&b| hex(b))) {
+                (b'%', Some(hi), Some(lo)) => {
+                    out.push((hi * 16 + lo) as u8);
+                    i += 3;
+                }
+                (b, _, _) => {
+                    out.push(b);
+                    i += 1;
+                }
+            }
+        }
+        let decoded = String::from_utf8_lossy(&out).to_ascii_lowercase();
+        if decoded == text {
+            break;
+        }
+        text = decoded;
+    }
+    text
 }
 
 #[cfg(test)]
 mod tests {
-    use super::redact;
+    use super::{redact, redact_target};
 
     #[test]
     fn log_paths_never_contain_the_ingest_session() {
@@ -318,5 +395,39 @@ mod tests {
         assert_eq!(redact("/ingest/s3cr3t-session"), "/ingest/<redacted>");
         assert_eq!(redact("/ingest/s3cr3t/end"), "/ingest/<redacted>/end");
         assert_eq!(redact("/playlist/abc.m3u8"), "/playlist/abc.m3u8");
+    }
+
+    /// Every way a path can name an ingest route (or look like one) keeps the secret out of the
+    /// log: doubled or dot segments, percent-encoding, case, an empty segment before the secret.
+    #[test]
+    fn regression_secret_never_logged_whatever_the_path_spelling() {
+        const SECRET: &str = "s3cr3tSESSIONs3cr3tSESSION";
+        for path in [
+            "//ingest/s3cr3tSESSIONs3cr3tSESSION/12.ts",
+            "/x/../ingest/s3cr3tSESSIONs3cr3tSESSION/12.ts",
+            "/./ingest/s3cr3tSESSIONs3cr3tSESSION/end",
+            "/ingest//s3cr3tSESSIONs3cr3tSESSION/12.ts",
+            "/%69ngest/s3cr3tSESSIONs3cr3tSESSION/12.ts",
+            "/INGEST/s3cr3tSESSIONs3cr3tSESSION/12.ts",
+            "/ingest%2Fs3cr3tSESSIONs3cr3tSESSION%2F12.ts",
+            "/a%2Fingest/s3cr3tSESSIONs3cr3tSESSION/3/1.ts",
+            "/ingest/s3cr3tSESSIONs3cr3tSESSION%2F12.ts",
+            "/ingest/12/s3cr3tSESSIONs3cr3tSESSION",
+            "/ingest;v=1/s3cr3tSESSIONs3cr3tSESSION/12.ts",
+        ] {
+            let logged = redact(path);
+            assert!(!logged.contains(SECRET), "{path} is logged as {logged}");
+            assert!(!logged.to_ascii_lowercase().contains("s3cr3t"), "{path} is logged as {logged}");
+        }
+        // What is not secret stays readable.
+        assert_eq!(redact("//ingest/s3cr3tSESSIONs3cr3tSESSION/12.ts"), "//ingest/<redacted>/12.ts");
+        assert_eq!(redact("/ingest/s3cr3tSESSIONs3cr3tSESSION/3/1.ts"), "/ingest/<redacted>/3/1.ts");
+        assert_eq!(redact("/ingest/s3cr3tSESSIONs3cr3tSESSION/3/commit"), "/ingest/<redacted>/3/commit");
+        assert_eq!(redact("/chunks/abc/4.1.ts"), "/chunks/abc/4.1.ts");
+        // The kv-count line's query: kept for playback, never for anything naming ingest.
+        let target = |uri: &str| redact_target(&uri.parse::<http::Uri>().unwrap());
+        assert_eq!(target("/playlist/abc.m3u8?_HLS_msn=4&_HLS_part=1"), "/playlist/abc.m3u8?_HLS_msn=4&_HLS_part=1");
+        assert_eq!(target("/ingest/s3cr3tSESSIONs3cr3tSESSION/1.ts?s3cr3t"), "/ingest/<redacted>/1.ts?<redacted>");
+        assert_eq!(target("/?next=%2Fingest%2Fs3cr3tSESSIONs3cr3tSESSION"), "/?<redacted>");
     }
 }
