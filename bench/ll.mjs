@@ -14,9 +14,9 @@ import { segment } from './lib/media.mjs';
 import { percentile, summary } from './lib/stats.mjs';
 import { cpuMeter, rssBytes } from './lib/proc.mjs';
 
-const SEGMENT_S = 2;
-const PART_MS = 334;
-const PARTS = 6; // 6 x 334 ms = 2.004 s, rounds to the 2 s target
+export const SEGMENT_S = 2;
+export const PART_MS = 334;
+export const PARTS = 6; // 6 x 334 ms = 2.004 s, rounds to the 2 s target
 const TS = 188;
 /** A step passes only if its viewers fetched at least this share of the parts the broadcaster made. */
 const KEEP_UP = 0.9;
@@ -54,7 +54,7 @@ async function mustOk(r, what) {
 }
 
 /** A broadcaster in real time: a part every PART_MS, a commit after each segment's last part. */
-async function broadcast(base, s, parts, stopAt, st, firstSeq = 0) {
+export async function broadcast(base, s, parts, stopAt, st, firstSeq = 0) {
   const a = agent(1);
   const start = Date.now();
   let n = 0;
@@ -122,7 +122,7 @@ export function successor(at, edge) {
  * playlists must then list its segment sealed without it (anything else is an error). Each part's
  * lateness is the time from its upload's answer to its delivery to this viewer.
  */
-async function viewer(base, id, stopAt, st, stored) {
+export async function viewer(base, id, stopAt, st, stored) {
   // Two connections, as a player's playlist and part loaders have.
   const lists = connection(base);
   const loads = connection(base);
