@@ -388,12 +388,13 @@ fn stored_status(result: Result<Stored, PutError>) -> Result<u16, ApiError> {
 
 /// What a refused upload, commit or end answers: a broken rule `400`, a conflict with what is
 /// stored `409`, a seq too far ahead or a stream still being caught up with `429` and
-/// `Retry-After` (issue 11: every request's work is bounded, so some wait their turn).
+/// `Retry-After` (issue 11: every request's work is bounded, so some wait their turn); a
+/// storage error as `From<KvError> for ApiError` says (a full store `503`).
 fn put_error(e: PutError) -> ApiError {
     match e {
         PutError::Rule(e @ RuleError::BeforeWindow { .. }) => ApiError::new(409, e.to_string()),
         PutError::Rule(e) => ApiError::bad_request(e),
-        PutError::Kv(e) => ApiError::internal(e),
+        PutError::Kv(e) => e.into(),
         e @ (PutError::TooFarAhead { .. } | PutError::CatchingUp) => ApiError::too_many(e.to_string(), 1),
         e => ApiError::new(409, e.to_string()),
     }

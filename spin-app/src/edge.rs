@@ -27,16 +27,25 @@ struct SpinKv(Store);
 
 impl Kv for SpinKv {
     fn get(&self, key: &str) -> Result<Option<Vec<u8>>, KvError> {
-        self.0.get(key).map_err(|e| KvError(format!("get failed: {e}")))
+        self.0.get(key).map_err(|e| KvError::new(format!("get failed: {e}")))
     }
 
+    /// A `set` the store answers `store-table-full` or `other(..)` is a write it refused: a
+    /// platform's limit (Fermyon Cloud's 1,024 keys; it says so in `other`'s text, as the
+    /// bundled host does) or a store that cannot take it now. Either way nothing is
+    /// acknowledged and the same write may succeed later, so it is `503`, not `500`
+    /// ([`KvError::refused`]). `access-denied` or `no-such-store` is a misconfigured server.
     fn set(&self, key: &str, value: &[u8]) -> Result<(), KvError> {
+        use spin_sdk::key_value::Error as E;
         check_limits(key, value)?;
-        self.0.set(key, value).map_err(|e| KvError(format!("set failed: {e}")))
+        self.0.set(key, value).map_err(|e| match e {
+            E::StoreTableFull | E::Other(_) => KvError::refused(format!("set refused: {e}")),
+            _ => KvError::new(format!("set failed: {e}")),
+        })
     }
 
     fn delete(&self, key: &str) -> Result<(), KvError> {
-        self.0.delete(key).map_err(|e| KvError(format!("delete failed: {e}")))
+        self.0.delete(key).map_err(|e| KvError::new(format!("delete failed: {e}")))
     }
 }
 

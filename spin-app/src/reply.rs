@@ -130,9 +130,27 @@ impl ApiError {
     }
 }
 
+/// Seconds a client waits before it sends a write the store refused again.
+pub const STORE_REFUSED_RETRY_S: u32 = 5;
+
+/// The one place a storage error becomes an answer: a write the store refused (full, or not
+/// now) is `503` with `Retry-After` — the request was fine, nothing was acknowledged, and it
+/// may succeed once retention frees keys; any other failure is `500`. The cause goes to the log
+/// (store keys hold stream ids, never a session secret), never to the client.
 impl From<crate::kv::KvError> for ApiError {
     fn from(e: crate::kv::KvError) -> Self {
-        ApiError::internal(e)
+        if !e.is_refused() {
+            return ApiError::internal(e);
+        }
+        eprintln!("chalkstream: {e}");
+        ApiError {
+            retry_after: Some(STORE_REFUSED_RETRY_S),
+            ..ApiError::new(
+                503,
+                "the server's key-value store is full or refused the write, so this upload was not stored; \
+                 it will be retried after Retry-After (retention frees space as old segments expire)",
+            )
+        }
     }
 }
 
