@@ -249,6 +249,29 @@ function playNatively() {
     if (Number.isFinite(video.duration) && player.state === 'live') setState('ended');
   });
   video.addEventListener('error', () => { noteTrouble('Connection lost — reconnecting…'); startOver(); }, { once: true });
+  watchNativeEnd(video.src);
+}
+
+/**
+ * The end of a natively played live stream, from the stream's status. A browser's own HLS
+ * reports an ended playlist as a finite duration in some versions and not in others (Chromium
+ * 148's never did), so the status API decides, as it does for the first state.
+ */
+function watchNativeEnd(src) {
+  const check = async () => {
+    if (player.state !== 'live' || video.src !== src) return;
+    try {
+      const status = await fetchStatus();
+      if (status?.state === 'ended' && player.state === 'live' && video.src === src) {
+        setState('ended');
+        return;
+      }
+    } catch {
+      // A passing network problem: the media element reports its own; check again later.
+    }
+    setTimeout(check, config.pollMs);
+  };
+  setTimeout(check, config.pollMs);
 }
 
 function startOver(delay = config.pollMs) {

@@ -474,24 +474,33 @@ test('a stream the broadcaster resumes after it ended goes live again on the ope
   await page.context().close();
 });
 
-test('without Media Source Extensions (older iPhones) the page plays with the browser\'s own HLS', async () => {
-  const session = newSession();
-  const pushing = pushLive({ url: server.url, session, segments: segments.slice(0, 5), realTime: true });
-  pushing.catch(() => {});
-  const context = await browser.newContext();
-  await context.addInitScript(() => { delete window.MediaSource; delete window.ManagedMediaSource; });
-  const page = await context.newPage();
-  page.on('pageerror', (err) => assert.fail(`page error: ${err.message}`));
-  await page.goto(`${server.url}/play/${streamId(session)}`);
-  await waitForState(page, 'live', 15_000);
-  await page.waitForFunction(() => window.chalkstreamPlayer.video.currentTime > 1, null, { timeout: 15_000 });
-  assert.equal(await page.evaluate(() => window.chalkstreamPlayer.hls), null, 'hls.js stays out of it');
-  assert.match(await page.evaluate(() => window.chalkstreamPlayer.video.currentSrc), /\/playlist\/[0-9a-f]{40}\.m3u8$/);
-  await pushing;
-  await end({ url: server.url, session });
-  await waitForState(page, 'ended', 20_000);
-  await context.close();
-});
+for (const [name, reportsDuration] of [['', true], [', and sees the end from the stream\'s status where its duration never turns finite', false]]) {
+  test(`without Media Source Extensions (older iPhones) the page plays with the browser's own HLS${name}`, async () => {
+    const session = newSession();
+    const pushing = pushLive({ url: server.url, session, segments: segments.slice(0, 5), realTime: true });
+    pushing.catch(() => {});
+    const context = await browser.newContext();
+    await context.addInitScript(() => { delete window.MediaSource; delete window.ManagedMediaSource; });
+    if (!reportsDuration) {
+      // Regression (issue 18): Chromium 148's own HLS never turned an ended playlist's duration
+      // finite, so the page never left "live". Here every media element reports an endless one.
+      await context.addInitScript(() => {
+        Object.defineProperty(HTMLMediaElement.prototype, 'duration', { get: () => Infinity, configurable: true });
+      });
+    }
+    const page = await context.newPage();
+    page.on('pageerror', (err) => assert.fail(`page error: ${err.message}`));
+    await page.goto(`${server.url}/play/${streamId(session)}`);
+    await waitForState(page, 'live', 15_000);
+    await page.waitForFunction(() => window.chalkstreamPlayer.video.currentTime > 1, null, { timeout: 15_000 });
+    assert.equal(await page.evaluate(() => window.chalkstreamPlayer.hls), null, 'hls.js stays out of it');
+    assert.match(await page.evaluate(() => window.chalkstreamPlayer.video.currentSrc), /\/playlist\/[0-9a-f]{40}\.m3u8$/);
+    await pushing;
+    await end({ url: server.url, session });
+    await waitForState(page, 'ended', 20_000);
+    await context.close();
+  });
+}
 
 test('the embed view shows the video without page chrome', async () => {
   const session = newSession();
