@@ -236,12 +236,13 @@ export async function runCache({ root = ROOT, mode = 'default', log = console.lo
     for (const n of cfg.nginxNs) {
       const hostCpu = cpuMeter(host.pid);
       const nginxCpu = processMeter(() => [cache.pid, ...descendants(cache.pid).map((p) => p.pid)]);
+      const nginxCpu0 = nginxCpu.total();
       const own = process.cpuUsage();
       const t0 = performance.now();
       const r = await audience({ origin: host.url, base: cache.url, log: origin, n, seconds: cfg.seconds });
       const wall = (performance.now() - t0) / 1000;
       r.host_cpu_pct = hostCpu.stop().percent;
-      r.nginx_cpu_pct = (100 * nginxCpu.total()) / wall;
+      r.nginx_cpu_pct = (100 * (nginxCpu.total() - nginxCpu0)) / wall;
       nginxCpu.stop();
       const used = process.cpuUsage(own);
       r.client_cpu_pct = ((used.user + used.system) / 1e6 / wall) * 100;
