@@ -79,8 +79,16 @@ fn costs(kv: &Counting, c: &Config, now: i64) -> Costs {
     Costs { playlist, status, chunk, end, ended_playlist }
 }
 
-/// The flood: seq 0, then seqs `count - 1` down to 1, 0.1 s each. Returns how many were stored
-/// and the largest cost of one upload.
+/// The duration of tiny segment `seq`: 0.1 s, every other one 0.5 s (`MIN_SEGMENT_MS`), the
+/// shortest a stream may keep up (issue 18: a segment under 0.5 s may not follow another one).
+fn tiny(seq: u64) -> &'static str {
+    if seq % 2 == 0 { "0.5" } else { "0.1" }
+}
+
+/// The flood: seq 0, then seqs `count - 1` down to 1, 0.1 s each (seq 0 0.5 s: a segment under
+/// `MIN_SEGMENT_MS` may not follow another one, issue 18; each later one is uploaded before its
+/// predecessor, so none follows another). Returns how many were stored and the largest cost of
+/// one upload.
 ///
 /// Seq 0 comes first because the flood is against a stream that exists: a stream with no
 /// record (new, or deleted by the sweep) starts its run at its first upload's seq, whatever it
@@ -89,7 +97,7 @@ fn costs(kv: &Counting, c: &Config, now: i64) -> Costs {
 fn flood(kv: &Counting, c: &Config, count: u64, now: i64) -> (u64, u64) {
     let (mut stored, mut worst) = (0, 0);
     for seq in std::iter::once(0).chain((1..count).rev()) {
-        let (reply, ops) = kv.cost(|| put(kv, c, SECRET, seq, "0.1", &ts(1, seq as u8), now));
+        let (reply, ops) = kv.cost(|| put(kv, c, SECRET, seq, tiny(seq), &ts(1, seq as u8), now));
         worst = worst.max(ops);
         match reply.status {
             201 => stored += 1,
@@ -110,7 +118,7 @@ fn regression_issue_11_reverse_order_flood_is_refused_and_costs_other_requests_n
         // The reference: a 10-segment stream, uploaded in order.
         let short = Counting::default();
         for seq in 0..10 {
-            assert_eq!(put(&short, &c, SECRET, seq, "0.1", &ts(1, seq as u8), T0).status, 201);
+            assert_eq!(put(&short, &c, SECRET, seq, tiny(seq), &ts(1, seq as u8), T0).status, 201);
         }
         let reference = costs(&short, &c, T0 + 10);
 
@@ -251,7 +259,7 @@ fn meta_count(kv: &Counting) -> usize {
     kv.inner.keys().iter().filter(|k| k.ends_with("/meta")).count()
 }
 
-/// Issue 11 in a sliding window: 5000 segments of 0.1 s uploaded in order, all inside the
+/// Issue 11 in a sliding window: 5000 segments of 0.1 and 0.5 s (alternately) uploaded in order, all inside the
 /// 10-minute window. A playlist lists the newest `MAX_WINDOW_SEGMENTS` (1024) and reads what it
 /// lists plus a constant; uploads keep at most about that many stored. Then nobody touches the
 /// stream for 11 minutes (everything expires) and it resumes: a GET reads the new window, not
@@ -267,7 +275,7 @@ fn regression_issue_11_in_order_flood_of_tiny_segments_in_a_sliding_window_reads
     let mut last_media = 0;
     for seq in 0..5000u64 {
         let now = T0 + seq as i64 * 100;
-        let (reply, reads, ops) = kv.cost2(|| put(&kv, &c, SECRET, seq, "0.1", &ts(1, seq as u8), now));
+        let (reply, reads, ops) = kv.cost2(|| put(&kv, &c, SECRET, seq, tiny(seq), &ts(1, seq as u8), now));
         assert_eq!(reply.status, 201, "seq {seq}");
         worst_put = (worst_put.0.max(reads), worst_put.1.max(ops));
         if seq % 97 == 0 {
@@ -294,7 +302,7 @@ fn regression_issue_11_in_order_flood_of_tiny_segments_in_a_sliding_window_reads
         serde_json::json!({"segments": 5000, "listed": listed, "playlist": [reads, ops], "status": [status_reads, status_ops], "put": [worst_put.0, worst_put.1], "stored": stored})
     );
     eprintln!(
-        "in-order flood, 5000 x 0.1 s in a 10-minute window: upload at most {} reads / {} operations; \
+        "in-order flood, 5000 x 0.1/0.5 s in a 10-minute window: upload at most {} reads / {} operations; \
          playlist {listed} listed, {reads} reads / {ops} operations; status {status_reads} / {status_ops}; \
          while uploading at most {:?} (listed, reads, operations); {stored} metas stored",
         worst_put.0, worst_put.1, worst_get
@@ -302,7 +310,7 @@ fn regression_issue_11_in_order_flood_of_tiny_segments_in_a_sliding_window_reads
 
     // Eleven minutes later everything has expired; the stream resumes.
     let later = now + 660_000;
-    let (reply, reads, ops) = kv.cost2(|| put(&kv, &c, SECRET, 5000, "0.1", &ts(1, 9), later));
+    let (reply, reads, ops) = kv.cost2(|| put(&kv, &c, SECRET, 5000, tiny(5000), &ts(1, 9), later));
     assert_eq!(reply.status, 201);
     assert!(reads <= 40 + BATCH_READS && ops <= 60 + BATCH_READS + BATCH_WRITES, "the resuming upload: {reads} reads, {ops} operations");
     let mut backlog = Vec::new();
@@ -343,4 +351,26 @@ fn a_ten_minute_window_of_one_second_segments_is_listed_whole_and_the_reverse_fl
     assert_eq!(listed, 1 + MAX_AHEAD);
     let (_, status_reads, _) = sliding_get(&kv, &c, &format!("/api/streams/{id}"), T0 + 10);
     eprintln!("reverse-order flood: {listed} listed, playlist {reads} reads / {ops} operations, status {status_reads} reads");
+}
+
+/// Regression (issue 18): no minimum segment duration let 7,000 segments of 1 ms make one delta
+/// update read 6,008 keys. A segment under `MIN_SEGMENT_MS` (0.5 s) may not follow another one:
+/// `400` saying why, and nothing stored; the last one before a Stop or a break may be short.
+#[test]
+fn regression_issue_18_a_run_of_segments_under_half_a_second_is_refused() {
+    let c = config(Retention::Millis(600_000), 30_000);
+    let kv = MemoryKv::new();
+    let id = stream_id(SECRET);
+    assert_eq!(put(&kv, &c, SECRET, 0, "2", &ts(2, 0), T0).status, 201);
+    assert_eq!(put(&kv, &c, SECRET, 1, "0.001", &ts(2, 1), T0 + 10).status, 201, "one short segment after a long one");
+    let reply = put(&kv, &c, SECRET, 2, "0.001", &ts(2, 2), T0 + 20);
+    assert_eq!(reply.status, 400);
+    let error = json(&kv, &reply)["error"].as_str().unwrap().to_owned();
+    assert!(error.contains("at least 0.500 s"), "{error}");
+    assert!(kv.get(&format!("seg/{id}/2/meta")).unwrap().is_none(), "nothing stored");
+    assert_eq!(put(&kv, &c, SECRET, 2, "0.5", &ts(2, 2), T0 + 30).status, 201, "0.5 s is long enough");
+    assert_eq!(put(&kv, &c, SECRET, 3, "0.4", &ts(2, 3), T0 + 40).status, 201);
+    let end = request(&kv, &c, &head(Method::Post, &format!("/ingest/{SECRET}/end"), &[]), b"", T0 + 50);
+    assert_eq!(end.status, 200, "a short last segment before a Stop");
+    assert_eq!(listed_seqs(&text(&kv, &playlist(&kv, &c, &id, T0 + 60))), vec![0, 1, 2, 3]);
 }

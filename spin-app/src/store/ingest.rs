@@ -153,6 +153,7 @@ impl<K: Kv + ?Sized> Streams<'_, K> {
         rules::check_target(headers.duration_ms, record.target_s).map_err(PutError::Rule)?;
 
         let (previous, discontinuity) = self.follows(id, seq, headers.discontinuity, now_ms)?;
+        rules::check_short(seq, headers.duration_ms, previous.as_ref()).map_err(PutError::Rule)?;
         let mut meta = SegmentMeta::new(seq, headers, discontinuity, body, now_ms);
         meta.disc_seq = self.carried(id, seq, previous.as_ref())?;
         for (slice, bytes) in body.chunks(PART_LEN).enumerate() {
@@ -292,6 +293,7 @@ impl<K: Kv + ?Sized> Streams<'_, K> {
         rules::check_target(duration_ms, record.target_s).map_err(PutError::Rule)?;
         // Part 0 decided the discontinuity when it arrived; a Stop since then is a resume too.
         let (previous, resumed) = self.follows(id, seq, false, now_ms)?;
+        rules::check_short(seq, duration_ms, previous.as_ref()).map_err(PutError::Rule)?;
         let mut meta = SegmentMeta::from_parts(seq, &parts, parts[0].discontinuity || resumed, now_ms);
         meta.disc_seq = self.carried(id, seq, previous.as_ref())?;
         if let Some(existing) = self.meta(id, seq)? {
