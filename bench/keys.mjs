@@ -33,10 +33,10 @@
 //! that the counting works (keys counted for every configuration, the JSON written).
 //! `runKeys(ctx)` and `renderKeys(result)` have bench/run.mjs's and bench/report.mjs's shapes.
 
-import { spawn, execFile } from 'node:child_process';
+import { execFile } from 'node:child_process';
 import { randomFillSync } from 'node:crypto';
-import { mkdtempSync, mkdirSync, openSync, closeSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { startHost } from './lib/host.mjs';
+import { mkdirSync, writeFileSync } from 'node:fs';
 import { join, dirname } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { promisify } from 'node:util';
@@ -70,39 +70,6 @@ function tsBody(bytes) {
   const b = randomFillSync(Buffer.allocUnsafe(Math.max(1, Math.floor(bytes / TS)) * TS));
   for (let i = 0; i < b.length; i += TS) b[i] = 0x47;
   return b;
-}
-
-/** The host with its own state dir (bench/lib/host.mjs's, which does not say where its store is). */
-async function startHostAt(root, name, vars) {
-  const stateDir = mkdtempSync(join(tmpdir(), 'chalkstream-bench-state-'));
-  mkdirSync(join(root, 'target', 'bench'), { recursive: true });
-  const log = join(root, 'target', 'bench', `host-${name}.log`);
-  const fd = openSync(log, 'w');
-  const env = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith('SPIN_VARIABLE_')));
-  for (const [k, v] of Object.entries(vars)) env[`SPIN_VARIABLE_${k.toUpperCase()}`] = String(v);
-  const child = spawn(join(root, 'target', 'release', 'chalkstream-host'),
-    ['--listen', '127.0.0.1:0', '--state-dir', stateDir, '--spin-toml', join(root, 'spin.toml')],
-    { env, stdio: ['ignore', 'pipe', fd] });
-  closeSync(fd);
-  const exited = new Promise((r) => child.once('exit', r));
-  const url = await new Promise((resolve, reject) => {
-    let buf = '';
-    const timer = setTimeout(() => reject(new Error(`the host did not start within 60 s; see ${log}`)), 60_000);
-    child.stdout.on('data', (d) => {
-      buf += d;
-      const m = buf.match(/listening on (http:\/\/[\d.:]+)/);
-      if (m) { clearTimeout(timer); resolve(m[1]); }
-    });
-    exited.then((code) => { clearTimeout(timer); reject(new Error(`the host exited with ${code}; see ${log}`)); });
-  });
-  child.stdout.resume();
-  return {
-    url, pid: child.pid, log, db: join(stateDir, 'sqlite_key_value.db'),
-    async stop() {
-      if (child.exitCode === null) { child.kill('SIGTERM'); await exited; }
-      rmSync(stateDir, { recursive: true, force: true });
-    },
-  };
 }
 
 /** Every key of the store with its value's length, read-only (the host keeps writing meanwhile). */
@@ -182,7 +149,7 @@ export async function runKeys({ root = ROOT, mode = 'default', log = console.log
         bps: video + AUDIO_BPS, session: newSession() });
     }
   }
-  const host = await startHostAt(root, 'keys', { stream_retention: m.retention_min });
+  const host = await startHost(root, 'keys', { stream_retention: m.retention_min });
   const cpu = cpuMeter(host.pid);
   const t0 = Date.now();
   const stopAt = t0 + m.stream_s * 1000;

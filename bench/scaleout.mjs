@@ -8,8 +8,7 @@
 //! its own: `node bench/scaleout.mjs [--smoke]` prints the table and writes
 //! target/bench/scaleout-{mode}.json. Needs target/release/chalkstream-host, wrk and redis-server.
 
-import { spawn } from 'node:child_process';
-import { mkdtempSync, mkdirSync, openSync, closeSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, dirname } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
@@ -20,42 +19,11 @@ import { segment } from './lib/media.mjs';
 import { summary } from './lib/stats.mjs';
 import { cpuMeter } from './lib/proc.mjs';
 import { startRedis, redisCommand, commandCalls } from './lib/redis.mjs';
+import { startHost } from './lib/host.mjs';
 
 const SEGMENT_S = 2;
 /** Requests counted for the per-request key-value cost. */
 const COUNTED = { uploads: 20, gets: 50 };
-
-/** The host with extra arguments (bench/lib/host.mjs's, plus `--runtime-config-file`). */
-async function startHostWith(root, name, args) {
-  const stateDir = mkdtempSync(join(tmpdir(), 'chalkstream-bench-state-'));
-  mkdirSync(join(root, 'target', 'bench'), { recursive: true });
-  const log = join(root, 'target', 'bench', `host-${name}.log`);
-  const fd = openSync(log, 'w');
-  const child = spawn(join(root, 'target', 'release', 'chalkstream-host'),
-    ['--listen', '127.0.0.1:0', '--state-dir', stateDir, '--spin-toml', join(root, 'spin.toml'), ...args],
-    { env: Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith('SPIN_VARIABLE_'))),
-      stdio: ['ignore', 'pipe', fd] });
-  closeSync(fd);
-  const exited = new Promise((r) => child.once('exit', r));
-  const url = await new Promise((resolve, reject) => {
-    let buf = '';
-    const timer = setTimeout(() => reject(new Error(`the host did not start within 60 s; see ${log}`)), 60_000);
-    child.stdout.on('data', (d) => {
-      buf += d;
-      const m = buf.match(/listening on (http:\/\/[\d.:]+)/);
-      if (m) { clearTimeout(timer); resolve(m[1]); }
-    });
-    exited.then((code) => { clearTimeout(timer); reject(new Error(`the host exited with ${code}; see ${log}`)); });
-  });
-  child.stdout.resume();
-  return {
-    url, pid: child.pid,
-    async stop() {
-      if (child.exitCode === null) { child.kill('SIGTERM'); await exited; }
-      rmSync(stateDir, { recursive: true, force: true });
-    },
-  };
-}
 
 /** A live stream of `count` segments, uploaded through `base`. */
 async function liveStream(base, bytes, count) {
@@ -125,7 +93,7 @@ export async function runScaleOut({ root, cfg, log }) {
     for (const setup of setups) {
       const hosts = [];
       try {
-        for (let i = 0; i < setup.instances; i++) hosts.push(await startHostWith(root, `scaleout-${setup.key}-${i}`, setup.args));
+        for (let i = 0; i < setup.instances; i++) hosts.push(await startHost(root, `scaleout-${setup.key}-${i}`, {}, {}, setup.args));
         const s = await liveStream(hosts[0].url, hd, 10);
         const paths = { segment: `/chunks/${s.id}/5.ts`, playlist: `/playlist/${s.id}.m3u8` };
         const result = { name: setup.name, instances: setup.instances };

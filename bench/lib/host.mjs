@@ -9,18 +9,21 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
 /**
- * Start the host with Spin variables `env` (by name) and, in `hostEnv`, environment for the host
- * itself (e.g. `CHALKSTREAM_COUNT_KV`). Resolves to `{ url, pid, log, stop() }`; stop() removes its state.
+ * Start the host with Spin variables `env` (by name; none inherited from this process) and, in
+ * `hostEnv`, environment for the host itself (e.g. `CHALKSTREAM_COUNT_KV`); `args` go to the host
+ * (e.g. `--runtime-config-file`). Resolves to `{ url, pid, log, db, stop() }`: `db` is the SQLite
+ * file of its default store; stop() removes its state.
  */
-export async function startHost(root, name, env = {}, hostEnv = {}) {
+export async function startHost(root, name, env = {}, hostEnv = {}, args = []) {
   const stateDir = mkdtempSync(join(tmpdir(), 'chalkstream-bench-state-'));
   mkdirSync(join(root, 'target', 'bench'), { recursive: true });
   const log = join(root, 'target', 'bench', `host-${name}.log`);
   const fd = openSync(log, 'w');
+  const inherited = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith('SPIN_VARIABLE_')));
   const vars = Object.fromEntries(Object.entries(env).map(([k, v]) => [`SPIN_VARIABLE_${k.toUpperCase()}`, String(v)]));
   const child = spawn(join(root, 'target', 'release', 'chalkstream-host'),
-    ['--listen', '127.0.0.1:0', '--state-dir', stateDir, '--spin-toml', join(root, 'spin.toml')],
-    { env: { ...process.env, ...hostEnv, ...vars }, stdio: ['ignore', 'pipe', fd] });
+    ['--listen', '127.0.0.1:0', '--state-dir', stateDir, '--spin-toml', join(root, 'spin.toml'), ...args],
+    { env: { ...inherited, ...hostEnv, ...vars }, stdio: ['ignore', 'pipe', fd] });
   closeSync(fd);
   const exited = new Promise((r) => child.once('exit', r));
   const url = await new Promise((resolve, reject) => {
@@ -35,7 +38,7 @@ export async function startHost(root, name, env = {}, hostEnv = {}) {
   });
   child.stdout.resume();
   return {
-    url, pid: child.pid, log,
+    url, pid: child.pid, log, db: join(stateDir, 'sqlite_key_value.db'),
     async stop() {
       if (child.exitCode === null) { child.kill('SIGTERM'); await exited; }
       rmSync(stateDir, { recursive: true, force: true });
