@@ -44,7 +44,7 @@ export function describeConfig(c) {
 }
 
 /** Follows a live playlist and adds up the durations of the segments it has listed so far. */
-function mediaFollower(playlistUrl) {
+export function mediaFollower(playlistUrl) {
   const seen = new Set();
   let seconds = 0;
   let count = 0;
