@@ -127,6 +127,12 @@ pub struct Status {
     /// see that this does not count was never captured.
     #[serde(default)]
     pub video_skipped: u64,
+    /// Video frames the cutter placed in segments (or parts) the server now stores: a whole
+    /// segment acknowledged, or a low-latency segment's parts once its commit is (see
+    /// [`PlacedFrames`]). A frame a viewer cannot decode from the stored segments and that this
+    /// counts was lost after the cutter.
+    #[serde(default)]
+    pub video_placed: u64,
     pub js_heap_bytes: f64,
     #[serde(default)]
     pub quality: Quality,
@@ -212,6 +218,57 @@ impl Msg {
             | Msg::CopyLink
             | Msg::SetMic { .. }
             | Msg::SetMuted { .. } => Recipient::Offscreen,
+        }
+    }
+}
+
+/// The video frames of what the server stores, for [`Status::video_placed`]: each media
+/// request (a whole segment or a part, by seq and part) is noted with its frames when it is
+/// sent, and a seq's frames count once the server holds that segment (its upload or commit
+/// acknowledged, or a gap answered `409` because the segment landed after all); a seq given up
+/// (a gap recorded, or a `409` that moved the segment to a fresh seq) counts nothing. Parts are
+/// noted by index, so a part sent again is not counted twice.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct PlacedFrames {
+    /// Frames of each part (part 0 of a whole segment) sent under a seq not yet settled.
+    sent: std::collections::BTreeMap<u64, std::collections::BTreeMap<u32, u64>>,
+    /// The request on the wire.
+    on_wire: Option<Sending>,
+    /// Frames of the segments the server holds.
+    pub stored: u64,
+}
+
+/// What a request carries, for [`PlacedFrames`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sending {
+    /// A whole segment (`part` 0) or a part, with its video frames.
+    Media { seq: u64, part: u32, frames: u64 },
+    /// The commit of a segment's parts.
+    Commit { seq: u64 },
+    /// The gap that gives a seq up.
+    Gap { seq: u64 },
+}
+
+impl PlacedFrames {
+    /// A request is about to be made.
+    pub fn sending(&mut self, s: Sending) {
+        if let Sending::Media { seq, part, frames } = s {
+            self.sent.entry(seq).or_default().insert(part, frames);
+        }
+        self.on_wire = Some(s);
+    }
+
+    /// The request on the wire was acknowledged; `held`: the server now holds its segment
+    /// (a whole segment, a commit, or a gap the segment beat).
+    pub fn acked(&mut self, held: bool) {
+        let Some(s) = self.on_wire.take() else { return };
+        let seq = match s {
+            Sending::Media { seq, .. } | Sending::Commit { seq } | Sending::Gap { seq } => seq,
+        };
+        if held {
+            self.stored += self.sent.remove(&seq).map_or(0, |p| p.values().sum());
+        } else if let Sending::Gap { .. } = s {
+            self.sent.remove(&seq);
         }
     }
 }
@@ -307,6 +364,36 @@ pub fn is_loopback(server: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn placed_frames_count_what_the_server_holds_once() {
+        let mut p = PlacedFrames::default();
+        // Parts of seq 0, part 1 sent twice (the first try unanswered), then the commit.
+        p.sending(Sending::Media { seq: 0, part: 0, frames: 10 });
+        p.acked(false);
+        p.sending(Sending::Media { seq: 0, part: 1, frames: 9 });
+        p.sending(Sending::Media { seq: 0, part: 1, frames: 9 });
+        p.acked(false);
+        assert_eq!(p.stored, 0, "parts count once their segment is committed");
+        p.sending(Sending::Commit { seq: 0 });
+        p.acked(true);
+        assert_eq!(p.stored, 19);
+        // Seq 1 is sent, dropped by the outage bound and given up: a recorded gap.
+        p.sending(Sending::Media { seq: 1, part: 0, frames: 10 });
+        p.sending(Sending::Gap { seq: 1 });
+        p.acked(false);
+        // Seq 2's gap is answered 409: its late upload landed, it counts.
+        p.sending(Sending::Media { seq: 2, part: 0, frames: 7 });
+        p.sending(Sending::Gap { seq: 2 });
+        p.acked(true);
+        assert_eq!(p.stored, 26);
+        // A whole segment acknowledged, and a second acknowledgement of nothing.
+        p.sending(Sending::Media { seq: 3, part: 0, frames: 50 });
+        p.acked(true);
+        p.acked(true);
+        assert_eq!(p.stored, 76);
+        assert!(p.sent.is_empty());
+    }
 
     #[test]
     fn messages_are_tagged_by_type() {

@@ -435,17 +435,18 @@ impl From<Cut> for Work {
 
 /// Remuxes one cut and queues it; false when the broadcast failed.
 async fn process(p: &Rc<RefCell<Pipeline>>, up: &Rc<RefCell<Uploads>>, work: Work) -> bool {
-    let (input, start_wall) = {
+    let (input, start_wall, frames) = {
         let st = p.borrow();
         let Some(init) = st.init.as_ref() else {
             return true;
         };
-        let input = match &work {
-            Work::Segment(cut) => cut.input(init),
-            Work::Part(part) => part.input(init),
-            Work::Seal => Vec::new(),
+        // The video frames the cutter placed in it (all of which its remux keeps).
+        let (input, frames) = match &work {
+            Work::Segment(cut) => (cut.input(init), cut.video_frames(init)),
+            Work::Part(part) => (part.input(init), part.frames),
+            Work::Seal => (Vec::new(), 0),
         };
-        (input, st.recording_start_wall)
+        (input, st.recording_start_wall, frames)
     };
     let zero_wall = p.borrow().media_zero_wall;
     let (job, start_ms, duration_ms) = match &work {
@@ -496,6 +497,7 @@ async fn process(p: &Rc<RefCell<Pipeline>>, up: &Rc<RefCell<Uploads>>, work: Wor
                         ts,
                         pdt_ms,
                         end_wall_ms,
+                        frames,
                     },
                     duration_ms,
                 ),
@@ -517,6 +519,7 @@ async fn process(p: &Rc<RefCell<Pipeline>>, up: &Rc<RefCell<Uploads>>, work: Wor
                         independent: part.independent,
                         pdt_ms,
                         end_wall_ms,
+                        frames,
                     };
                     queue.push_part(payload, duration_ms, part.index == 0);
                 }
@@ -587,6 +590,7 @@ fn status(st: &Pipeline, up: &Uploads) -> Status {
             Cutter::Segments(s) => s.skipped,
             Cutter::Parts { cutter, .. } => cutter.skipped,
         },
+        video_placed: up.placed.stored,
         js_heap_bytes: heap,
         quality: st.b.quality,
         mic: st.capture.as_ref().map(|c| c.mic()).unwrap_or_default(),

@@ -51,6 +51,8 @@ pub struct CutPart {
     pub independent: bool,
     /// Where the broadcast's audio frame grid starts.
     pub origin_ms: u64,
+    /// The video frames placed in it (every one is in `cluster`, and its remux keeps them all).
+    pub frames: u64,
     /// One Cluster: the audio from the pre-roll to past the end and the part's video frames.
     pub cluster: Vec<u8>,
 }
@@ -116,6 +118,9 @@ pub struct PartCutter {
     last_video_ms: Option<u64>,
     /// Video frames dropped (before the first keyframe, or after a segment hit its limit).
     pub skipped: u64,
+    /// Video frames placed in the parts handed out so far. Every frame pushed is, once
+    /// [`PartCutter::finish`] has run, either placed or skipped.
+    pub placed: u64,
 }
 
 impl PartCutter {
@@ -135,6 +140,7 @@ impl PartCutter {
             latest_ms: 0,
             last_video_ms: None,
             skipped: 0,
+            placed: 0,
         }
     }
 
@@ -372,6 +378,8 @@ impl PartCutter {
                         .chain(video.iter())
                         .collect();
                     blocks.sort_by_key(|b| b.ms);
+                    let frames = video.len() as u64;
+                    self.placed += frames;
                     out.push(Cut::Part(CutPart {
                         segment,
                         index,
@@ -379,6 +387,7 @@ impl PartCutter {
                         duration_ms: end_ms - start_ms,
                         independent,
                         origin_ms: self.origin_ms.unwrap_or(start_ms),
+                        frames,
                         cluster: cluster_of(blocks),
                     }));
                 }
@@ -825,6 +834,87 @@ mod tests {
         // Uniform gaps of 12-71 ms: without moving cuts back, 28 of 157 boundaries.
         assert!(inner > 150, "{inner} parts start inside a segment");
         assert_eq!(discontinuities(&cuts, &frames), Vec::<u64>::new());
+    }
+
+    /// Every video frame pushed is placed in exactly one part or counted as skipped, and each
+    /// part's `frames` are the video blocks its Cluster holds.
+    fn assert_every_frame_accounted(c: &PartCutter, cuts: &[Cut], pushed: u64) {
+        let mut placed = 0;
+        for p in parts(cuts) {
+            let mut s = crate::ebml::WebmSplitter::with_blocks();
+            s.push(&crate::ebml::tests::init_bytes()).unwrap();
+            s.push(&p.cluster).unwrap();
+            s.finish();
+            let video = s.take_blocks().iter().filter(|b| b.video).count() as u64;
+            assert_eq!(p.frames, video, "part {}.{}: frames counted = frames in its Cluster", p.segment, p.index);
+            placed += p.frames;
+        }
+        assert_eq!(c.placed, placed, "the cutter's count is the sum over its parts");
+        assert_eq!(c.placed + c.skipped, pushed, "placed {} + skipped {} of {pushed} frames", c.placed, c.skipped);
+    }
+
+    fn video_count(blocks: &[Block]) -> u64 {
+        blocks.iter().filter(|b| b.video).count() as u64
+    }
+
+    #[test]
+    fn every_frame_is_placed_or_skipped_and_counted() {
+        // Steady.
+        let blocks = recording(100, 10_100);
+        let n = video_count(&blocks);
+        let mut c = PartCutter::new(PART_TARGET_MS, SEG, MAX);
+        let cuts = run(&mut c, blocks);
+        assert_every_frame_accounted(&c, &cuts, n);
+        assert_eq!((c.placed, c.skipped), (n, 0));
+        // Frames before the first keyframe, and a repeated timestamp.
+        let mut blocks = vec![frame(0, false), frame(10, false)];
+        blocks.extend(recording(33, 3000));
+        blocks.push(frame(2900, false));
+        let n = video_count(&blocks);
+        let mut c = PartCutter::new(PART_TARGET_MS, SEG, MAX);
+        let cuts = run(&mut c, blocks);
+        assert_every_frame_accounted(&c, &cuts, n);
+        assert_eq!(c.skipped, 3);
+        // No keyframe in time: frames past the segment's limit are dropped.
+        let blocks: Vec<Block> = (0..120u64).map(|i| i * 100 / 3).map(|ms| frame(ms, ms == 0 || ms == 3000)).collect();
+        let mut c = PartCutter::new(PART_TARGET_MS, SEG, MAX);
+        let cuts = run(&mut c, blocks);
+        assert_every_frame_accounted(&c, &cuts, 120);
+        assert_eq!(c.skipped, 15);
+        // A capture stall, and a segment that runs out of parts.
+        let blocks = vec![frame(0, true), frame(1000, false), frame(1033, false)];
+        let mut c = PartCutter::new(PART_TARGET_MS, SEG, MAX);
+        let cuts = run(&mut c, blocks);
+        assert_every_frame_accounted(&c, &cuts, 3);
+        let blocks: Vec<Block> = (0..200u64).map(|i| frame(i * 300, i == 0 || i == 150)).collect();
+        let mut c = PartCutter::new(PART_TARGET_MS, 60_000, 60_499);
+        let cuts = run(&mut c, blocks);
+        assert_every_frame_accounted(&c, &cuts, 200);
+        assert!(c.skipped > 0, "frames until the next keyframe are dropped");
+    }
+
+    #[test]
+    fn every_frame_is_placed_or_skipped_under_bursty_and_random_gaps() {
+        let seen = [20, 30, 17, 33, 17, 34, 16, 33, 32, 39, 13, 38, 16, 29, 17, 35, 16, 32, 17, 36, 40, 29, 12];
+        let (blocks, frames) = jittery(0, 20_000, |i| seen[i % seen.len()]);
+        let mut c = PartCutter::new(PART_TARGET_MS, SEG, MAX);
+        let cuts = run(&mut c, blocks);
+        assert_every_frame_accounted(&c, &cuts, frames.len() as u64);
+        assert_eq!(c.skipped, 0);
+        let mut seed = 0x9e37_79b9_7f4a_7c15_u64;
+        let gaps: Vec<u64> = (0..4000)
+            .map(|_| {
+                seed ^= seed << 13;
+                seed ^= seed >> 7;
+                seed ^= seed << 17;
+                // Mostly frames, now and then a stall of up to 1.2 s.
+                if seed % 50 == 0 { 300 + seed % 900 } else { 5 + seed % 70 }
+            })
+            .collect();
+        let (blocks, frames) = jittery(100, 60_100, |i| gaps[i]);
+        let mut c = PartCutter::new(PART_TARGET_MS, SEG, MAX);
+        let cuts = run(&mut c, blocks);
+        assert_every_frame_accounted(&c, &cuts, frames.len() as u64);
     }
 
     #[test]

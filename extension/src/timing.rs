@@ -16,7 +16,7 @@
 
 use std::collections::VecDeque;
 
-use crate::ebml::Cluster;
+use crate::ebml::{Cluster, WebmSplitter};
 
 /// A cut segment: the Clusters between two cuts, ready to be remuxed after the init bytes.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -51,6 +51,20 @@ impl CutSegment {
     /// Which AAC frames this segment's remux encodes and keeps.
     pub fn audio_plan(&self) -> AudioPlan {
         AudioPlan::new(self.origin_ms, self.start_ms, self.end_ms())
+    }
+
+    /// The video frames placed in this segment: its Clusters' video blocks, but for those at or
+    /// after `trim_at_ms`, which the remux drops (`init`: the recording's init bytes, which say
+    /// which track is video). Pre-roll and lookahead are audio only.
+    pub fn video_frames(&self, init: &[u8]) -> u64 {
+        let mut s = WebmSplitter::with_blocks();
+        let _ = s.push(init);
+        let _ = s.push(&self.bytes);
+        s.finish();
+        s.take_blocks()
+            .iter()
+            .filter(|b| b.video && self.trim_at_ms.is_none_or(|t| b.ms < t))
+            .count() as u64
     }
 }
 
@@ -325,6 +339,45 @@ mod tests {
             9009 + 990 + FRAME_MS,
             "ends at the last frame of the last cluster"
         );
+    }
+
+    #[test]
+    fn a_segment_counts_the_video_frames_its_remux_keeps() {
+        use crate::ebml::tests::{cluster, init_bytes};
+        use crate::ebml::{Piece, WebmSplitter};
+        // Clusters of two frames (at tc and tc + 33) every 500 ms, a keyframe every second.
+        let stream: Vec<u8> = std::iter::once(init_bytes())
+            .chain((0..12u64).map(|i| cluster(i * 500, i % 2 == 0, false)))
+            .collect::<Vec<_>>()
+            .concat();
+        let mut w = WebmSplitter::new();
+        let pieces = w.push(&stream).unwrap();
+        let init = match &pieces[0] {
+            Piece::Init(i) => i.clone(),
+            p => panic!("{p:?}"),
+        };
+        let mut s = Segmenter::new(1000);
+        let mut segs = Vec::new();
+        for p in pieces.into_iter().skip(1) {
+            if let Piece::Cluster(c) = p {
+                segs.extend(s.push(c));
+            }
+        }
+        segs.extend(w.finish().into_iter().flat_map(|c| s.push(c)));
+        segs.extend(s.finish());
+        let frames: Vec<u64> = segs.iter().map(|g| g.video_frames(&init)).collect();
+        assert_eq!(frames, vec![4; 6], "two Clusters of two frames each");
+        // A trimmed segment keeps the frames before its trim only.
+        let trimmed = CutSegment {
+            trim_at_ms: Some(segs[1].start_ms + 33),
+            ..segs[1].clone()
+        };
+        assert_eq!(trimmed.video_frames(&init), 1);
+        let trimmed = CutSegment {
+            trim_at_ms: Some(segs[1].start_ms + 534),
+            ..segs[1].clone()
+        };
+        assert_eq!(trimmed.video_frames(&init), 4, "a trim after the last frame keeps all");
     }
 
     #[test]

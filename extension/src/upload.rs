@@ -13,7 +13,7 @@ use wasm_bindgen_futures::JsFuture;
 use web_sys::Response;
 
 use crate::chrome;
-use crate::messages::{refusal_message, unreachable_message};
+use crate::messages::{refusal_message, unreachable_message, PlacedFrames, Sending};
 use crate::queue::{
     classify, Acked, Backoff, Gap, GapSettled, Item, Outcome, PartQueue, UploadQueue,
     MAX_BUFFER_MS,
@@ -43,6 +43,8 @@ pub struct Segment {
     pub pdt_ms: f64,
     /// Wall-clock time of the segment's end, for the latency numbers.
     pub end_wall_ms: f64,
+    /// The video frames the cutter placed in it.
+    pub frames: u64,
 }
 
 /// A remuxed part of a low-latency segment waiting for upload.
@@ -55,6 +57,8 @@ pub struct Part {
     pub pdt_ms: f64,
     /// Wall-clock time of the part's end, for the latency numbers.
     pub end_wall_ms: f64,
+    /// The video frames the cutter placed in it.
+    pub frames: u64,
 }
 
 /// Whole segments (v1) or parts (v2).
@@ -117,6 +121,8 @@ pub struct Uploads {
     pub latency_max: f64,
     /// Why the last request did not succeed; cleared by the next success.
     pub last_error: Option<String>,
+    /// The video frames of the segments the server holds.
+    pub placed: PlacedFrames,
 }
 
 impl Uploads {
@@ -149,6 +155,7 @@ impl Uploads {
             latency_sum: 0.0,
             latency_max: 0.0,
             last_error: None,
+            placed: PlacedFrames::default(),
         }
     }
 }
@@ -267,9 +274,15 @@ impl Uploads {
         match &mut self.queue {
             Queue::Segments(q) => {
                 if let Some(gap) = q.next_gap(now) {
+                    self.placed.sending(Sending::Gap { seq: gap.seq });
                     return Some(gap_request(session, gap));
                 }
                 let s = q.next(now)?;
+                self.placed.sending(Sending::Media {
+                    seq: s.seq,
+                    part: 0,
+                    frames: s.payload.frames,
+                });
                 let mut headers = vec![
                     ("Content-Type", "video/mp2t".to_string()),
                     (wire::DURATION, wire::duration_text(s.duration_ms)),
@@ -293,7 +306,13 @@ impl Uploads {
                 target_duration_s,
             } => {
                 let (part_target_ms, target_duration_s) = (*part_target_ms, *target_duration_s);
-                match queue.next(now)? {
+                let item = queue.next(now)?;
+                match &item {
+                    Item::Commit { seq, .. } => self.placed.sending(Sending::Commit { seq: *seq }),
+                    Item::Gap(gap) => self.placed.sending(Sending::Gap { seq: gap.seq }),
+                    Item::Part { .. } => {}
+                }
+                match item {
                     Item::Part {
                         seq,
                         part,
@@ -301,6 +320,11 @@ impl Uploads {
                         duration_ms,
                         payload,
                     } => {
+                        self.placed.sending(Sending::Media {
+                            seq,
+                            part,
+                            frames: payload.frames,
+                        });
                         let mut headers = vec![
                             ("Content-Type", "video/mp2t".to_string()),
                             (wire::DURATION, wire::duration_text(duration_ms)),
@@ -369,6 +393,7 @@ impl Uploads {
         if segment_done {
             self.sent += 1;
         }
+        self.placed.acked(segment_done);
         self.last_error = None;
         true
     }

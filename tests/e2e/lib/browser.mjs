@@ -417,3 +417,28 @@ export async function assertContinuousBroadcast(server, stream, playlist, stream
   }
   return a;
 }
+
+/**
+ * The video frames ffprobe decodes from each of `urls` (MPEG-TS segments, each starting with a
+ * keyframe), fetched and probed one by one: `[{ uri, frames, packets }]`. `frames` is what the
+ * decoder output (`nb_read_frames`), `packets` what the demuxer read (`nb_read_packets`).
+ */
+export async function decodedVideoFrames(urls) {
+  const dir = mkdtempSync(join(tmpdir(), 'chalkstream-frames-'));
+  try {
+    const out = [];
+    for (const [i, uri] of urls.entries()) {
+      const file = join(dir, `${i}.ts`);
+      const res = await fetch(uri);
+      assert.equal(res.status, 200, `${uri} is stored`);
+      writeFileSync(file, Buffer.from(await res.arrayBuffer()));
+      // JSON, not csv: an MPEG-TS file also lists its streams under its program.
+      const { streams } = await ffprobeJson(['-select_streams', 'v:0', '-count_frames', '-count_packets',
+        '-show_entries', 'stream=nb_read_frames,nb_read_packets', file]);
+      out.push({ uri, frames: Number(streams[0]?.nb_read_frames ?? 0), packets: Number(streams[0]?.nb_read_packets ?? 0) });
+    }
+    return out;
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
