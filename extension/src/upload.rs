@@ -15,8 +15,8 @@ use web_sys::Response;
 use crate::chrome;
 use crate::messages::{refusal_message, unreachable_message, PlacedFrames, Sending};
 use crate::queue::{
-    classify, Acked, Backoff, Gap, GapSettled, Item, Outcome, PartQueue, UploadQueue,
-    MAX_BUFFER_MS,
+    classify, classify_answer, Acked, Backoff, Gap, GapSettled, Item, Outcome, PartQueue,
+    UploadQueue, MAX_BUFFER_MS,
 };
 
 /// How long a request may take before it counts as unanswered.
@@ -86,6 +86,14 @@ impl Queue {
         match self {
             Queue::Segments(q) => q.dropped(),
             Queue::Parts { queue, .. } => queue.dropped(),
+        }
+    }
+
+    /// The status that stopped the queue for good, if any.
+    pub fn halted(&self) -> Option<u16> {
+        match self {
+            Queue::Segments(q) => q.halted(),
+            Queue::Parts { queue, .. } => queue.halted(),
         }
     }
 }
@@ -237,29 +245,36 @@ pub async fn run(
         let url = target.url(&request.path);
         let answer = http(&url, request.method, &headers, request.body.as_ref()).await;
         let status = answer.as_ref().map(|a| a.0);
-        let said = answer
-            .map(|a| a.1)
-            .filter(|e| !e.is_empty())
-            .map(|e| format!(" The server said: {e}"))
-            .unwrap_or_default();
+        let error = answer.map(|a| a.1).unwrap_or_default();
+        let said = if error.is_empty() {
+            String::new()
+        } else {
+            format!(" The server said: {error}")
+        };
         let mut u = up.borrow_mut();
         u.attempts += 1;
         let now = chrome::now_ms();
-        let outcome = classify(status);
+        // A 409 is read by what it says of the seq: settled, or left to a gap.
+        let outcome = classify_answer(status, &error);
         let size = request.body.as_ref().map_or(0.0, |b| b.length() as f64);
         if !u.settle(outcome, now, size, request.gap) {
             let server = &target.server;
             let what = &request.what;
-            u.last_error = Some(match outcome {
-                Outcome::Acked => unreachable!("acked requests are settled"),
-                Outcome::Retry => unreachable_message(server, status),
-                Outcome::Conflict => format!(
-                    "The server at {server} already holds different bytes for {what} (409); sending the segment again as the next one."
+            let halted = u.queue.halted();
+            u.last_error = Some(match (outcome, halted) {
+                (Outcome::Acked, _) => unreachable!("acked requests are settled"),
+                (Outcome::Retry, _) => unreachable_message(server, status),
+                (Outcome::Fatal(s), _) => refusal_message(s, server) + &said,
+                (Outcome::Conflict | Outcome::Held, Some(s)) => refusal_message(s, server) + &said,
+                (Outcome::Conflict, None) => format!(
+                    "The server at {server} refused {what} (409); giving that seq up and sending the segment again as the next one.{said}"
                 ),
-                Outcome::Fatal(s) => refusal_message(s, server) + &said,
+                (Outcome::Held, None) => format!(
+                    "The server at {server} refused {what} (409); sending the segment again as the next one.{said}"
+                ),
             });
         }
-        if let Outcome::Fatal(_) = outcome {
+        if u.queue.halted().is_some() {
             return Err(u.last_error.clone().unwrap_or_default());
         }
     }
@@ -371,6 +386,8 @@ impl Uploads {
             Queue::Segments(q) if gap => match q.settle_gap(outcome, now as u64, jitter) {
                 GapSettled::Recorded(_) => (None, false),
                 GapSettled::SegmentHeld(_) => (None, true),
+                // The seq a 409 left: its segment goes on under a fresh seq.
+                GapSettled::Abandoned { .. } => (None, false),
                 GapSettled::Pending => return false,
             },
             Queue::Segments(q) => match q.settle(outcome, now as u64, jitter) {
@@ -381,6 +398,7 @@ impl Uploads {
                 Some(Acked::Part(p)) => (Some(p.end_wall_ms), false),
                 Some(Acked::Commit { .. }) => (None, true),
                 Some(Acked::Gap { recorded, .. }) => (None, !recorded),
+                Some(Acked::Abandoned { .. }) => (None, false),
                 None => return false,
             },
         };
@@ -400,7 +418,8 @@ impl Uploads {
 }
 
 /// The request that gives up seq `gap.seq` (its segment was sent, not answered, and dropped by
-/// the outage bound): the server records a gap, and the playlist moves on.
+/// the outage bound, or a 409 moved it to a fresh seq): the server records a gap, and the
+/// playlist moves on.
 fn gap_request(session: &str, gap: Gap) -> Request {
     Request {
         method: "POST",

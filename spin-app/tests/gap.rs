@@ -566,3 +566,223 @@ fn v2_a_commit_and_a_gap_of_its_seq_race_and_exactly_one_wins() {
         }
     }
 }
+
+/// One low-latency broadcaster driven by the extension's real [`PartQueue`]: parts of 0.5 s,
+/// two to a segment, target duration 1 s.
+mod ll {
+    use super::*;
+    use chalkstream_extension::queue::{classify_answer, Acked, Backoff, Item, PartQueue};
+
+    pub const PART: &str = "0.500";
+
+    /// Part `n` of a stray request under the same session (not the queue's): other bytes.
+    pub fn stray_part(kv: &dyn Kv, c: &Config, seq: u64, n: u32, now: i64) -> Reply {
+        let headers = [
+            (wire::DURATION, PART),
+            (wire::PART_TARGET, PART),
+            (wire::TARGET_DURATION, "1"),
+            (wire::INDEPENDENT, if n == 0 { "1" } else { "0" }),
+        ];
+        let h = head(Method::Put, &wire::ingest_part_path(SECRET, seq, n), &headers);
+        request(kv, c, &h, &ts(2, 0xee), now)
+    }
+
+    pub struct Broadcaster {
+        pub q: PartQueue<Vec<u8>>,
+        pub now: u64,
+        /// Every request made, as `"{seq}/{part}"`, `"{seq}/commit"` or `"{seq}/gap"`, with its
+        /// status.
+        pub log: Vec<(String, u16)>,
+        /// The segments sealed, by seq.
+        pub sealed: Vec<u64>,
+    }
+
+    impl Broadcaster {
+        pub fn new() -> Self {
+            Broadcaster { q: PartQueue::new(Backoff::default(), 10_000), now: 0, log: Vec::new(), sealed: Vec::new() }
+        }
+
+        /// Queues one segment of two parts whose bytes are `fill` and `fill + 1`.
+        pub fn record(&mut self, fill: u8) {
+            self.q.push_part(ts(2, fill), 500, true);
+            self.q.push_part(ts(2, fill + 1), 500, false);
+            self.q.seal();
+        }
+
+        /// Makes every request the queue wants, against the real handlers, until it has none;
+        /// `before` runs before each request with what it is (e.g. a stray writer's move).
+        pub fn drain(&mut self, kv: &dyn Kv, c: &Config, mut before: impl FnMut(&str, &dyn Kv)) {
+            for _ in 0..100 {
+                self.now += 250;
+                let now = T0 + self.now as i64;
+                if self.q.waiting() == 0 {
+                    return;
+                }
+                let (what, reply) = match self.q.next(self.now) {
+                    None => continue,
+                    Some(Item::Part { seq, part, discontinuity, duration_ms, payload }) => {
+                        let what = format!("{seq}/{part}");
+                        before(&what, kv);
+                        let duration = wire::duration_text(duration_ms);
+                        let mut headers = vec![
+                            (wire::DURATION, duration.as_str()),
+                            (wire::PART_TARGET, PART),
+                            (wire::TARGET_DURATION, "1"),
+                            (wire::INDEPENDENT, if part == 0 { "1" } else { "0" }),
+                        ];
+                        if discontinuity {
+                            headers.push((wire::DISCONTINUITY, "1"));
+                        }
+                        let h = head(Method::Put, &wire::ingest_part_path(SECRET, seq, part), &headers);
+                        (what, request(kv, c, &h, payload, now))
+                    }
+                    Some(Item::Commit { seq, parts }) => {
+                        let what = format!("{seq}/commit");
+                        before(&what, kv);
+                        let n = parts.to_string();
+                        let h = head(Method::Post, &wire::ingest_commit_path(SECRET, seq), &[(wire::PARTS, &n)]);
+                        (what, request(kv, c, &h, b"", now))
+                    }
+                    Some(Item::Gap(gap)) => {
+                        let what = format!("{}/gap", gap.seq);
+                        before(&what, kv);
+                        let duration = wire::duration_text(gap.duration_ms);
+                        (what, gap_with(kv, c, gap.seq, &[(wire::DURATION, &duration)], now))
+                    }
+                };
+                let status = reply.status;
+                // As the extension reads an answer: its status and the server's words.
+                let outcome = classify_answer(Some(status), &error(kv, &reply));
+                self.log.push((what, status));
+                if let Some(Acked::Commit { seq, .. }) = self.q.settle(outcome, self.now, 0.5) {
+                    self.sealed.push(seq);
+                }
+            }
+            panic!("the queue never emptied: {:?}", self.log);
+        }
+    }
+}
+
+/// The "trust under stress" defect: a `409` to a commit moved the segment to a fresh seq
+/// without giving up the seq it left, whose stored parts and missing meta stalled the run (and
+/// every viewer) there for good. Now the queue declares a gap for it first: the playlist lists
+/// the gap and goes on with the segment, sent again under the next seq.
+#[test]
+fn v2_a_commit_refused_409_leaves_a_gap_and_the_playlist_walks_over_it() {
+    let kv = MemoryKv::new();
+    let c = c();
+    let id = stream_id(SECRET);
+    let mut b = ll::Broadcaster::new();
+    b.record(0x10);
+    b.drain(&kv, &c, |_, _| {});
+    assert_eq!(b.sealed, vec![0]);
+    // Segment B's parts are stored under seq 1; before its commit, a stray request under the
+    // same session stores a part 2 there, so the commit (X-Parts: 2) is refused.
+    b.record(0x20);
+    let mut refused = None;
+    b.drain(&kv, &c, |what, kv| {
+        if what == "1/commit" && refused.is_none() {
+            let stray = ll::stray_part(kv, &c, 1, 2, T0 + 5_000);
+            assert_eq!(stray.status, 201);
+            refused = Some(());
+        }
+    });
+    let commit = b.log.iter().find(|(what, _)| what == "1/commit").unwrap();
+    assert_eq!(commit.1, 409, "{:?}", b.log);
+    let gap = b.log.iter().position(|e| e == &("1/gap".to_owned(), 201));
+    assert_eq!(gap, Some(b.log.iter().position(|(what, _)| what == "2/0").unwrap() - 1), "the gap goes first: {:?}", b.log);
+    b.record(0x30);
+    b.drain(&kv, &c, |_, _| {});
+
+    let text = text(&kv, &playlist(&kv, &c, &id, T0 + b.now as i64));
+    assert_eq!(listed_seqs(&text), vec![0, 1, 2, 3], "the run walks over seq 1:\n{text}\n{:?}", b.log);
+    assert_eq!(gaps(&text), vec![1], "{text}");
+    assert_eq!(text.matches("#EXT-X-DISCONTINUITY\n").count(), 1, "one, after the gap:\n{text}");
+    assert!(!text.contains(&format!("/chunks/{id}/1.0.ts")), "the gap lists none of its parts:\n{text}");
+    assert_eq!(b.sealed, vec![0, 2, 3], "segment B sealed under a fresh seq");
+    // Segment B plays from seq 2, its own bytes in order.
+    let b_bytes = [ts(2, 0x20), ts(2, 0x21)].concat();
+    assert_eq!(body(&kv, &get(&kv, &c, &format!("/chunks/{id}/2.ts"), T0 + b.now as i64)), b_bytes);
+    assert!(meta(&kv, 1).unwrap().gap);
+}
+
+/// The same for a part refused after part 0 was stored: a stray request stored other bytes as
+/// part 1 of seq 1 first, so seq 1 holds parts and no segment; the queue gives it up.
+#[test]
+fn v2_a_part_refused_409_after_part_0_was_stored_leaves_a_gap() {
+    let kv = MemoryKv::new();
+    let c = c();
+    let id = stream_id(SECRET);
+    let mut b = ll::Broadcaster::new();
+    b.record(0x10);
+    b.record(0x20);
+    b.drain(&kv, &c, |what, kv| {
+        if what == "1/1" {
+            assert_eq!(ll::stray_part(kv, &c, 1, 1, T0 + 1_000).status, 201);
+        }
+    });
+    let log: Vec<&str> = b.log.iter().map(|(what, _)| what.as_str()).collect();
+    assert_eq!(log, ["0/0", "0/1", "0/commit", "1/0", "1/1", "1/gap", "2/0", "2/1", "2/commit"], "{:?}", b.log);
+    assert_eq!(b.log[4].1, 409);
+    b.record(0x30);
+    b.drain(&kv, &c, |_, _| {});
+    let text = text(&kv, &playlist(&kv, &c, &id, T0 + b.now as i64));
+    assert_eq!(listed_seqs(&text), vec![0, 1, 2, 3], "{text}");
+    assert_eq!(gaps(&text), vec![1], "{text}");
+    assert_eq!(text.matches("#EXT-X-DISCONTINUITY\n").count(), 1, "{text}");
+    assert_eq!(b.sealed, vec![0, 2, 3]);
+}
+
+/// A `409` that says the seq holds a segment already (a stray request stored seq 1 whole before
+/// the queue's commit) declares no gap: the run walks over that segment, and the
+/// queue's goes on under the next seq.
+#[test]
+fn v2_a_commit_refused_409_because_the_seq_is_sealed_declares_no_gap() {
+    let kv = MemoryKv::new();
+    let c = c();
+    let id = stream_id(SECRET);
+    let mut b = ll::Broadcaster::new();
+    b.record(0x10);
+    b.record(0x20);
+    b.drain(&kv, &c, |what, kv| {
+        if what == "1/commit" {
+            // The stray stores seq 1 as a whole segment (v1 upload, accepted by a v2 stream).
+            assert_eq!(put(kv, &c, SECRET, 1, "1", &ts(2, 0xee), T0 + 1_000).status, 201);
+        }
+    });
+    let log: Vec<(&str, u16)> = b.log.iter().map(|(what, s)| (what.as_str(), *s)).collect();
+    assert_eq!(&log[5..], [("1/commit", 409), ("2/0", 201), ("2/1", 201), ("2/commit", 201)], "no gap: {log:?}");
+    let text = text(&kv, &playlist(&kv, &c, &id, T0 + b.now as i64));
+    assert_eq!(listed_seqs(&text), vec![0, 1, 2], "{text}");
+    assert!(gaps(&text).is_empty(), "{text}");
+    assert_eq!(b.sealed, vec![0, 2]);
+}
+
+/// Every `409` the server answers an upload, a part or a commit with is read as the extension
+/// must: the seq is settled (a segment or a gap holds it, or it is behind the window), the seq
+/// may hold parts and no segment (given up with a gap), or no seq will take the upload (halt).
+/// This pins the server's words the extension reads (`queue::conflict`).
+#[test]
+fn every_409_the_server_answers_is_read_as_what_it_leaves_at_the_seq() {
+    use chalkstream_extension::queue::{classify_answer, Outcome};
+    use chalkstream_manifest::rules::RuleError;
+    use chalkstream_spin_app::store::PutError;
+    let cases = [
+        (PutError::Conflict { seq: 7 }, Outcome::Held),
+        (PutError::SealedWithout { seq: 7, part: 3 }, Outcome::Held),
+        (PutError::SealedFromParts { seq: 7 }, Outcome::Held),
+        (PutError::SealedOtherwise { seq: 7, parts: 0 }, Outcome::Held),
+        (PutError::SealedOtherwise { seq: 7, parts: 4 }, Outcome::Held),
+        (PutError::GivenUp { seq: 7 }, Outcome::Held),
+        (PutError::SegmentHolds { seq: 7 }, Outcome::Held),
+        (PutError::Rule(RuleError::BeforeWindow { seq: 7, first_seq: 12 }), Outcome::Held),
+        (PutError::PartConflict { seq: 7, part: 3 }, Outcome::Conflict),
+        (PutError::MissingPart { seq: 7, part: 3 }, Outcome::Conflict),
+        (PutError::UncountedPart { seq: 7, part: 3 }, Outcome::Conflict),
+        (PutError::WholeSegmentStream, Outcome::Fatal(409)),
+        (PutError::TargetsDiffer { part_target_ms: 500, target_s: 2 }, Outcome::Fatal(409)),
+    ];
+    for (e, expected) in cases {
+        assert_eq!(classify_answer(Some(409), &e.to_string()), expected, "{e:?}: {e}");
+    }
+}

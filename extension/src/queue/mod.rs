@@ -22,6 +22,16 @@
 //! `409` (the late upload landed first: the segment counts as acknowledged), before anything
 //! after it goes out. The server settles a gap racing the late upload so that exactly one holds
 //! the seq and the playlist moves on with a discontinuity.
+//!
+//! A `409` to a segment, a part or a commit moves the segment to a fresh seq, and the seq it
+//! abandons is given up the same way ("trust under stress"): a seq holding parts and no segment
+//! (a commit refused, or a part refused after part 0 was stored) would stall the run, and every
+//! viewer, there for good. The gap is not declared when the answer says the seq is settled
+//! already ([`Outcome::Held`]: a segment or a gap holds it, or it lies behind the retention
+//! window, so the run walks over it); an answer the queue cannot read counts as a hole (a gap
+//! costs one request; a hole left behind costs the stream). A `409` that no seq can fix (the
+//! stream was started with whole segments, or with other part targets) halts the queue instead
+//! of giving up seq after seq, and so does the [`MAX_REFUSALS`]th such refusal of one segment.
 
 use std::collections::VecDeque;
 
@@ -34,20 +44,80 @@ pub use segments::{Entry, Send, UploadQueue, Whole};
 /// How much media (ms) is kept while the server cannot be reached.
 pub const MAX_BUFFER_MS: u64 = 5 * 60 * 1000;
 
+/// The refusal (a `409` that leaves a gap) of one segment that halts the queue, this many seqs
+/// in: what refuses it then is no one seq's, and each seq tried would leave one more gap.
+pub const MAX_REFUSALS: u32 = 8;
+
 /// What an upload attempt came back with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outcome {
     /// 200/201: stored.
     Acked,
-    /// 409: the server holds different bytes for this seq.
+    /// 409 whose answer does not say the seq is settled: it may hold parts and no segment, a
+    /// hole the run would stall at. The segment moves to a fresh seq and the one it leaves is
+    /// given up (a gap).
     Conflict,
+    /// 409 saying the seq is settled: a segment or a gap holds it, or it lies behind the
+    /// retention window, so the run walks over it. The segment moves to a fresh seq; no gap.
+    Held,
     /// Network error, 408, 429 or 5xx: try again later.
     Retry,
     /// Any other answer (400, 401, 403, 404, 413, …): retrying will not help.
     Fatal(u16),
 }
 
-/// Classifies an HTTP status (`None` = the request never got an answer).
+/// Classifies an answer by its status and the server's `error` text (`None` = the request never
+/// got an answer). Only a `409` needs the text: see [`conflict`].
+pub fn classify_answer(status: Option<u16>, error: &str) -> Outcome {
+    match status {
+        Some(409) => conflict(error),
+        _ => classify(status),
+    }
+}
+
+/// What a `409`'s `error` text says about the seq it refused (the server's wording,
+/// `spin-app/src/store/mod.rs` `PutError`; `spin-app/tests/gap.rs` checks every one):
+///
+/// - "segment N is already stored …", "… is already sealed …", "… was given up …", "… is older
+///   than this stream's retention window …": a segment or a gap holds seq N, or the run starts
+///   past it: [`Outcome::Held`].
+/// - "this stream was started with whole segments …", "this stream's part target is …": no seq
+///   will take the upload: [`Outcome::Fatal`]`(409)`.
+/// - Anything else ("part P of segment N is already stored with different bytes", "… is not
+///   stored", "… is stored, so X-Parts must count it", or words this client does not know):
+///   [`Outcome::Conflict`], the seq may hold parts and no segment, so it is given up. Reading a
+///   settled seq as a hole costs one gap request (answered `409` or `200`); the other way round
+///   would leave the hole.
+pub fn conflict(error: &str) -> Outcome {
+    const SETTLED: [&str; 4] = [
+        " is already stored",
+        " is already sealed",
+        " was given up",
+        " is older than",
+    ];
+    const STREAM: [&str; 2] = [
+        "this stream was started with whole segments",
+        "this stream's part target is",
+    ];
+    if STREAM.iter().any(|p| error.starts_with(p)) {
+        return Outcome::Fatal(409);
+    }
+    let settled = error
+        .strip_prefix("segment ")
+        .and_then(|rest| {
+            let digits = rest.len() - rest.trim_start_matches(|c: char| c.is_ascii_digit()).len();
+            (digits > 0).then(|| &rest[digits..])
+        })
+        .is_some_and(|rest| SETTLED.iter().any(|p| rest.starts_with(p)));
+    if settled {
+        Outcome::Held
+    } else {
+        Outcome::Conflict
+    }
+}
+
+/// Classifies an HTTP status alone (`None` = the request never got an answer); a `409` without
+/// its text is read as the worst case, [`Outcome::Conflict`].
 pub fn classify(status: Option<u16>) -> Outcome {
     match status {
         None => Outcome::Retry,
@@ -86,7 +156,8 @@ impl Backoff {
     }
 }
 
-/// A gap to declare: seq `seq` was sent, not answered, and dropped by the bound.
+/// A gap to declare: seq `seq` was sent, not answered, and dropped by the bound; or a `409`
+/// made its segment leave it for a fresh seq, and it may hold parts and no segment.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Gap {
     pub seq: u64,
@@ -102,8 +173,22 @@ pub enum GapSettled {
     /// `409`: the server holds the dropped segment after all (its late upload landed first),
     /// so it counts as acknowledged.
     SegmentHeld(Gap),
+    /// A gap for a seq a `409` abandoned (its segment goes on under a fresh seq) is settled:
+    /// `recorded` (`201`/`200`), or another segment holds the seq, or it lies behind the
+    /// window (`409`). Either way the run walks over it, and nothing of this queue's is
+    /// acknowledged.
+    Abandoned { gap: Gap, recorded: bool },
     /// Not answered or refused: retried after the backoff (or the queue halted).
     Pending,
+}
+
+/// Why a seq is given up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Cause {
+    /// The bound dropped its segment, which was sent and not answered.
+    Dropped,
+    /// A `409` moved its segment to a fresh seq.
+    Abandoned,
 }
 
 /// What the core needs to know of one queued segment; the face that queued it knows the rest.
@@ -117,7 +202,7 @@ pub trait Unit {
     fn complete(&self) -> bool;
     /// It has a request to make now.
     fn ready(&self) -> bool;
-    /// Its seq turned out to hold other bytes (`409`): it starts over, under a fresh seq.
+    /// Its seq was refused (`409`): it starts over, under a fresh seq.
     fn restart(&mut self);
 }
 
@@ -128,6 +213,8 @@ struct Slot<U> {
     unit: U,
     seq: Option<u64>,
     discontinuity: bool,
+    /// Seqs it left after a `409` that gave the seq up (see [`MAX_REFUSALS`]).
+    refusals: u32,
 }
 
 /// What the request on the wire is.
@@ -146,7 +233,7 @@ enum Flight {
 pub struct Core<U> {
     segs: VecDeque<Slot<U>>,
     /// Gaps to declare, oldest first; they go before any segment.
-    gaps: VecDeque<Gap>,
+    gaps: VecDeque<(Gap, Cause)>,
     next_seq: u64,
     in_flight: Option<Flight>,
     attempts: u32,
@@ -217,7 +304,7 @@ impl<U> Core<U> {
         if !self.may_send(now_ms) {
             return None;
         }
-        let gap = *self.gaps.front()?;
+        let (gap, _) = *self.gaps.front()?;
         self.in_flight = Some(Flight::Gap);
         Some(gap)
     }
@@ -227,15 +314,16 @@ impl<U> Core<U> {
         debug_assert_eq!(self.in_flight, Some(Flight::Gap));
         self.in_flight = None;
         match outcome {
-            Outcome::Acked | Outcome::Conflict => {
+            Outcome::Acked | Outcome::Conflict | Outcome::Held => {
                 self.succeeded();
-                let Some(gap) = self.gaps.pop_front() else {
+                let Some((gap, cause)) = self.gaps.pop_front() else {
                     return GapSettled::Pending;
                 };
-                if outcome == Outcome::Acked {
-                    GapSettled::Recorded(gap)
-                } else {
-                    GapSettled::SegmentHeld(gap)
+                let recorded = outcome == Outcome::Acked;
+                match (cause, recorded) {
+                    (Cause::Dropped, true) => GapSettled::Recorded(gap),
+                    (Cause::Dropped, false) => GapSettled::SegmentHeld(gap),
+                    (Cause::Abandoned, recorded) => GapSettled::Abandoned { gap, recorded },
                 }
             }
             other => {
@@ -281,6 +369,7 @@ impl<U: Unit> Core<U> {
             unit,
             seq: None,
             discontinuity: false,
+            refusals: 0,
         });
     }
 
@@ -308,7 +397,8 @@ impl<U: Unit> Core<U> {
             self.dropped += 1;
             if let Some(seq) = gone.seq {
                 let duration_ms = gone.unit.duration_ms();
-                self.gaps.push_back(Gap { seq, duration_ms });
+                self.gaps
+                    .push_back((Gap { seq, duration_ms }, Cause::Dropped));
                 self.succeeded();
             }
             if let Some(next) = self.segs.get_mut(idx) {
@@ -335,8 +425,11 @@ impl<U: Unit> Core<U> {
     }
 
     /// Records the answer to the head's request; true when it was acknowledged (the face then
-    /// moves the head on). A `409` means that seq holds other bytes: the segment starts over
-    /// under a fresh seq, after a discontinuity.
+    /// moves the head on). A `409` means the seq will not take the segment: it starts over under
+    /// a fresh seq, after a discontinuity, and the seq it leaves is given up first (a gap, like
+    /// a sent segment the bound drops) unless the answer said a segment or a gap holds it
+    /// already ([`Outcome::Held`]). The [`MAX_REFUSALS`]th such refusal of one segment halts the
+    /// queue with `409` instead.
     fn settle_head(&mut self, outcome: Outcome, now_ms: u64, jitter: f64) -> bool {
         self.in_flight = None;
         match outcome {
@@ -344,13 +437,27 @@ impl<U: Unit> Core<U> {
                 self.succeeded();
                 true
             }
-            Outcome::Conflict => {
-                if let Some(head) = self.segs.front_mut() {
-                    head.seq = Some(self.next_seq);
-                    head.discontinuity = true;
-                    head.unit.restart();
-                    self.next_seq += 1;
+            Outcome::Conflict | Outcome::Held => {
+                self.succeeded();
+                let Some(head) = self.segs.front_mut() else {
+                    return false;
+                };
+                if outcome == Outcome::Conflict {
+                    head.refusals += 1;
+                    if head.refusals >= MAX_REFUSALS {
+                        self.halted = Some(409);
+                        return false;
+                    }
+                    if let Some(seq) = head.seq {
+                        let duration_ms = head.unit.duration_ms();
+                        self.gaps
+                            .push_back((Gap { seq, duration_ms }, Cause::Abandoned));
+                    }
                 }
+                head.seq = Some(self.next_seq);
+                head.discontinuity = true;
+                head.unit.restart();
+                self.next_seq += 1;
                 false
             }
             other => {
@@ -376,6 +483,57 @@ mod tests {
         for s in [400, 401, 403, 404, 413] {
             assert_eq!(classify(Some(s)), Outcome::Fatal(s));
         }
+    }
+
+    #[test]
+    fn a_409_is_read_by_what_it_says_of_the_seq() {
+        // The server's words (spin-app `PutError`; spin-app/tests/gap.rs checks them all).
+        let held = [
+            "segment 7 is already stored with different bytes; a retry must send the same bytes, a new segment needs the next seq",
+            "segment 7 is already sealed without part 3; send the parts of the next segment under the next seq",
+            "segment 7 is already sealed from parts; a whole segment cannot replace it",
+            "segment 7 is already stored as a whole segment, not from parts",
+            "segment 7 is already sealed from 4 parts",
+            "segment 7 was given up by the broadcaster (a gap is recorded for it); nothing can be stored under it any more, send new media under the next seq",
+            "segment 7 is already stored, so it cannot be given up; it stays in the playlist (count it as acknowledged)",
+            "segment 7 is older than this stream's retention window, which now starts at segment 9",
+        ];
+        for error in held {
+            assert_eq!(classify_answer(Some(409), error), Outcome::Held, "{error}");
+        }
+        let holes = [
+            "part 3 of segment 7 is already stored with different bytes; a retry must send the same bytes",
+            "part 3 of segment 7 is not stored; upload it before committing",
+            "part 4 of segment 7 is stored, so X-Parts must count it (X-Parts: 5)",
+            // Words this client does not know, or none (a proxy's 409): the worst case.
+            "",
+            "conflict",
+            "segment is already stored",
+            "segment 7 is already being stored",
+        ];
+        for error in holes {
+            assert_eq!(
+                classify_answer(Some(409), error),
+                Outcome::Conflict,
+                "{error:?}"
+            );
+        }
+        for error in [
+            "this stream was started with whole segments (wire contract v1); start a new session to upload parts",
+            "this stream's part target is 0.5 s and its target duration 2 s (fixed by its first part); send those",
+        ] {
+            assert_eq!(classify_answer(Some(409), error), Outcome::Fatal(409), "{error}");
+        }
+        // Other statuses do not look at the text.
+        assert_eq!(
+            classify_answer(Some(201), "segment 7 is already stored"),
+            Outcome::Acked
+        );
+        assert_eq!(
+            classify_answer(Some(400), "this stream's part target is"),
+            Outcome::Fatal(400)
+        );
+        assert_eq!(classify_answer(None, ""), Outcome::Retry);
     }
 
     #[test]

@@ -11,7 +11,9 @@ use super::{Core, Flight, Gap, GapSettled, Outcome, Unit};
 /// segment can end up without the parts it names. During an outage the bound (applied at each
 /// seal) drops whole sealed segments, oldest first (never the newest, nor one with a request on
 /// the wire); one that was sent in part leaves a gap to declare under its seq, which goes before
-/// anything else. The segment after a drop starts with a discontinuity.
+/// anything else. The segment after a drop starts with a discontinuity. A `409` to a part or a
+/// commit sends the whole segment again under a fresh seq, after a gap for the seq it leaves
+/// (which may hold some of its parts and no segment) unless the answer said that seq is settled.
 pub type PartQueue<T> = Core<Parts<T>>;
 
 /// One segment's parts as the core queues them.
@@ -63,7 +65,8 @@ pub enum Item<'a, T> {
     },
     /// `POST` the commit of segment `seq` from its `parts` parts.
     Commit { seq: u64, parts: u32 },
-    /// `POST` a gap for segment `seq`: it was sent in part and dropped by the bound.
+    /// `POST` a gap for segment `seq`: it was sent in part and dropped by the bound, or left
+    /// after a `409`.
     Gap(Gap),
 }
 
@@ -79,6 +82,10 @@ pub enum Acked<'a, T> {
     /// The gap is settled: `recorded` (`201`/`200`), or the server had sealed the segment
     /// after all (`409`: it counts as acknowledged).
     Gap { gap: Gap, recorded: bool },
+    /// The gap for a seq a `409` made the segment leave is settled: `recorded` (`201`/`200`),
+    /// or something else holds that seq (`409`). Nothing of this queue's is acknowledged: the
+    /// segment goes on under its fresh seq.
+    Abandoned { gap: Gap, recorded: bool },
 }
 
 impl<T> Core<Parts<T>> {
@@ -138,6 +145,7 @@ impl<T> Core<Parts<T>> {
             return match self.settle_gap(outcome, now_ms, jitter) {
                 GapSettled::Recorded(gap) => Some(Acked::Gap { gap, recorded: true }),
                 GapSettled::SegmentHeld(gap) => Some(Acked::Gap { gap, recorded: false }),
+                GapSettled::Abandoned { gap, recorded } => Some(Acked::Abandoned { gap, recorded }),
                 GapSettled::Pending => None,
             };
         }
@@ -304,7 +312,133 @@ mod tests {
         q.settle(Outcome::Acked, 0, 0.5);
         q.next(0).unwrap();
         assert!(q.settle(Outcome::Conflict, 0, 0.5).is_none());
-        assert_eq!(drain(&mut q), ["1/0:a0!", "1/1:a1", "1/commit 2"]);
+        // Seq 0 holds a0 and no segment: it is given up first (see the tests below).
+        assert_eq!(drain(&mut q), ["0/gap 668", "1/0:a0!", "1/1:a1", "1/commit 2"]);
+    }
+
+    #[test]
+    fn a_commit_refused_409_gives_its_seq_up_before_the_segment_goes_again() {
+        let mut q = pq();
+        q.push_part("a0", 500, true);
+        q.push_part("a1", 500, false);
+        q.seal();
+        q.push_part("b0", 500, true);
+        assert_eq!(drain_until_commit(&mut q), ["0/0:a0", "0/1:a1"], "the commit of seq 0 is on the wire");
+        let refused = classify_answer(Some(409), "part 2 of segment 0 is stored, so X-Parts must count it (X-Parts: 3)");
+        assert_eq!(refused, Outcome::Conflict);
+        assert!(q.settle(refused, 0, 0.5).is_none());
+        let gap = Gap { seq: 0, duration_ms: 1000 };
+        assert_eq!(q.next(0), Some(Item::Gap(gap)), "before anything else");
+        assert_eq!(q.settle(Outcome::Acked, 0, 0.5), Some(Acked::Abandoned { gap, recorded: true }));
+        assert_eq!(drain(&mut q), ["1/0:a0!", "1/1:a1", "1/commit 2", "2/0:b0"]);
+    }
+
+    #[test]
+    fn a_part_refused_409_after_part_0_was_stored_gives_the_seq_up() {
+        let mut q = pq();
+        q.push_part("a0", 500, true);
+        q.push_part("a1", 500, false);
+        q.next(0).unwrap();
+        q.settle(Outcome::Acked, 0, 0.5);
+        assert!(matches!(q.next(0), Some(Item::Part { seq: 0, part: 1, .. })));
+        let refused = "part 1 of segment 0 is already stored with different bytes; a retry must send the same bytes";
+        q.settle(classify_answer(Some(409), refused), 0, 0.5);
+        // The segment is still open: the gap lasts what is known of it so far.
+        assert_eq!(drain(&mut q), ["0/gap 1000", "1/0:a0!", "1/1:a1"]);
+        q.seal();
+        assert_eq!(drain(&mut q), ["1/commit 2"]);
+    }
+
+    #[test]
+    fn a_commit_refused_because_the_seq_is_sealed_otherwise_moves_on_without_a_gap() {
+        let mut q = pq();
+        q.push_part("a0", 500, true);
+        q.seal();
+        assert_eq!(drain_until_commit(&mut q), ["0/0:a0"]);
+        q.settle(classify_answer(Some(409), "segment 0 is already sealed from 3 parts"), 0, 0.5);
+        assert_eq!(q.gaps_waiting(), 0);
+        assert_eq!(drain(&mut q), ["1/0:a0!", "1/commit 1"]);
+    }
+
+    #[test]
+    fn a_part_of_a_stream_started_with_whole_segments_halts_the_queue() {
+        let mut q = pq();
+        q.push_part("a0", 500, true);
+        q.next(0).unwrap();
+        let error = "this stream was started with whole segments (wire contract v1); start a new session to upload parts";
+        q.settle(classify_answer(Some(409), error), 0, 0.5);
+        assert_eq!((q.halted(), q.gaps_waiting()), (Some(409), 0));
+        assert!(q.next(1_000_000).is_none());
+    }
+
+    /// Acks the parts the queue hands out until it hands out a commit, which is left on the
+    /// wire for the test to answer.
+    fn drain_until_commit(q: &mut PartQueue<&'static str>) -> Vec<String> {
+        let mut sent = Vec::new();
+        loop {
+            match q.next(0) {
+                Some(Item::Part { seq, part, payload, .. }) => sent.push(format!("{seq}/{part}:{payload}")),
+                Some(Item::Commit { .. }) => return sent,
+                other => panic!("{other:?} after {sent:?}"),
+            }
+            q.settle(Outcome::Acked, 0, 0.5);
+        }
+    }
+
+    #[test]
+    fn every_seq_ends_sealed_or_given_up_or_held_whatever_409s_come() {
+        // Random answers, 409s of both kinds among them: once the server answers again, every
+        // seq the queue handed out is a sealed segment, a settled gap, or a seq a `409` said is
+        // held; none is left holding parts and no segment, where the run would stall.
+        let mut q: PartQueue<u32> = PartQueue::new(Backoff::default(), 10_000);
+        let mut rng = 11u64;
+        let mut now = 0;
+        let mut settled = std::collections::BTreeSet::new();
+        let mut holes = std::collections::BTreeSet::new();
+        let mut next = 0;
+        for step in 0..3000 {
+            rng = rng.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
+            if step % 2 == 0 && step < 2700 {
+                q.push_part(next, 500, next % 2 == 0);
+                if next % 2 == 1 {
+                    q.seal();
+                }
+                next += 1;
+            }
+            now += 400;
+            let outcome = match ((rng >> 33) % 10, step > 2700) {
+                (_, true) | (0..=4, _) => Outcome::Acked,
+                (5..=7, _) => Outcome::Retry,
+                (8, _) => Outcome::Conflict,
+                _ => Outcome::Held,
+            };
+            let seq = match q.next(now) {
+                Some(Item::Part { seq, .. } | Item::Commit { seq, .. }) => seq,
+                Some(Item::Gap(gap)) => gap.seq,
+                None => continue,
+            };
+            match q.settle(outcome, now, 0.5) {
+                Some(Acked::Commit { seq, .. }) => {
+                    settled.insert(seq);
+                }
+                Some(Acked::Gap { gap, .. } | Acked::Abandoned { gap, .. }) => {
+                    settled.insert(gap.seq);
+                    holes.remove(&gap.seq);
+                }
+                _ if outcome == Outcome::Held => {
+                    settled.insert(seq);
+                }
+                _ if outcome == Outcome::Conflict => {
+                    holes.insert(seq);
+                }
+                _ => {}
+            }
+            assert_eq!(q.halted(), None);
+        }
+        assert_eq!(q.waiting(), 0, "the queue drained");
+        assert!(holes.is_empty(), "seqs refused and never given up: {holes:?}");
+        let all: Vec<u64> = (0..q.next_seq()).collect();
+        assert_eq!(settled.into_iter().collect::<Vec<_>>(), all, "every seq settled, densely");
     }
 
     #[test]

@@ -272,7 +272,94 @@ mod tests {
         q.push("a", 2000);
         q.next(0).unwrap();
         assert!(q.settle(Outcome::Conflict, 0, 0.5).is_none());
+        // The seq it leaves is given up first (see the tests below).
+        assert_eq!(q.next_gap(0), Some(Gap { seq: 0, duration_ms: 2000 }));
+        q.settle_gap(Outcome::Acked, 0, 0.5);
         let s = q.next(0).unwrap();
         assert_eq!((s.seq, s.discontinuity), (1, true));
+    }
+
+    #[test]
+    fn a_409_that_does_not_say_the_seq_is_settled_gives_the_seq_up_before_the_fresh_one() {
+        let mut q = q();
+        q.push("a", 2000);
+        q.push("b", 3000);
+        q.next(0).unwrap();
+        assert!(q.settle(Outcome::Conflict, 0, 0.5).is_none());
+        assert_eq!((q.gaps_waiting(), q.waiting()), (1, 3), "the gap and both segments");
+        assert!(q.next(0).is_none(), "nothing goes before the gap");
+        let gap = q.next_gap(0).unwrap();
+        assert_eq!(gap, Gap { seq: 0, duration_ms: 2000 });
+        assert_eq!(q.settle_gap(Outcome::Retry, 0, 0.5), GapSettled::Pending, "retried like any gap");
+        assert_eq!(q.next_gap(250), Some(gap));
+        assert_eq!(q.settle_gap(Outcome::Acked, 300, 0.5), GapSettled::Abandoned { gap, recorded: true });
+        let s = q.next(300).unwrap();
+        assert_eq!((s.seq, *s.payload, s.discontinuity), (1, "a", true));
+        assert_eq!(q.settle(Outcome::Acked, 300, 0.5).unwrap().seq, Some(1));
+        let s = q.next(300).unwrap();
+        assert_eq!((s.seq, *s.payload, s.discontinuity), (2, "b", false));
+    }
+
+    #[test]
+    fn a_gap_for_an_abandoned_seq_answered_409_acknowledges_nothing() {
+        let mut q = q();
+        q.push("a", 2000);
+        q.next(0).unwrap();
+        q.settle(Outcome::Conflict, 0, 0.5);
+        let gap = q.next_gap(0).unwrap();
+        // Another segment holds seq 0 after all: the run walks over it, "a" is not acknowledged.
+        let settled = q.settle_gap(classify_answer(Some(409), "segment 0 is already stored, so it cannot be given up"), 0, 0.5);
+        assert_eq!(settled, GapSettled::Abandoned { gap, recorded: false });
+        assert_eq!(q.waiting(), 1);
+        assert_eq!(q.next(0).unwrap().seq, 1);
+    }
+
+    #[test]
+    fn a_409_saying_the_seq_is_held_moves_on_without_a_gap() {
+        for error in [
+            "segment 0 is already stored with different bytes; a retry must send the same bytes, a new segment needs the next seq",
+            "segment 0 is already sealed from parts; a whole segment cannot replace it",
+            "segment 0 was given up by the broadcaster (a gap is recorded for it); nothing can be stored under it any more, send new media under the next seq",
+            "segment 0 is older than this stream's retention window, which now starts at segment 4",
+        ] {
+            let mut q = q();
+            q.push("a", 2000);
+            q.next(0).unwrap();
+            assert!(q.settle(classify_answer(Some(409), error), 0, 0.5).is_none());
+            assert_eq!(q.gaps_waiting(), 0, "{error}");
+            let s = q.next(0).unwrap();
+            assert_eq!((s.seq, *s.payload, s.discontinuity), (1, "a", true), "{error}");
+        }
+    }
+
+    #[test]
+    fn a_segment_refused_under_max_refusals_seqs_halts_the_queue() {
+        let mut q = q();
+        q.push("a", 2000);
+        let mut seqs = Vec::new();
+        loop {
+            if let Some(gap) = q.next_gap(0) {
+                assert_eq!(q.settle_gap(Outcome::Acked, 0, 0.5), GapSettled::Abandoned { gap, recorded: true });
+                continue;
+            }
+            let Some(s) = q.next(0) else { break };
+            seqs.push(s.seq);
+            q.settle(Outcome::Conflict, 0, 0.5);
+        }
+        // Seqs 0 to 6 were given up (each gap settled above); the 8th refusal halts.
+        assert_eq!(q.halted(), Some(409));
+        assert_eq!(seqs, (0..u64::from(MAX_REFUSALS)).collect::<Vec<_>>());
+        assert_eq!(q.gaps_waiting(), 0);
+    }
+
+    #[test]
+    fn a_409_no_seq_can_fix_halts_the_queue() {
+        let mut q = q();
+        q.push("a", 2000);
+        q.next(0).unwrap();
+        let error = "this stream's part target is 0.5 s and its target duration 2 s (fixed by its first part); send those";
+        q.settle(classify_answer(Some(409), error), 0, 0.5);
+        assert_eq!(q.halted(), Some(409));
+        assert!(q.next_gap(1_000_000).is_none() && q.next(1_000_000).is_none());
     }
 }
