@@ -205,7 +205,8 @@ fn a_blocking_reload_that_nothing_answers_gets_503_after_three_target_durations(
     // Requests too far ahead or malformed are refused at once.
     for (query, says) in [
         ("_HLS_msn=3", "too far ahead"),
-        ("_HLS_msn=1&_HLS_part=99", "too far ahead"),
+        ("_HLS_msn=1&_HLS_part=40", "too far ahead"),
+        ("_HLS_msn=1&_HLS_part=99", "_HLS_part must be below 64"),
         ("_HLS_msn=abc", "_HLS_msn must be a decimal integer"),
         ("_HLS_part=0", "_HLS_part needs _HLS_msn"),
         ("_HLS_skip=maybe", "_HLS_skip must be YES or v2"),
