@@ -487,9 +487,10 @@ fn check(kv: &LaggedKv, c: &Config, model: &mut Model, now: i64, tolerate: Toler
     }
     let text = text(&s, &reply);
     let plain: String = text.lines().filter(|l| *l != "#EXT-X-GAP").map(|l| format!("{l}\n")).collect();
-    // Finding 0 (no lag needed; see `remainder_beyond_a_hole_rejoins_a_resumed_run`): a
-    // segment or gap stored beyond a hole outlives the sweep of its stream, and a session that
-    // resumes later lists it under a record made anew, whose target may be shorter.
+    // Finding 0 (no lag needed; found by `property_no_lag_every_rule_holds`, counted as
+    // "remainders"): a segment or gap stored beyond a hole outlives the sweep of its stream (the
+    // stated remainder), and a session that resumes later lists it under a record made anew,
+    // whose target may be shorter (a 2 s gap under `EXT-X-TARGETDURATION:1`). Not checked.
     let record: serde_json::Value = serde_json::from_slice(&s.get(&format!("stream/{id}")).unwrap().unwrap()).unwrap();
     let created = record["created_ms"].as_i64().unwrap();
     // (Older than the record by more than the lag: a racing first upload rewrites the record
@@ -526,9 +527,10 @@ fn check(kv: &LaggedKv, c: &Config, model: &mut Model, now: i64, tolerate: Toler
         prop_assert_eq!((p.media_sequence, p.discontinuity_sequence, p.target_s), (media, disc, target));
     }
     let listed = listed_seqs(&text);
-    // Finding 0b (no lag needed; see `a_run_resumed_after_the_sweep_restarts_its_counts`): a
-    // stream the sweep deleted and a session resumed has a new record, and its sequences start
-    // afresh; the rules below hold within one record's life.
+    // Finding 0b (no lag needed; counted as "new lives"): a stream the sweep deleted and a
+    // session resumed has a new record, and its discontinuity sequence starts again at 0 (a
+    // viewer that polled 1 before the silence and did not poll during the 404 sees it go back);
+    // the rules below hold within one record's life.
     if let Some(life) = model.life.filter(|&life| life != created && (created - life).abs() <= lag) {
         // Not a new life: a racing first upload's record, written within the lag of another.
         RACING_RECORDS.fetch_add(1, Ordering::Relaxed);
