@@ -256,3 +256,587 @@ mod tests {
         assert_eq!(resolve_stores(Some(&redis), Some(Path::new("/st")), app)["default"], StoreConfig::Redis("redis://h".into()));
     }
 }
+
+/// Fuzz targets for the host's parsers of files and request paths ("trust under stress"), as
+/// proptest runs on a time budget (no nightly for `cargo fuzz`): Spin's runtime config file
+/// ([`RuntimeConfig::parse`]), `spin.toml` ([`crate::manifest::App::parse`]) with its variable
+/// templates ([`crate::variables::resolve`]), and the router built from its triggers
+/// ([`crate::routes`]) on request paths. Inputs: arbitrary text and TOML near the valid shape,
+/// then mutated. Properties: no panic; a refusal is the parser's error; what is accepted holds
+/// what the host relies on (a `default` store, absolute paths, routes naming defined
+/// components, path info being the path's tail), and a runtime config written back as TOML
+/// parses to the same config.
+///
+/// `CHALKSTREAM_FUZZ_SECS` seconds per target (default [`fuzz::harness::DEFAULT_SECS`]);
+/// `scripts/bench --only fuzz` runs each for 600 s; `CHALKSTREAM_FUZZ_SEED` repeats a run.
+#[cfg(test)]
+mod fuzz {
+    use super::*;
+    use crate::manifest::App;
+    use crate::routes::{spin_headers, Route, Router};
+    use proptest::prelude::*;
+    use proptest::sample::{select, Index};
+
+    /// The time-budgeted runner (the same in each crate's fuzz targets).
+    pub(super) mod harness {
+        use proptest::strategy::Strategy;
+        use proptest::test_runner::{Config, RngAlgorithm, TestCaseError, TestError, TestRng, TestRunner};
+        use std::cell::Cell;
+        use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+        /// Seconds per target when `CHALKSTREAM_FUZZ_SECS` is not set.
+        pub const DEFAULT_SECS: f64 = 3.0;
+        /// Cases per proptest run; runs repeat until the budget is spent.
+        const BATCH: u32 = 256;
+        /// A target stops early after this many distinct crashes.
+        const MAX_CRASHES: usize = 5;
+
+        thread_local! {
+            static ACCEPTED: Cell<u64> = const { Cell::new(0) };
+        }
+
+        /// Counts a case whose input was accepted.
+        pub fn accepted() {
+            ACCEPTED.with(|a| a.set(a.get() + 1));
+        }
+
+        fn budget() -> Duration {
+            std::env::var("CHALKSTREAM_FUZZ_SECS")
+                .ok()
+                .and_then(|s| s.trim().parse::<f64>().ok())
+                .filter(|s| s.is_finite() && *s >= 0.0)
+                .map_or(Duration::from_secs_f64(DEFAULT_SECS), Duration::from_secs_f64)
+        }
+
+        fn seed(name: &str) -> u64 {
+            if let Some(seed) = std::env::var("CHALKSTREAM_FUZZ_SEED").ok().and_then(|s| s.trim().parse().ok()) {
+                return seed;
+            }
+            let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64);
+            name.bytes().fold(nanos, |acc, b| acc.rotate_left(5) ^ u64::from(b)).wrapping_mul(0x9E37_79B9_7F4A_7C15)
+        }
+
+        /// Runs `test` on values of `strategy` until the time budget is spent (at least one
+        /// batch), prints the summary line, and fails with every crash's minimal input.
+        pub fn fuzz<S: Strategy>(name: &str, strategy: S, test: impl Fn(S::Value) -> Result<(), TestCaseError>) {
+            let budget = budget();
+            let seed = seed(name);
+            let mut seed_bytes = [0u8; 32];
+            seed_bytes[..8].copy_from_slice(&seed.to_le_bytes());
+            let config = Config {
+                cases: BATCH,
+                failure_persistence: None,
+                max_shrink_iters: 4096,
+                max_shrink_time: 60_000,
+                ..Config::default()
+            };
+            // A runner counts its cases for good, so each batch gets a fresh one, seeded from this.
+            let mut seeds =
+                TestRunner::new_with_rng(config.clone(), TestRng::from_seed(RngAlgorithm::ChaCha, &seed_bytes));
+            let cases = Cell::new(0u64);
+            let counted = |value: S::Value| {
+                cases.set(cases.get() + 1);
+                test(value)
+            };
+            ACCEPTED.with(|a| a.set(0));
+            let start = Instant::now();
+            let mut crashes: Vec<(String, String)> = Vec::new();
+            loop {
+                let mut runner = TestRunner::new_with_rng(config.clone(), seeds.new_rng());
+                match runner.run(&strategy, &counted) {
+                    Ok(()) => {}
+                    Err(TestError::Fail(reason, minimal)) => {
+                        let reason = reason.to_string();
+                        if !crashes.iter().any(|(seen, _)| *seen == reason) {
+                            crashes.push((reason, format!("{minimal:?}")));
+                        }
+                    }
+                    Err(TestError::Abort(reason)) => crashes.push((format!("aborted: {reason}"), String::new())),
+                }
+                if start.elapsed() >= budget || crashes.len() >= MAX_CRASHES {
+                    break;
+                }
+            }
+            let secs = start.elapsed().as_secs_f64();
+            let accepted = ACCEPTED.with(Cell::get);
+            println!(
+                "fuzz {name}: {} cases in {secs:.1} s, {} crashes ({accepted} accepted; seed {seed})",
+                cases.get(),
+                crashes.len()
+            );
+            let found: Vec<String> =
+                crashes.iter().map(|(reason, input)| format!("{reason}\n    minimal input: {input}")).collect();
+            assert!(crashes.is_empty(), "fuzz {name} (seed {seed}) found:\n  {}", found.join("\n  "));
+        }
+    }
+
+    /// Characters that break TOML and paths.
+    const NASTY: &[char] = &[
+        '[',
+        ']',
+        '"',
+        '\'',
+        '=',
+        '.',
+        '#',
+        '\n',
+        '\r',
+        '\t',
+        ' ',
+        '\\',
+        '{',
+        '}',
+        ',',
+        '/',
+        ':',
+        '0',
+        '-',
+        '_',
+        '\0',
+        'é',
+        '\u{feff}',
+        '\u{202e}',
+        '\u{10ffff}',
+    ];
+
+    #[derive(Debug, Clone)]
+    enum Edit {
+        Insert(Index, char),
+        InsertText(Index, &'static str),
+        Delete(Index),
+        Replace(Index, char),
+        Truncate(Index),
+    }
+
+    fn edit() -> BoxedStrategy<Edit> {
+        let c = prop_oneof![4 => select(NASTY), 1 => any::<char>()];
+        prop_oneof![
+            (any::<Index>(), c.clone()).prop_map(|(i, c)| Edit::Insert(i, c)),
+            (
+                any::<Index>(),
+                select(&["[[", "]]", "\"\"\"", "'''", "= 1\n", "\n[a]\n", "//", "/../", "{{", "}}", "..."][..])
+            )
+                .prop_map(|(i, t)| Edit::InsertText(i, t)),
+            any::<Index>().prop_map(Edit::Delete),
+            (any::<Index>(), c).prop_map(|(i, c)| Edit::Replace(i, c)),
+            any::<Index>().prop_map(Edit::Truncate),
+        ]
+        .boxed()
+    }
+
+    fn apply(text: &str, edits: &[Edit]) -> String {
+        let mut chars: Vec<char> = text.chars().collect();
+        for edit in edits {
+            let len = chars.len();
+            match edit {
+                Edit::Insert(i, c) => chars.insert(i.index(len + 1), *c),
+                Edit::InsertText(i, t) => {
+                    let at = i.index(len + 1);
+                    chars.splice(at..at, t.chars());
+                }
+                Edit::Delete(i) if len > 0 => {
+                    chars.remove(i.index(len));
+                }
+                Edit::Replace(i, c) if len > 0 => chars[i.index(len)] = *c,
+                Edit::Truncate(i) => chars.truncate(i.index(len + 1)),
+                _ => {}
+            }
+        }
+        chars.into_iter().collect()
+    }
+
+    fn mutated(base: impl Strategy<Value = String> + 'static) -> BoxedStrategy<String> {
+        (base, prop::collection::vec(edit(), 0..4)).prop_map(|(text, edits)| apply(&text, &edits)).boxed()
+    }
+
+    fn any_text() -> BoxedStrategy<String> {
+        prop_oneof![
+            any::<String>(),
+            prop::collection::vec(any::<u8>(), 0..200).prop_map(|b| String::from_utf8_lossy(&b).into_owned()),
+            "[ -~\n]{0,80}",
+        ]
+        .boxed()
+    }
+
+    /// A TOML string literal holding some (possibly odd) text.
+    fn toml_string() -> BoxedStrategy<String> {
+        let text = prop_oneof![
+            4 => select(&["data/kv.db", "/var/kv.db", "", ".", "..", "../x", "a//b", "redis://127.0.0.1:6379", "redis+unix:///tmp/r.sock", "C:\\\\kv.db", "\u{e9}t\u{e9}/kv.db"][..]).prop_map(str::to_owned),
+            1 => "[ -~]{0,20}",
+            1 => any::<String>(),
+        ];
+        text.prop_map(|t| toml::Value::String(t).to_string()).boxed()
+    }
+
+    /// A TOML value of any type, mostly a string.
+    fn toml_value() -> BoxedStrategy<String> {
+        prop_oneof![
+            6 => toml_string(),
+            1 => select(&["1", "true", "1.5", "[]", "[\"a\"]", "{}", "{ path = \"x\" }", "1979-05-27"][..]).prop_map(str::to_owned),
+        ]
+        .boxed()
+    }
+
+    fn label() -> BoxedStrategy<String> {
+        prop_oneof![
+            6 => select(&["default", "other", "cache"][..]).prop_map(str::to_owned),
+            1 => "[a-z_-]{1,8}",
+            1 => any::<String>().prop_map(|s| toml::Value::String(s).to_string()),
+        ]
+        .boxed()
+    }
+
+    /// Runtime config text near the shape the host reads.
+    fn runtime_config_text() -> BoxedStrategy<String> {
+        let store = (
+            label(),
+            prop_oneof![
+                6 => select(&["\"spin\"", "\"redis\""][..]).prop_map(str::to_owned),
+                1 => select(&["\"azure_cosmos\"", "\"aws_dynamo\"", "\"Spin\"", "\"\"", "1"][..]).prop_map(str::to_owned),
+            ],
+            prop::option::of(toml_value()),
+            prop::option::of(toml_value()),
+            prop::option::of((select(&["extra", "type", "path"][..]), toml_value())),
+            any::<bool>(),
+        )
+            .prop_map(|(label, kind, path, url, extra, omit_type)| {
+                let mut text = format!("[key_value_store.{label}]\n");
+                if !omit_type {
+                    text += &format!("type = {kind}\n");
+                }
+                if let Some(path) = path {
+                    text += &format!("path = {path}\n");
+                }
+                if let Some(url) = url {
+                    text += &format!("url = {url}\n");
+                }
+                if let Some((key, value)) = extra {
+                    text += &format!("{key} = {value}\n");
+                }
+                text
+            });
+        let state_dir =
+            prop::option::of(toml_value()).prop_map(|v| v.map_or(String::new(), |v| format!("state_dir = {v}\n")));
+        let other = prop_oneof![
+            8 => Just(String::new()),
+            1 => select(&["[sqlite_database.default]\ntype = \"spin\"\n", "[[trigger.http]]\n", "[variables_provider]\n", "x = 1\n"][..]).prop_map(str::to_owned),
+        ];
+        let built = (state_dir, prop::collection::vec(store, 0..4), other)
+            .prop_map(|(state_dir, stores, other)| format!("{state_dir}{}{other}", stores.concat()));
+        prop_oneof![5 => built.clone(), 3 => mutated(built), 1 => any_text()].boxed()
+    }
+
+    /// Writes a parsed runtime config back as TOML (absolute paths, so the directory is moot).
+    fn render(config: &RuntimeConfig) -> String {
+        let mut table = toml::Table::new();
+        match &config.state_dir {
+            StateDir::Default => {}
+            StateDir::Unset => {
+                table.insert("state_dir".into(), "".into());
+            }
+            StateDir::Provided(dir) => {
+                table.insert("state_dir".into(), dir.to_str().unwrap().into());
+            }
+        }
+        let mut stores = toml::Table::new();
+        for (label, store) in &config.key_value_stores {
+            let mut t = toml::Table::new();
+            match store {
+                StoreConfig::Sqlite(path) => {
+                    t.insert("type".into(), "spin".into());
+                    if let Some(path) = path {
+                        t.insert("path".into(), path.to_str().unwrap().into());
+                    }
+                }
+                StoreConfig::Redis(url) => {
+                    t.insert("type".into(), "redis".into());
+                    t.insert("url".into(), url.as_str().into());
+                }
+            }
+            stores.insert(label.clone(), t.into());
+        }
+        if !stores.is_empty() {
+            table.insert("key_value_store".into(), stores.into());
+        }
+        table.to_string()
+    }
+
+    #[test]
+    fn fuzz_runtime_config() {
+        let dirs = select(&["/etc/app", "/", "/a b/é", "/x/../y"][..]);
+        harness::fuzz("runtime_config", (runtime_config_text(), dirs), |(text, dir)| {
+            let dir = Path::new(dir);
+            match RuntimeConfig::parse(&text, dir) {
+                Ok(config) => {
+                    harness::accepted();
+                    for store in config.key_value_stores.values() {
+                        if let StoreConfig::Sqlite(Some(path)) = store {
+                            prop_assert!(path.is_absolute(), "{path:?} from {text:?}");
+                        }
+                    }
+                    if let StateDir::Provided(dir) = &config.state_dir {
+                        prop_assert!(dir.is_absolute());
+                    }
+                    // Written back, it reads the same.
+                    let again = RuntimeConfig::parse(&render(&config), Path::new("/elsewhere"));
+                    prop_assert!(again.is_ok(), "{:?} written back does not parse", config);
+                    let again = again.ok().unwrap();
+                    prop_assert_eq!(&again, &config);
+                    // The app always gets a `default` store, whatever the file and flags say.
+                    for cli in [None, Some(Path::new("/st"))] {
+                        let stores = resolve_stores(Some(&config), cli, Path::new("/app"));
+                        prop_assert!(stores.contains_key(DEFAULT_LABEL));
+                        prop_assert!(config.key_value_stores.keys().all(|k| stores[k] == config.key_value_stores[k]));
+                    }
+                }
+                Err(Parsed::Toml(e)) => prop_assert!(!e.to_string().is_empty()),
+                Err(Parsed::Invalid(msg)) => prop_assert!(!msg.is_empty()),
+            }
+            Ok(())
+        });
+    }
+
+    /// `spin.toml` text near the shape the host reads: variables, triggers, components.
+    fn manifest_text() -> BoxedStrategy<String> {
+        let name = prop_oneof![
+            6 => select(&["greeting", "token", "max_bytes2", "a"][..]).prop_map(str::to_owned),
+            1 => select(&["Bad", "a__b", "b_", "_a", "1a", "\"\"", "\"é\""][..]).prop_map(str::to_owned),
+        ];
+        // Names from a list without repeats (a repeated key is only a TOML error), or odd ones.
+        let names = prop_oneof![
+            6 => prop::sample::subsequence(&["greeting", "token", "max_bytes2", "a"][..], 0..=4)
+                .prop_map(|n| n.into_iter().map(str::to_owned).collect::<Vec<_>>()),
+            1 => prop::collection::vec(name.clone(), 0..3),
+        ];
+        let variable =
+            (prop::option::of(toml_string()), prop::option::of(select(&["true", "false", "1"][..])), any::<bool>())
+                .prop_map(|(default, required, secret)| {
+                    let mut fields = Vec::new();
+                    if let Some(d) = default {
+                        fields.push(format!("default = {d}"));
+                    }
+                    if let Some(r) = required {
+                        fields.push(format!("required = {r}"));
+                    }
+                    if secret {
+                        fields.push("secret = true".to_owned());
+                    }
+                    format!("{{ {} }}", fields.join(", "))
+                });
+        let variables = (names.clone(), prop::collection::vec(variable, 4))
+            .prop_map(|(names, vars)| names.iter().zip(vars).map(|(n, v)| format!("{n} = {v}\n")).collect::<String>());
+        let template = prop_oneof![
+            4 => name.clone().prop_map(|n| format!("\"{{{{ {n} }}}}\"")),
+            2 => select(&["\"plain\"", "\"{{greeting}}, {{ token }}\"", "\"{{\"", "\"}}{{\"", "\"{{ }}\"", "\"{{{{a}}}}\"", "\"{{ nope }}\"", "\"\""][..]).prop_map(str::to_owned),
+            1 => toml_string(),
+        ];
+        let component =
+            (toml_string(), prop::collection::vec(label(), 0..3), names, prop::collection::vec(template, 4)).prop_map(
+                |(source, stores, names, templates)| {
+                    let vars: Vec<(String, String)> = names.into_iter().zip(templates).collect();
+                    (source, stores, vars)
+                },
+            );
+        let components = (
+            prop_oneof![
+                5 => prop::sample::subsequence(&["api", "\"spaced name\""][..], 0..=2).prop_map(|mut ids| {
+                    ids.insert(0, "web");
+                    ids
+                }),
+                1 => prop::sample::subsequence(&["web", "api", "\"spaced name\""][..], 0..=3),
+            ],
+            prop::collection::vec(component, 3),
+        )
+            .prop_map(|(ids, components)| {
+                ids.iter()
+                    .zip(components)
+                    .map(|(id, (source, stores, vars))| {
+                        let stores: Vec<String> =
+                            stores.iter().map(|s| toml::Value::String(s.clone()).to_string()).collect();
+                        let mut text = format!(
+                            "[component.{id}]\nsource = {source}\nkey_value_stores = [{}]\n",
+                            stores.join(", ")
+                        );
+                        if !vars.is_empty() {
+                            text += &format!("[component.{id}.variables]\n");
+                            for (n, t) in vars {
+                                text += &format!("{n} = {t}\n");
+                            }
+                        }
+                        text
+                    })
+                    .collect::<String>()
+            });
+        let route = prop_oneof![
+            4 => select(&["/...", "/api/...", "/api/health", "/", "", "api", "/a/", "/a/.../...", "/users/:id", "/*", "/a//b/..."][..]).prop_map(str::to_owned),
+            1 => any::<String>(),
+        ];
+        let trigger = (route, select(&["web", "web", "api", "api", "missing", "spaced name"][..])).prop_map(
+            |(route, component)| {
+                format!(
+                    "[[trigger.http]]\nroute = {}\ncomponent = {}\n",
+                    toml::Value::String(route),
+                    toml::Value::String(component.into())
+                )
+            },
+        );
+        let built = (
+            prop_oneof![8 => Just(2u32), 1 => 0u32..4],
+            variables,
+            prop_oneof![6 => prop::collection::vec(trigger.clone(), 1..3), 1 => prop::collection::vec(trigger, 0..3)],
+            components,
+        )
+            .prop_map(|(version, vars, triggers, components)| {
+                let vars = if vars.is_empty() { String::new() } else { format!("[variables]\n{vars}") };
+                format!(
+                    "spin_manifest_version = {version}\n[application]\nname = \"t\"\n{vars}{}{}",
+                    triggers.concat(),
+                    components
+                )
+            });
+        prop_oneof![5 => built.clone(), 3 => mutated(built), 1 => any_text()].boxed()
+    }
+
+    /// A request path as hyper hands it over (and worse).
+    fn request_path() -> BoxedStrategy<String> {
+        let built = prop_oneof![
+            select(
+                &[
+                    "/",
+                    "/api",
+                    "/api/",
+                    "/api/health",
+                    "/api/health/",
+                    "/apix",
+                    "/play/abc",
+                    "//",
+                    "/api//x",
+                    "/.well-known/spin/health",
+                    "/..."
+                ][..]
+            )
+            .prop_map(str::to_owned),
+            "(/[a-z.]{0,4}){0,4}",
+        ];
+        prop_oneof![4 => built.clone(), 2 => mutated(built), 1 => any_text()].boxed()
+    }
+
+    #[test]
+    fn fuzz_spin_manifest() {
+        let env = prop::collection::vec((select(&["GREETING", "TOKEN", "MAX_BYTES2", "A"][..]), any::<String>()), 0..3);
+        harness::fuzz(
+            "spin_manifest",
+            (manifest_text(), env, prop::collection::vec(request_path(), 1..4)),
+            |(text, env, paths)| {
+                let app = match App::parse(&text) {
+                    Ok(app) => app,
+                    Err(e) => {
+                        prop_assert!(!e.to_string().is_empty());
+                        return Ok(());
+                    }
+                };
+                harness::accepted();
+                prop_assert!(!app.http_triggers.is_empty());
+                for trigger in &app.http_triggers {
+                    prop_assert!(app.components.contains_key(&trigger.component));
+                }
+                for var in app.variables.values() {
+                    prop_assert!(!(var.required && var.default.is_some()));
+                }
+                // Variables: resolved, or refused by name; never a value in an error.
+                let lookup =
+                    |key: &str| env.iter().find(|(k, _)| key == format!("SPIN_VARIABLE_{k}")).map(|(_, v)| v.clone());
+                match crate::variables::resolve(&app, lookup) {
+                    Ok(resolved) => {
+                        for (id, component) in &app.components {
+                            prop_assert_eq!(resolved[id].len(), component.variables.len());
+                        }
+                    }
+                    Err(e) => {
+                        let message = e.to_string();
+                        for (_, value) in &env {
+                            if value.len() >= 8 {
+                                prop_assert!(!message.contains(value.as_str()), "{message:?} shows a value");
+                            }
+                        }
+                    }
+                }
+                // Routes as the server builds them, then request paths through the router.
+                let routes: Result<Vec<Route>, String> =
+                    app.http_triggers.iter().map(|t| Route::new(&t.route, &t.component)).collect();
+                let Ok(routes) = routes else {
+                    return Ok(());
+                };
+                let router = Router::new(routes);
+                let client = "127.0.0.1:1".parse().unwrap();
+                for path in &paths {
+                    if let Some(m) = router.route(path) {
+                        prop_assert!(app.components.contains_key(&m.route.component));
+                        prop_assert!(path.ends_with(&m.path_info), "{:?} -> {:?}", path, m.path_info);
+                        let headers = spin_headers(&m, "h:1", path, client);
+                        prop_assert_eq!(&headers[1].1, &m.path_info);
+                    }
+                }
+                Ok(())
+            },
+        );
+    }
+
+    /// The host's router alone: route patterns as `spin.toml` may write them (and worse), and
+    /// request paths through the routes that were accepted.
+    #[test]
+    fn fuzz_host_router() {
+        const PATTERNS: &[&str] = &[
+            "/...",
+            "/api/...",
+            "/api/health",
+            "/",
+            "",
+            "api",
+            "/a/",
+            "/a/...",
+            "/a/.../...",
+            "/users/:id",
+            "/*",
+            "/a//b/...",
+            "...",
+        ];
+        let pattern = prop_oneof![
+            4 => select(PATTERNS).prop_map(str::to_owned),
+            2 => mutated(select(PATTERNS).prop_map(str::to_owned)),
+            1 => any_text(),
+        ];
+        harness::fuzz(
+            "host_router",
+            (prop::collection::vec(pattern, 1..5), prop::collection::vec(request_path(), 1..6)),
+            |(patterns, paths)| {
+                let routes: Vec<Route> =
+                    patterns.iter().enumerate().filter_map(|(i, p)| Route::new(p, &format!("c{i}")).ok()).collect();
+                if routes.is_empty() {
+                    return Ok(());
+                }
+                let router = Router::new(routes);
+                let client = "[::1]:8080".parse().unwrap();
+                let mut matched = false;
+                for path in &paths {
+                    if let Some(m) = router.route(path) {
+                        matched = true;
+                        prop_assert!(path.ends_with(&m.path_info), "{:?} -> {:?}", path, m.path_info);
+                        prop_assert!(
+                            m.path_info.is_empty() || m.path_info.starts_with('/'),
+                            "{:?} -> {:?}",
+                            path,
+                            m.path_info
+                        );
+                        prop_assert!(m.route.component.starts_with('c'));
+                        let _ = spin_headers(&m, "h", path, client);
+                    }
+                }
+                if matched {
+                    harness::accepted();
+                }
+                Ok(())
+            },
+        );
+    }
+}

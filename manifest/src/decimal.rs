@@ -50,7 +50,11 @@ pub fn parse_scaled(
     if significant.len() > max_int_digits || frac.len() > max_frac_digits.min(18) {
         return Err(DecimalError::TooManyDigits);
     }
-    let int_value: u128 = significant.bytes().fold(0, |acc, b| acc * 10 + u128::from(b - b'0'));
+    // Checked: a caller's `max_int_digits` above 38 lets more digits through than a u128 holds.
+    let int_value: u128 = significant
+        .bytes()
+        .try_fold(0u128, |acc, b| acc.checked_mul(10)?.checked_add(u128::from(b - b'0')))
+        .ok_or(DecimalError::TooManyDigits)?;
     let frac_value: u128 = frac.bytes().fold(0, |acc, b| acc * 10 + u128::from(b - b'0'));
     let denominator: u128 = 10u128.pow(frac.len() as u32);
     let scale = u128::from(scale);
@@ -97,6 +101,15 @@ mod tests {
         assert_eq!(parse_scaled("", 1000, 6, 9), Err(DecimalError::Empty));
         assert_eq!(parse_scaled("1234567", 1000, 6, 9), Err(DecimalError::TooManyDigits));
         assert_eq!(parse_scaled("1.0000000001", 1000, 6, 9), Err(DecimalError::TooManyDigits));
+    }
+
+    #[test]
+    fn more_integer_digits_than_u128_holds_are_too_many_not_an_overflow() {
+        // Found by tests/fuzz.rs (fuzz_decimals): with `max_int_digits` of 39 or more, the integer
+        // part overflowed u128 (a panic with overflow checks, a wrong value without).
+        assert_eq!(parse_scaled("400000000000000000000000000000000000000", 1, 39, 0), Err(DecimalError::TooManyDigits));
+        assert_eq!(parse_scaled(&"9".repeat(45), 1000, 45, 0), Err(DecimalError::TooManyDigits));
+        assert_eq!(parse_scaled(&format!("{}18446744073709551615", "0".repeat(30)), 1, 45, 0), Ok(u64::MAX));
     }
 
     #[test]
