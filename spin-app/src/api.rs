@@ -102,7 +102,9 @@ pub fn base_url(scheme: &str, authority: &str) -> String {
 /// Answers a request, or asks for its body.
 pub fn handle(head: &RequestHead, kv: &dyn Kv, config: impl FnOnce() -> Result<Config, ConfigError>, now_ms: i64) -> Step {
     let Some(route) = Route::parse(&head.path) else {
-        return Step::Reply(ApiError::not_found("no such resource; see / for what this server offers").into_reply());
+        // A path that names nothing is a page's business: no CORS, and no body for `HEAD`.
+        let reply = ApiError::not_found("no such resource; see / for what this server offers").into_reply();
+        return Step::Reply(finish_reply(reply, head, Family::Page));
     };
     let family = route.family();
     let step = dispatch(head, &route, kv, config, now_ms);
