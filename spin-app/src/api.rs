@@ -207,8 +207,8 @@ fn dispatch(
             let part = part::parse_part_index(part).map_err(|_| ApiError::not_found("no such part"))?;
             let config = config().map_err(misconfigured)?;
             let streams = Streams::new(kv, &config);
-            if let Some((meta, keys)) = streams.part_chunk(&id, seq, part, now_ms)? {
-                part_reply(meta.len, keys)
+            if let Some((len, keys)) = streams.part_chunk(&id, seq, part, now_ms)? {
+                part_reply(len, keys)
             } else if let Some(hold) = next_part_hold(&streams, &id, &config, &head.method, seq, part, now_ms)? {
                 // The common case, a player asking for the preload-hinted part: held cheaply.
                 return Ok(Step::Hold(hold));
@@ -227,8 +227,8 @@ fn dispatch(
                     _ => {
                         // The part may have arrived (and its segment been sealed) between the
                         // first read and the live edge's: a stored part is immutable, so look once more.
-                        if let Some((meta, keys)) = streams.part_chunk(&id, seq, part, now_ms)? {
-                            return Ok(Step::Reply(part_reply(meta.len, keys)));
+                        if let Some((len, keys)) = streams.sealed_part_chunk(&id, seq, part, now_ms)? {
+                            return Ok(Step::Reply(part_reply(len, keys)));
                         }
                         return Err(ApiError::not_found("no such part (never stored, past the retention window, or not the next one)"));
                     }

@@ -805,3 +805,33 @@ fn held_answers_say_how_long_a_cache_may_keep_them() {
         assert_eq!(r.get_header("cache-control"), Some("public, max-age=30"), "{query}");
     }
 }
+
+/// The envelope issue: a sealed segment that has left every playlist's part window loses its
+/// six part records (its seal lists the parts), so a low-latency stream keeps part records only
+/// for its newest segments, while every part stays fetchable and a retried part upload is still
+/// answered as a retry.
+#[test]
+fn a_sealed_segment_outside_the_part_window_keeps_its_parts_without_their_records() {
+    let kv = MemoryKv::new();
+    let c = config(Retention::Forever, 30_000);
+    let id = stream_id(SECRET);
+    // 20 segments of four 250 ms parts, target duration 1 s: sealed one a second.
+    let now = stream(&kv, &c, 0, 20, T0);
+    let records: Vec<u64> = (0..20).filter(|seq| kv.get(&format!("seg/{id}/{seq}/p0")).unwrap().is_some()).collect();
+    // Retired at the commit five segments later, once sealed four target durations ago.
+    assert!(records.len() <= 6 && records.iter().all(|&seq| seq >= 14), "segments with part records: {records:?}");
+    for seq in [0u64, 7, 19] {
+        for part in 0..4 {
+            let r = get(&kv, &c, &format!("/chunks/{id}/{seq}.{part}.ts"), now + 10);
+            r.assert(200);
+            assert_eq!(body(&kv, &r), part_body(seq, part), "part {seq}.{part}");
+        }
+        let whole = get(&kv, &c, &format!("/chunks/{id}/{seq}.ts"), now + 10);
+        whole.assert(200);
+    }
+    put_part(&kv, &c, 3, 2, &part_body(3, 2), now + 20).assert(200);
+    put_part(&kv, &c, 3, 2, &part_body(3, 1), now + 20).assert(409);
+    // The playlist still lists the parts of the segments in its part window.
+    let (_, p) = ll_playlist(&kv, &c, "", now + 10);
+    assert_eq!(p.last_seq(), Some(19));
+}

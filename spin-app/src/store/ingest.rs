@@ -7,9 +7,19 @@ use super::{PutError, Stored, Streams};
 use crate::kv::{get_json, set_json, Kv, KvError};
 use chalkstream_manifest::id::{sha1_hex, StreamId};
 use chalkstream_manifest::ingest::SegmentHeaders;
+use chalkstream_manifest::ll;
 use chalkstream_manifest::part::{PartHeaders, PartMeta, MAX_PARTS};
 use chalkstream_manifest::rules::{self, Retention, RuleError};
 use chalkstream_manifest::segment::{EndMarker, HeadMark, SegmentMeta, StreamRecord, PART_LEN};
+
+/// A commit retires the part records of the segment this many seqs before it
+/// ([`Streams::retire_parts`]): with segments of a target duration each, it was sealed five
+/// target durations ago, past [`RETIRE_AFTER_TARGETS`] with room for upload jitter (each seq is
+/// looked at once, so one that misses the time stays until retention).
+const RETIRE_BACK: u64 = 5;
+/// ... once that segment was sealed at least this many target durations ago: one more than the
+/// part window (`ll::PART_WINDOW_TARGETS`).
+const RETIRE_AFTER_TARGETS: u32 = ll::PART_WINDOW_TARGETS + 1;
 
 /// What a write path's prologue decided: store (with the retention head it read), or answer at
 /// once.
@@ -207,7 +217,7 @@ impl<K: Kv + ?Sized> Streams<'_, K> {
             if let Some(existing) = self.part_meta(id, seq, part)? {
                 return Ok(Some(answer_existing_part(&existing, &sha1)));
             }
-            Ok(self.meta(id, seq)?.map(|sealed| Err(sealed_without(&sealed, part))))
+            Ok(self.meta(id, seq)?.map(|sealed| answer_sealed_part(&sealed, part, &sha1)))
         };
         if let Err(stored) = self.admit(id, seq, now_ms, settled)? {
             return Ok(stored);
@@ -309,8 +319,34 @@ impl<K: Kv + ?Sized> Streams<'_, K> {
             self.kv.delete(&meta_key(id, seq))?;
             return Err(PutError::Rule(RuleError::BeforeWindow { seq, first_seq: seq + 1 }));
         }
+        self.retire_parts(id, seq, record.target_s, now_ms)?;
         self.settle(id, head, now_ms)?;
         Ok(Stored::Created)
+    }
+
+    /// Deletes the part records (`seg/{id}/{seq}/p{n}`) of segment `seq - RETIRE_BACK` once it was
+    /// sealed more than [`RETIRE_AFTER_TARGETS`] target durations ago, so it has left the part
+    /// window of every playlist (which lists `EXT-X-PART` for the last three target durations).
+    /// Its seal lists every part (duration, length, slices, SHA-1 prefix), which is all a reader
+    /// of a sealed segment's parts needs ([`Streams::sealed_part_chunk`]); a retry of one of its
+    /// parts is answered from the seal too. Six keys fewer per 2 s segment (a stream kept 13 per
+    /// segment, part records included); the margin keeps them for readers that still see the
+    /// segment open, on a store whose writes show up late.
+    fn retire_parts(&self, id: &StreamId, seq: u64, target_s: u32, now_ms: i64) -> Result<(), KvError> {
+        let Some(old) = seq.checked_sub(RETIRE_BACK) else {
+            return Ok(());
+        };
+        let Some(meta) = self.meta(id, old)? else {
+            return Ok(());
+        };
+        let after_ms = i64::from(RETIRE_AFTER_TARGETS * target_s) * 1000;
+        if meta.gap || !meta.is_part_built() || now_ms - meta.stored_ms < after_ms {
+            return Ok(());
+        }
+        for n in 0..meta.ll_parts.len() as u32 {
+            self.kv.delete(&part_meta_key(id, old, n))?;
+        }
+        Ok(())
     }
 
     /// Marks the stream ended after its last stored segment. Returns that seq, or `None` when
@@ -379,6 +415,17 @@ fn answer_existing_part(existing: &PartMeta, sha1: &str) -> Result<Stored, PutEr
         Ok(Stored::AlreadyStored)
     } else {
         Err(PutError::PartConflict { seq: existing.seq, part: existing.part })
+    }
+}
+
+/// The answer to a part of a sealed segment whose own record is not stored: a retry when the
+/// seal lists the part with these bytes (the commit of a later segment retired its record), a
+/// conflict when with other bytes, else as [`sealed_without`].
+fn answer_sealed_part(sealed: &SegmentMeta, part: u32, sha1: &str) -> Result<Stored, PutError> {
+    match sealed.ll_parts.get(part as usize) {
+        Some(listed) if !sealed.gap && sha1.starts_with(&listed.sha1) => Ok(Stored::AlreadyStored),
+        Some(_) if !sealed.gap => Err(PutError::PartConflict { seq: sealed.seq, part }),
+        _ => Err(sealed_without(sealed, part)),
     }
 }
 

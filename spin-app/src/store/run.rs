@@ -7,7 +7,7 @@ use super::Streams;
 use crate::kv::{get_json, set_json, Kv, KvError};
 use chalkstream_manifest::id::StreamId;
 use chalkstream_manifest::ll::{self, OpenSegment};
-use chalkstream_manifest::part::{PartMeta, MAX_PARTS};
+use chalkstream_manifest::part::MAX_PARTS;
 use chalkstream_manifest::rules::{self, Retention};
 use chalkstream_manifest::segment::{SegmentMeta, StreamRecord, TailHint};
 use chalkstream_manifest::window::{self, Extent, LinesSource, MetaSource, Piece, State, StreamView};
@@ -299,7 +299,7 @@ impl<K: Kv + ?Sized> Streams<'_, K> {
 
     /// The stored part `part` of segment `seq` and the keys of its slices, in order; `None`
     /// when missing or expired.
-    pub fn part_chunk(&self, id: &StreamId, seq: u64, part: u32, now_ms: i64) -> Result<Option<(PartMeta, Vec<String>)>, KvError> {
+    pub fn part_chunk(&self, id: &StreamId, seq: u64, part: u32, now_ms: i64) -> Result<Option<(u64, Vec<String>)>, KvError> {
         let Some(meta) = self.part_meta(id, seq, part)? else {
             return Ok(None);
         };
@@ -307,7 +307,28 @@ impl<K: Kv + ?Sized> Streams<'_, K> {
             return Ok(None);
         }
         let keys = (0..meta.slices).map(|slice| part_slice_key(id, seq, part, meta.sha1_prefix(), slice)).collect();
-        Ok(Some((meta, keys)))
+        Ok(Some((meta.len, keys)))
+    }
+
+    /// [`Streams::part_chunk`], and when the part's own record is gone, the part as its sealed
+    /// segment's meta lists it (a commit retires the part records of a segment that has left
+    /// the part window, `Streams::retire_parts`): one read more, so only for a request that
+    /// missed the part record already.
+    pub fn sealed_part_chunk(&self, id: &StreamId, seq: u64, part: u32, now_ms: i64) -> Result<Option<(u64, Vec<String>)>, KvError> {
+        if let Some(found) = self.part_chunk(id, seq, part, now_ms)? {
+            return Ok(Some(found));
+        }
+        let Some(sealed) = self.meta(id, seq)? else {
+            return Ok(None);
+        };
+        let Some(listed) = sealed.ll_parts.get(part as usize) else {
+            return Ok(None);
+        };
+        if sealed.gap || self.config.retention.is_expired(sealed.stored_ms, now_ms) {
+            return Ok(None);
+        }
+        let keys = (0..listed.slices).map(|slice| part_slice_key(id, seq, part, &listed.sha1, slice)).collect();
+        Ok(Some((listed.len, keys)))
     }
 
     /// Reads a body part (for streaming a chunk).
