@@ -11,6 +11,11 @@
 //!   `KEYS *`, and every `open` sends a `PING` whose failure is ignored.
 //!   One multiplexed connection per store, opened at the first `open` and
 //!   re-established by the client when it breaks (`ConnectionManager`).
+//!
+//! Optionally it enforces a platform's limits ([`Limits`], `--kv-limits`): `spin up` has
+//! none, but Fermyon Cloud caps a store at 1,024 keys, 1 MB values and 255-byte keys, so an
+//! app can be tested against that envelope here. A `set` past a limit writes nothing and fails
+//! with the WIT's `other(..)` error naming the limit, as a platform's store refuses it.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -26,22 +31,103 @@ use crate::bindings::fermyon::spin::key_value::{Error as WitError, Host, HostSto
 use crate::runtime_config::StoreConfig;
 use crate::State;
 
+/// A platform's limits on each key-value store; `None` is unlimited (as `spin up`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Limits {
+    /// Most keys one store holds: a `set` of a new key beyond it is refused (an overwrite is
+    /// not a new key; a delete frees one).
+    pub keys: Option<u64>,
+    /// Largest value in bytes.
+    pub value_bytes: Option<usize>,
+    /// Longest key in bytes.
+    pub key_bytes: Option<usize>,
+}
+
+impl Limits {
+    /// Fermyon Cloud's quotas ("Quotas, Limitations, and Technical FAQ"): 1,024 keys, values of
+    /// "1 MB" (taken as 1,000,000 bytes, the smaller reading, below 1 MiB) and keys of 255
+    /// bytes (Spin's own docs say 256; the smaller again).
+    pub const FERMYON_CLOUD: Limits = Limits { keys: Some(1024), value_bytes: Some(1_000_000), key_bytes: Some(255) };
+
+    /// Parses `--kv-limits` / `CHALKSTREAM_KV_LIMITS`: comma-separated items, later ones
+    /// overriding earlier ones: `fermyon-cloud` (all three of Fermyon Cloud's), `none`,
+    /// `keys=N`, `value=BYTES`, `key=BYTES` (`N` may be `none`). The empty text is `none`.
+    pub fn parse(text: &str) -> anyhow::Result<Limits> {
+        let mut limits = Limits::default();
+        for item in text.split(',').map(str::trim).filter(|item| !item.is_empty()) {
+            let number = |value: &str| -> anyhow::Result<Option<u64>> {
+                if value == "none" {
+                    return Ok(None);
+                }
+                let n: u64 = value.parse().map_err(|_| anyhow::anyhow!("{item:?}: {value:?} is not a whole number"))?;
+                anyhow::ensure!(n > 0, "{item:?}: a limit is at least 1 (or none)");
+                Ok(Some(n))
+            };
+            match item.split_once('=') {
+                None if item == "fermyon-cloud" => limits = Limits::FERMYON_CLOUD,
+                None if item == "none" => limits = Limits::default(),
+                Some(("keys", value)) => limits.keys = number(value)?,
+                Some(("value", value)) => limits.value_bytes = number(value)?.map(|n| n as usize),
+                Some(("key", value)) => limits.key_bytes = number(value)?.map(|n| n as usize),
+                _ => anyhow::bail!(
+                    "unknown key-value limit {item:?}: use fermyon-cloud, none, keys=N, value=BYTES or key=BYTES, comma-separated"
+                ),
+            }
+        }
+        Ok(limits)
+    }
+
+    /// For the startup log.
+    pub fn summary(&self) -> String {
+        let show = |n: Option<u64>| n.map_or_else(|| "unlimited".to_owned(), |n| n.to_string());
+        format!(
+            "at most {} keys per store, values of {} bytes, keys of {} bytes",
+            show(self.keys),
+            show(self.value_bytes.map(|n| n as u64)),
+            show(self.key_bytes.map(|n| n as u64))
+        )
+    }
+
+    /// The sizes of a write, checked before it reaches the backend.
+    fn check_sizes(&self, key: &str, value: &[u8]) -> Result<(), WitError> {
+        if let Some(max) = self.key_bytes.filter(|&max| key.len() > max) {
+            return Err(WitError::Other(format!(
+                "key of {} bytes is longer than this store's limit of {max} bytes",
+                key.len()
+            )));
+        }
+        if let Some(max) = self.value_bytes.filter(|&max| value.len() > max) {
+            return Err(WitError::Other(format!(
+                "value of {} bytes is larger than this store's limit of {max} bytes",
+                value.len()
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// What a `set` refused by the key count answers.
+fn store_full(max: u64) -> WitError {
+    WitError::Other(format!("the store is full: it holds {max} keys, this store's limit on keys"))
+}
+
 /// An open `store` resource: the label it was opened with and its backend.
 pub struct KvStore {
     label: String,
     backend: Backend,
 }
 
-/// Every store the app may open, by label.
+/// Every store the app may open, by label, and the limits each one enforces.
 pub struct Stores {
     by_label: HashMap<String, Backend>,
+    limits: Limits,
 }
 
 impl Stores {
     /// Opens each store's backend: SQLite files are created (with their
     /// parent directories, as Spin does), Redis URLs are checked; Redis is
     /// only connected to at the first `open`, as in Spin.
-    pub fn open(configs: &BTreeMap<String, StoreConfig>) -> anyhow::Result<Stores> {
+    pub fn open(configs: &BTreeMap<String, StoreConfig>, limits: Limits) -> anyhow::Result<Stores> {
         use anyhow::Context;
         let mut by_label = HashMap::new();
         for (label, config) in configs {
@@ -56,7 +142,7 @@ impl Stores {
             };
             by_label.insert(label.clone(), backend);
         }
-        Ok(Stores { by_label })
+        Ok(Stores { by_label, limits })
     }
 
     pub fn is_defined(&self, label: &str) -> bool {
@@ -68,6 +154,9 @@ impl Stores {
         let mut lines: Vec<String> =
             self.by_label.iter().map(|(label, backend)| format!("key-value store {label:?}: {}", backend.summary())).collect();
         lines.sort();
+        if self.limits != Limits::default() {
+            lines.push(format!("key-value limits: {}", self.limits.summary()));
+        }
         lines
     }
 }
@@ -117,9 +206,14 @@ impl Backend {
         }
     }
 
-    async fn set(&self, label: String, key: String, value: Vec<u8>) -> Result<(), WitError> {
-        match self {
-            Backend::Sqlite(db) => {
+    /// Writes `value` under `key` within `limits`: past a size limit nothing is written; with a
+    /// key limit, a new key is only added while the store holds fewer keys, checked and written
+    /// atomically (one SQLite statement; one Redis script), so racing requests and other hosts
+    /// on the same store never overshoot it.
+    async fn set(&self, label: String, key: String, value: Vec<u8>, limits: Limits) -> Result<(), WitError> {
+        limits.check_sizes(&key, &value)?;
+        match (self, limits.keys) {
+            (Backend::Sqlite(db), None) => {
                 db.run(move |c| {
                     c.prepare_cached(
                         "INSERT INTO spin_key_value (store, key, value) VALUES (?1, ?2, ?3) \
@@ -130,7 +224,37 @@ impl Backend {
                 })
                 .await
             }
-            Backend::Redis(redis) => redis.query(redis::cmd("SET").arg(key).arg(value)).await,
+            (Backend::Sqlite(db), Some(max)) => {
+                // count(*) walks the label's part of the primary key's index: a few thousand
+                // entries at most while a limit holds, and only when the key is new.
+                let written = db
+                    .run(move |c| {
+                        c.prepare_cached(
+                            "INSERT INTO spin_key_value (store, key, value) SELECT ?1, ?2, ?3 \
+                             WHERE EXISTS (SELECT 1 FROM spin_key_value WHERE store = ?1 AND key = ?2) \
+                             OR (SELECT count(*) FROM spin_key_value WHERE store = ?1) < ?4 \
+                             ON CONFLICT(store, key) DO UPDATE SET value = excluded.value",
+                        )?
+                        .execute((&label, &key, &value, max as i64))
+                    })
+                    .await?;
+                if written == 0 {
+                    return Err(store_full(max));
+                }
+                Ok(())
+            }
+            (Backend::Redis(redis), None) => redis.query(redis::cmd("SET").arg(key).arg(value)).await,
+            (Backend::Redis(redis), Some(max)) => {
+                // Spin's Redis store has no labels: the store is the whole database, so DBSIZE
+                // counts its keys.
+                const SET_WITHIN: &str = "if redis.call('EXISTS', KEYS[1]) == 1 or redis.call('DBSIZE') < tonumber(ARGV[2]) then \
+                     redis.call('SET', KEYS[1], ARGV[1]) return 1 end return 0";
+                let written: i64 = redis.query(redis::cmd("EVAL").arg(SET_WITHIN).arg(1).arg(key).arg(value).arg(max)).await?;
+                if written == 0 {
+                    return Err(store_full(max));
+                }
+                Ok(())
+            }
         }
     }
 
@@ -285,7 +409,7 @@ impl HostStore for State {
         self.kv_writes += 1;
         let store = self.table.get(&store)?;
         let (label, backend) = (store.label.clone(), store.backend.clone());
-        Ok(backend.set(label, key, value).await)
+        Ok(backend.set(label, key, value, self.kv.limits).await)
     }
 
     async fn delete(&mut self, store: Resource<KvStore>, key: String) -> wasmtime::Result<Result<(), WitError>> {
@@ -311,5 +435,58 @@ impl HostStore for State {
     async fn drop(&mut self, store: Resource<KvStore>) -> wasmtime::Result<()> {
         self.table.delete(store)?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn full(e: &WitError) -> bool {
+        matches!(e, WitError::Other(text) if text.contains("full") && text.contains("keys"))
+    }
+
+    #[test]
+    fn limits_parse_presets_and_overrides() {
+        assert_eq!(Limits::parse("").unwrap(), Limits::default());
+        assert_eq!(Limits::parse("none").unwrap(), Limits::default());
+        let cloud = Limits::parse("fermyon-cloud").unwrap();
+        assert_eq!(cloud, Limits { keys: Some(1024), value_bytes: Some(1_000_000), key_bytes: Some(255) });
+        assert_eq!(Limits::parse("fermyon-cloud, keys=40").unwrap(), Limits { keys: Some(40), ..cloud });
+        assert_eq!(Limits::parse("keys=5,value=none").unwrap(), Limits { keys: Some(5), ..Limits::default() });
+        for bad in ["keys=0", "keys=-1", "value=1MB", "fermyon", "keys"] {
+            assert!(Limits::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    /// The SQLite store with a key limit: new keys up to it, then `other("… full …")` with
+    /// nothing written; overwrites always; a delete makes room; sizes checked on every set.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn sqlite_refuses_writes_past_the_limits_and_takes_them_once_keys_are_freed() {
+        let db = Backend::Sqlite(SqliteKv::open(None).unwrap());
+        let limits = Limits { keys: Some(2), value_bytes: Some(10), key_bytes: Some(8) };
+        let set = |key: &str, value: &[u8]| db.set("default".into(), key.into(), value.to_vec(), limits);
+        set("a", b"1").await.unwrap();
+        set("b", b"1").await.unwrap();
+        let refused = set("c", b"1").await.unwrap_err();
+        assert!(full(&refused), "{refused:?}");
+        assert_eq!(db.exists("default".into(), "c".into()).await.unwrap(), false);
+        // Another label is another store with its own count.
+        db.set("other".into(), "c".into(), b"1".to_vec(), limits).await.unwrap();
+        set("a", b"2").await.unwrap();
+        assert_eq!(db.get("default".into(), "a".into()).await.unwrap(), Some(b"2".to_vec()));
+        db.delete("default".into(), "b".into()).await.unwrap();
+        set("c", b"1").await.unwrap();
+
+        let too_long = set("123456789", b"1").await.unwrap_err();
+        assert!(matches!(&too_long, WitError::Other(t) if t.contains("key of 9 bytes")), "{too_long:?}");
+        let too_big = set("a", &[0; 11]).await.unwrap_err();
+        assert!(matches!(&too_big, WitError::Other(t) if t.contains("value of 11 bytes")), "{too_big:?}");
+        assert_eq!(db.get("default".into(), "a".into()).await.unwrap(), Some(b"2".to_vec()));
+
+        // Without limits nothing is refused.
+        for n in 0..10 {
+            db.set("default".into(), format!("k{n}"), vec![0; 100], Limits::default()).await.unwrap();
+        }
     }
 }

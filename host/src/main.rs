@@ -25,9 +25,15 @@
 //! "denied", as for `allowed_outbound_hosts = []`; outbound Redis, SQL, LLM
 //! and MQTT are absent and fail to link), the rest of the runtime config file
 //! (refused by name), key-value stores other than SQLite and Redis, `.env` files, route parameters (`/:name`), static responses,
-//! private endpoints, `environment`/`files` for components, TLS, HTTP/2 or
-//! request timeouts. Nothing the component may rely on exists here that real
-//! Spin lacks.
+//! private endpoints, `environment`/`files` for components, TLS, HTTP/2 or a
+//! timeout on a request's handling. Nothing the component may rely on exists
+//! here that real Spin lacks.
+//!
+//! It guards itself against slow or idle clients (a request head must arrive
+//! within a timeout, an upload that stops sending is cut, connections are
+//! capped) and can enforce a platform's key-value limits (`--kv-limits
+//! fermyon-cloud`), so an app meets the serverless envelope before it is
+//! deployed.
 
 mod kv;
 mod manifest;
@@ -64,7 +70,8 @@ chalkstream-host: run a Spin HTTP application's component without the Spin CLI
 
 USAGE:
     chalkstream-host [--listen ADDR] [--spin-toml PATH] [--state-dir DIR]
-                     [--runtime-config-file FILE]
+                     [--runtime-config-file FILE] [--kv-limits LIMITS]
+                     [--header-timeout SECS] [--body-timeout SECS] [--max-connections N]
 
 OPTIONS:
     --listen ADDR      address to serve on (env CHALKSTREAM_LISTEN; default 127.0.0.1:3000;
@@ -77,6 +84,23 @@ OPTIONS:
                        with type = \"spin\" (SQLite; path relative to FILE's directory,
                        none = in memory) or type = \"redis\" (url = \"redis://HOST:PORT\"),
                        and state_dir. Nothing else in it is implemented (refused by name).
+    --kv-limits LIMITS a platform's key-value limits, enforced on every store (env
+                       CHALKSTREAM_KV_LIMITS; default none, as spin up): fermyon-cloud (1024 keys,
+                       values of 1000000 bytes, keys of 255 bytes), none, keys=N, value=BYTES,
+                       key=BYTES, comma-separated, later items overriding earlier ones
+                       (fermyon-cloud,keys=64). A set past one fails with the key-value
+                       interface's other(\"...\") error naming the limit.
+    --header-timeout SECS
+                       a connection waiting for a request (a new one, or idle between requests)
+                       is closed unless the whole request head arrives within SECS (env
+                       CHALKSTREAM_HEADER_TIMEOUT; default 10)
+    --body-timeout SECS
+                       a request body that sends no bytes for SECS is cut: the component reads
+                       an error, and the connection is closed (env CHALKSTREAM_BODY_TIMEOUT;
+                       default 30)
+    --max-connections N
+                       connections served at once; more wait to be accepted until one closes
+                       (env CHALKSTREAM_MAX_CONNECTIONS; default 4096)
     -h, --help         print this help
 
 Spin variables come from SPIN_VARIABLE_<NAME> environment variables, else their
@@ -130,19 +154,28 @@ impl WasiHttpHooks for DenyOutbound {
     }
 }
 
+#[derive(Debug)]
 struct Options {
     listen: SocketAddr,
     spin_toml: PathBuf,
     state_dir: Option<PathBuf>,
     runtime_config: Option<PathBuf>,
+    kv_limits: kv::Limits,
+    serving: server::Serving,
 }
 
-fn parse_args() -> anyhow::Result<Options> {
-    let mut listen = std::env::var("CHALKSTREAM_LISTEN").unwrap_or_else(|_| "127.0.0.1:3000".into());
+/// The options from the command line (`args`, without the program name) over the environment
+/// (`env`): a flag wins over its variable.
+fn parse_args(args: impl IntoIterator<Item = String>, env: impl Fn(&str) -> Option<String>) -> anyhow::Result<Options> {
+    let mut listen = env("CHALKSTREAM_LISTEN").unwrap_or_else(|| "127.0.0.1:3000".into());
     let mut spin_toml = PathBuf::from("spin.toml");
     let mut state_dir = None;
     let mut runtime_config = None;
-    let mut args = std::env::args().skip(1);
+    let mut kv_limits = env("CHALKSTREAM_KV_LIMITS").map(|v| ("CHALKSTREAM_KV_LIMITS", v));
+    let mut header_timeout = env("CHALKSTREAM_HEADER_TIMEOUT").map(|v| ("CHALKSTREAM_HEADER_TIMEOUT", v));
+    let mut body_timeout = env("CHALKSTREAM_BODY_TIMEOUT").map(|v| ("CHALKSTREAM_BODY_TIMEOUT", v));
+    let mut max_connections = env("CHALKSTREAM_MAX_CONNECTIONS").map(|v| ("CHALKSTREAM_MAX_CONNECTIONS", v));
+    let mut args = args.into_iter();
     while let Some(arg) = args.next() {
         let (flag, inline) = match arg.split_once('=') {
             Some((f, v)) if f.starts_with("--") => (f.to_owned(), Some(v.to_owned())),
@@ -158,11 +191,42 @@ fn parse_args() -> anyhow::Result<Options> {
             "--spin-toml" => spin_toml = value()?.into(),
             "--state-dir" => state_dir = Some(value()?.into()),
             "--runtime-config-file" => runtime_config = Some(value()?.into()),
+            "--kv-limits" => kv_limits = Some(("--kv-limits", value()?)),
+            "--header-timeout" => header_timeout = Some(("--header-timeout", value()?)),
+            "--body-timeout" => body_timeout = Some(("--body-timeout", value()?)),
+            "--max-connections" => max_connections = Some(("--max-connections", value()?)),
             other => bail!("unknown argument {other:?}; see --help"),
         }
     }
     let listen = listen.parse().with_context(|| format!("--listen {listen:?} is not an IP:PORT address"))?;
-    Ok(Options { listen, spin_toml, state_dir, runtime_config })
+    let kv_limits = match kv_limits {
+        Some((from, text)) => kv::Limits::parse(&text).with_context(|| format!("{from} {text:?}"))?,
+        None => kv::Limits::default(),
+    };
+    let mut serving = server::Serving::default();
+    if let Some((from, text)) = header_timeout {
+        serving.header_timeout = seconds(from, &text)?;
+    }
+    if let Some((from, text)) = body_timeout {
+        serving.body_timeout = seconds(from, &text)?;
+    }
+    if let Some((from, text)) = max_connections {
+        serving.max_connections = text
+            .parse()
+            .ok()
+            .filter(|&n| n > 0)
+            .with_context(|| format!("{from} {text:?} is not a whole number of connections, at least 1"))?;
+    }
+    Ok(Options { listen, spin_toml, state_dir, runtime_config, kv_limits, serving })
+}
+
+/// A timeout in seconds, a plain decimal (`10`, `0.5`), more than 0.
+fn seconds(from: &str, text: &str) -> anyhow::Result<std::time::Duration> {
+    text.parse::<f64>()
+        .ok()
+        .filter(|s| *s > 0.0)
+        .and_then(|s| std::time::Duration::try_from_secs_f64(s).ok())
+        .with_context(|| format!("{from} {text:?} is not a number of seconds more than 0"))
 }
 
 fn main() -> std::process::ExitCode {
@@ -177,7 +241,7 @@ fn main() -> std::process::ExitCode {
 }
 
 fn run() -> anyhow::Result<()> {
-    let options = parse_args()?;
+    let options = parse_args(std::env::args().skip(1), |name| std::env::var(name).ok())?;
     let app = manifest::App::load(&options.spin_toml)?;
     let variables = variables::resolve(&app, |key| std::env::var(key).ok())?;
     let runtime_config = match &options.runtime_config {
@@ -186,11 +250,11 @@ fn run() -> anyhow::Result<()> {
     };
     let app_dir = options.spin_toml.parent().unwrap_or(std::path::Path::new("."));
     let store_configs = runtime_config::resolve_stores(runtime_config.as_ref(), options.state_dir.as_deref(), app_dir);
-    let stores = kv::Stores::open(&store_configs)?;
+    let stores = kv::Stores::open(&store_configs, options.kv_limits)?;
     for line in stores.summary() {
         eprintln!("chalkstream-host: {line}");
     }
-    let host = server::Host::new(&app, variables, stores)?;
+    let host = server::Host::new(&app, variables, stores, options.serving)?;
 
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     runtime.block_on(async move {
@@ -207,4 +271,50 @@ fn run() -> anyhow::Result<()> {
     // Connections still open are dropped with the runtime.
     runtime.shutdown_timeout(std::time::Duration::from_secs(1));
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str], env: &[(&str, &str)]) -> anyhow::Result<Options> {
+        let env: HashMap<String, String> = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        parse_args(args.iter().map(|a| a.to_string()), |name| env.get(name).cloned())
+    }
+
+    #[test]
+    fn limits_and_timeouts_come_from_flags_over_the_environment() {
+        let defaults = parse(&[], &[]).unwrap();
+        assert_eq!(defaults.kv_limits, kv::Limits::default());
+        assert_eq!(defaults.serving, server::Serving::default());
+
+        let env = [
+            ("CHALKSTREAM_KV_LIMITS", "fermyon-cloud"),
+            ("CHALKSTREAM_HEADER_TIMEOUT", "0.5"),
+            ("CHALKSTREAM_BODY_TIMEOUT", "2"),
+            ("CHALKSTREAM_MAX_CONNECTIONS", "16"),
+        ];
+        let o = parse(&[], &env).unwrap();
+        assert_eq!(o.kv_limits, kv::Limits::FERMYON_CLOUD);
+        assert_eq!(o.serving.header_timeout, std::time::Duration::from_millis(500));
+        assert_eq!(o.serving.body_timeout, std::time::Duration::from_secs(2));
+        assert_eq!(o.serving.max_connections, 16);
+
+        let o = parse(&["--kv-limits", "fermyon-cloud,keys=64", "--header-timeout=3", "--max-connections", "8"], &env).unwrap();
+        assert_eq!(o.kv_limits, kv::Limits { keys: Some(64), ..kv::Limits::FERMYON_CLOUD });
+        assert_eq!(o.serving.header_timeout, std::time::Duration::from_secs(3));
+        assert_eq!(o.serving.max_connections, 8);
+
+        for bad in [
+            &["--kv-limits", "keys=0"][..],
+            &["--kv-limits", "fermyon"],
+            &["--kv-limits", "value=1MB"],
+            &["--header-timeout", "0"],
+            &["--body-timeout", "-1"],
+            &["--body-timeout", "soon"],
+            &["--max-connections", "0"],
+        ] {
+            assert!(parse(bad, &[]).is_err(), "{bad:?} was accepted");
+        }
+    }
 }

@@ -1,26 +1,38 @@
 //! The HTTP side: compiles each routed component once, then serves every
 //! request from a fresh instance (nothing is kept between requests) through
 //! `wasi:http/incoming-handler`, logging one redacted line per request.
+//!
+//! Slow or idle clients cannot pin the host down ([`Serving`]): a connection
+//! waiting for a request head (new, or idle after an answer) is closed after
+//! the header timeout, a request body that sends nothing for the body timeout
+//! is cut, and at most `max_connections` connections are served at once; the
+//! next ones wait in the listen backlog until one closes (they are not
+//! refused: a burst of players or a reconnecting extension is served a moment
+//! later instead of failing).
 
 use std::collections::HashMap;
 use std::convert::Infallible;
+use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
-use std::time::Instant;
+use std::task::{Context as TaskContext, Poll};
+use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, Context};
 use http::{header, HeaderValue, Request, Response, StatusCode, Uri};
 use http_body_util::{BodyExt, Full};
-use hyper::body::{Bytes, Incoming};
-use hyper_util::rt::TokioIo;
+use hyper::body::{Body, Bytes, Frame, Incoming, SizeHint};
+use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
 use wasmtime::component::{Component, HasSelf, Linker, ResourceTable};
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store};
 use wasmtime_wasi::WasiCtx;
 use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
 use wasmtime_wasi_http::p2::bindings::ProxyPre;
 use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
-use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpView};
+use wasmtime_wasi_http::{Error as HttpError, WasiHttpCtx, WasiHttpView};
 
 use crate::kv::Stores;
 use crate::manifest::App;
@@ -37,8 +49,31 @@ struct Loaded {
 }
 
 /// Instances the pool holds at once: every request in flight is one, held low-latency requests
-/// included (Spin's default is 1,000).
-const POOLED_INSTANCES: u32 = 2_000;
+/// included. Spin's default (`SPIN_WASMTIME_INSTANCE_COUNT`, 1,000 in spin-core), so the host
+/// runs out of instances where `spin up` would, not later; past it a request fails (`500`), as
+/// on Spin.
+const POOLED_INSTANCES: u32 = 1_000;
+
+/// How the host treats slow and idle clients (`--header-timeout`, `--body-timeout`,
+/// `--max-connections`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Serving {
+    /// A connection waiting for a request, new or idle between requests (keep-alive), is
+    /// closed unless the whole request head has arrived within this time: hyper runs one
+    /// clock from the moment it waits for a head, so this is the idle timeout too.
+    pub header_timeout: Duration,
+    /// A request body that sends no bytes for this long is cut: the component reads an error
+    /// (an upload answers `400`), and the connection is closed.
+    pub body_timeout: Duration,
+    /// Connections served at once; the next ones wait to be accepted until one closes.
+    pub max_connections: usize,
+}
+
+impl Default for Serving {
+    fn default() -> Self {
+        Serving { header_timeout: Duration::from_secs(10), body_timeout: Duration::from_secs(30), max_connections: 4096 }
+    }
+}
 
 /// The engine, with the pooling instance allocator as Spin uses by default (a fresh instance per
 /// request from preallocated slots, not a new mapping each time), or, where the address space
@@ -83,11 +118,12 @@ pub struct Host {
     router: Router,
     components: HashMap<String, Loaded>,
     kv: Arc<Stores>,
+    serving: Serving,
 }
 
 impl Host {
     /// Compiles every component a route names (once, at startup).
-    pub fn new(app: &App, mut variables: Resolved, kv: Stores) -> anyhow::Result<Host> {
+    pub fn new(app: &App, mut variables: Resolved, kv: Stores, serving: Serving) -> anyhow::Result<Host> {
         let engine = engine()?;
         let mut linker = Linker::<State>::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
@@ -136,18 +172,31 @@ impl Host {
             };
             components.insert(trigger.component.clone(), loaded);
         }
-        Ok(Host { engine, router: Router::new(routes), components, kv: Arc::new(kv) })
+        Ok(Host { engine, router: Router::new(routes), components, kv: Arc::new(kv), serving })
     }
 
-    /// Accepts connections until SIGINT or SIGTERM.
+    /// Accepts connections until SIGINT or SIGTERM, at most `max_connections` at once.
     pub async fn serve(self: Arc<Self>, listener: TcpListener) -> anyhow::Result<()> {
+        let serving = self.serving;
         let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        let slots = Arc::new(Semaphore::new(serving.max_connections));
+        let mut http1 = hyper::server::conn::http1::Builder::new();
+        http1.timer(TokioTimer::new()).header_read_timeout(serving.header_timeout);
         loop {
+            // A free slot first, then a connection: past the cap, connections wait in the
+            // listen backlog (the kernel completes their handshakes) until one closes.
+            let slot = tokio::select! {
+                slot = slots.clone().acquire_owned() => slot.expect("the semaphore is never closed"),
+                _ = tokio::signal::ctrl_c() => break,
+                _ = sigterm.recv() => break,
+            };
             let (stream, client) = tokio::select! {
                 accepted = listener.accept() => match accepted {
                     Ok(conn) => conn,
                     Err(e) => {
                         eprintln!("chalkstream-host: accept failed: {e}");
+                        // Out of file descriptors, say: give the others a moment to close.
+                        tokio::time::sleep(Duration::from_millis(10)).await;
                         continue;
                     }
                 },
@@ -155,15 +204,15 @@ impl Host {
                 _ = sigterm.recv() => break,
             };
             let host = self.clone();
+            let http1 = http1.clone();
             tokio::spawn(async move {
                 let service = hyper::service::service_fn(move |req| {
                     let host = host.clone();
                     async move { Ok::<_, Infallible>(host.handle(req, client).await) }
                 });
-                // Client disconnects end up here; they are not the host's failures.
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(TokioIo::new(stream), service)
-                    .await;
+                // Client disconnects and timeouts end up here; they are not the host's failures.
+                let _ = http1.serve_connection(TokioIo::new(stream), service).await;
+                drop(slot);
             });
         }
         eprintln!("chalkstream-host: shutting down");
@@ -237,6 +286,7 @@ impl Host {
         // The session id in an ingest path is a secret: the line names the redacted path.
         let count = std::env::var_os("CHALKSTREAM_COUNT_KV").map(|_| format!("{} {}", req.method(), redact_target(req.uri())));
         let mut store = Store::new(&self.engine, state);
+        let req = req.map(|body| StallLimit::new(body, self.serving.body_timeout));
         let req = store.data_mut().http().new_incoming_request(Scheme::Http, req).map_err(fail)?;
         let (sender, receiver) = tokio::sync::oneshot::channel();
         let out = store.data_mut().http().new_response_outparam(sender).map_err(fail)?;
@@ -270,6 +320,49 @@ impl Host {
                 Err(e) => anyhow::Error::from(e),
             })),
         }
+    }
+}
+
+/// A request body that fails once no bytes have arrived for `timeout` (counted while it is
+/// being read: from the request head, then from each frame), so an upload that stalls cannot
+/// hold its instance and connection for ever.
+struct StallLimit {
+    inner: Incoming,
+    timeout: Duration,
+    deadline: Pin<Box<tokio::time::Sleep>>,
+}
+
+impl StallLimit {
+    fn new(inner: Incoming, timeout: Duration) -> StallLimit {
+        StallLimit { inner, timeout, deadline: Box::pin(tokio::time::sleep(timeout)) }
+    }
+}
+
+impl Body for StallLimit {
+    type Data = Bytes;
+    type Error = HttpError;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Option<Result<Frame<Bytes>, HttpError>>> {
+        let this = &mut *self;
+        match Pin::new(&mut this.inner).poll_frame(cx) {
+            Poll::Ready(frame) => {
+                let next = tokio::time::Instant::now() + this.timeout;
+                this.deadline.as_mut().reset(next);
+                Poll::Ready(frame.map(|frame| frame.map_err(HttpError::from)))
+            }
+            Poll::Pending => match this.deadline.as_mut().poll(cx) {
+                Poll::Ready(()) => Poll::Ready(Some(Err(HttpError::ConnectionReadTimeout))),
+                Poll::Pending => Poll::Pending,
+            },
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
     }
 }
 
