@@ -122,7 +122,9 @@ async fn read_body(req: IncomingRequest, limit: u64) -> Result<Vec<u8>, BodyErro
     let mut stream = req.into_body_stream();
     let mut body = Vec::new();
     while let Some(chunk) = stream.next().await {
-        let chunk = chunk.map_err(|e| BodyError::Read(format!("{e:?}")))?;
+        // The host says what broke (a body that stalled past its timeout, a reset); the resource
+        // handle itself says nothing.
+        let chunk = chunk.map_err(|e| BodyError::Read(e.to_debug_string()))?;
         if (body.len() + chunk.len()) as u64 > limit {
             return Err(BodyError::TooLarge);
         }
