@@ -259,13 +259,15 @@ fn lag_gap_within_the_lag_of_the_first_part_escapes_the_target_check() {
     assert_eq!((record["target_s"].as_u64(), record["part_target_ms"].as_u64()), (Some(1), Some(250)));
 }
 
-/// Finding 1 (a resumed run's start). `PUT 1` arrives first: the record notes `first_seq` 1.
-/// `PUT 0` comes just inside the idle timeout (the hole is not settled yet): `201`. `PUT 2`,
-/// within the lag of it and just past the idle timeout, finds the hole below `first_seq`
-/// settled, reads the meta of 0 (not shown) and starts the run at 1: seq 0, acknowledged,
-/// is never listed. Without lag, `PUT 2` sees the meta of 0 and the run keeps it.
+/// Finding 1 (a resumed run's start), fixed. `PUT 1` arrives first: the record notes
+/// `first_seq` 1. `PUT 0` comes just inside the idle timeout (the hole is not settled yet):
+/// `201`. `PUT 2`, within the lag of it and just past the idle timeout, used to find the hole
+/// settled, read the meta of 0 (not shown) and start the run at 1: seq 0, acknowledged, was
+/// never listed. Both sides are now decided by time: the hole refuses uploads once the idle
+/// timeout has passed, and the run starts `SHOWN_WITHIN_MS` (5 s) later, so `PUT 2` keeps the
+/// run at 0 and the late `PUT 0` is listed.
 #[test]
-fn lag_a_settled_hole_hides_an_upload_acknowledged_within_the_lag() {
+fn lag_a_hole_is_settled_by_time_so_an_upload_acknowledged_within_the_lag_is_kept() {
     let (kv, clock) = lagged(Lag::Fixed(LAG));
     let r = At { kv: &kv, clock: &clock };
     let c = config(Retention::Millis(600_000), 30_000);
@@ -273,7 +275,12 @@ fn lag_a_settled_hole_hides_an_upload_acknowledged_within_the_lag() {
     assert_eq!(r.put(&c, 29_950, 0, "2"), 201, "inside the idle timeout");
     assert_eq!(r.put(&c, 30_050, 2, "2"), 201);
     let (_, text) = r.playlist(&c, 31_000);
-    assert_eq!(listed_seqs(&text), vec![1, 2], "seq 0 acknowledged and hidden\n{text}");
+    assert_eq!(listed_seqs(&text), vec![0, 1, 2], "seq 0, acknowledged within the lag, is kept\n{text}");
+    // A hole that was not filled in time refuses a late upload into it.
+    let (kv, clock) = lagged(Lag::Fixed(LAG));
+    let r = At { kv: &kv, clock: &clock };
+    assert_eq!(r.put(&c, 0, 1, "2"), 201);
+    assert_eq!(r.put(&c, 30_050, 0, "2"), 409, "past the idle timeout, the hole is settled");
     // Without lag the same requests keep seq 0.
     let (kv, clock) = lagged(Lag::Fixed(0));
     let r = At { kv: &kv, clock: &clock };
@@ -319,10 +326,11 @@ fn lag_the_sweep_deletes_a_stream_an_upload_just_resumed() {
             assert_eq!((status, listed_seqs(&text)), (200, vec![2]), "{text}");
             continue;
         }
-        // What holds: the session resumes.
+        // What holds: the session resumes (its run starts once the hole below it has outlived
+        // the idle timeout and `SHOWN_WITHIN_MS`).
         assert_eq!(r.put(&c, swept + 2000, 3, "2"), 201);
-        assert_eq!(r.put(&c, swept + 33_000, 4, "2"), 201);
-        let (status, text) = r.playlist(&c, swept + 34_000);
+        assert_eq!(r.put(&c, swept + 38_000, 4, "2"), 201);
+        let (status, text) = r.playlist(&c, swept + 39_000);
         assert_eq!((status, listed_seqs(&text)), (200, vec![3, 4]), "seq 2 (acknowledged) is below the resumed run\n{text}");
     }
 }

@@ -477,9 +477,9 @@ fn a_session_resumes_after_the_sweep_deleted_its_stream() {
         assert_eq!(get_playlist(&kv, &c, &id, later, &mut cost).status, 404);
 
         // Far past seq 64 the run starts at once; below it, once the hole under the resumed
-        // seq has outlived the idle timeout (5 s here): it could be a new stream's reordered
-        // first uploads until then.
-        let uploads = if before >= 64 { 4 } else { 7 };
+        // seq has outlived the idle timeout (5 s here) and `SHOWN_WITHIN_MS` (5 s): it could be
+        // a new stream's reordered first uploads until then.
+        let uploads = if before >= 64 { 4 } else { 12 };
         for (i, seq) in (before..before + uploads).enumerate() {
             let r = put_seg(&kv, &c, &s, seq, later + i as i64 * 1000, &mut cost);
             assert_eq!(r.status, 201, "{name}: seq {seq} after the sweep: {}", text(&kv, &r));
@@ -496,7 +496,7 @@ fn a_session_resumes_after_the_sweep_deleted_its_stream() {
         assert!(!p.contains("#EXT-X-ENDLIST"), "{name}: the resumed run is live:\n{p}");
         // The hole below the run can no longer be filled: an upload into it is refused, not
         // acknowledged and hidden.
-        assert_eq!(put_seg(&kv, &c, &s, 0, later + 8_000, &mut cost).status, 409, "{name}");
+        assert_eq!(put_seg(&kv, &c, &s, 0, later + uploads as i64 * 1000, &mut cost).status, 409, "{name}");
     }
 
     // A low-latency session resumes the same way, from part 0 of its next segment.

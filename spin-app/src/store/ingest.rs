@@ -2,7 +2,7 @@
 //! a stream. Every write path runs the same prologue ([`Streams::admit`]) and, once its commit
 //! point holds, the same epilogue ([`Streams::settle`]).
 
-use super::layout::{end_key, head_key, meta_key, part_meta_key, part_slice_key, segment_slice_key, stream_key, MAX_AHEAD, TAIL_PROBE};
+use super::layout::{dseq_key, end_key, head_key, meta_key, part_meta_key, part_slice_key, segment_slice_key, stream_key, MAX_AHEAD, TAIL_PROBE};
 use super::{PutError, Stored, Streams};
 use crate::kv::{get_json, set_json, Kv, KvError};
 use chalkstream_manifest::id::{sha1_hex, StreamId};
@@ -20,6 +20,11 @@ const RETIRE_BACK: u64 = 5;
 /// ... once that segment was sealed at least this many target durations ago: one more than the
 /// part window (`ll::PART_WINDOW_TARGETS`).
 const RETIRE_AFTER_TARGETS: u32 = ll::PART_WINDOW_TARGETS + 1;
+
+/// How long another request's write may take to show on an eventually consistent store (Spin
+/// calls its store BASE; replicated platforms show writes within about a second). A decision
+/// made by time alone waits this much longer before it relies on what others wrote.
+pub(super) const SHOWN_WITHIN_MS: i64 = 5_000;
 
 /// What a write path's prologue decided: store (with the retention head it read), or answer at
 /// once.
@@ -48,8 +53,8 @@ impl<K: Kv + ?Sized> Streams<'_, K> {
         }
         let mut head = self.head(id)?;
         let tail = self.tail(id)?;
-        if seq > head.max(tail) {
-            head = self.resumed_head(id, head, tail, now_ms)?;
+        if seq > head.max(tail) || head.max(tail) == 0 {
+            head = self.resumed_head(id, seq, head, tail, now_ms)?;
         }
         if seq < head || seq < tail {
             // A racing twin may have stored this seq and moved the tail since the read above:
@@ -81,15 +86,26 @@ impl<K: Kv + ?Sized> Streams<'_, K> {
     /// sends them within it), so the run starts at the record's first seq; a late upload into
     /// the hole is then behind the window (`409`), never acknowledged and hidden. Costs one read
     /// (the record) only for an upload past the first unstored seq.
-    fn resumed_head(&self, id: &StreamId, head: u64, tail: u64, now_ms: i64) -> Result<u64, KvError> {
+    ///
+    /// Both sides of the hole are decided by time, so neither relies on reading the other's
+    /// writes (which a lagging store may show late): an upload into the hole is refused once the
+    /// idle timeout has passed since the record was made, and the run starts only
+    /// [`SHOWN_WITHIN_MS`] after that, when every upload into the hole acknowledged before it has
+    /// shown to every request. Read only while the run has not started (the hints are 0) or for
+    /// an upload past the first unstored seq.
+    fn resumed_head(&self, id: &StreamId, seq: u64, head: u64, tail: u64, now_ms: i64) -> Result<u64, PutError> {
         let Some(record) = self.record(id)? else {
             return Ok(head);
         };
         let Some(first) = record.first_seq.filter(|&first| first > head.max(tail)) else {
             return Ok(head);
         };
-        let settled_hole = now_ms.saturating_sub(record.created_ms) >= self.config.idle_ms as i64;
-        if settled_hole && self.meta(id, head)?.is_none() && self.part_meta(id, head, 0)?.is_none() {
+        let age_ms = now_ms.saturating_sub(record.created_ms);
+        let idle_ms = self.config.idle_ms as i64;
+        if seq < first && age_ms >= idle_ms {
+            return Err(PutError::Rule(RuleError::BeforeWindow { seq, first_seq: first }));
+        }
+        if age_ms >= idle_ms + SHOWN_WITHIN_MS && self.meta(id, head)?.is_none() && self.part_meta(id, head, 0)?.is_none() {
             self.start_run(id, first)?;
             return Ok(first);
         }
@@ -97,8 +113,13 @@ impl<K: Kv + ?Sized> Streams<'_, K> {
     }
 
     /// Moves the head to `seq`, where a new run starts (see [`Streams::admit`]); re-read so a
-    /// racing request's later head stays.
+    /// racing request's later head stays. The run's first segment counts `seq` discontinuities
+    /// before it (`dseq/{id}/{seq}`): more than the swept run can have had (at most one per seq),
+    /// so `EXT-X-DISCONTINUITY-SEQUENCE` never goes back for a viewer who saw the old run.
     fn start_run(&self, id: &StreamId, seq: u64) -> Result<(), KvError> {
+        if get_json::<u64>(self.kv, &dseq_key(id, seq))?.is_none() {
+            set_json(self.kv, &dseq_key(id, seq), &seq)?;
+        }
         if self.head(id)? < seq {
             set_json(self.kv, &head_key(id), &HeadMark { first_seq: seq })?;
         }
