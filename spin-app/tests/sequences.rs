@@ -5,7 +5,7 @@
 mod common;
 
 use chalkstream_manifest::rules::Retention;
-use chalkstream_spin_app::kv::MemoryKv;
+use chalkstream_spin_app::kv::{Kv, MemoryKv};
 use common::*;
 
 /// A small deterministic generator (no dependency needed for a fixed sequence).
@@ -120,4 +120,55 @@ fn sequences_stay_exact_after_a_reverse_order_upload_under_retention() {
             last = (media, disc);
         }
     }
+}
+
+/// A store where another request moves the tail hint to `to` right when this one reads the
+/// meta `trigger` (a racing upload that has seen more of the run).
+struct TailMovesDuring {
+    inner: MemoryKv,
+    trigger: String,
+    tail: String,
+    to: u64,
+    fired: std::sync::atomic::AtomicBool,
+}
+
+impl Kv for TailMovesDuring {
+    fn get(&self, key: &str) -> Result<Option<Vec<u8>>, chalkstream_spin_app::kv::KvError> {
+        if key == self.trigger && !self.fired.swap(true, std::sync::atomic::Ordering::Relaxed) {
+            self.inner.set(&self.tail, format!("{{\"next_seq\":{}}}", self.to).as_bytes())?;
+        }
+        self.inner.get(key)
+    }
+    fn set(&self, key: &str, value: &[u8]) -> Result<(), chalkstream_spin_app::kv::KvError> {
+        self.inner.set(key, value)
+    }
+    fn delete(&self, key: &str) -> Result<(), chalkstream_spin_app::kv::KvError> {
+        self.inner.delete(key)
+    }
+}
+
+/// Regression (issue 18): `POST …/end` wrote the tail hint without the re-read every other
+/// writer does, so an end that caught up over a long run (its hint lost to a slow writer) could
+/// move the hint back below what a racing request had already seen. It now re-reads it first.
+#[test]
+fn regression_issue_18_end_never_moves_the_tail_hint_back() {
+    let c = config(Retention::Forever, 30_000);
+    let id = stream_id(SECRET);
+    let kv = TailMovesDuring {
+        inner: MemoryKv::new(),
+        trigger: format!("seg/{id}/255/meta"),
+        tail: format!("tail/{id}"),
+        to: 300,
+        fired: false.into(),
+    };
+    for seq in 0..300 {
+        assert_eq!(put(&kv.inner, &c, SECRET, seq, "1", &ts(2, seq as u8), T0 + seq as i64 * 1000).status, 201);
+    }
+    // A lost update left the hint at 0: the end probes 256 metas from there and asks for a retry,
+    // while a racing request moves the hint to 300 as it reads the last of them.
+    kv.inner.set(&format!("tail/{id}"), b"{\"next_seq\":0}").unwrap();
+    let end = request(&kv, &c, &head(chalkstream_spin_app::route::Method::Post, &format!("/ingest/{SECRET}/end"), &[]), b"", T0 + 300_000);
+    assert_eq!(end.status, 429, "{}", text(&kv.inner, &end));
+    let tail: serde_json::Value = serde_json::from_slice(&kv.inner.get(&format!("tail/{id}")).unwrap().unwrap()).unwrap();
+    assert_eq!(tail["next_seq"], 300, "the end moved the tail hint back");
 }
