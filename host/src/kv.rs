@@ -320,17 +320,23 @@ impl SqliteKv {
                 }
                 let conn = Connection::open(path)?;
                 conn.busy_timeout(Duration::from_secs(10))?;
-                conn.pragma_update(None, "journal_mode", "WAL")?;
+                // Switching a new file to WAL takes an exclusive lock and answers "database is
+                // locked" at once, without the busy handler, while another process does the same
+                // (two hosts started side by side on one file): retry for the busy timeout.
+                while_busy(|| conn.pragma_update(None, "journal_mode", "WAL"))?;
                 conn.pragma_update(None, "synchronous", "NORMAL")?;
                 conn
             }
             None => Connection::open_in_memory()?,
         };
-        conn.execute(
-            "CREATE TABLE IF NOT EXISTS spin_key_value (store TEXT NOT NULL, key TEXT NOT NULL, \
-             value BLOB NOT NULL, PRIMARY KEY (store, key))",
-            [],
-        )?;
+        while_busy(|| {
+            conn.execute(
+                "CREATE TABLE IF NOT EXISTS spin_key_value (store TEXT NOT NULL, key TEXT NOT NULL, \
+                 value BLOB NOT NULL, PRIMARY KEY (store, key))",
+                [],
+            )
+            .map(drop)
+        })?;
         Ok(SqliteKv { path: path.map(Path::to_owned), conn: Arc::new(Mutex::new(conn)) })
     }
 
@@ -344,6 +350,22 @@ impl SqliteKv {
             f(&conn)
         })
         .map_err(|e| WitError::Other(e.to_string()))
+    }
+}
+
+/// Runs `f` again while SQLite answers "busy" or "locked", for up to 10 s (the busy timeout).
+fn while_busy(mut f: impl FnMut() -> rusqlite::Result<()>) -> rusqlite::Result<()> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        match f() {
+            Err(rusqlite::Error::SqliteFailure(e, _))
+                if matches!(e.code, rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked)
+                    && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            other => return other,
+        }
     }
 }
 
