@@ -175,9 +175,11 @@ pub(crate) fn part_reply(len: u64, keys: Vec<String>) -> Reply {
 }
 
 /// A playlist, whether asked plainly or as a blocking reload (`_HLS_msn`/`_HLS_part`, keyed by
-/// its query in a cache): while live, cacheable for [`live_max_age_s`], and as long again stale
-/// while a cache fetches the next one (`stale-while-revalidate`, so a cache collapses the
-/// reloads of a polled playlist when it expires too); [`ENDED_PLAYLIST_CACHE`] once ended.
+/// its query in a cache): while live, cacheable for [`live_max_age_s`]; [`ENDED_PLAYLIST_CACHE`]
+/// once ended. No `stale-while-revalidate`: a browser honours it too, and a player then reloads
+/// a playlist up to twice as old (the player's "jump to live" test stopped catching up with it);
+/// a cache in front serves stale copies while it refetches by its own setting
+/// (`deploy/nginx/chalkstream.conf`: `proxy_cache_use_stale updating`).
 ///
 /// A blocking reload's answer keeps the part it was asked for forever, but it is the newest
 /// playlist only until the next part arrives, about a part target later. A longer lifetime
@@ -190,7 +192,7 @@ pub(crate) fn playlist_reply(playlist: PlaylistText) -> Reply {
     let cache = match playlist.state {
         State::Live => {
             let max_age = live_max_age_s(&playlist);
-            format!("public, max-age={max_age}, stale-while-revalidate={max_age}")
+            format!("public, max-age={max_age}")
         }
         State::Ended => ENDED_PLAYLIST_CACHE.to_owned(),
     };

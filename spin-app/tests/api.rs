@@ -36,7 +36,7 @@ fn stored_segment_is_acknowledged_with_urls_and_listed() {
     let reply = playlist(&kv, &c, &id, T0 + 100);
     assert_eq!(reply.status, 200);
     assert_eq!(reply.get_header("content-type"), Some("application/vnd.apple.mpegurl"));
-    assert_eq!(reply.get_header("cache-control"), Some("public, max-age=1, stale-while-revalidate=1"));
+    assert_eq!(reply.get_header("cache-control"), Some("public, max-age=1"));
     assert_eq!(reply.get_header("access-control-allow-origin"), Some("*"));
     let text = text(&kv, &reply);
     assert!(text.contains("#EXT-X-TARGETDURATION:2\n"), "{text}");
@@ -529,14 +529,14 @@ fn every_answer_says_how_long_a_cache_may_keep_it() {
     assert_eq!((refused.status, cc(&refused).as_deref()), (400, Some("no-store")));
     // A 6 s target: half of it while live.
     let reply = playlist(&kv, &c, &id, T0 + 10);
-    assert_eq!(cc(&reply).as_deref(), Some("public, max-age=3, stale-while-revalidate=3"));
+    assert_eq!(cc(&reply).as_deref(), Some("public, max-age=3"));
     let reply = get(&kv, &c, &format!("/chunks/{id}/0.ts"), T0 + 10);
     assert_eq!(cc(&reply).as_deref(), Some("public, max-age=31536000, immutable"));
     let reply = get(&kv, &c, &format!("/api/streams/{id}"), T0 + 10);
     assert_eq!((reply.status, cc(&reply)), (200, one_second.clone()));
     // A directive on a v1 stream answers at once, as the plain playlist.
     let reply = get(&kv, &c, &format!("/playlist/{id}.m3u8?_HLS_msn=0"), T0 + 10);
-    assert_eq!(cc(&reply).as_deref(), Some("public, max-age=3, stale-while-revalidate=3"));
+    assert_eq!(cc(&reply).as_deref(), Some("public, max-age=3"));
     let reply = get(&kv, &c, &format!("/playlist/{id}.m3u8?_HLS_msn=x"), T0 + 10);
     assert_eq!((reply.status, cc(&reply).as_deref()), (400, Some("no-store")));
     // Ended: half a minute.

@@ -749,7 +749,7 @@ fn held_answers_say_how_long_a_cache_may_keep_them() {
     let kv = MemoryKv::new();
     let c = config(Retention::Forever, 30_000);
     let id = stream_id(SECRET);
-    let live = Some("public, max-age=1, stale-while-revalidate=1");
+    let live = Some("public, max-age=1");
     let mut now = stream(&kv, &c, 0, 2, T0);
     now += 250;
     put_part(&kv, &c, 2, 0, &part_body(2, 0), now).assert(201);
