@@ -313,6 +313,7 @@ impl SegmentMeta {
             ll_parts: parts.iter().map(PartMeta::to_ref).collect(),
             disc_seq: None,
             gap: false,
+            folded: false,
         }
     }
 

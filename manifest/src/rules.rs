@@ -213,6 +213,7 @@ mod tests {
             ll_parts: Vec::new(),
             disc_seq: None,
             gap: false,
+            folded: false,
         }
     }
 

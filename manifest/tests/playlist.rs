@@ -67,6 +67,7 @@ fn meta(seq: u64, duration_ms: u32, discontinuity: bool) -> SegmentMeta {
         ll_parts: Vec::new(),
         disc_seq: None,
         gap: false,
+        folded: false,
     }
 }
 

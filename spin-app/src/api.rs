@@ -191,7 +191,7 @@ fn dispatch(
             let seq = ingest::parse_seq(seq).map_err(|_| ApiError::not_found("no such segment"))?;
             let config = config().map_err(misconfigured)?;
             let streams = Streams::new(kv, &config);
-            let Some((meta, keys)) = streams.chunk(&id, seq, now_ms)? else {
+            let Some((meta, media)) = streams.chunk(&id, seq, now_ms)? else {
                 return Err(ApiError::not_found("no such segment (never stored, or past the retention window)"));
             };
             if meta.gap {
@@ -199,7 +199,7 @@ fn dispatch(
                     "this segment was given up by the broadcaster: the playlist lists it as #EXT-X-GAP and it has no media",
                 ));
             }
-            Reply::new(200, "video/mp2t", Body::Parts { keys, len: meta.len }).header("cache-control", CHUNK_CACHE)
+            Reply::new(200, "video/mp2t", Body::Stored(media)).header("cache-control", CHUNK_CACHE)
         }
         Route::Part { stream, seq, part } => {
             let id = playback_id(stream)?;
@@ -207,8 +207,8 @@ fn dispatch(
             let part = part::parse_part_index(part).map_err(|_| ApiError::not_found("no such part"))?;
             let config = config().map_err(misconfigured)?;
             let streams = Streams::new(kv, &config);
-            if let Some((len, keys)) = streams.part_chunk(&id, seq, part, now_ms)? {
-                part_reply(len, keys)
+            if let Some(media) = streams.part_chunk(&id, seq, part, now_ms)? {
+                part_reply(media)
             } else if let Some(hold) = next_part_hold(&streams, &id, &config, &head.method, seq, part, now_ms)? {
                 // The common case, a player asking for the preload-hinted part: held cheaply.
                 return Ok(Step::Hold(hold));
@@ -227,8 +227,8 @@ fn dispatch(
                     _ => {
                         // The part may have arrived (and its segment been sealed) between the
                         // first read and the live edge's: a stored part is immutable, so look once more.
-                        if let Some((len, keys)) = streams.sealed_part_chunk(&id, seq, part, now_ms)? {
-                            return Ok(Step::Reply(part_reply(len, keys)));
+                        if let Some(media) = streams.sealed_part_chunk(&id, seq, part, now_ms)? {
+                            return Ok(Step::Reply(part_reply(media)));
                         }
                         return Err(ApiError::not_found("no such part (never stored, past the retention window, or not the next one)"));
                     }

@@ -151,10 +151,14 @@ async fn send(reply: Reply, kv: Option<&SpinKv>, out: ResponseOutparam) {
         Body::Empty => Ok(()),
         Body::Bytes(bytes) => sink.send(bytes).await,
         Body::Static(bytes) => sink.send(bytes.to_vec()).await,
-        Body::Parts { keys, .. } => {
-            for key in keys {
-                match kv.map(|kv| kv.get(&key)) {
-                    Some(Ok(Some(bytes))) => {
+        Body::Stored(media) => {
+            for key in media.keys {
+                let value = match kv.map(|kv| kv.get(&key.key)) {
+                    Some(Ok(Some(bytes))) => key.take(bytes),
+                    _ => None,
+                };
+                match value {
+                    Some(bytes) => {
                         if sink.send(bytes).await.is_err() {
                             break;
                         }

@@ -268,8 +268,8 @@ impl Hold {
         let Kind::Part { seq, part } = self.kind else {
             return Ok(None);
         };
-        if let Some((len, keys)) = streams.part_chunk(&self.id, seq, part, now_ms)? {
-            return Ok(Some(part_reply(len, keys)));
+        if let Some(media) = streams.part_chunk(&self.id, seq, part, now_ms)? {
+            return Ok(Some(part_reply(media)));
         }
         // Once the part is due, a seal without it means it will never come: `404` at once, rather
         // than a part target later (a player's request for the hint past a segment's last part
@@ -279,8 +279,8 @@ impl Hold {
                 // Parts are stored before their segment is sealed: a seal listing this part means
                 // it arrived between the read above and this one.
                 if (part as usize) < meta.ll_parts.len() {
-                    if let Some((len, keys)) = streams.sealed_part_chunk(&self.id, seq, part, now_ms)? {
-                        return Ok(Some(part_reply(len, keys)));
+                    if let Some(media) = streams.sealed_part_chunk(&self.id, seq, part, now_ms)? {
+                        return Ok(Some(part_reply(media)));
                     }
                 }
                 return Err(ApiError::not_found(format!("segment {seq} was sealed without part {part}")));

@@ -1,7 +1,7 @@
 //! The key-value store behind a small trait: Spin's store in the component, a map in unit tests.
 //!
 //! Only `get`, `set` and `delete` exist here on purpose: nothing in Chalkstream lists keys
-//! (`get_keys` is O(every key in the store)). Values are at most 1 MiB and keys at most 250
+//! (`get_keys` is O(every key in the store)). Values are at most 1,000,000 bytes and keys at most 250
 //! bytes, the limits every Spin key-value backend accepts; `set` refuses bigger ones so a bug
 //! shows up in tests rather than on one cloud backend.
 
@@ -12,7 +12,7 @@ use std::fmt;
 use std::sync::Mutex;
 
 /// Largest value any backend accepts.
-pub const MAX_VALUE_LEN: usize = 1_048_576;
+pub const MAX_VALUE_LEN: usize = 1_000_000;
 /// Longest key any backend accepts.
 pub const MAX_KEY_LEN: usize = 250;
 

@@ -2,7 +2,7 @@
 //! one error type ([`ApiError`]) that every handler uses for bad input and failures.
 
 use crate::route::{Family, Method};
-use crate::store::PlaylistText;
+use crate::store::{Media, PlaylistText};
 use chalkstream_manifest::window::State;
 use serde_json::json;
 use std::fmt;
@@ -36,8 +36,8 @@ pub enum Body {
     Empty,
     Bytes(Vec<u8>),
     Static(&'static [u8]),
-    /// A stored segment, streamed part by part from these keys; `len` bytes in total.
-    Parts { keys: Vec<String>, len: u64 },
+    /// A stored segment or part, streamed value by value from the store.
+    Stored(Media),
 }
 
 /// A response.
@@ -77,7 +77,7 @@ impl Reply {
             Body::Empty => 0,
             Body::Bytes(bytes) => bytes.len() as u64,
             Body::Static(bytes) => bytes.len() as u64,
-            Body::Parts { len, .. } => *len,
+            Body::Stored(media) => media.len,
         }
     }
 }
@@ -170,8 +170,8 @@ pub(crate) fn finish(mut reply: Reply, method: &Method, family: Family) -> Reply
 }
 
 /// One part, streamed from its slices.
-pub(crate) fn part_reply(len: u64, keys: Vec<String>) -> Reply {
-    Reply::new(200, "video/mp2t", Body::Parts { keys, len }).header("cache-control", CHUNK_CACHE)
+pub(crate) fn part_reply(media: Media) -> Reply {
+    Reply::new(200, "video/mp2t", Body::Stored(media)).header("cache-control", CHUNK_CACHE)
 }
 
 /// A playlist, whether asked plainly or as a blocking reload (`_HLS_msn`/`_HLS_part`, keyed by

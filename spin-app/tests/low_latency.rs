@@ -136,9 +136,74 @@ fn parts_are_stored_committed_and_retried_idempotently() {
     let r = put(&kv, &c, SECRET, 0, "0.750", &whole, T0 + 1000);
     r.assert(409);
     assert!(error(&kv, &r).contains("sealed from parts"), "{}", error(&kv, &r));
-    // No byte is stored twice: the parts' slices are the segment's body.
+    // Sealed: the parts (record and slice each), the meta, and the folded body of one slice.
     let keys = kv.keys();
-    assert_eq!(keys.iter().filter(|k| k.starts_with(&format!("seg/{id}/0/"))).count(), 3 * 2 + 1, "{keys:?}");
+    assert_eq!(keys.iter().filter(|k| k.starts_with(&format!("seg/{id}/0/"))).count(), 3 * 2 + 1 + 1, "{keys:?}");
+}
+
+/// Every part of `seq` (four) and the whole segment, as a viewer gets them, against the bytes
+/// uploaded.
+fn assert_served(kv: &dyn Kv, c: &Config, id: &str, seq: u64, parts: &[Vec<u8>], now: i64) {
+    for (n, bytes) in parts.iter().enumerate() {
+        let r = get(kv, c, &format!("/chunks/{id}/{seq}.{n}.ts"), now);
+        r.assert(200);
+        assert_eq!(r.body_len() as usize, bytes.len(), "part {seq}.{n}: content-length");
+        assert!(&body(kv, &r) == bytes, "part {seq}.{n}: bytes");
+    }
+    let r = get(kv, c, &format!("/chunks/{id}/{seq}.ts"), now);
+    r.assert(200);
+    let whole: Vec<u8> = parts.concat();
+    assert_eq!(r.body_len() as usize, whole.len());
+    assert!(body(kv, &r) == whole, "segment {seq}: bytes");
+}
+
+#[test]
+fn a_sealed_segment_keeps_two_keys_once_it_left_the_part_window_and_serves_every_part_from_its_folded_body() {
+    let kv = MemoryKv::new();
+    let c = config(Retention::Forever, 30_000);
+    let id = stream_id(SECRET);
+    let now = stream(&kv, &c, 0, 9, T0);
+    let parts: Vec<Vec<u8>> = (0..4).map(|p| part_body(0, p)).collect();
+    let keys = kv.keys();
+    let of_seq = |seq: u64| keys.iter().filter(|k| k.starts_with(&format!("seg/{id}/{seq}/"))).cloned().collect::<Vec<_>>();
+    // Sealed 8 s before the last commit: its part records went at seq 5's commit, its part bodies
+    // at seq 6's. What is left is its meta and its folded body.
+    for seq in 0..3 {
+        let left = of_seq(seq);
+        assert_eq!(left.len(), 2, "seq {seq}: {left:?}");
+        assert!(left.iter().any(|k| k.ends_with("/meta")), "{left:?}");
+    }
+    // The newest are still whole: in a part window, or retired only a moment ago.
+    assert_eq!(of_seq(8).len(), 4 * 2 + 2, "{:?}", of_seq(8));
+    assert_served(&kv, &c, &id, 0, &parts, now);
+    let newest: Vec<Vec<u8>> = (0..4).map(|p| part_body(8, p)).collect();
+    assert_served(&kv, &c, &id, 8, &newest, now);
+}
+
+#[test]
+fn a_folded_body_over_one_slice_serves_a_part_that_spans_two_slices() {
+    let kv = MemoryKv::new();
+    let c = config(Retention::Forever, 30_000);
+    let id = stream_id(SECRET);
+    // Four parts of 2,200 packets (413,600 bytes): the folded body is 1,654,400 bytes in two
+    // slices of at most 1,000,000, and part 2 (827,200..1,240,800) spans both.
+    let big = |seq: u64, part: u32| ts(2200, (seq * 7 + u64::from(part) + 1) as u8);
+    let mut now = T0;
+    for seq in 0..8 {
+        for part in 0..4 {
+            now += 250;
+            put_part(&kv, &c, seq, part, &big(seq, part), now).assert(201);
+        }
+        commit(&kv, &c, seq, "4", now).assert(201);
+    }
+    let keys = kv.keys();
+    let of_seq0: Vec<_> = keys.iter().filter(|k| k.starts_with(&format!("seg/{id}/0/"))).collect();
+    assert_eq!(of_seq0.len(), 3, "meta and two slices: {of_seq0:?}");
+    for key in &of_seq0 {
+        assert!(kv.get(key).unwrap().unwrap().len() <= 1_000_000, "{key}");
+    }
+    let parts: Vec<Vec<u8>> = (0..4).map(|p| big(0, p)).collect();
+    assert_served(&kv, &c, &id, 0, &parts, now);
 }
 
 #[test]

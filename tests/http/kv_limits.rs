@@ -124,11 +124,10 @@ fn fermyon_cloud_limits_on_redis_a_full_store_answers_503_and_takes_uploads_once
     assert!(redis.dump().len() <= 40, "{} keys", redis.dump().len());
 }
 
-/// A segment larger than 1,000,000 bytes on Fermyon Cloud: its first slice is 1 MiB
-/// (`PART_LEN`, manifest/src/segment.rs), over the platform's 1 MB values, so the store refuses
-/// it (503 for ever). For the store layout's owner: un-ignore once slices fit 1 MB.
+/// A segment larger than 1,000,000 bytes on Fermyon Cloud. Regression: it was sliced at 1 MiB
+/// (`PART_LEN`, manifest/src/segment.rs), over the platform's 1 MB values, so the store refused
+/// it (503 for ever); slices are now at most 1,000,000 bytes.
 #[test]
-#[ignore = "segments are sliced at 1 MiB, over Fermyon Cloud's 1 MB values (manifest PART_LEN)"]
 fn fermyon_cloud_limits_take_a_segment_over_one_megabyte() {
     let host = Host::with_args(&[], &["--kv-limits", "fermyon-cloud"]);
     let session = new_session();

@@ -10,7 +10,7 @@ use chalkstream_manifest::ingest::SegmentHeaders;
 use chalkstream_manifest::ll;
 use chalkstream_manifest::part::{PartHeaders, PartMeta, MAX_PARTS};
 use chalkstream_manifest::rules::{self, Retention, RuleError};
-use chalkstream_manifest::segment::{EndMarker, HeadMark, SegmentMeta, StreamRecord, PART_LEN};
+use chalkstream_manifest::segment::{part_count, EndMarker, HeadMark, SegmentMeta, StreamRecord, PART_LEN};
 
 /// A commit retires the part records of the segment this many seqs before it
 /// ([`Streams::retire_parts`]): with segments of a target duration each, it was sealed five
@@ -327,22 +327,70 @@ impl<K: Kv + ?Sized> Streams<'_, K> {
         rules::check_short(seq, duration_ms, previous.as_ref()).map_err(PutError::Rule)?;
         let mut meta = SegmentMeta::from_parts(seq, &parts, parts[0].discontinuity || resumed, now_ms);
         meta.disc_seq = self.carried(id, seq, previous.as_ref())?;
+        self.fold(id, &mut meta, &parts)?;
+        // A racing commit may have sealed it meanwhile; never overwrite a commit. Its folded
+        // body has our key when it sealed the same parts (then it is its body too).
         if let Some(existing) = self.meta(id, seq)? {
+            if existing.sha1 != meta.sha1 {
+                self.delete_folded(id, &meta)?;
+            }
             return answer_existing_commit(&existing, count);
         }
         set_json(self.kv, &meta_key(id, seq), &meta)?;
         if self.yield_to_gap(id, seq)? {
-            // The parts stay until retention deletes the gap (it deletes a gap's parts too).
+            // The parts stay until retention deletes the gap (it deletes a gap's parts too); the
+            // folded body, which the gap's meta does not name, goes now.
+            self.delete_folded(id, &meta)?;
             return Err(PutError::GivenUp { seq });
         }
         if self.behind_head(id, seq)? {
             // Retention deletes the parts it found listed in the meta it read.
             self.kv.delete(&meta_key(id, seq))?;
+            self.delete_folded(id, &meta)?;
             return Err(PutError::Rule(RuleError::BeforeWindow { seq, first_seq: seq + 1 }));
         }
         self.retire_parts(id, seq, record.target_s, now_ms)?;
         self.settle(id, head, now_ms)?;
         Ok(Stored::Created)
+    }
+
+    /// Stores the bytes of `parts` (a commit's, in order) as one body in whole-segment slices and
+    /// marks `meta` folded ([`SegmentMeta::folded`]); before the meta, so a reader that sees the
+    /// meta finds the body. Leaves `meta` as it is when a part's bytes cannot all be read (then
+    /// the segment is served from its parts, which stay until retention).
+    fn fold(&self, id: &StreamId, meta: &mut SegmentMeta, parts: &[PartMeta]) -> Result<(), KvError> {
+        if meta.len == 0 {
+            return Ok(());
+        }
+        let mut body = Vec::with_capacity(meta.len as usize);
+        for part in parts {
+            for slice in 0..part.slices {
+                match self.kv.get(&part_slice_key(id, meta.seq, part.part, part.sha1_prefix(), slice))? {
+                    Some(bytes) => body.extend_from_slice(&bytes),
+                    None => return Ok(()),
+                }
+            }
+        }
+        if body.len() as u64 != meta.len {
+            return Ok(());
+        }
+        for (slice, bytes) in body.chunks(PART_LEN).enumerate() {
+            self.kv.set(&segment_slice_key(id, meta.seq, meta.sha1_prefix(), slice as u32), bytes)?;
+        }
+        meta.parts = part_count(body.len());
+        meta.folded = true;
+        Ok(())
+    }
+
+    /// Deletes the folded body of `meta` (no-op when it has none).
+    pub(super) fn delete_folded(&self, id: &StreamId, meta: &SegmentMeta) -> Result<(), KvError> {
+        if !meta.folded {
+            return Ok(());
+        }
+        for slice in 0..meta.parts {
+            self.kv.delete(&segment_slice_key(id, meta.seq, meta.sha1_prefix(), slice))?;
+        }
+        Ok(())
     }
 
     /// Deletes the part records (`seg/{id}/{seq}/p{n}`) of segment `seq - RETIRE_BACK` once it was
@@ -353,10 +401,27 @@ impl<K: Kv + ?Sized> Streams<'_, K> {
     /// parts is answered from the seal too. Six keys fewer per 2 s segment (a stream kept 13 per
     /// segment, part records included); the margin keeps them for readers that still see the
     /// segment open, on a store whose writes show up late.
+    ///
+    /// Then the part bodies of the segment one seq before that, when it is folded and its part
+    /// records went at the commit before (its part 0 record is gone): a reader that read a part
+    /// record just before it was deleted still finds the bytes, and a part asked for after is
+    /// served from the folded body. Each seq is looked at once; one that misses it keeps its
+    /// parts until retention.
     fn retire_parts(&self, id: &StreamId, seq: u64, target_s: u32, now_ms: i64) -> Result<(), KvError> {
         let Some(old) = seq.checked_sub(RETIRE_BACK) else {
             return Ok(());
         };
+        if let Some(older) = old.checked_sub(1) {
+            if let Some(meta) = self.meta(id, older)? {
+                if meta.folded && !meta.gap && self.part_meta(id, older, 0)?.is_none() {
+                    for (n, part) in meta.ll_parts.iter().enumerate() {
+                        for slice in 0..part.slices {
+                            self.kv.delete(&part_slice_key(id, older, n as u32, &part.sha1, slice))?;
+                        }
+                    }
+                }
+            }
+        }
         let Some(meta) = self.meta(id, old)? else {
             return Ok(());
         };

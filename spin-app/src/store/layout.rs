@@ -3,10 +3,10 @@
 //!
 //! | key | value | written |
 //! | --- | --- | --- |
-//! | `seg/{id}/{seq}/{sha1-12}/{slice}` | a whole segment's bytes, slices of <= 1 MiB | before its meta |
+//! | `seg/{id}/{seq}/{sha1-12}/{slice}` | a whole segment's bytes, slices of <= 1,000,000 bytes (v1 uploads, and a v2 commit's folded parts) | before its meta |
 //! | `seg/{id}/{seq}/meta` | JSON [`SegmentMeta`] | last: the commit point of a segment |
-//! | `seg/{id}/{seq}/p{n}` | JSON [`PartMeta`] | last: the commit point of a part (v2) |
-//! | `seg/{id}/{seq}/p{n}/{sha1-12}/{slice}` | a part's bytes | before its part meta |
+//! | `seg/{id}/{seq}/p{n}` | JSON [`PartMeta`] | last: the commit point of a part (v2); deleted once its sealed segment left every part window |
+//! | `seg/{id}/{seq}/p{n}/{sha1-12}/{slice}` | a part's bytes | before its part meta; deleted one commit after it when the segment is folded |
 //! | `stream/{id}` | JSON [`StreamRecord`] | once, with the first upload |
 //! | `head/{id}` | JSON [`HeadMark`] `{first_seq}` | by retention, before it deletes |
 //! | `tail/{id}` | JSON [`TailHint`] `{next_seq}` | after each commit (a hint, may lag) |

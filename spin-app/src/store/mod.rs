@@ -100,7 +100,7 @@ mod visit;
 
 pub use layout::MAX_AHEAD;
 pub use playlist::PlaylistText;
-pub use run::LiveEdge;
+pub use run::{BodyKey, LiveEdge, Media};
 pub use visit::Visit;
 
 use crate::kv::{Kv, KvError};

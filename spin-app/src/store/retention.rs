@@ -115,6 +115,7 @@ impl<K: Kv + ?Sized> Streams<'_, K> {
             }
             return Ok(());
         }
+        self.delete_folded(id, meta)?;
         for (n, part) in meta.ll_parts.iter().enumerate() {
             let n = n as u32;
             for slice in 0..part.slices {

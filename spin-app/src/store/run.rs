@@ -9,7 +9,7 @@ use chalkstream_manifest::id::StreamId;
 use chalkstream_manifest::ll::{self, OpenSegment};
 use chalkstream_manifest::part::MAX_PARTS;
 use chalkstream_manifest::rules::{self, Retention};
-use chalkstream_manifest::segment::{SegmentMeta, StreamRecord, TailHint};
+use chalkstream_manifest::segment::{SegmentMeta, StreamRecord, TailHint, PART_LEN};
 use chalkstream_manifest::window::{self, Extent, LinesSource, MetaSource, Piece, State, StreamView};
 
 /// Reads metas for the window walk; with pages on, from the page holding the seq when it exists.
@@ -276,45 +276,46 @@ impl<K: Kv + ?Sized> Streams<'_, K> {
         Ok(Some(LiveEdge { record, last, open, state }))
     }
 
-    /// The stored segment `seq` and the keys of its body parts, in order; `None` when missing
-    /// or expired.
-    pub fn chunk(&self, id: &StreamId, seq: u64, now_ms: i64) -> Result<Option<(SegmentMeta, Vec<String>)>, KvError> {
+    /// The stored segment `seq` and where its bytes are; `None` when missing or expired.
+    pub fn chunk(&self, id: &StreamId, seq: u64, now_ms: i64) -> Result<Option<(SegmentMeta, Media)>, KvError> {
         let Some(meta) = self.meta(id, seq)? else {
             return Ok(None);
         };
         if self.config.retention.is_expired(meta.stored_ms, now_ms) {
             return Ok(None);
         }
-        let keys = if meta.is_part_built() {
+        let keys = if meta.is_part_built() && !meta.folded {
             let mut keys = Vec::with_capacity(meta.parts as usize);
             for (n, part) in meta.ll_parts.iter().enumerate() {
-                keys.extend((0..part.slices).map(|slice| part_slice_key(id, seq, n as u32, &part.sha1, slice)));
+                keys.extend((0..part.slices).map(|slice| BodyKey::whole(part_slice_key(id, seq, n as u32, &part.sha1, slice))));
             }
             keys
         } else {
-            (0..meta.parts).map(|slice| segment_slice_key(id, seq, meta.sha1_prefix(), slice)).collect()
+            (0..meta.parts).map(|slice| BodyKey::whole(segment_slice_key(id, seq, meta.sha1_prefix(), slice))).collect()
         };
-        Ok(Some((meta, keys)))
+        let len = meta.len;
+        Ok(Some((meta, Media { len, keys })))
     }
 
-    /// The stored part `part` of segment `seq` and the keys of its slices, in order; `None`
-    /// when missing or expired.
-    pub fn part_chunk(&self, id: &StreamId, seq: u64, part: u32, now_ms: i64) -> Result<Option<(u64, Vec<String>)>, KvError> {
+    /// The stored part `part` of segment `seq` and where its bytes are; `None` when missing or
+    /// expired.
+    pub fn part_chunk(&self, id: &StreamId, seq: u64, part: u32, now_ms: i64) -> Result<Option<Media>, KvError> {
         let Some(meta) = self.part_meta(id, seq, part)? else {
             return Ok(None);
         };
         if self.config.retention.is_expired(meta.stored_ms, now_ms) {
             return Ok(None);
         }
-        let keys = (0..meta.slices).map(|slice| part_slice_key(id, seq, part, meta.sha1_prefix(), slice)).collect();
-        Ok(Some((meta.len, keys)))
+        let keys = (0..meta.slices).map(|slice| BodyKey::whole(part_slice_key(id, seq, part, meta.sha1_prefix(), slice))).collect();
+        Ok(Some(Media { len: meta.len, keys }))
     }
 
     /// [`Streams::part_chunk`], and when the part's own record is gone, the part as its sealed
     /// segment's meta lists it (a commit retires the part records of a segment that has left
-    /// the part window, `Streams::retire_parts`): one read more, so only for a request that
-    /// missed the part record already.
-    pub fn sealed_part_chunk(&self, id: &StreamId, seq: u64, part: u32, now_ms: i64) -> Result<Option<(u64, Vec<String>)>, KvError> {
+    /// the part window, `Streams::retire_parts`): from its folded body (the byte range the seal's
+    /// part lengths put it at) or, for a segment sealed before folding, its own slices. One read
+    /// more, so only for a request that missed the part record already.
+    pub fn sealed_part_chunk(&self, id: &StreamId, seq: u64, part: u32, now_ms: i64) -> Result<Option<Media>, KvError> {
         if let Some(found) = self.part_chunk(id, seq, part, now_ms)? {
             return Ok(Some(found));
         }
@@ -327,8 +328,13 @@ impl<K: Kv + ?Sized> Streams<'_, K> {
         if sealed.gap || self.config.retention.is_expired(sealed.stored_ms, now_ms) {
             return Ok(None);
         }
-        let keys = (0..listed.slices).map(|slice| part_slice_key(id, seq, part, &listed.sha1, slice)).collect();
-        Ok(Some((listed.len, keys)))
+        let keys = if sealed.folded {
+            let start: u64 = sealed.ll_parts[..part as usize].iter().map(|p| p.len).sum();
+            folded_range(id, &sealed, start, start + listed.len)
+        } else {
+            (0..listed.slices).map(|slice| BodyKey::whole(part_slice_key(id, seq, part, &listed.sha1, slice))).collect()
+        };
+        Ok(Some(Media { len: listed.len, keys }))
     }
 
     /// Reads a body part (for streaming a chunk).
@@ -368,5 +374,87 @@ impl LiveEdge {
                 self.last.stored_ms + i64::from(last_part)
             }
         }
+    }
+}
+
+/// Where a stored body's bytes are, in order: `len` bytes in all.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Media {
+    pub len: u64,
+    pub keys: Vec<BodyKey>,
+}
+
+/// One value of a stored body: all of it, or the byte range `start..end` of it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BodyKey {
+    pub key: String,
+    pub range: Option<(usize, usize)>,
+}
+
+impl BodyKey {
+    pub fn whole(key: String) -> Self {
+        BodyKey { key, range: None }
+    }
+
+    /// The bytes this key stands for, out of the value read; `None` when the value is shorter
+    /// than the range (it cannot be this body's).
+    pub fn take(&self, mut value: Vec<u8>) -> Option<Vec<u8>> {
+        match self.range {
+            None => Some(value),
+            Some((start, end)) if start <= end && end <= value.len() => {
+                value.truncate(end);
+                value.drain(..start);
+                Some(value)
+            }
+            Some(_) => None,
+        }
+    }
+}
+
+/// The keys (with ranges) that hold bytes `start..end` of sealed segment `meta`'s folded body,
+/// whose slices are [`PART_LEN`] bytes each but the last.
+fn folded_range(id: &StreamId, meta: &SegmentMeta, start: u64, end: u64) -> Vec<BodyKey> {
+    let slice_len = PART_LEN as u64;
+    let mut keys = Vec::new();
+    let mut at = start;
+    while at < end {
+        let slice = at / slice_len;
+        let from = at - slice * slice_len;
+        let to = (end - slice * slice_len).min(slice_len);
+        keys.push(BodyKey {
+            key: segment_slice_key(id, meta.seq, meta.sha1_prefix(), slice as u32),
+            range: Some((from as usize, to as usize)),
+        });
+        at = slice * slice_len + to;
+    }
+    keys
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sealed(len: u64) -> SegmentMeta {
+        let mut meta = SegmentMeta::new_gap(7, 2000, 0, 0);
+        meta.gap = false;
+        meta.len = len;
+        meta.sha1 = "0123456789abcdef".into();
+        meta
+    }
+
+    #[test]
+    fn a_folded_range_spans_slices_and_covers_exactly_its_bytes() {
+        let id = StreamId::parse("0123456789abcdef0123456789abcdef01234567").unwrap();
+        let meta = sealed(2 * PART_LEN as u64 + 10);
+        let keys = folded_range(&id, &meta, PART_LEN as u64 - 5, 2 * PART_LEN as u64 + 3);
+        let ranges: Vec<_> = keys.iter().map(|k| (k.key.rsplit('/').next().unwrap().to_owned(), k.range.unwrap())).collect();
+        assert_eq!(ranges, vec![("0".into(), (PART_LEN - 5, PART_LEN)), ("1".into(), (0, PART_LEN)), ("2".into(), (0, 3))]);
+        let keys = folded_range(&id, &meta, 10, 20);
+        assert_eq!(keys.len(), 1);
+        assert_eq!(keys[0].range, Some((10, 20)));
+        assert!(folded_range(&id, &meta, 20, 20).is_empty());
+        assert_eq!(BodyKey { key: String::new(), range: Some((2, 4)) }.take(b"abc".to_vec()), None);
+        assert_eq!(BodyKey { key: String::new(), range: Some((1, 3)) }.take(b"abc".to_vec()), Some(b"bc".to_vec()));
+        assert_eq!(BodyKey::whole(String::new()).take(b"abc".to_vec()), Some(b"abc".to_vec()));
     }
 }

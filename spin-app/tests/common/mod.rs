@@ -113,9 +113,10 @@ pub fn body(kv: &dyn Kv, reply: &Reply) -> Vec<u8> {
         Body::Empty => Vec::new(),
         Body::Bytes(bytes) => bytes.clone(),
         Body::Static(bytes) => bytes.to_vec(),
-        Body::Parts { keys, .. } => keys
+        Body::Stored(media) => media
+            .keys
             .iter()
-            .flat_map(|k| kv.get(k).unwrap().expect("part present"))
+            .flat_map(|k| k.take(kv.get(&k.key).unwrap().expect("part present")).expect("value as long as its range"))
             .collect(),
     }
 }
@@ -123,10 +124,10 @@ pub fn body(kv: &dyn Kv, reply: &Reply) -> Vec<u8> {
 /// Like [`body`], but `None` when a streamed part is missing from the store.
 pub fn try_body(kv: &dyn Kv, reply: &Reply) -> Option<Vec<u8>> {
     match &reply.body {
-        Body::Parts { keys, .. } => {
+        Body::Stored(media) => {
             let mut out = Vec::new();
-            for key in keys {
-                out.extend(kv.get(key).unwrap()?);
+            for key in &media.keys {
+                out.extend(key.take(kv.get(&key.key).unwrap()?)?);
             }
             Some(out)
         }
