@@ -113,13 +113,11 @@ fn regression_a_full_store_answers_503_loses_nothing_and_takes_uploads_again_onc
 }
 
 /// The store's own recovery: retention deletes expired segments of a full store, freeing keys,
-/// and viewers' playlists stay `200` meanwhile. Fails today: retention writes a new key before
-/// it deletes anything (`head/{id}` the first time, `dseq/{id}/{seq}` for the new head), so a
-/// store that is exactly full refuses that write and nothing is ever freed, and a playlist
-/// request that runs retention answers `503`. For the store layout (`spin-app/src/store/`),
-/// which is being redesigned: un-ignore once retention can run in a full store.
+/// and viewers' playlists stay `200` meanwhile. Regression: retention wrote a new key before it
+/// deleted anything (`head/{id}` the first time, `dseq/{id}/{seq}` for the new head), so a store
+/// that was exactly full refused that write, nothing was ever freed, and a playlist request that
+/// ran retention answered `503`.
 #[test]
-#[ignore = "the store's retention needs a free key before it frees any (store/ layout redesign)"]
 fn a_full_store_recovers_as_retention_frees_keys_and_playlists_stay_200() {
     let kv = MemoryKv::with_max_keys(MAX_KEYS);
     let c = config(Retention::Millis(30_000), 30_000);

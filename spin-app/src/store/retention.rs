@@ -69,15 +69,18 @@ impl<K: Kv + ?Sized> Streams<'_, K> {
         if expired.is_empty() || new_head <= head {
             return Ok(());
         }
-        for (i, meta) in expired.iter().enumerate() {
-            if expired.get(i + 1).is_none_or(|next| next.seq != meta.seq + 1) {
-                set_json(self.kv, &dseq_key(id, meta.seq + 1), &after[i])?;
+        match self.mark_deleted(id, expired, &after, new_head) {
+            // A full store (a platform's key cap) refuses the marks, new keys both the first
+            // time: the bodies of what expired go first, which frees keys and hides nothing (no
+            // playlist lists an expired segment, and its meta, which walks read, stays until
+            // after the marks).
+            Err(e) if e.is_refused() => {
+                for meta in expired {
+                    self.delete_parts(id, meta)?;
+                }
+                self.mark_deleted(id, expired, &after, new_head)?;
             }
-        }
-        // Re-read so a slow request does not move the head back (a lost update is still
-        // possible; readers tolerate a head that lags).
-        if self.head(id)? < new_head {
-            set_json(self.kv, &head_key(id), &HeadMark { first_seq: new_head })?;
+            other => other?,
         }
         for (i, meta) in expired.iter().enumerate() {
             self.delete_parts(id, meta)?;
@@ -90,6 +93,22 @@ impl<K: Kv + ?Sized> Streams<'_, K> {
         // hints would then point below segments that are gone, where a walk cannot tell a
         // deletion from the end of the run. Put ours back (this narrows the lost update to a
         // write landing after this read; readers still re-read the head at a gap).
+        if self.head(id)? < new_head {
+            set_json(self.kv, &head_key(id), &HeadMark { first_seq: new_head })?;
+        }
+        Ok(())
+    }
+
+    /// What a reader needs before `expired` goes: the discontinuity count of each seq after a
+    /// deleted run (`after[i]` follows `expired[i]`), then the head.
+    fn mark_deleted(&self, id: &StreamId, expired: &[SegmentMeta], after: &[u64], new_head: u64) -> Result<(), KvError> {
+        for (i, meta) in expired.iter().enumerate() {
+            if expired.get(i + 1).is_none_or(|next| next.seq != meta.seq + 1) {
+                set_json(self.kv, &dseq_key(id, meta.seq + 1), &after[i])?;
+            }
+        }
+        // Re-read so a slow request does not move the head back (a lost update is still
+        // possible; readers tolerate a head that lags).
         if self.head(id)? < new_head {
             set_json(self.kv, &head_key(id), &HeadMark { first_seq: new_head })?;
         }
