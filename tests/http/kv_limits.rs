@@ -12,6 +12,7 @@ mod common;
 
 use std::time::Duration;
 
+use common::ll_check;
 use common::*;
 
 /// Fermyon Cloud's limits, with a key budget of 40 instead of 1,024.
@@ -135,4 +136,135 @@ fn fermyon_cloud_limits_take_a_segment_over_one_megabyte() {
     let resp = host.upload(&session, 0, "2", None, &body);
     assert_eq!(resp.status, 201, "{resp}");
     assert_eq!(host.get(&format!("/chunks/{}/0.ts", stream_id(&session))).body, body);
+}
+
+/// Retention of [`two_default_low_latency_streams_stay_within_fermyon_clouds_limits`], minutes.
+const ENVELOPE_RETENTION_MIN: f64 = 0.5;
+/// Packets per part of its two streams: 720p's 2.6 Mbit/s and 1080p's 5.1 Mbit/s in six parts
+/// of a 2 s segment (109,604 and 213,380 bytes; a 1080p segment needs two values).
+const ENVELOPE_PACKETS: [usize; 2] = [583, 1135];
+
+/// Item 2's steady state: two low-latency streams shaped like the default (2 s segments of six
+/// 1/3 s parts, one at 720p's bitrate and one at 1080p's) stream in real time on Fermyon Cloud's
+/// limits (1,024 keys, 1,000,000-byte values) for longer than retention plus the sweep bound
+/// (half a minute + one): no upload is refused; every playlist a viewer gets passes the LL
+/// rules, its sequences never go back, and it lists every acknowledged segment until it
+/// expires; and each stream holds what its layout says (a sealed segment two keys, three at
+/// 1080p, plus the part keys of the part window), not one key per part and slice for its
+/// retention, which would not fit ten minutes of one stream in 1,024.
+#[test]
+fn two_default_low_latency_streams_stay_within_fermyon_clouds_limits() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Mutex;
+    use std::time::Instant;
+
+    let run = Duration::from_secs_f64(ENVELOPE_RETENTION_MIN * 60.0 + 62.0);
+    let retention = Duration::from_secs_f64(ENVELOPE_RETENTION_MIN * 60.0);
+    let host = Host::with_args(&[("stream_retention", &ENVELOPE_RETENTION_MIN.to_string())], &["--kv-limits", "fermyon-cloud"]);
+    let sessions = [new_session(), new_session()];
+    let ids: Vec<String> = sessions.iter().map(|s| stream_id(s)).collect();
+    // Per stream: (seq, when its commit was acknowledged).
+    let acked: [Mutex<Vec<(u64, Instant)>>; 2] = [Mutex::new(Vec::new()), Mutex::new(Vec::new())];
+    let done = AtomicBool::new(false);
+    let start = Instant::now();
+    let (mut playlists, mut most_keys, mut most_per_stream, mut largest) = (0usize, 0usize, [0usize; 2], 0usize);
+
+    std::thread::scope(|s| {
+        for (i, session) in sessions.iter().enumerate() {
+            let (host, acked) = (&host, &acked[i]);
+            s.spawn(move || {
+                let mut seq = 0u64;
+                while start.elapsed() < run {
+                    for part in 0..6u32 {
+                        let due = start + Duration::from_millis(seq * 2_000 + u64::from(part + 1) * 333);
+                        std::thread::sleep(due.saturating_duration_since(Instant::now()));
+                        let duration = if part == 5 { "0.335" } else { "0.333" };
+                        let body = ts_packets(ENVELOPE_PACKETS[i], seq * 8 + u64::from(part));
+                        let resp = host.upload_part(session, seq, part, duration, "0.335", "2", &body);
+                        assert_eq!(resp.status, 201, "stream {i}, part {seq}.{part}: {resp}");
+                    }
+                    let resp = host.commit(session, seq, 6);
+                    assert_eq!(resp.status, 201, "stream {i}, commit {seq}: {resp}");
+                    acked.lock().unwrap().push((seq, Instant::now()));
+                    seq += 1;
+                }
+            });
+        }
+        let (done, acked, host, ids) = (&done, &acked, &host, &ids);
+        let (playlists, most_keys, most_per_stream, largest) = (&mut playlists, &mut most_keys, &mut most_per_stream, &mut largest);
+        s.spawn(move || {
+            let mut last_seen = [(0u64, 0u64); 2];
+            let mut last_keys_read = Instant::now();
+            while !done.load(Ordering::Relaxed) && start.elapsed() < run {
+                for (i, id) in ids.iter().enumerate() {
+                    let asked = Instant::now();
+                    // Acknowledged a moment before this request, and not near expiry.
+                    let must_list: Vec<u64> = acked[i]
+                        .lock()
+                        .unwrap()
+                        .iter()
+                        .filter(|(_, at)| asked.duration_since(*at) > Duration::from_millis(200) && at.elapsed() + Duration::from_secs(3) < retention)
+                        .map(|(seq, _)| *seq)
+                        .collect();
+                    let resp = host.get(&format!("/playlist/{id}.m3u8"));
+                    if resp.status == 404 && must_list.is_empty() {
+                        continue;
+                    }
+                    assert_eq!(resp.status, 200, "stream {i}: {resp}");
+                    let p = ll_check::check(&resp.text());
+                    *playlists += 1;
+                    let seen = (p.media_sequence, p.discontinuity_sequence);
+                    assert!(seen.0 >= last_seen[i].0 && seen.1 >= last_seen[i].1, "stream {i}: sequences went back: {seen:?} after {:?}", last_seen[i]);
+                    last_seen[i] = seen;
+                    let listed = p.seqs();
+                    for seq in must_list {
+                        assert!(listed.contains(&seq), "stream {i}: acknowledged seq {seq} is not listed: {listed:?}");
+                    }
+                }
+                if last_keys_read.elapsed() > Duration::from_secs(3) {
+                    last_keys_read = Instant::now();
+                    let rows = host.kv_rows();
+                    *most_keys = (*most_keys).max(rows.len());
+                    *largest = (*largest).max(rows.iter().map(|r| r.value.len()).max().unwrap_or(0));
+                    // Steady state: past one retention, what the stream holds no longer grows.
+                    if start.elapsed() > retention + Duration::from_secs(10) {
+                        for (i, id) in ids.iter().enumerate() {
+                            let held = rows.iter().filter(|r| r.key.contains(id.as_str())).count();
+                            most_per_stream[i] = most_per_stream[i].max(held);
+                        }
+                    }
+                }
+                std::thread::sleep(Duration::from_millis(400));
+            }
+        });
+        // The uploaders end when `run` has passed; the reader stops with them.
+        std::thread::sleep(run);
+        done.store(true, Ordering::Relaxed);
+    });
+
+    for (i, id) in ids.iter().enumerate() {
+        let acked = acked[i].lock().unwrap();
+        assert!(acked.len() as f64 >= run.as_secs_f64() / 2.0 - 3.0, "stream {i} kept up: {} segments", acked.len());
+        let resp = host.end(&sessions[i]);
+        assert_eq!(resp.status, 200, "{resp}");
+        let (resp, _) = host.playlist(id);
+        ll_check::check(&resp.text());
+    }
+    // A sealed segment keeps its meta and folded body (two values at 1080p), so a stream holds
+    // about retention / 2 s of them, plus the part window's part keys (records and bytes of six
+    // parts for about seven segments) and a few records; one key per part and slice for the
+    // whole retention (7 a segment) would be 105 + that.
+    let segments = (retention.as_secs_f64() / 2.0).ceil() as usize + 2;
+    for (i, &held) in most_per_stream.iter().enumerate() {
+        let bound = segments * (2 + i) + 7 * 12 + 8;
+        assert!(held > 0 && held <= bound, "stream {i} held {held} keys in steady state, over {bound}");
+    }
+    assert!(playlists >= 100, "only {playlists} playlists read");
+    assert!(most_keys <= 1_024, "{most_keys} keys");
+    assert!(largest <= 1_000_000 && largest > 200_000, "largest value {largest} bytes");
+    eprintln!(
+        "two streams for {} s: {playlists} playlists checked, at most {most_keys} keys at once, {:?} per stream in steady state, largest value {largest} bytes",
+        run.as_secs(),
+        most_per_stream
+    );
 }
