@@ -900,3 +900,49 @@ fn a_sealed_segment_outside_the_part_window_keeps_its_parts_without_their_record
     let (_, p) = ll_playlist(&kv, &c, "", now + 10);
     assert_eq!(p.last_seq(), Some(19));
 }
+
+#[test]
+fn a_sliding_window_keeps_old_metas_in_blocks_and_reads_serves_and_answers_them_as_before() {
+    let kv = MemoryKv::new();
+    let c = config(Retention::Millis(3_600_000), 30_000);
+    let id = stream_id(SECRET);
+    let now = stream(&kv, &c, 0, 40, T0);
+    let keys = kv.keys();
+    let meta_keys: Vec<u64> = (0..40).filter(|seq| keys.contains(&format!("seg/{id}/{seq}/meta"))).collect();
+    // Blocks of seqs 0..31 are written (the newest one settled); the keys of 0..23 are gone
+    // (their block had shown), so such a segment keeps one key, its folded body.
+    for n in 0..4 {
+        assert!(keys.contains(&format!("metas/{id}/{n}")), "block {n}: {keys:?}");
+    }
+    assert!(!keys.contains(&format!("metas/{id}/4")));
+    assert_eq!(meta_keys, (24..40).collect::<Vec<_>>());
+    for seq in 0..24 {
+        let of_seq: Vec<_> = keys.iter().filter(|k| k.starts_with(&format!("seg/{id}/{seq}/"))).collect();
+        assert_eq!(of_seq.len(), 1, "seq {seq}: {of_seq:?}");
+    }
+
+    // Listed, served and answered as before.
+    let (_, p) = ll_playlist(&kv, &c, "", now + 10);
+    assert_eq!(p.seqs(), (0..40).collect::<Vec<_>>());
+    assert_eq!(p.media_sequence, 0);
+    let parts: Vec<Vec<u8>> = (0..4).map(|part| part_body(3, part)).collect();
+    assert_served(&kv, &c, &id, 3, &parts, now + 10);
+    put_part(&kv, &c, 3, 1, &part_body(3, 1), now + 10).assert(200);
+    put_part(&kv, &c, 3, 1, &part_body(4, 1), now + 10).assert(409);
+    commit(&kv, &c, 3, "4", now + 10).assert(200);
+    let h = head(Method::Post, &format!("/ingest/{SECRET}/3/gap"), &[]);
+    request(&kv, &c, &h, b"", now + 10).assert(409);
+    let (_, again) = ll_playlist(&kv, &c, "", now + 20);
+    assert_eq!(again.segments[..30], p.segments[..30], "an old seq's answers changed nothing");
+    let (_, delta) = ll_playlist(&kv, &c, "?_HLS_skip=YES", now + 20);
+    assert_eq!(delta.media_sequence, 0);
+
+    // Retention takes the blocks with their segments.
+    let short = config(Retention::Millis(2_000), 30_000);
+    let later = now + 60_000;
+    for _ in 0..3 {
+        get(&kv, &short, &format!("/playlist/{id}.m3u8"), later);
+    }
+    let left: Vec<String> = kv.keys().into_iter().filter(|k| k.starts_with("seg/") || k.starts_with("metas/")).collect();
+    assert!(left.is_empty(), "{left:?}");
+}

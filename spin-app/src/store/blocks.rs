@@ -18,7 +18,8 @@
 //! block that is missing or does not check out (`check_lines`) only means taking the smaller
 //! blocks or the metas under it.
 
-use super::layout::{lines_key, page_key, LINES_FAN, LINES_LENS, PAGE_LEN};
+use super::ingest::SHOWN_WITHIN_MS;
+use super::layout::{lines_key, meta_key, metas_key, page_key, MetasBlock, LINES_FAN, LINES_LENS, METAS_LEN, PAGE_LEN};
 use super::run::Source;
 use super::Streams;
 use crate::kv::{set_json, Kv, KvError};
@@ -27,7 +28,72 @@ use chalkstream_manifest::playlist;
 use chalkstream_manifest::segment::SegmentMeta;
 use chalkstream_manifest::window::MetaSource;
 
+/// The metas block whose keys a commit deletes lies this many seqs or more below the newest
+/// segment: written at least three segments after its last one (once that one has settled),
+/// its keys go three segments later (once the block has shown), so a meta key lives about 13
+/// segments (26 s at 2 s) instead of the whole retention.
+const UNKEY_BEHIND: u64 = 13;
+
 impl<'a, K: Kv + ?Sized> Streams<'a, K> {
+    /// A sliding window's metas blocks (`metas/{id}/{n}`), run by every write path's epilogue with
+    /// the tail hint it left: one stream keeps about one key a segment, its body, instead of two.
+    ///
+    /// - The block that ends just below `tail` is written once all eight metas are stored and
+    ///   the newest was stored [`SHOWN_WITHIN_MS`] ago: a meta is immutable once it has shown
+    ///   (a gap's handshake replaces one only before it is acknowledged), so racing writers
+    ///   write the same bytes. Checked by each commit until written (one read once it is).
+    /// - The meta keys of the block [`UNKEY_BEHIND`] seqs back are deleted once it was written
+    ///   [`SHOWN_WITHIN_MS`] ago: every reader that misses a key finds the block
+    ///   ([`Streams::sealed_meta`], the walks' `Source`). By then the tail hint (written by
+    ///   every commit, and read by every probe) is past the block for every reader, so no probe
+    ///   starts among keys that are gone. A block retention passes is deleted with its metas.
+    pub(super) fn block_metas(&self, id: &StreamId, tail: u64, now_ms: i64) -> Result<(), KvError> {
+        if let Some(number) = (tail / METAS_LEN).checked_sub(1) {
+            self.write_metas_block(id, number, now_ms)?;
+        }
+        let Some(behind) = tail.checked_sub(UNKEY_BEHIND + 1) else {
+            return Ok(());
+        };
+        let number = behind / METAS_LEN;
+        let last = number * METAS_LEN + METAS_LEN - 1;
+        let Some(block) = self.metas_block(id, number)? else {
+            return Ok(());
+        };
+        if now_ms - block.written_ms < SHOWN_WITHIN_MS || self.meta(id, last)?.is_none() {
+            return Ok(());
+        }
+        for seq in number * METAS_LEN..=last {
+            self.kv.delete(&meta_key(id, seq))?;
+        }
+        Ok(())
+    }
+
+    fn write_metas_block(&self, id: &StreamId, number: u64, now_ms: i64) -> Result<(), KvError> {
+        let key = metas_key(id, number);
+        if self.kv.get(&key)?.is_some() {
+            return Ok(());
+        }
+        let first = number * METAS_LEN;
+        let last = first + METAS_LEN - 1;
+        match self.meta(id, last)? {
+            Some(newest) if now_ms - newest.stored_ms >= SHOWN_WITHIN_MS => {}
+            _ => return Ok(()),
+        }
+        let mut metas = Vec::with_capacity(METAS_LEN as usize);
+        for seq in first..=last {
+            match self.meta(id, seq)? {
+                Some(meta) => metas.push(meta),
+                None => return Ok(()),
+            }
+        }
+        set_json(self.kv, &key, &MetasBlock { written_ms: now_ms, metas })?;
+        // Retention passed the block meanwhile (a retention shorter than a few segments): it
+        // would not delete it again.
+        if self.head(id)? > last {
+            self.kv.delete(&key)?;
+        }
+        Ok(())
+    }
 
     /// Writes the page that ends just below `tail`, if it is complete and not yet stored.
     pub(super) fn write_page(&self, id: &StreamId, tail: u64) -> Result<(), KvError> {

@@ -31,7 +31,7 @@ impl<K: Kv + ?Sized> Streams<'_, K> {
     /// flight at once share the meta key, so one copy's acknowledgement and the other copy's
     /// reading of the record (before a yielding gap takes it back) can still cross.
     pub fn put_gap(&self, id: &StreamId, seq: u64, duration_ms: Option<u32>, now_ms: i64) -> Result<Stored, PutError> {
-        let settled = || Ok(self.meta(id, seq)?.map(|existing| answer_existing_gap(&existing)));
+        let settled = |deep| Ok(self.meta_at(id, seq, deep)?.map(|existing| answer_existing_gap(&existing)));
         let head = match self.admit(id, seq, now_ms, settled)? {
             Ok(head) => head,
             Err(stored) => return Ok(stored),

@@ -46,9 +46,9 @@ impl<K: Kv + ?Sized> Streams<'_, K> {
         id: &StreamId,
         seq: u64,
         now_ms: i64,
-        settled: impl Fn() -> Result<Settled, KvError>,
+        settled: impl Fn(bool) -> Result<Settled, KvError>,
     ) -> Result<Admission, PutError> {
-        if let Some(answer) = settled()? {
+        if let Some(answer) = settled(false)? {
             return answer.map(Err);
         }
         let mut head = self.head(id)?;
@@ -58,8 +58,9 @@ impl<K: Kv + ?Sized> Streams<'_, K> {
         }
         if seq < head || seq < tail {
             // A racing twin may have stored this seq and moved the tail since the read above:
-            // that makes this a retry, not a seq behind the window.
-            if let Some(answer) = settled()? {
+            // that makes this a retry, not a seq behind the window. Or it was stored long ago
+            // and its meta is in a metas block now (`deep`): a retry too.
+            if let Some(answer) = settled(true)? {
                 return answer.map(Err);
             }
             return Err(PutError::Rule(RuleError::BeforeWindow { seq, first_seq: head.max(seq + 1) }));
@@ -151,6 +152,8 @@ impl<K: Kv + ?Sized> Streams<'_, K> {
         let tail = self.advance_tail(id, head)?;
         if self.config.retention == Retention::Forever {
             self.write_page(id, tail)?;
+        } else {
+            self.block_metas(id, tail, now_ms)?;
         }
         self.apply_retention(id, now_ms, 0)
     }
@@ -175,7 +178,7 @@ impl<K: Kv + ?Sized> Streams<'_, K> {
         now_ms: i64,
     ) -> Result<Stored, PutError> {
         let sha1 = sha1_hex(body);
-        let settled = || Ok(self.meta(id, seq)?.map(|existing| answer_existing(&existing, &sha1)));
+        let settled = |deep| Ok(self.meta_at(id, seq, deep)?.map(|existing| answer_existing(&existing, &sha1)));
         let head = match self.admit(id, seq, now_ms, settled)? {
             Ok(head) => head,
             Err(stored) => return Ok(stored),
@@ -234,11 +237,11 @@ impl<K: Kv + ?Sized> Streams<'_, K> {
     /// without this part meanwhile takes the part back out (`409`).
     pub fn put_part(&self, id: &StreamId, seq: u64, part: u32, headers: &PartHeaders, body: &[u8], now_ms: i64) -> Result<Stored, PutError> {
         let sha1 = sha1_hex(body);
-        let settled = || {
+        let settled = |deep| {
             if let Some(existing) = self.part_meta(id, seq, part)? {
                 return Ok(Some(answer_existing_part(&existing, &sha1)));
             }
-            Ok(self.meta(id, seq)?.map(|sealed| answer_sealed_part(&sealed, part, &sha1)))
+            Ok(self.meta_at(id, seq, deep)?.map(|sealed| answer_sealed_part(&sealed, part, &sha1)))
         };
         if let Err(stored) = self.admit(id, seq, now_ms, settled)? {
             return Ok(stored);
@@ -302,7 +305,7 @@ impl<K: Kv + ?Sized> Streams<'_, K> {
     /// together they must fit the target duration. Then the segment is a segment like any other:
     /// tail hint, pages and lines, retention, exactly as after a whole-segment upload.
     pub fn commit(&self, id: &StreamId, seq: u64, count: u32, now_ms: i64) -> Result<Stored, PutError> {
-        let settled = || Ok(self.meta(id, seq)?.map(|existing| answer_existing_commit(&existing, count)));
+        let settled = |deep| Ok(self.meta_at(id, seq, deep)?.map(|existing| answer_existing_commit(&existing, count)));
         let head = match self.admit(id, seq, now_ms, settled)? {
             Ok(head) => head,
             Err(stored) => return Ok(stored),

@@ -14,6 +14,7 @@
 //! | `breaks/{id}` | JSON [`Breaks`] | never now: read only for streams stored before counts were carried |
 //! | `end/{id}` | JSON [`EndMarker`] | by `POST /ingest/{session}/end` |
 //! | `page/{id}/{n}` | JSON array of the 64 metas of seqs `64n..64n+63` | retention 0 only, once all 64 exist |
+//! | `metas/{id}/{n}` | JSON [`MetasBlock`]: the 8 metas of seqs `8n..8n+7` | sliding windows only, once all 8 have settled; their meta keys are deleted once it has shown |
 //! | `lines/{id}/{len}/{n}` | playlist lines of seqs `len*n..len*n+len-1` | retention 0 only |
 //! | `gap/{id}/{seq}` | JSON [`SegmentMeta`] with `gap: true` | by `POST …/{seq}/gap`, before the meta |
 //! | `due/{minute}/{shard}`, `sweep/next` | the sweep index ([`crate::sweep`]) | by uploads and the sweep |
@@ -26,7 +27,19 @@ use crate::kv::{get_json, Kv, KvError};
 use chalkstream_manifest::id::StreamId;
 use chalkstream_manifest::part::PartMeta;
 use chalkstream_manifest::playlist;
+use chalkstream_manifest::rules::Retention;
 use chalkstream_manifest::segment::{Breaks, EndMarker, HeadMark, SegmentMeta, StreamRecord, TailHint};
+use serde::{Deserialize, Serialize};
+
+/// The metas of seqs `8n..8n+7` of a sliding-window stream, once all have settled: what their
+/// meta keys said, kept in one value so the keys can go (a stream keeps about one key a segment).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MetasBlock {
+    /// When it was written (Unix ms): its metas' keys are deleted once it has shown to every
+    /// reader ([`super::ingest::SHOWN_WITHIN_MS`] later).
+    pub written_ms: i64,
+    pub metas: Vec<SegmentMeta>,
+}
 
 /// At most this many expired segments are deleted per request; the next request continues.
 pub(crate) const RETENTION_BATCH: usize = 64;
@@ -39,6 +52,8 @@ pub(super) const TAIL_PROBE: u64 = 256;
 pub const MAX_AHEAD: u64 = 64;
 /// Segments per page (`page/{id}/{n}`).
 pub(super) const PAGE_LEN: u64 = 64;
+/// Segments per metas block (`metas/{id}/{n}`, sliding windows).
+pub(super) const METAS_LEN: u64 = 8;
 /// Sizes of lines blocks, smallest first; each is [`LINES_FAN`] of the one before.
 pub(super) const LINES_LENS: [u64; 3] = [8, 64, 512];
 pub(super) const LINES_FAN: u64 = 8;
@@ -97,6 +112,10 @@ pub(super) fn page_key(id: &StreamId, page: u64) -> String {
     format!("page/{id}/{page}")
 }
 
+pub(super) fn metas_key(id: &StreamId, n: u64) -> String {
+    format!("metas/{id}/{n}")
+}
+
 pub(super) fn lines_key(id: &StreamId, len: u64, n: u64) -> String {
     format!("lines/{id}/{len}/{n}")
 }
@@ -131,6 +150,38 @@ impl<K: Kv + ?Sized> Streams<'_, K> {
             metas.len() as u64 == PAGE_LEN
                 && metas.iter().enumerate().all(|(i, m)| m.seq == number * PAGE_LEN + i as u64)
         }))
+    }
+
+    /// Metas block `n`, if stored and well-formed.
+    pub(super) fn metas_block(&self, id: &StreamId, n: u64) -> Result<Option<MetasBlock>, KvError> {
+        let block: Option<MetasBlock> = get_json(self.kv, &metas_key(id, n))?;
+        Ok(block.filter(|block| {
+            block.metas.len() as u64 == METAS_LEN
+                && block.metas.iter().enumerate().all(|(i, m)| m.seq == n * METAS_LEN + i as u64)
+        }))
+    }
+
+    /// The meta of `seq` wherever it is: its own key, or (a sliding window's segment whose
+    /// key went once its block had shown, `Streams::block_metas`) its metas block. One read
+    /// more than [`Streams::meta`] when the seq has no meta key, so only for readers of seqs
+    /// that may be old.
+    pub fn sealed_meta(&self, id: &StreamId, seq: u64) -> Result<Option<SegmentMeta>, KvError> {
+        if let Some(meta) = self.meta(id, seq)? {
+            return Ok(Some(meta));
+        }
+        if self.config.retention == Retention::Forever {
+            return Ok(None);
+        }
+        Ok(self.metas_block(id, seq / METAS_LEN)?.map(|mut block| block.metas.swap_remove((seq % METAS_LEN) as usize)))
+    }
+
+    /// [`Streams::meta`], or with `deep` [`Streams::sealed_meta`].
+    pub(super) fn meta_at(&self, id: &StreamId, seq: u64, deep: bool) -> Result<Option<SegmentMeta>, KvError> {
+        if deep {
+            self.sealed_meta(id, seq)
+        } else {
+            self.meta(id, seq)
+        }
     }
 
     /// Block `n` of `len` segments' lines, if stored and it checks out.

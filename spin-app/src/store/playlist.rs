@@ -91,7 +91,7 @@ impl<K: Kv + ?Sized> Streams<'_, K> {
                     let first = match kind {
                         PlaylistKind::Event => Some(None),
                         PlaylistKind::Sliding => self
-                            .meta(id, head)?
+                            .sealed_meta(id, head)?
                             .filter(|meta| !self.config.retention.is_expired(meta.stored_ms, now_ms))
                             .map(Some),
                     };

@@ -1,7 +1,7 @@
 //! Retention: expired segments (and those below every window) leave from the head, their
 //! discontinuity counts kept, the head written before anything is deleted.
 
-use super::layout::{dseq_key, gap_key, head_key, meta_key, part_meta_key, part_slice_key, segment_slice_key, RETENTION_BATCH};
+use super::layout::{dseq_key, gap_key, head_key, meta_key, metas_key, part_meta_key, part_slice_key, segment_slice_key, METAS_LEN, RETENTION_BATCH};
 use super::run::Source;
 use super::Streams;
 use crate::kv::{get_json, set_json, Kv, KvError};
@@ -88,6 +88,12 @@ impl<K: Kv + ?Sized> Streams<'_, K> {
             if i == 0 || expired[i - 1].seq + 1 != meta.seq {
                 self.kv.delete(&dseq_key(id, meta.seq))?;
             }
+        }
+        // Metas blocks (sliding windows) whose every seq went.
+        let mut blocks: Vec<u64> = expired.iter().map(|m| m.seq / METAS_LEN).filter(|b| (b + 1) * METAS_LEN <= new_head).collect();
+        blocks.dedup();
+        for block in blocks {
+            self.kv.delete(&metas_key(id, block))?;
         }
         // A slower request may have written an older head over ours while we deleted: the
         // hints would then point below segments that are gone, where a walk cannot tell a

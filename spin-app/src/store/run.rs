@@ -2,7 +2,7 @@
 //! moves, the sliding window and the `EVENT` run a playlist lists, discontinuity counts, the live
 //! edge of a v2 stream, and the keys a chunk streams.
 
-use super::layout::{dseq_key, part_slice_key, segment_slice_key, tail_key, LINES_LENS, PAGE_LEN, RETENTION_BATCH, TAIL_PROBE};
+use super::layout::{dseq_key, part_slice_key, segment_slice_key, tail_key, LINES_LENS, METAS_LEN, PAGE_LEN, RETENTION_BATCH, TAIL_PROBE};
 use super::Streams;
 use crate::kv::{get_json, set_json, Kv, KvError};
 use chalkstream_manifest::id::StreamId;
@@ -12,25 +12,48 @@ use chalkstream_manifest::rules::{self, Retention};
 use chalkstream_manifest::segment::{SegmentMeta, StreamRecord, TailHint, PART_LEN};
 use chalkstream_manifest::window::{self, Extent, LinesSource, MetaSource, Piece, State, StreamView};
 
-/// Reads metas for the window walk; with pages on, from the page holding the seq when it exists.
+/// Reads metas for the window walk; with pages on, from the page holding the seq when it exists;
+/// with blocks on, from the metas block holding it where its own key is gone.
 pub(super) struct Source<'s, 'a, K: Kv + ?Sized> {
     streams: &'s Streams<'a, K>,
     id: &'s StreamId,
     pages: bool,
     /// The last page looked up: its number and, if stored, its metas.
     page: Option<(u64, Option<Vec<SegmentMeta>>)>,
+    blocks: bool,
+    /// The last metas block looked up: its number and, if stored, its metas.
+    block: Option<(u64, Option<Vec<SegmentMeta>>)>,
+    /// A block was found: seqs further from the live edge are most likely in blocks too, so
+    /// their block is read first (one read for eight metas instead of a miss and a block).
+    in_blocks: bool,
 }
 
 impl<'s, 'a, K: Kv + ?Sized> Source<'s, 'a, K> {
-    /// Metas from pages where a page can exist (retention 0), else one by one.
+    /// Metas from pages where a page can exist (retention 0), else one by one, from metas
+    /// blocks where their keys are gone (sliding windows).
     pub(super) fn new(streams: &'s Streams<'a, K>, id: &'s StreamId) -> Self {
         let pages = streams.config.retention == Retention::Forever;
-        Source { streams, id, pages, page: None }
+        Source { streams, id, pages, page: None, blocks: !pages, block: None, in_blocks: false }
     }
 
-    /// Metas one by one: for probes past the tail, where no page is complete yet.
+    /// Metas one by one: for probes past the tail, where no page or block is complete yet.
     pub(super) fn plain(streams: &'s Streams<'a, K>, id: &'s StreamId) -> Self {
-        Source { streams, id, pages: false, page: None }
+        Source { streams, id, pages: false, page: None, blocks: false, block: None, in_blocks: false }
+    }
+
+    /// `seq`'s meta from its metas block, reading the block unless it is the one read last.
+    fn from_block(&mut self, seq: u64) -> Result<Option<SegmentMeta>, KvError> {
+        let number = seq / METAS_LEN;
+        if self.block.as_ref().is_none_or(|(n, _)| *n != number) {
+            let block = self.streams.metas_block(self.id, number)?.map(|b| b.metas);
+            self.block = Some((number, block));
+        }
+        let found = match &self.block {
+            Some((_, Some(metas))) => Some(metas[(seq % METAS_LEN) as usize].clone()),
+            _ => None,
+        };
+        self.in_blocks |= found.is_some();
+        Ok(found)
     }
 }
 
@@ -47,7 +70,22 @@ impl<K: Kv + ?Sized> MetaSource for Source<'_, '_, K> {
                 return Ok(Some(metas[(seq % PAGE_LEN) as usize].clone()));
             }
         }
-        self.streams.meta(self.id, seq)
+        if !self.blocks {
+            return self.streams.meta(self.id, seq);
+        }
+        let cached = self.block.as_ref().is_some_and(|(n, _)| *n == seq / METAS_LEN);
+        if cached || self.in_blocks {
+            if let Some(meta) = self.from_block(seq)? {
+                return Ok(Some(meta));
+            }
+        }
+        if let Some(meta) = self.streams.meta(self.id, seq)? {
+            return Ok(Some(meta));
+        }
+        if cached || self.in_blocks {
+            return Ok(None);
+        }
+        self.from_block(seq)
     }
     fn head(&mut self) -> Result<u64, KvError> {
         self.streams.head(self.id)
@@ -160,8 +198,11 @@ impl<K: Kv + ?Sized> Streams<'_, K> {
         if let Some(count) = get_json(self.kv, &dseq_key(id, seq))? {
             return Ok(Some(count));
         }
-        if self.meta(id, seq)?.is_none() {
+        let Some(meta) = self.sealed_meta(id, seq)? else {
             return Ok(None);
+        };
+        if let Some(count) = meta.disc_seq {
+            return Ok(Some(count));
         }
         // A stream stored before metas carried counts: its shared list, as it always was.
         Ok(Some(self.breaks(id)?.count_before(seq)))
@@ -278,7 +319,7 @@ impl<K: Kv + ?Sized> Streams<'_, K> {
 
     /// The stored segment `seq` and where its bytes are; `None` when missing or expired.
     pub fn chunk(&self, id: &StreamId, seq: u64, now_ms: i64) -> Result<Option<(SegmentMeta, Media)>, KvError> {
-        let Some(meta) = self.meta(id, seq)? else {
+        let Some(meta) = self.sealed_meta(id, seq)? else {
             return Ok(None);
         };
         if self.config.retention.is_expired(meta.stored_ms, now_ms) {
@@ -319,7 +360,7 @@ impl<K: Kv + ?Sized> Streams<'_, K> {
         if let Some(found) = self.part_chunk(id, seq, part, now_ms)? {
             return Ok(Some(found));
         }
-        let Some(sealed) = self.meta(id, seq)? else {
+        let Some(sealed) = self.sealed_meta(id, seq)? else {
             return Ok(None);
         };
         let Some(listed) = sealed.ll_parts.get(part as usize) else {

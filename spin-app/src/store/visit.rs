@@ -48,7 +48,7 @@ impl<K: Kv + ?Sized> Streams<'_, K> {
             return Ok((Visit::More, deleted));
         }
         let start = head.max(self.tail(id)?);
-        if self.meta(id, start)?.is_some() || self.meta(id, head)?.is_some() {
+        if self.meta(id, start)?.is_some() || self.sealed_meta(id, head)?.is_some() {
             // Something retention's walk did not reach this time: look again in a minute.
             return Ok((Visit::Holds { newest_ms: now_ms }, deleted));
         }
