@@ -39,7 +39,7 @@ impl<'a, K: Kv + ?Sized> Streams<'a, K> {
     /// the tail hint it left: one stream keeps about one key a segment, its body, instead of two.
     ///
     /// - The block that ends just below `tail` is written once all eight metas are stored and
-    ///   the newest was stored [`SHOWN_WITHIN_MS`] ago: a meta is immutable once it has shown
+    ///   each was stored [`SHOWN_WITHIN_MS`] ago: a meta is immutable once it has shown
     ///   (a gap's handshake replaces one only before it is acknowledged), so racing writers
     ///   write the same bytes. Checked by each commit until written (one read once it is).
     /// - The meta keys of the block [`UNKEY_BEHIND`] seqs back are deleted once it was written
@@ -82,8 +82,9 @@ impl<'a, K: Kv + ?Sized> Streams<'a, K> {
         let mut metas = Vec::with_capacity(METAS_LEN as usize);
         for seq in first..=last {
             match self.meta(id, seq)? {
-                Some(meta) => metas.push(meta),
-                None => return Ok(()),
+                // Each one settled (one stored out of order may be younger than the newest).
+                Some(meta) if now_ms - meta.stored_ms >= SHOWN_WITHIN_MS => metas.push(meta),
+                _ => return Ok(()),
             }
         }
         set_json(self.kv, &key, &MetasBlock { written_ms: now_ms, metas })?;
