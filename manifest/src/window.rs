@@ -154,6 +154,13 @@ pub struct WindowRun {
     /// the count before `seq` (kept by retention, or of a stream stored before counts existed)
     /// plus `flags`, the discontinuities from `seq` up to the first listed one.
     pub count_from: Option<(u64, u64)>,
+    /// Every seq below this one is below every window from now on, expired or not, so
+    /// retention may delete it: the first listed seq when the walk stopped at an expired
+    /// segment's look-back or at the count cap (both decided by time and by the end of the run,
+    /// which only move forward), else 0. Not when it stopped at a missing meta: on a store that
+    /// shows writes out of order, that may be one that has not shown yet, below which
+    /// acknowledged segments are listed again once it does.
+    pub floor: u64,
 }
 
 /// The unbroken run of stored metas from `start`, oldest first, at most `limit` of them: the
@@ -245,6 +252,7 @@ pub fn walk_window<S: MetaSource>(
         }
         run.push(meta);
     }
+    let capped = run.len() >= MAX_WINDOW_SEGMENTS;
     let keep = run.iter().rposition(|m| !retention.is_expired(m.stored_ms, now_ms)).map_or(0, |i| i + 1);
     let mut stopped_at = run.get(keep).cloned().or(below);
     run.truncate(keep);
@@ -278,7 +286,8 @@ pub fn walk_window<S: MetaSource>(
             }
         }
     }
-    Ok(WindowRun { live, count_from })
+    let floor = if newest_expired.is_some() || capped { live.first().map_or(0, |m| m.seq) } else { 0 };
+    Ok(WindowRun { live, count_from, floor })
 }
 
 /// Read access to stored segment lines, for walking an `EVENT` playlist a page at a time.

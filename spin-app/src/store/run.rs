@@ -268,7 +268,7 @@ impl<K: Kv + ?Sized> Streams<'_, K> {
         let run = window::walk_window(&mut Source::new(self, id), head, tail, self.config.retention, now_ms)?;
         // Then one retention batch below the window's start (or of expired segments, when
         // nothing is listed).
-        self.retain_from(id, head, tail, now_ms, run.live.first().map_or(0, |m| m.seq))?;
+        self.retain_from(id, head, tail, now_ms, run.floor)?;
         let disc_seq = match (run.live.first(), run.count_from) {
             (None, _) => 0,
             (Some(first), None) => match self.disc_seq_at(id, first.seq, Some(first))? {
