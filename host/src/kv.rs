@@ -16,11 +16,16 @@
 //! none, but Fermyon Cloud caps a store at 1,024 keys, 1 MB values and 255-byte keys, so an
 //! app can be tested against that envelope here. A `set` past a limit writes nothing and fails
 //! with the WIT's `other(..)` error naming the limit, as a platform's store refuses it.
+//!
+//! With `CHALKSTREAM_KV_LAG_MS=N` (tests only, [`crate::lag`]) every store behaves like an
+//! eventually consistent one: a request reads its own writes at once (its [`crate::lag::Overlay`]) and
+//! everyone else's once the backend has them, `N` ms after they were made, in the order they
+//! were made ([`Stores::apply_lagged`] writes them). Unset, nothing of it runs.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use redis::aio::ConnectionManager;
 use rusqlite::{Connection, OptionalExtension};
@@ -28,6 +33,7 @@ use tokio::sync::OnceCell;
 use wasmtime::component::Resource;
 
 use crate::bindings::fermyon::spin::key_value::{Error as WitError, Host, HostStore};
+use crate::lag::{Lag, Pending};
 use crate::runtime_config::StoreConfig;
 use crate::State;
 
@@ -121,6 +127,13 @@ pub struct KvStore {
 pub struct Stores {
     by_label: HashMap<String, Backend>,
     limits: Limits,
+    /// The replicated mode (`CHALKSTREAM_KV_LAG_MS`): writes wait here until they are due.
+    lag: Option<Arc<Lag>>,
+    /// The replicated mode: held while due writes move from the queue to the backend (so the
+    /// applier and a shutdown's flush never write out of order), and, under a key limit, while a
+    /// `set` counts keys and queues its write, so a count never sees a write in both places or
+    /// in neither.
+    counting: tokio::sync::Mutex<()>,
 }
 
 impl Stores {
@@ -142,7 +155,103 @@ impl Stores {
             };
             by_label.insert(label.clone(), backend);
         }
-        Ok(Stores { by_label, limits })
+        Ok(Stores { by_label, limits, lag: None, counting: tokio::sync::Mutex::new(()) })
+    }
+
+    /// Turns the replicated mode on (`Some`): reads see other requests' writes `lag.delay()`
+    /// late. The caller runs [`Stores::apply_lagged`].
+    pub fn with_lag(mut self, lag: Option<Lag>) -> Stores {
+        self.lag = lag.map(Arc::new);
+        self
+    }
+
+    pub fn is_lagged(&self) -> bool {
+        self.lag.is_some()
+    }
+
+    /// The applier of the replicated mode: writes each queued write to its backend once it is
+    /// due, in the order the writes were made. Runs for ever (returns at once without a lag).
+    pub async fn apply_lagged(self: Arc<Self>) {
+        let Some(lag) = self.lag.clone() else {
+            return;
+        };
+        loop {
+            match lag.next_due() {
+                Some(due) if due > Instant::now() => tokio::time::sleep_until(due.into()).await,
+                Some(_) => {}
+                None => tokio::time::sleep(Duration::from_millis(5)).await,
+            }
+            self.apply_due(&lag, Instant::now()).await;
+        }
+    }
+
+    /// Writes every queued write to the backend now, due or not: a clean shutdown loses none.
+    pub async fn flush_lagged(&self) {
+        if let Some(lag) = &self.lag {
+            let pending = lag.pending();
+            self.apply_due(lag, Instant::now() + lag.delay() + Duration::from_secs(3600)).await;
+            if pending > 0 {
+                eprintln!("chalkstream-host: applied {pending} lagged key-value writes before exiting");
+            }
+        }
+    }
+
+    async fn apply_due(&self, lag: &Lag, now: Instant) {
+        let _counting = self.counting.lock().await;
+        for pending in lag.take_due(now) {
+            self.apply(pending).await;
+        }
+    }
+
+    /// One queued write, to its backend. Its limits were checked when it was made (and it was
+    /// acknowledged to the component then), so none is checked again: refusing it now would
+    /// lose a write the component was told had succeeded. A backend error is retried for about
+    /// ten seconds, then the write is given up, loudly.
+    async fn apply(&self, Pending { label, key, value, .. }: Pending) {
+        let Some(backend) = self.by_label.get(&label) else {
+            return;
+        };
+        for attempt in 0.. {
+            let written = match &value {
+                Some(value) => backend.set(label.clone(), key.clone(), value.clone(), Limits::default()).await,
+                None => backend.delete(label.clone(), key.clone()).await,
+            };
+            match written {
+                Ok(()) => return,
+                Err(e) if attempt < 500 => {
+                    if attempt == 0 {
+                        eprintln!("chalkstream-host: lagged write of {key:?} to store {label:?} failed ({e:?}); retrying");
+                    }
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                Err(e) => {
+                    eprintln!("chalkstream-host: lagged write of {key:?} to store {label:?} lost: {e:?}");
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Whether a `set` of `key` fits the key limit `max` in the replicated mode, counting the
+    /// store as it will be once this host's queued writes are applied: the backend's keys, plus
+    /// the keys queued writes add, minus those they delete. Called with `counting` held, and the
+    /// write is queued before it is released, so racing requests on this host never overshoot.
+    ///
+    /// The approximation: another host on the same store queues its writes in its own memory,
+    /// so until they reach the backend (one lag) this host does not count them. Two hosts can
+    /// therefore together pass the limit by the new keys the other one queued within the last
+    /// lag, and the applier then writes them anyway (a write is never refused after it was
+    /// acknowledged). One host alone keeps the limit exactly.
+    async fn lagged_has_room(&self, lag: &Lag, backend: &Backend, label: &str, key: &str, max: u64) -> Result<bool, WitError> {
+        let pending = lag.pending_in(label);
+        let queued = pending.get(key).copied();
+        if queued == Some(true) {
+            return Ok(true); // an overwrite of a key a queued write sets
+        }
+        let (count, in_backend) = backend.count_after(label.to_owned(), key.to_owned(), pending.into_iter().collect()).await?;
+        // A key a queued write deletes is new again.
+        let exists = in_backend && queued.is_none();
+        Ok(exists || count < max)
     }
 
     pub fn is_defined(&self, label: &str) -> bool {
@@ -156,6 +265,14 @@ impl Stores {
         lines.sort();
         if self.limits != Limits::default() {
             lines.push(format!("key-value limits: {}", self.limits.summary()));
+        }
+        if let Some(lag) = &self.lag {
+            lines.push(format!(
+                "key-value lag: a request sees other requests' writes {} ms late ({}; tests only: writes \
+                 still queued when the host is killed are lost)",
+                lag.delay().as_millis(),
+                crate::lag::LAG_ENV
+            ));
         }
         lines
     }
@@ -300,6 +417,49 @@ impl Backend {
             Backend::Redis(redis) => redis.query(redis::cmd("KEYS").arg("*")).await,
         }
     }
+
+    /// For the replicated mode's key limit: how many keys store `label` will hold once
+    /// `pending` (key, `true` set / `false` delete) is applied, and whether `key` is in the
+    /// backend now. One SQLite call, or one Redis script: a consistent view.
+    async fn count_after(&self, label: String, key: String, pending: Vec<(String, bool)>) -> Result<(u64, bool), WitError> {
+        match self {
+            Backend::Sqlite(db) => {
+                db.run(move |c| {
+                    let mut count: i64 =
+                        c.prepare_cached("SELECT count(*) FROM spin_key_value WHERE store = ?1")?.query_row([&label], |row| row.get(0))?;
+                    let mut exists = c.prepare_cached("SELECT 1 FROM spin_key_value WHERE store = ?1 AND key = ?2")?;
+                    for (pending_key, set) in &pending {
+                        match (exists.exists((&label, pending_key))?, set) {
+                            (false, true) => count += 1,
+                            (true, false) => count -= 1,
+                            _ => {}
+                        }
+                    }
+                    Ok((count.max(0) as u64, exists.exists((&label, &key))?))
+                })
+                .await
+            }
+            Backend::Redis(redis) => {
+                // DBSIZE, as `set` counts the Redis store: the whole database.
+                const COUNT_AFTER: &str = "local n = redis.call('DBSIZE') \
+                     for i = 2, #KEYS do \
+                       local e = redis.call('EXISTS', KEYS[i]) \
+                       if ARGV[i - 1] == '1' and e == 0 then n = n + 1 elseif ARGV[i - 1] == '0' and e == 1 then n = n - 1 end \
+                     end \
+                     return {n, redis.call('EXISTS', KEYS[1])}";
+                let mut cmd = redis::cmd("EVAL");
+                cmd.arg(COUNT_AFTER).arg(1 + pending.len()).arg(&key);
+                for (pending_key, _) in &pending {
+                    cmd.arg(pending_key);
+                }
+                for (_, set) in &pending {
+                    cmd.arg(if *set { "1" } else { "0" });
+                }
+                let (count, exists): (i64, i64) = redis.query(&cmd).await?;
+                Ok((count.max(0) as u64, exists == 1))
+            }
+        }
+    }
 }
 
 /// A SQLite database (a file, or in memory). One connection behind a
@@ -424,6 +584,11 @@ impl HostStore for State {
         self.kv_reads += 1;
         let store = self.table.get(&store)?;
         let (label, backend) = (store.label.clone(), store.backend.clone());
+        if self.kv.lag.is_some() {
+            if let Some(value) = self.overlay.read(&label, &key) {
+                return Ok(Ok(value));
+            }
+        }
         Ok(backend.get(label, key).await)
     }
 
@@ -431,27 +596,78 @@ impl HostStore for State {
         self.kv_writes += 1;
         let store = self.table.get(&store)?;
         let (label, backend) = (store.label.clone(), store.backend.clone());
-        Ok(backend.set(label, key, value, self.kv.limits).await)
+        let (stores, limits) = (self.kv.clone(), self.kv.limits);
+        let Some(lag) = &stores.lag else {
+            return Ok(backend.set(label, key, value, limits).await);
+        };
+        // The replicated mode: the same limits, checked now (the write is acknowledged now),
+        // then the write queued; this request reads it back at once from its overlay.
+        if let Err(e) = limits.check_sizes(&key, &value) {
+            return Ok(Err(e));
+        }
+        match limits.keys {
+            None => lag.write(&mut self.overlay, &label, &key, Some(value)),
+            Some(max) => {
+                let _counting = stores.counting.lock().await;
+                match stores.lagged_has_room(lag, &backend, &label, &key, max).await {
+                    Ok(true) => lag.write(&mut self.overlay, &label, &key, Some(value)),
+                    Ok(false) => return Ok(Err(store_full(max))),
+                    Err(e) => return Ok(Err(e)),
+                }
+            }
+        }
+        Ok(Ok(()))
     }
 
     async fn delete(&mut self, store: Resource<KvStore>, key: String) -> wasmtime::Result<Result<(), WitError>> {
         self.kv_writes += 1;
         let store = self.table.get(&store)?;
         let (label, backend) = (store.label.clone(), store.backend.clone());
-        Ok(backend.delete(label, key).await)
+        let stores = self.kv.clone();
+        let Some(lag) = &stores.lag else {
+            return Ok(backend.delete(label, key).await);
+        };
+        // Queued like a set (under `counting` with a key limit, so a count sees it in the queue
+        // or in the backend, never in neither).
+        let _counting = match stores.limits.keys {
+            Some(_) => Some(stores.counting.lock().await),
+            None => None,
+        };
+        lag.write(&mut self.overlay, &label, &key, None);
+        Ok(Ok(()))
     }
 
     async fn exists(&mut self, store: Resource<KvStore>, key: String) -> wasmtime::Result<Result<bool, WitError>> {
         self.kv_reads += 1;
         let store = self.table.get(&store)?;
         let (label, backend) = (store.label.clone(), store.backend.clone());
+        if self.kv.lag.is_some() {
+            if let Some(value) = self.overlay.read(&label, &key) {
+                return Ok(Ok(value.is_some()));
+            }
+        }
         Ok(backend.exists(label, key).await)
     }
 
     async fn get_keys(&mut self, store: Resource<KvStore>) -> wasmtime::Result<Result<Vec<String>, WitError>> {
         let store = self.table.get(&store)?;
         let (label, backend) = (store.label.clone(), store.backend.clone());
-        Ok(backend.get_keys(label).await)
+        let keys = backend.get_keys(label.clone()).await;
+        if self.kv.lag.is_none() {
+            return Ok(keys);
+        }
+        // The backend's keys as this request sees them: its own sets added, its deletes gone.
+        Ok(keys.map(|keys| {
+            let mut keys: std::collections::BTreeSet<String> = keys.into_iter().collect();
+            for (key, set) in self.overlay.keys(&label) {
+                if set {
+                    keys.insert(key.to_owned());
+                } else {
+                    keys.remove(key);
+                }
+            }
+            keys.into_iter().collect()
+        }))
     }
 
     async fn drop(&mut self, store: Resource<KvStore>) -> wasmtime::Result<()> {
@@ -510,5 +726,42 @@ mod tests {
         for n in 0..10 {
             db.set("default".into(), format!("k{n}"), vec![0; 100], Limits::default()).await.unwrap();
         }
+    }
+
+    /// The replicated mode under a key limit counts the backend plus the queued writes: a queued
+    /// set takes a key, a queued delete frees one, and the applier writes what was queued.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn lagged_key_count_sees_the_backend_plus_the_queued_writes() {
+        let db = Backend::Sqlite(SqliteKv::open(None).unwrap());
+        let limits = Limits { keys: Some(2), ..Limits::default() };
+        let stores = Stores {
+            by_label: HashMap::from([("default".to_owned(), db.clone()), ("other".to_owned(), db.clone())]),
+            limits,
+            lag: None,
+            counting: tokio::sync::Mutex::new(()),
+        }
+        .with_lag(Some(Lag::new(Duration::from_secs(60))));
+        let lag = stores.lag.clone().unwrap();
+        let room = |key: &'static str| stores.lagged_has_room(&lag, &db, "default", key, 2);
+        let mut overlay = crate::lag::Overlay::new();
+        db.set("default".into(), "a".into(), b"1".to_vec(), limits).await.unwrap();
+        assert!(room("b").await.unwrap(), "one key of two");
+        lag.write(&mut overlay, "default", "b", Some(b"1".to_vec()));
+        assert!(!room("c").await.unwrap(), "a in the backend and b queued: full");
+        assert!(room("a").await.unwrap() && room("b").await.unwrap(), "overwrites");
+        // Another store's queued writes count there only.
+        lag.write(&mut overlay, "other", "x", Some(b"1".to_vec()));
+        lag.write(&mut overlay, "default", "a", None);
+        assert!(room("c").await.unwrap(), "a's delete is queued: room for one");
+        assert!(room("a").await.unwrap(), "a is new again, and fits");
+        lag.write(&mut overlay, "default", "c", Some(b"1".to_vec()));
+        assert!(!room("a").await.unwrap(), "b and c queued: full");
+        stores.flush_lagged().await;
+        assert_eq!(lag.pending(), 0);
+        let mut keys = db.get_keys("default".into()).await.unwrap();
+        keys.sort();
+        assert_eq!(keys, ["b", "c"]);
+        assert_eq!(db.get_keys("other".into()).await.unwrap(), ["x"]);
+        assert!(!room("d").await.unwrap(), "b and c in the backend: full");
     }
 }

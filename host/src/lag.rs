@@ -11,16 +11,18 @@
 //! component's `get`/`set`/`delete` through it and runs one task that writes due entries to the
 //! backend ([`Lag::take_due`]).
 //!
-//! The hook (in `kv.rs`, `main.rs`):
+//! How the host uses it (`kv.rs`, `main.rs`):
 //!
-//! - `main.rs`: `mod lag;`; `let lag = lag::Lag::from_env()?` at start-up, kept as
-//!   `Option<Arc<Lag>>` next to `Stores`; when set, spawn the applier: loop { sleep until
+//! - `main.rs`: `lag::Lag::from_env()` at start-up, kept as `Option<Arc<Lag>>` in `kv::Stores`;
+//!   when set, it spawns the applier (`Stores::apply_lagged`): loop { sleep until
 //!   `lag.next_due()` (or 5 ms); for each `(label, key, value)` of `lag.take_due(Instant::now())`
-//!   call the backend's `set` (`Some`) or `delete` (`None`) }.
+//!   call the backend's `set` (`Some`) or `delete` (`None`) }, and on SIGINT/SIGTERM writes
+//!   what is still queued (`Stores::flush_lagged`).
 //! - the per-request `State`: one `lag::Overlay` (a new one per request, like the instance).
-//! - `HostStore::get`: `if let Some(value) = state.overlay.read(&label, &key) { return value }`,
+//! - `HostStore::get` (and `exists`): `if let Some(value) = state.overlay.read(&label, &key) { return value }`,
 //!   else the backend's `get`.
-//! - `HostStore::set` / `delete`: the limit checks as now (value size, key count), then
+//! - `HostStore::set` / `delete`: the limit checks (value size; the key count sees the backend
+//!   plus the writes still queued, [`Lag::pending_in`]), then
 //!   `lag.write(&mut state.overlay, label, key, Some(value) / None)` instead of the backend call.
 //! - `get_keys`: the backend's, then the overlay's keys added and deleted ones removed.
 
@@ -102,6 +104,18 @@ impl Lag {
         self.lock().len()
     }
 
+    /// What the writes still queued for store `label` will leave, key by key: `true` for a key
+    /// the last queued write sets, `false` for one it deletes. For the key count of
+    /// `--kv-limits`, which must see the store as the backend plus these writes.
+    pub fn pending_in(&self, label: &str) -> HashMap<String, bool> {
+        let queue = self.lock();
+        let mut last = HashMap::new();
+        for p in queue.iter().filter(|p| p.label == label) {
+            last.insert(p.key.clone(), p.value.is_some());
+        }
+        last
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, VecDeque<Pending>> {
         self.queue.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
@@ -176,5 +190,22 @@ mod tests {
         assert_eq!(read(&b, &backend, "j").as_deref(), Some(&b"2"[..]));
         assert_eq!(lag.next_due(), None);
         assert_eq!(c.keys("default").collect::<Vec<_>>(), vec![("k", false)]);
+    }
+
+    #[test]
+    fn pending_in_is_the_last_queued_write_of_each_key_of_one_store() {
+        let lag = Lag::new(Duration::from_millis(200));
+        let t0 = Instant::now();
+        let mut a = Overlay::new();
+        lag.write_at(&mut a, "default", "k", Some(b"1".to_vec()), t0);
+        lag.write_at(&mut a, "default", "j", None, t0);
+        lag.write_at(&mut a, "other", "m", Some(b"1".to_vec()), t0);
+        lag.write_at(&mut a, "default", "k", None, t0 + Duration::from_millis(1));
+        lag.write_at(&mut a, "default", "j", Some(b"2".to_vec()), t0 + Duration::from_millis(1));
+        let pending = lag.pending_in("default");
+        assert_eq!(pending, HashMap::from([("k".to_owned(), false), ("j".to_owned(), true)]));
+        assert_eq!(lag.pending_in("other"), HashMap::from([("m".to_owned(), true)]));
+        lag.take_due(t0 + Duration::from_secs(1));
+        assert!(lag.pending_in("default").is_empty());
     }
 }

@@ -36,6 +36,7 @@
 //! deployed.
 
 mod kv;
+mod lag;
 mod manifest;
 mod routes;
 mod runtime_config;
@@ -107,7 +108,10 @@ Spin variables come from SPIN_VARIABLE_<NAME> environment variables, else their
 defaults in spin.toml. When ready, prints `chalkstream-host: listening on
 http://IP:PORT` on stdout; one line per request goes to stderr. Stops on
 SIGINT or SIGTERM. With CHALKSTREAM_COUNT_KV set, each request's key-value reads and
-writes (its work after the response included) follow as one more stderr line.";
+writes (its work after the response included) follow as one more stderr line.
+CHALKSTREAM_KV_LAG_MS=N (tests only) makes every store eventually consistent: a request
+reads its own writes at once and other requests' (on any host sharing the store) N ms
+late, in the order they were made; writes still queued when the host is killed are lost.";
 
 /// Per-request store data: WASI, wasi-http and the Spin host state.
 pub struct State {
@@ -123,6 +127,9 @@ pub struct State {
     /// when `CHALKSTREAM_COUNT_KV` is set (issue 11's bounds, checked over HTTP).
     kv_reads: u64,
     kv_writes: u64,
+    /// This request's own writes in the replicated mode (`CHALKSTREAM_KV_LAG_MS`), which it reads
+    /// back at once while everyone else sees them late; unused otherwise.
+    overlay: lag::Overlay,
 }
 
 impl WasiView for State {
@@ -250,11 +257,12 @@ fn run() -> anyhow::Result<()> {
     };
     let app_dir = options.spin_toml.parent().unwrap_or(std::path::Path::new("."));
     let store_configs = runtime_config::resolve_stores(runtime_config.as_ref(), options.state_dir.as_deref(), app_dir);
-    let stores = kv::Stores::open(&store_configs, options.kv_limits)?;
+    let lag = lag::Lag::from_env().map_err(anyhow::Error::msg)?;
+    let stores = Arc::new(kv::Stores::open(&store_configs, options.kv_limits)?.with_lag(lag));
     for line in stores.summary() {
         eprintln!("chalkstream-host: {line}");
     }
-    let host = server::Host::new(&app, variables, stores, options.serving)?;
+    let host = server::Host::new(&app, variables, stores.clone(), options.serving)?;
 
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     runtime.block_on(async move {
@@ -266,7 +274,12 @@ fn run() -> anyhow::Result<()> {
         writeln!(stdout, "chalkstream-host: listening on http://{addr}")?;
         stdout.flush()?;
         drop(stdout);
-        Arc::new(host).serve(listener).await
+        if stores.is_lagged() {
+            tokio::spawn(stores.clone().apply_lagged());
+        }
+        let served = Arc::new(host).serve(listener).await;
+        stores.flush_lagged().await;
+        served
     })?;
     // Connections still open are dropped with the runtime.
     runtime.shutdown_timeout(std::time::Duration::from_secs(1));

@@ -123,7 +123,7 @@ pub struct Host {
 
 impl Host {
     /// Compiles every component a route names (once, at startup).
-    pub fn new(app: &App, mut variables: Resolved, kv: Stores, serving: Serving) -> anyhow::Result<Host> {
+    pub fn new(app: &App, mut variables: Resolved, kv: Arc<Stores>, serving: Serving) -> anyhow::Result<Host> {
         let engine = engine()?;
         let mut linker = Linker::<State>::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
@@ -172,7 +172,7 @@ impl Host {
             };
             components.insert(trigger.component.clone(), loaded);
         }
-        Ok(Host { engine, router: Router::new(routes), components, kv: Arc::new(kv), serving })
+        Ok(Host { engine, router: Router::new(routes), components, kv, serving })
     }
 
     /// Accepts connections until SIGINT or SIGTERM, at most `max_connections` at once.
@@ -282,6 +282,7 @@ impl Host {
             component_id: loaded.id.clone(),
             kv_reads: 0,
             kv_writes: 0,
+            overlay: crate::lag::Overlay::new(),
         };
         // The session id in an ingest path is a secret: the line names the redacted path.
         let count = std::env::var_os("CHALKSTREAM_COUNT_KV").map(|_| format!("{} {}", req.method(), redact_target(req.uri())));
