@@ -16,23 +16,6 @@ use std::time::Duration;
 use common::ll_check::{self, LlPlaylist};
 use common::*;
 
-/// The part target for [`media_parts`]: its longest part, so every part but a segment's last
-/// lasts at least 85 % of it.
-fn part_target() -> String {
-    let ms = media_parts().iter().flat_map(|s| s.durations_ms.iter().copied()).max().unwrap();
-    format!("{}.{:03}", ms / 1000, ms % 1000)
-}
-
-fn secs(ms: u64) -> String {
-    format!("{}.{:03}", ms / 1000, ms % 1000)
-}
-
-/// Uploads part `part` of media segment `seq` (media repeats past its end).
-fn upload_part(host: &Host, session: &str, seq: u64, part: usize) -> Resp {
-    let m = &media_parts()[seq as usize % media_parts().len()];
-    host.upload_part(session, seq, part as u32, &secs(m.durations_ms[part]), &part_target(), "1", &m.parts[part])
-}
-
 /// Uploads and seals segments `from..to`.
 fn upload_segments(host: &Host, session: &str, from: u64, to: u64) {
     for seq in from..to {

@@ -12,7 +12,6 @@
 
 mod common;
 
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::thread;
@@ -35,59 +34,6 @@ const AFTER_LAST_KILL: u64 = 10;
 // ---------------------------------------------------------------------------------------------
 // The setting: a store, two instances, a broadcast
 // ---------------------------------------------------------------------------------------------
-
-/// A runtime config file in a directory of its own, and the Redis server it may name.
-struct SharedStore {
-    dir: tempfile::TempDir,
-    config: PathBuf,
-    redis: Option<RedisServer>,
-}
-
-impl SharedStore {
-    fn redis() -> SharedStore {
-        let redis = RedisServer::start();
-        let dir = tempdir("chalkstream-scale-");
-        let toml = format!("[key_value_store.default]\ntype = \"redis\"\nurl = \"{}\"\n", redis.url());
-        let config = write_runtime_config(dir.path(), "runtime-config.toml", &toml);
-        SharedStore { dir, config, redis: Some(redis) }
-    }
-
-    /// SQLite at `shared/kv.db`, relative to the runtime config file as Spin resolves it.
-    fn sqlite() -> SharedStore {
-        let dir = tempdir("chalkstream-scale-");
-        let toml = "[key_value_store.default]\ntype = \"spin\"\npath = \"shared/kv.db\"\n";
-        let config = write_runtime_config(dir.path(), "runtime-config.toml", toml);
-        SharedStore { dir, config, redis: None }
-    }
-
-    fn sqlite_file(&self) -> PathBuf {
-        self.dir.path().join("shared/kv.db")
-    }
-
-    /// Two hosts on this store, started side by side (each compiles the component).
-    fn start_pair(&self) -> (Host, Host) {
-        thread::scope(|s| {
-            let a = s.spawn(|| self.start());
-            let b = s.spawn(|| self.start());
-            (a.join().unwrap(), b.join().unwrap())
-        })
-    }
-
-    /// One host on this store, which says where the store is.
-    fn start(&self) -> Host {
-        let host = Host::with_args(&[], &["--runtime-config-file", self.config.to_str().unwrap()]);
-        let expect = match &self.redis {
-            Some(redis) => format!("key-value store \"default\": Redis at {}", redis.url().trim_start_matches("redis://")),
-            None => format!("key-value store \"default\": SQLite {}", self.sqlite_file().display()),
-        };
-        assert!(host.log().contains(&expect), "the host does not say `{expect}`:\n{}", host.log());
-        host
-    }
-}
-
-fn tempdir(prefix: &str) -> tempfile::TempDir {
-    tempfile::Builder::new().prefix(prefix).tempdir().expect("temp dir")
-}
 
 /// One broadcast: a session, and for every seq its body (real H.264/AAC MPEG-TS from ffmpeg,
 /// cycled), duration and capture time.

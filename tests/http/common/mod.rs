@@ -764,6 +764,25 @@ fn make_media_parts() -> Vec<PartedSegment> {
     segments
 }
 
+/// The part target for [`media_parts`]: its longest part, so every part but a segment's last
+/// lasts at least 85 % of it.
+pub fn part_target() -> String {
+    let ms = media_parts().iter().flat_map(|s| s.durations_ms.iter().copied()).max().unwrap();
+    format!("{}.{:03}", ms / 1000, ms % 1000)
+}
+
+/// Whole milliseconds as a header's decimal seconds (`1.250`).
+pub fn secs(ms: u64) -> String {
+    format!("{}.{:03}", ms / 1000, ms % 1000)
+}
+
+/// Uploads part `part` of [`media_parts`] segment `seq` (media repeats past its end) with the
+/// v2 headers, target duration 1 s.
+pub fn upload_part(host: &Host, session: &str, seq: u64, part: usize) -> Resp {
+    let m = &media_parts()[seq as usize % media_parts().len()];
+    host.upload_part(session, seq, part as u32, &secs(m.durations_ms[part]), &part_target(), "1", &m.parts[part])
+}
+
 /// Runs a command, returning (success, stdout, stderr).
 pub fn run(program: &str, args: &[&str]) -> (bool, String, String) {
     let out = Command::new(program)
@@ -874,4 +893,72 @@ pub fn write_runtime_config(dir: &Path, name: &str, toml: &str) -> PathBuf {
     let path = dir.join(name);
     std::fs::write(&path, toml).expect("write the runtime config file");
     path
+}
+
+// ---------------------------------------------------------------------------------------------
+// A store shared by hosts
+// ---------------------------------------------------------------------------------------------
+
+/// A runtime config file in a directory of its own, and the Redis server it may name: one
+/// key-value store several hosts run on, as instances behind a load balancer do.
+pub struct SharedStore {
+    pub dir: tempfile::TempDir,
+    pub config: PathBuf,
+    pub redis: Option<RedisServer>,
+}
+
+impl SharedStore {
+    pub fn redis() -> SharedStore {
+        let redis = RedisServer::start();
+        let dir = tempdir("chalkstream-scale-");
+        let toml = format!("[key_value_store.default]\ntype = \"redis\"\nurl = \"{}\"\n", redis.url());
+        let config = write_runtime_config(dir.path(), "runtime-config.toml", &toml);
+        SharedStore { dir, config, redis: Some(redis) }
+    }
+
+    /// SQLite at `shared/kv.db`, relative to the runtime config file as Spin resolves it.
+    pub fn sqlite() -> SharedStore {
+        let dir = tempdir("chalkstream-scale-");
+        let toml = "[key_value_store.default]\ntype = \"spin\"\npath = \"shared/kv.db\"\n";
+        let config = write_runtime_config(dir.path(), "runtime-config.toml", toml);
+        SharedStore { dir, config, redis: None }
+    }
+
+    pub fn sqlite_file(&self) -> PathBuf {
+        self.dir.path().join("shared/kv.db")
+    }
+
+    /// Two hosts on this store, started side by side (each compiles the component).
+    pub fn start_pair(&self) -> (Host, Host) {
+        self.start_pair_with(&[])
+    }
+
+    /// Two hosts on this store with the given Spin variables, started side by side.
+    pub fn start_pair_with(&self, vars: &[(&str, &str)]) -> (Host, Host) {
+        thread::scope(|s| {
+            let a = s.spawn(|| self.start_with(vars));
+            let b = s.spawn(|| self.start_with(vars));
+            (a.join().unwrap(), b.join().unwrap())
+        })
+    }
+
+    /// One host on this store, which says where the store is.
+    pub fn start(&self) -> Host {
+        self.start_with(&[])
+    }
+
+    /// One host on this store with the given Spin variables, which says where the store is.
+    pub fn start_with(&self, vars: &[(&str, &str)]) -> Host {
+        let host = Host::with_args(vars, &["--runtime-config-file", self.config.to_str().unwrap()]);
+        let expect = match &self.redis {
+            Some(redis) => format!("key-value store \"default\": Redis at {}", redis.url().trim_start_matches("redis://")),
+            None => format!("key-value store \"default\": SQLite {}", self.sqlite_file().display()),
+        };
+        assert!(host.log().contains(&expect), "the host does not say `{expect}`:\n{}", host.log());
+        host
+    }
+}
+
+pub fn tempdir(prefix: &str) -> tempfile::TempDir {
+    tempfile::Builder::new().prefix(prefix).tempdir().expect("temp dir")
 }
