@@ -97,7 +97,7 @@ pub fn render_ll(stream_id: &str, view: &LlView) -> String {
     let with_parts = if live { part_window_start(view) } else { view.pieces.len() };
     for (i, piece) in view.pieces.iter().enumerate() {
         match piece {
-            Piece::Segment(meta) if i >= with_parts => write_segment_with_parts(&mut out, stream_id, meta),
+            Piece::Segment(meta) if i >= with_parts => write_segment_with_parts(&mut out, stream_id, meta, view.part_target_ms),
             Piece::Segment(meta) => write_segment(&mut out, stream_id, meta),
             Piece::Lines { text, .. } => out.push_str(text),
         }
@@ -142,13 +142,32 @@ fn write_part(out: &mut String, stream_id: &str, seq: u64, part: usize, duration
 }
 
 /// A segment's lines with its `EXT-X-PART` lines after the tags that apply to the whole segment.
-fn write_segment_with_parts(out: &mut String, stream_id: &str, meta: &SegmentMeta) {
+/// A given-up seq (`EXT-X-GAP`) has no parts of its own: inside the part window it is listed as
+/// parts of at most the part target marked `GAP=YES` (rfc8216bis §4.4.4.9: not available), so
+/// every segment near the live edge lists parts, as clients expect once parts have begun (a
+/// gap without them broke that rule for three target durations after every gap).
+fn write_segment_with_parts(out: &mut String, stream_id: &str, meta: &SegmentMeta, part_target_ms: u32) {
     if meta.discontinuity {
         let _ = writeln!(out, "#EXT-X-DISCONTINUITY");
     }
     let _ = writeln!(out, "#EXT-X-PROGRAM-DATE-TIME:{}", format_rfc3339_ms(meta.pdt_ms));
     for (n, part) in meta.ll_parts.iter().enumerate() {
         write_part(out, stream_id, meta.seq, n, part.duration_ms, part.independent);
+    }
+    if meta.gap && part_target_ms > 0 {
+        let mut left = meta.duration_ms;
+        let mut n = 0;
+        while left > 0 {
+            let duration_ms = left.min(part_target_ms);
+            let _ = writeln!(
+                out,
+                "#EXT-X-PART:DURATION={},URI=\"/chunks/{stream_id}/{}.{n}.ts\",GAP=YES",
+                format_millis(u64::from(duration_ms)),
+                meta.seq
+            );
+            left -= duration_ms;
+            n += 1;
+        }
     }
     write_gap(out, meta);
     let _ = writeln!(out, "#EXTINF:{},", format_millis(u64::from(meta.duration_ms)));

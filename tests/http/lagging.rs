@@ -17,9 +17,9 @@
 //!    acknowledged later may be listed late: that is the lag);
 //! 2. `EXT-X-MEDIA-SEQUENCE` and `EXT-X-DISCONTINUITY-SEQUENCE` never go back across the
 //!    playlists it saw, from either host;
-//! 3. the playlist passes `common::ll_check` (rfc8216bis tag by tag; `#EXT-X-GAP` lines taken
-//!    out first, as spin-app's lagging test does), and a listed seq is one that was sent, marked
-//!    `#EXT-X-GAP` exactly when it was given up;
+//! 3. the playlist passes `common::ll_check` (rfc8216bis tag by tag, `#EXT-X-GAP` and the
+//!    `GAP=YES` parts a gap lists in the part window included), and a listed seq is one that was
+//!    sent, marked `#EXT-X-GAP` exactly when it was given up;
 //! 4. every listed segment (and every listed part) is served from the other host with the bytes
 //!    uploaded for it (a gap answers `404`), unless it may have expired by then.
 //!
@@ -347,14 +347,13 @@ fn upload_v2(stream: &Stream, hosts: [&Host; 2], until: Instant, stats: &Stats) 
 // Readers
 // ---------------------------------------------------------------------------------------------
 
-/// The playlist without its `#EXT-X-GAP` lines (`ll_check` knows no such tag), and the seqs they
-/// marked.
-fn without_gaps(text: &str) -> (String, BTreeSet<u64>) {
+/// The playlist as served (`ll_check` checks its `#EXT-X-GAP` lines and their `GAP=YES` parts),
+/// and the seqs those lines marked.
+fn gap_seqs(text: &str) -> (String, BTreeSet<u64>) {
     let (mut plain, mut gaps, mut gap) = (String::new(), BTreeSet::new(), false);
     for line in text.lines() {
         if line == "#EXT-X-GAP" {
             gap = true;
-            continue;
         }
         if !line.starts_with('#') && std::mem::take(&mut gap) {
             let name = line.rsplit('/').next().unwrap();
@@ -457,7 +456,7 @@ fn read(stream: &Stream, hosts: [&Host; 2], blocking: bool, stop: &AtomicBool, s
             _ => panic!("{at}: {resp}"),
         }
         let text = resp.text();
-        let (plain, gaps) = without_gaps(&text);
+        let (plain, gaps) = gap_seqs(&text);
         // Rule 3; the other rules then read the playlist with the plain parser.
         let (media, disc, seqs, parts, is_ended, next_hint) = match ll_checked(&plain) {
             Ok(p) => (p.media_sequence, p.discontinuity_sequence, p.seqs(), p.parts(), p.ended, p.hint),
@@ -511,7 +510,12 @@ fn read(stream: &Stream, hosts: [&Host; 2], blocking: bool, stop: &AtomicBool, s
                 continue;
             }
             let chunk = other.get(&part.uri);
-            if chunk.status == 404 && stream.may_have_expired(part.seq, now_ms()) {
+            if part.gap {
+                // A given-up seq's parts (`GAP=YES`): no media, clients do not load them.
+                if chunk.status != 404 || !stream.is_gap(part.seq) {
+                    broken.add(RULE_4, format!("{at}: GAP=YES part {}.{} from {}: {chunk}", part.seq, part.part, other.base()));
+                }
+            } else if chunk.status == 404 && stream.may_have_expired(part.seq, now_ms()) {
                 count(&stats.expired_404);
             } else if chunk.status != 200 || chunk.body != stream.part_bytes(part.seq, part.part) {
                 broken.add(RULE_4, format!("{at}: listed part {}.{} from {}: {chunk}", part.seq, part.part, other.base()));

@@ -34,6 +34,8 @@ pub struct LlPart {
     pub part: u32,
     pub duration_ms: u64,
     pub independent: bool,
+    /// `GAP=YES`: not available (the parts of a given-up seq).
+    pub gap: bool,
     pub uri: String,
 }
 
@@ -43,6 +45,8 @@ pub struct LlSegment {
     pub seq: u64,
     pub duration_ms: u64,
     pub discontinuity: bool,
+    /// `#EXT-X-GAP`: a given-up seq, no media.
+    pub gap: bool,
     pub pdt: String,
     pub parts: Vec<LlPart>,
     pub uri: String,
@@ -146,6 +150,7 @@ fn check_inner(text: &str) -> LlPlaylist {
     let mut any_segment_or_part = false;
     let mut pending_parts: Vec<LlPart> = Vec::new();
     let (mut pending_extinf, mut pending_pdt, mut pending_disc): (Option<u64>, Option<String>, bool) = (None, None, false);
+    let mut pending_gap = false;
     let mut hint_seen = false;
     let mut after_hint = false;
     for line in lines {
@@ -194,6 +199,9 @@ fn check_inner(text: &str) -> LlPlaylist {
             let a = attributes(v);
             p.skipped = attr(&a, "SKIPPED-SEGMENTS").expect("SKIPPED-SEGMENTS").0.parse().unwrap();
             assert!(p.skipped > 0, "EXT-X-SKIP of nothing");
+        } else if line == "#EXT-X-GAP" {
+            assert!(!pending_gap && pending_pdt.is_some() && pending_extinf.is_none(), "EXT-X-GAP must be inside a segment, once");
+            pending_gap = true;
         } else if line == "#EXT-X-DISCONTINUITY" {
             assert!(!pending_disc, "EXT-X-DISCONTINUITY twice for one segment");
             pending_disc = true;
@@ -216,7 +224,12 @@ fn check_inner(text: &str) -> LlPlaylist {
             };
             let (seq, part) = part_uri(uri);
             assert!(pending_extinf.is_none(), "EXT-X-PART between EXTINF and its URI");
-            pending_parts.push(LlPart { seq, part, duration_ms: ms(attr(&a, "DURATION").expect("PART DURATION").0), independent, uri: uri.to_string() });
+            let gap = match attr(&a, "GAP") {
+                None => false,
+                Some(("YES", false)) => true,
+                other => panic!("GAP={other:?}"),
+            };
+            pending_parts.push(LlPart { seq, part, duration_ms: ms(attr(&a, "DURATION").expect("PART DURATION").0), independent, gap, uri: uri.to_string() });
         } else if let Some(v) = line.strip_prefix("#EXTINF:") {
             let d = v.strip_suffix(',').unwrap_or_else(|| panic!("EXTINF {v:?} without the comma"));
             pending_extinf = Some(ms(d));
@@ -241,7 +254,7 @@ fn check_inner(text: &str) -> LlPlaylist {
             let name = line.rsplit('/').next().unwrap();
             let seq: u64 = name.strip_suffix(".ts").and_then(|s| s.parse().ok()).unwrap_or_else(|| panic!("segment URI {line:?}"));
             let pdt = pending_pdt.take().unwrap_or_else(|| panic!("segment {seq} without EXT-X-PROGRAM-DATE-TIME"));
-            p.segments.push(LlSegment { seq, duration_ms, discontinuity: std::mem::take(&mut pending_disc), pdt, parts: std::mem::take(&mut pending_parts), uri: line.to_string() });
+            p.segments.push(LlSegment { seq, duration_ms, discontinuity: std::mem::take(&mut pending_disc), gap: std::mem::take(&mut pending_gap), pdt, parts: std::mem::take(&mut pending_parts), uri: line.to_string() });
         }
     }
     assert!(pending_extinf.is_none(), "EXTINF without URI at the end");
@@ -292,11 +305,13 @@ fn check_inner(text: &str) -> LlPlaylist {
             }
         }
         if let Some(first) = parts.first() {
-            assert!(first.independent, "part 0 of segment {seq} starts with an IDR frame (INDEPENDENT=YES)");
+            assert!(first.independent || first.gap, "part 0 of segment {seq} starts with an IDR frame (INDEPENDENT=YES)");
+            assert!(parts.iter().all(|p| p.gap == first.gap), "segment {seq}: GAP=YES on some parts only");
         }
     };
     for s in &p.segments {
         check_parts(&s.parts, s.seq);
+        assert!(s.parts.iter().all(|part| part.gap == s.gap), "segment {}: GAP=YES parts exactly when it is EXT-X-GAP", s.seq);
         if !s.parts.is_empty() {
             let sum: u64 = s.parts.iter().map(|x| x.duration_ms).sum();
             assert_eq!(sum, s.duration_ms, "the parts of segment {} add up to its EXTINF", s.seq);
