@@ -401,11 +401,11 @@ fn retention_drops_expired_segments_from_playlist_chunks_and_store() {
 }
 
 #[test]
-fn segment_over_one_mebibyte_round_trips_in_parts_of_at_most_one_mebibyte() {
+fn segment_over_three_megabytes_round_trips_in_values_of_at_most_one_million_bytes() {
     let host = Host::start();
     let session = new_session();
     let id = stream_id(&session);
-    let big = ts_packets(7 * MAX_VALUE_BYTES / 2 / TS_PACKET + 1, 7); // just over 3.5 MiB
+    let big = ts_packets(7 * MAX_VALUE_BYTES / 2 / TS_PACKET + 1, 7); // just over 3.5 MB
     assert!(big.len() > 7 * MAX_VALUE_BYTES / 2);
 
     host.upload(&session, 0, "2", None, &big).assert_status(201);
@@ -413,14 +413,14 @@ fn segment_over_one_mebibyte_round_trips_in_parts_of_at_most_one_mebibyte() {
     let chunk = host.get(&format!("/chunks/{id}/0.ts"));
     chunk.assert_status(200);
     assert_eq!(chunk.body.len(), big.len());
-    assert!(chunk.body == big, "the 3.5 MiB segment came back different");
+    assert!(chunk.body == big, "the 3.5 MB segment came back different");
 
     let parts = host.kv_with_prefix(&format!("seg/{id}/0/"));
     let stored: usize = parts.iter().map(|r| r.value.len()).sum();
     assert!(parts.len() >= 4, "expected >= 4 parts for {} bytes, got {parts:?}", big.len());
     assert!(stored >= big.len(), "parts hold {stored} of {} bytes: {parts:?}", big.len());
     for row in host.kv_rows() {
-        assert!(row.value.len() <= MAX_VALUE_BYTES, "value over 1 MiB: {row:?}");
+        assert!(row.value.len() <= MAX_VALUE_BYTES, "value over 1,000,000 bytes: {row:?}");
         assert!(row.key.len() <= 250, "key over 250 bytes: {row:?}");
     }
 }

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use sha1::{Digest, Sha1};
 
 /// Largest value the storage rules allow (Fermyon Cloud and Akamai cap values at 1 MB).
-pub const MAX_VALUE_BYTES: usize = 1024 * 1024;
+pub const MAX_VALUE_BYTES: usize = 1_000_000;
 /// Size of one MPEG-TS packet.
 pub const TS_PACKET: usize = 188;
 
