@@ -391,6 +391,40 @@ test('a seq the broadcaster gave up (EXT-X-GAP) is played across, live and as a 
   await page.context().close();
 });
 
+test('a low-latency stream plays across a seq the broadcaster gave up: its parts are listed GAP=YES and skipped', async (t) => {
+  const session = newSession();
+  const id = streamId(session);
+  const gapSeq = 3;
+  const pushing = pushLiveParts({
+    url: server.url, session, segments: partSegments.slice(0, 9), partTarget: PART_SECONDS, targetDuration: SEGMENT_SECONDS,
+    gaps: [gapSeq],
+  });
+  pushing.catch(() => {}); // awaited below
+  const page = await openPlayer(id);
+  await page.evaluate(() => { window.notReloaded = true; });
+  await waitForState(page, 'live', 15_000);
+  // While the gap is in the part window, the playlist lists its parts as GAP=YES.
+  const gapParts = new RegExp(`URI="/chunks/${id}/${gapSeq}\\.\\d+\\.ts",GAP=YES`, 'g');
+  let listed = '';
+  for (let i = 0; i < 60 && !listed; i += 1) {
+    const text = await (await fetch(`${server.url}/playlist/${id}.m3u8`)).text();
+    if (gapParts.test(text)) listed = text;
+    else await page.waitForTimeout(250);
+  }
+  assert.ok(listed, 'the gap was listed with GAP=YES parts');
+  assert.equal(listed.match(gapParts).length, SEGMENT_SECONDS / PART_SECONDS, listed);
+  const gapEnd = partSegments[gapSeq].offset + partSegments[gapSeq].duration;
+  await page.waitForFunction((end) => window.chalkstreamPlayer.video.currentTime > end + 1, gapEnd, { timeout: 30_000 });
+  await pushing;
+  const stats = await videoStats(page);
+  t.diagnostic(`played to ${stats.currentTime.toFixed(2)} s past a gap ending at ${gapEnd} s, ${stats.frames} frames`);
+  assert.equal(await page.evaluate(() => window.chalkstreamPlayer.lowLatency), true, 'in low-latency mode');
+  assert.equal(await page.evaluate(() => window.notReloaded), true, 'the page did not reload');
+  assert.equal(await playerState(page), 'live');
+  assert.deepEqual(page.problems, []);
+  await page.context().close();
+});
+
 test('an unknown stream id says plainly that there is no stream, and keeps checking', async () => {
   const id = streamId(newSession());
   const page = await openPlayer(id, { config: { waitGraceMs: 1_500, slowPollMs: 1_000 } });

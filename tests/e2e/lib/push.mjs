@@ -176,11 +176,13 @@ export async function encodeParts({
 /**
  * Broadcast `segments` from `encodeParts` per wire contract v2: each part PUT
  * when it would have finished recording (with `realTime`), then the segment's
- * commit. `partTarget` (seconds) is the stream's part target. Throws on any
- * answer other than 200/201.
+ * commit. `partTarget` (seconds) is the stream's part target. A seq in
+ * `gaps` is given up instead (`POST …/{seq}/gap` when it would have finished
+ * recording), as the extension does with one it dropped. Throws on any answer
+ * other than 200/201.
  */
 export async function pushLiveParts({
-  url, session, segments, partTarget, targetDuration, realTime = true, token, signal,
+  url, session, segments, partTarget, targetDuration, realTime = true, token, signal, gaps = [],
 }) {
   const total = segments.reduce((sum, s) => sum + s.duration, 0);
   const start = realTime ? Date.now() : Date.now() - total * 1000;
@@ -189,6 +191,13 @@ export async function pushLiveParts({
     if (res.status !== 200 && res.status !== 201) throw new Error(`${what} answered ${res.status}: ${JSON.stringify(body)}`);
   };
   for (const segment of segments) {
+    if (gaps.includes(segment.seq)) {
+      if (realTime) await sleep(start + (segment.offset + segment.duration) * 1000 - Date.now());
+      await mustOk(await fetch(`${url}/ingest/${session}/${segment.seq}/gap`,
+        { method: 'POST', headers: { 'x-duration': segment.duration.toFixed(3), ...authHeaders(token) } }),
+      `gap ${segment.seq}`);
+      continue;
+    }
     let at = segment.offset;
     for (const [part, p] of segment.parts.entries()) {
       if (signal?.aborted) return;
