@@ -323,8 +323,15 @@ if ('requestVideoFrameCallback' in video) {
 }
 
 video.addEventListener('playing', () => recovered());
-video.addEventListener('pause', () => { if (player.state === 'live' && !video.ended) say('Paused. “Jump to live” picks up where the stream is now.'); });
-video.addEventListener('play', () => { if (player.state === 'live') say(COPY.live.status); });
+video.addEventListener('pause', () => {
+  if (player.state !== 'live' || video.ended) return;
+  holdPausedPicture(true);
+  say('Paused. “Jump to live” picks up where the stream is now.');
+});
+video.addEventListener('play', () => {
+  holdPausedPicture(false);
+  if (player.state === 'live') say(COPY.live.status);
+});
 video.addEventListener('durationchange', showDuration);
 video.addEventListener('ended', () => {
   if (player.state === 'ended') say('End of the recording. Press play to watch it again.');
@@ -338,6 +345,30 @@ function playingDate() {
   const start = video.getStartDate?.();
   if (!start || Number.isNaN(start.getTime())) return null;
   return new Date(start.getTime() + video.currentTime * 1000);
+}
+
+// hls.js and the playing position while paused (see `holdPausedPicture`).
+let held = null;
+
+/**
+ * A live video the viewer paused stays on the frame it was paused at. hls.js moves a playhead that is
+ * more than its maximum latency (`liveMaxLatencyDurationCount` target durations) behind the live edge
+ * to its sync point at every playlist update, paused or not: a paused picture jumped ahead by itself
+ * every few seconds, the delay shown fell back each time, and "Jump to live" had only the seconds
+ * since the last such jump left to catch up. While paused that limit is lifted (hls.js reads it from
+ * its config at every update); playing puts it back, so playback that falls behind is still brought
+ * back to live. A position that leaves the playlist is still moved by hls.js, paused or not.
+ */
+function holdPausedPicture(hold) {
+  if (held && (!hold || held.hls !== player.hls)) {
+    held.hls.config.liveMaxLatencyDuration = held.maxLatency;
+    held = null;
+  }
+  const { hls } = player;
+  if (hold && hls && !held) {
+    held = { hls, maxLatency: hls.config.liveMaxLatencyDuration };
+    hls.config.liveMaxLatencyDuration = Infinity;
+  }
 }
 
 /** Where "live" is: hls.js's sync point, or near the end of what a native player can seek to. */

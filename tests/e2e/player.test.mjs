@@ -445,7 +445,11 @@ test('an unknown stream id says plainly that there is no stream, and keeps check
 
 test('live playback survives a network outage without a reload, and "jump to live" catches up after a pause', async (t) => {
   const session = newSession();
-  const pushing = pushLive({ url: server.url, session, segments: longSegments, realTime: true });
+  const pushStart = Date.now();
+  let pushed = 0;
+  const pushing = pushLive({
+    url: server.url, session, segments: longSegments, realTime: true, onSegment: () => { pushed += 1; },
+  });
   pushing.catch(() => {}); // awaited below; this only keeps a failure before then from going unhandled
   const page = await openPlayer(streamId(session));
   await page.evaluate(() => { window.notReloaded = true; });
@@ -467,19 +471,55 @@ test('live playback survives a network outage without a reload, and "jump to liv
   assert.equal(await page.evaluate(() => window.notReloaded), true, 'the page did not reload');
   assert.equal(await playerState(page), 'live');
 
-  // Pause: the page offers "jump to live", which brings the delay back down.
-  await page.evaluate(() => window.chalkstreamPlayer.video.pause());
+  // Pause: the picture stays where it was paused (hls.js moved a paused playhead that fell more
+  // than its maximum latency behind to live by itself, which left "jump to live" little to catch
+  // up), and the page offers "jump to live", which brings the delay back down.
+  const pausedAt = await page.evaluate(() => {
+    const p = window.chalkstreamPlayer;
+    // What the video did from here on, for a failure to explain itself.
+    window.jumpTrace = [];
+    const t0 = performance.now();
+    for (const type of ['pause', 'play', 'seeking', 'seeked', 'waiting', 'playing', 'stalled']) {
+      p.video.addEventListener(type, () => window.jumpTrace.push(
+        `${((performance.now() - t0) / 1000).toFixed(2)} s ${type} at ${p.video.currentTime.toFixed(2)} `
+        + `(delay ${p.delay?.toFixed(2)}, hls.js sync ${p.hls?.liveSyncPosition?.toFixed(2)})`));
+    }
+    p.video.pause();
+    return p.video.currentTime;
+  });
   await page.waitForTimeout(7_000);
   await page.locator('#jump').waitFor({ state: 'visible', timeout: 2_000 });
   assert.match(await page.locator('#badge').getAttribute('class'), /behind/);
+  const stillAt = await page.evaluate(() => window.chalkstreamPlayer.video.currentTime);
+  assert.equal(stillAt, pausedAt, `the paused picture stays put: paused at ${pausedAt} s, ${stillAt} s 7 s later`
+    + ` (${await page.evaluate(() => window.jumpTrace.join('; '))})`);
   const behindBy = await page.evaluate(() => window.chalkstreamPlayer.delay);
+  const [jumpedAt, pushedAtJump] = [Date.now(), pushed];
   await page.locator('#jump').click();
-  await page.waitForFunction((d) => !window.chalkstreamPlayer.video.paused
-    && window.chalkstreamPlayer.delay < d - 3, behindBy, { timeout: 10_000 });
+  try {
+    await page.waitForFunction((d) => !window.chalkstreamPlayer.video.paused
+      && window.chalkstreamPlayer.delay < d - 3, behindBy, { timeout: 10_000 });
+  } catch (err) {
+    const seen = await page.evaluate(() => {
+      const { video: v, hls, delay, unstuck, stalls } = window.chalkstreamPlayer;
+      const buffered = Array.from({ length: v.buffered.length },
+        (_, i) => `${v.buffered.start(i).toFixed(2)}-${v.buffered.end(i).toFixed(2)}`);
+      const details = hls?.latestLevelDetails;
+      return `delay ${delay?.toFixed(2)} s, currentTime ${v.currentTime.toFixed(2)}, buffered [${buffered.join(', ')}], `
+        + `paused ${v.paused}, seeking ${v.seeking}, readyState ${v.readyState}, hls.js sync ${hls?.liveSyncPosition?.toFixed(2)}, `
+        + `latency ${hls?.latency?.toFixed(2)} (target ${hls?.targetLatency}), playlist edge ${details?.edge?.toFixed(2)} `
+        + `(loaded ${details?.age?.toFixed(1)} s ago), unstuck ${unstuck}, stalls ${stalls}; `
+        + `events since the pause: ${window.jumpTrace.join('; ')}`;
+    });
+    t.diagnostic(`"jump to live" did not catch up: ${behindBy.toFixed(2)} s behind when clicked `
+      + `${((jumpedAt - pushStart) / 1000).toFixed(1)} s into the push (${pushedAtJump} of ${longSegments.length} segments sent then, `
+      + `${pushed} now); now ${seen}`);
+    throw err;
+  }
   await page.locator('#jump').waitFor({ state: 'hidden', timeout: 5_000 });
   const caughtUp = await page.evaluate(() => window.chalkstreamPlayer.delay);
   assert.equal(await playerState(page), 'live');
-  t.diagnostic(`paused: ${behindBy.toFixed(1)} s behind live; after "jump to live": ${caughtUp.toFixed(1)} s`);
+  t.diagnostic(`paused at ${pausedAt.toFixed(1)} s: ${behindBy.toFixed(1)} s behind live; after "jump to live": ${caughtUp.toFixed(1)} s`);
   assert.deepEqual(page.problems, []);
   await pushing;
   await page.context().close();
