@@ -16,6 +16,8 @@ const delayEl = $('delay');
 const durationEl = $('duration');
 const statusEl = $('status');
 const jumpButton = $('jump');
+const downloadHint = $('download-hint');
+const downloadLink = $('download');
 const unmuteButton = $('unmute');
 const retryButton = $('retry');
 // An ended playlist is cached for long; after a resume, `?resumed=N` gets past that cache.
@@ -117,6 +119,9 @@ function setState(state, detail = '') {
   delayEl.hidden = true;
   jumpButton.hidden = true;
   jumpButton.textContent = 'Jump to live';
+  // The recording as far as it is stored: all of it once ended, what there is so far while live.
+  downloadHint.hidden = state !== 'live' && state !== 'ended';
+  downloadLink.textContent = state === 'ended' ? 'Download the recording' : 'Download it so far';
   badge.classList.remove('behind');
   if (changed) say(detail || copy.status || '');
   if (changed && state === 'ended') watchForResume();

@@ -235,6 +235,23 @@ fn dispatch(
                 }
             }
         }
+        Route::Download { stream } => {
+            let id = playback_id(stream)?;
+            let config = config().map_err(misconfigured)?;
+            let streams = Streams::new(kv, &config);
+            let Some((view, media)) = streams.recording(&id, now_ms)? else {
+                return Err(no_such_stream());
+            };
+            if media.keys.is_empty() {
+                return Err(ApiError::not_found("this stream has no stored media: every segment it lists was given up"));
+            }
+            let ended = view.state == State::Ended;
+            let name = format!("chalkstream-{}{}.ts", &id.as_str()[..12], if ended { "" } else { "-so-far" });
+            // It grows while live and shrinks as retention deletes: never reused from a cache.
+            Reply::new(200, "video/mp2t", Body::Stored(media))
+                .header("content-disposition", format!("attachment; filename=\"{name}\""))
+                .header("cache-control", "no-store".to_owned())
+        }
         Route::Status { stream } => {
             let id = playback_id(stream)?;
             let config = config().map_err(misconfigured)?;

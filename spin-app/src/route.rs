@@ -43,6 +43,8 @@ pub enum Route {
     Part { stream: String, seq: String, part: String },
     /// `/api/streams/{stream}`.
     Status { stream: String },
+    /// `GET /download/{stream}.ts`: everything still stored, as one MPEG-TS file.
+    Download { stream: String },
     /// `/ingest/{session}/{seq}.ts`.
     IngestSegment { session: String, seq: String },
     /// `/ingest/{session}/end`.
@@ -91,6 +93,7 @@ impl Route {
                 }
             }
             ["api", "streams", stream] => Route::Status { stream: (*stream).to_owned() },
+            ["download", file] => Route::Download { stream: file.strip_suffix(".ts")?.to_owned() },
             ["admin", "sweep"] => Route::AdminSweep,
             ["ingest", session, "end"] => Route::IngestEnd { session: (*session).to_owned() },
             ["ingest", session, file] => Route::IngestSegment {
@@ -136,7 +139,9 @@ impl Route {
     pub fn family(&self) -> Family {
         match self {
             Route::Landing | Route::Play { .. } | Route::Asset { .. } => Family::Page,
-            Route::Playlist { .. } | Route::Chunk { .. } | Route::Part { .. } | Route::Status { .. } => Family::Playback,
+            Route::Playlist { .. } | Route::Chunk { .. } | Route::Part { .. } | Route::Status { .. } | Route::Download { .. } => {
+                Family::Playback
+            }
             Route::IngestSegment { .. }
             | Route::IngestEnd { .. }
             | Route::IngestPart { .. }
@@ -165,6 +170,8 @@ mod tests {
             Some(Route::Chunk { stream: id.into(), seq: "12".into() })
         );
         assert_eq!(Route::parse(&format!("/api/streams/{id}")), Some(Route::Status { stream: id.into() }));
+        assert_eq!(Route::parse(&format!("/download/{id}.ts")), Some(Route::Download { stream: id.into() }));
+        assert_eq!(Route::parse(&format!("/download/{id}.mp4")), None);
         assert_eq!(
             Route::parse("/ingest/SECRET/0.ts"),
             Some(Route::IngestSegment { session: "SECRET".into(), seq: "0".into() })

@@ -946,3 +946,48 @@ fn a_sliding_window_keeps_old_metas_in_blocks_and_reads_serves_and_answers_them_
     let left: Vec<String> = kv.keys().into_iter().filter(|k| k.starts_with("seg/") || k.starts_with("metas/")).collect();
     assert!(left.is_empty(), "{left:?}");
 }
+
+#[test]
+fn the_recording_is_every_stored_segment_in_order_gaps_left_out_whatever_its_layout() {
+    let kv = MemoryKv::new();
+    let c = config(Retention::Millis(3_600_000), 30_000);
+    let id = stream_id(SECRET);
+    // v2: sealed segments (folded, their metas in blocks by now), a given-up seq, more after it.
+    let mut now = stream(&kv, &c, 0, 20, T0);
+    let h = head(Method::Post, &format!("/ingest/{SECRET}/20/gap"), &[("X-Duration", "1")]);
+    request(&kv, &c, &h, b"", now + 1_000).assert(201);
+    now = stream(&kv, &c, 21, 24, now + 1_000);
+    assert!(kv.keys().iter().any(|k| k.starts_with("metas/")), "blocks formed");
+    let expected: Vec<u8> = (0..24).filter(|&seq| seq != 20).flat_map(|seq| (0..4).flat_map(move |p| part_body(seq, p))).collect();
+
+    let r = get(&kv, &c, &format!("/download/{id}.ts"), now + 10);
+    r.assert(200);
+    assert_eq!(r.get_header("content-type"), Some("video/mp2t"));
+    assert_eq!(r.get_header("content-disposition"), Some(format!("attachment; filename=\"chalkstream-{}-so-far.ts\"", &id[..12]).as_str()));
+    assert_eq!(r.get_header("cache-control"), Some("no-store"));
+    assert_eq!(r.body_len() as usize, expected.len());
+    assert!(body(&kv, &r) == expected, "the recording is the segments' bytes in order");
+    let h = head(Method::Head, &format!("/download/{id}.ts"), &[]);
+    let r = request(&kv, &c, &h, b"", now + 10);
+    r.assert(200);
+    assert_eq!(r.body_len(), 0);
+
+    // Ended: named as the whole recording.
+    request(&kv, &c, &head(Method::Post, &format!("/ingest/{SECRET}/end"), &[]), b"", now + 20).assert(200);
+    let r = get(&kv, &c, &format!("/download/{id}.ts"), now + 30);
+    assert_eq!(r.get_header("content-disposition"), Some(format!("attachment; filename=\"chalkstream-{}.ts\"", &id[..12]).as_str()));
+    assert!(body(&kv, &r) == expected);
+
+    // v1 whole segments, and what is unknown or not an id.
+    let other = "another-secret-0123456789abcdef";
+    let other_id = stream_id(other);
+    let bodies: Vec<Vec<u8>> = (0..3).map(|seq| ts(5, 100 + seq as u8)).collect();
+    for (seq, b) in bodies.iter().enumerate() {
+        put(&kv, &c, other, seq as u64, "1", b, now + seq as i64 * 1_000).assert(201);
+    }
+    assert!(body(&kv, &get(&kv, &c, &format!("/download/{other_id}.ts"), now + 3_000)) == bodies.concat());
+    get(&kv, &c, &format!("/download/{}.ts", "0".repeat(40)), now).assert(404);
+    let r = get(&kv, &c, "/download/not-an-id.ts", now);
+    r.assert(404);
+    assert!(error(&kv, &r).contains("40 lowercase hex"), "{}", error(&kv, &r));
+}

@@ -177,6 +177,16 @@ test('an ended stream opens as on-demand video from the start, with its duration
   assert.equal(await page.locator('#duration').textContent(), 'Duration 0:08');
   assert.equal(await page.locator('#overlay').isVisible(), false);
   assert.match(await page.title(), /^Replay · Stream /);
+  // The recording, as one file: the four segments' bytes in order.
+  const link = page.locator('#download');
+  assert.equal(await link.textContent(), 'Download the recording');
+  const href = await link.getAttribute('href');
+  assert.equal(href, `/download/${streamId(session)}.ts`);
+  const file = await fetch(`${server.url}${href}`);
+  assert.equal(file.status, 200);
+  assert.match(file.headers.get('content-disposition'), /^attachment; filename="chalkstream-[0-9a-f]{12}\.ts"$/);
+  const bytes = Buffer.from(await file.arrayBuffer());
+  assert.ok(bytes.equals(Buffer.concat(segments.slice(0, 4).map((s) => readFileSync(s.path)))), 'the recording is the segments in order');
   assert.deepEqual(page.problems, []);
   await page.context().close();
 });

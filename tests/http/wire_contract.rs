@@ -143,6 +143,44 @@ fn real_stream_plays_in_ffmpeg_with_h264_aac_and_matching_duration() {
     let sent: f64 = media.iter().map(|s| s.duration_ms as f64 / 1000.0).sum();
     println!("decoded {decoded:.3} s, sum of X-Duration {sent:.3} s");
     assert!((decoded - sent).abs() <= 0.1, "decoded {decoded:.3} s, sum of X-Duration {sent:.3} s");
+
+    // The recording as one file: the segments' bytes in order, every frame of them decodable,
+    // as long as the playlist within one segment.
+    let download = host.get(&format!("/download/{id}.ts"));
+    download.assert_status(200);
+    assert_eq!(download.header("content-type"), Some("video/mp2t"));
+    assert!(download.header("content-disposition").unwrap_or_default().starts_with("attachment; filename=\"chalkstream-"), "{download}");
+    assert!(download.body == media.iter().flat_map(|s| s.bytes.clone()).collect::<Vec<u8>>(), "the recording is the segments in order");
+    let dir = tempfile::Builder::new().prefix("chalkstream-download-").tempdir().unwrap();
+    let file = dir.path().join("recording.ts");
+    std::fs::write(&file, &download.body).unwrap();
+    let mut per_segment = 0;
+    for (n, segment) in media.iter().enumerate() {
+        let path = dir.path().join(format!("{n}.ts"));
+        std::fs::write(&path, &segment.bytes).unwrap();
+        per_segment += video_frames(&path);
+    }
+    let whole = video_frames(&file);
+    let (ok, duration, stderr) = run("ffprobe", &["-v", "error", "-show_entries", "format=duration", "-of", "csv=p=0", file.to_str().unwrap()]);
+    assert!(ok, "ffprobe failed: {stderr}");
+    let duration: f64 = duration.lines().find(|l| !l.trim().is_empty()).and_then(|l| l.trim().parse().ok()).unwrap_or_else(|| panic!("duration: {duration:?}"));
+    let longest = media.iter().map(|s| s.duration_ms).max().unwrap() as f64 / 1000.0;
+    println!("recording: {whole} video frames (segments: {per_segment}), {duration:.3} s (playlist: {sent:.3} s)");
+    assert_eq!(whole, per_segment, "every frame of every segment is in the recording");
+    assert!((duration - sent).abs() <= longest, "recording of {duration:.3} s, playlist of {sent:.3} s");
+}
+
+/// Video frames ffprobe decodes from a file.
+fn video_frames(path: &std::path::Path) -> u64 {
+    let (ok, out, stderr) = run(
+        "ffprobe",
+        &["-v", "error", "-count_frames", "-select_streams", "v:0", "-show_entries", "stream=nb_read_frames", "-of", "csv=p=0", path.to_str().unwrap()],
+    );
+    assert!(ok, "ffprobe -count_frames {}: {stderr}", path.display());
+    // MPEG-TS lists the stream under its program too: the same count twice.
+    let counts: Vec<&str> = out.lines().map(str::trim).filter(|l| !l.is_empty()).collect();
+    assert!(!counts.is_empty() && counts.iter().all(|c| *c == counts[0]), "frames of {}: {out:?}", path.display());
+    counts[0].parse().unwrap_or_else(|_| panic!("frames of {}: {out:?}", path.display()))
 }
 
 #[test]

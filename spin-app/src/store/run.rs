@@ -325,17 +325,24 @@ impl<K: Kv + ?Sized> Streams<'_, K> {
         if self.config.retention.is_expired(meta.stored_ms, now_ms) {
             return Ok(None);
         }
-        let keys = if meta.is_part_built() && !meta.folded {
-            let mut keys = Vec::with_capacity(meta.parts as usize);
-            for (n, part) in meta.ll_parts.iter().enumerate() {
-                keys.extend((0..part.slices).map(|slice| BodyKey::whole(part_slice_key(id, seq, n as u32, &part.sha1, slice))));
-            }
-            keys
-        } else {
-            (0..meta.parts).map(|slice| BodyKey::whole(segment_slice_key(id, seq, meta.sha1_prefix(), slice))).collect()
+        let media = Media { len: meta.len, keys: body_keys(id, &meta) };
+        Ok(Some((meta, media)))
+    }
+
+    /// Every segment a playlist lists now, given-up seqs left out, as one body: the stream's
+    /// recording as far as it is stored (`GET /download/{stream}.ts`). The listed segments'
+    /// metas and their keys only; the bytes are read one value at a time as they are sent.
+    /// `None` for an unknown or entirely expired stream.
+    pub fn recording(&self, id: &StreamId, now_ms: i64) -> Result<Option<(StreamView, Media)>, KvError> {
+        let Some(view) = self.view(id, now_ms)? else {
+            return Ok(None);
         };
-        let len = meta.len;
-        Ok(Some((meta, Media { len, keys })))
+        let mut media = Media { len: 0, keys: Vec::new() };
+        for meta in view.segments.iter().filter(|m| !m.gap) {
+            media.len += meta.len;
+            media.keys.extend(body_keys(id, meta));
+        }
+        Ok(Some((view, media)))
     }
 
     /// The stored part `part` of segment `seq` and where its bytes are; `None` when missing or
@@ -415,6 +422,20 @@ impl LiveEdge {
                 self.last.stored_ms + i64::from(last_part)
             }
         }
+    }
+}
+
+/// The keys of a stored segment's body, in order: its own slices (a v1 upload, or a v2 commit's
+/// folded parts), or its parts' slices (sealed before folding).
+fn body_keys(id: &StreamId, meta: &SegmentMeta) -> Vec<BodyKey> {
+    if meta.is_part_built() && !meta.folded {
+        let mut keys = Vec::with_capacity(meta.parts as usize);
+        for (n, part) in meta.ll_parts.iter().enumerate() {
+            keys.extend((0..part.slices).map(|slice| BodyKey::whole(part_slice_key(id, meta.seq, n as u32, &part.sha1, slice))));
+        }
+        keys
+    } else {
+        (0..meta.parts).map(|slice| BodyKey::whole(segment_slice_key(id, meta.seq, meta.sha1_prefix(), slice))).collect()
     }
 }
 
