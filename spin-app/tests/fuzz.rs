@@ -718,6 +718,7 @@ fn render(route: &Route) -> String {
         Route::Chunk { stream, seq } => format!("/chunks/{stream}/{seq}.ts"),
         Route::Part { stream, seq, part } => format!("/chunks/{stream}/{seq}.{part}.ts"),
         Route::Status { stream } => format!("/api/streams/{stream}"),
+        Route::Download { stream } => format!("/download/{stream}.ts"),
         Route::IngestSegment { session, seq } => format!("/ingest/{session}/{seq}.ts"),
         Route::IngestEnd { session } => format!("/ingest/{session}/end"),
         Route::IngestPart { session, seq, part } => format!("/ingest/{session}/{seq}/{part}.ts"),
@@ -730,7 +731,7 @@ fn render(route: &Route) -> String {
 fn route_values(route: &Route) -> Vec<&str> {
     match route {
         Route::Landing | Route::AdminSweep => vec![],
-        Route::Play { stream } | Route::Playlist { stream } | Route::Status { stream } => vec![stream],
+        Route::Play { stream } | Route::Playlist { stream } | Route::Status { stream } | Route::Download { stream } => vec![stream],
         Route::Asset { name } => vec![name],
         Route::Chunk { stream, seq } => vec![stream, seq],
         Route::Part { stream, seq, part } => vec![stream, seq, part],
