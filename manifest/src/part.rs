@@ -1,7 +1,8 @@
 //! Partial segments (wire contract v2, LL-HLS): validation of one part upload
 //! (`PUT /ingest/{session}/{seq}/{part}.ts`) and of a commit (`POST …/{seq}/commit`), and the
 //! records they store: a [`PartMeta`] per part, and the [`PartRef`] list a part-built segment's
-//! meta carries, so the segment body is its parts' slices in order and no byte is stored twice.
+//! meta carries: the segment body is its parts' bytes in order (the commit also stores them as
+//! one folded body, [`SegmentMeta::folded`], so the part keys can go after the part window).
 //!
 //! Limits follow draft-pantos-hls-rfc8216bis: a part lasts at most the part target
 //! (§4.4.4.9: "The duration of a Partial Segment MUST be less than or equal to the Part Target
