@@ -144,6 +144,11 @@ pub struct Config {
     pub max_segment_bytes: u64,
     /// `None` when the operator's endpoints (`POST /admin/sweep`) are off.
     pub admin_token: Option<String>,
+    /// Where viewers are served (`playback_url`), when that is another instance of the app on
+    /// the same store: this one then sends every viewer request there with a redirect and
+    /// never holds one, so viewers cannot take the instances uploads need. `None`: this
+    /// instance serves viewers too.
+    pub playback_url: Option<String>,
 }
 
 impl fmt::Debug for Config {
@@ -154,6 +159,7 @@ impl fmt::Debug for Config {
             .field("ingest_token", &self.ingest_token.as_ref().map(|_| ".."))
             .field("max_segment_bytes", &self.max_segment_bytes)
             .field("admin_token", &self.admin_token.as_ref().map(|_| ".."))
+            .field("playback_url", &self.playback_url)
             .finish()
     }
 }
@@ -192,7 +198,49 @@ impl Config {
             .filter(|&n| n > 0)
             .ok_or(ConfigError { variable: "max_segment_bytes", expected: "a whole number of bytes above 0" })?;
         let secret = |text: &str| Some(text.trim()).filter(|t| !t.is_empty()).map(str::to_owned);
-        Ok(Config { retention, idle_ms, ingest_token: secret(token), max_segment_bytes, admin_token: secret(admin) })
+        Ok(Config {
+            retention,
+            idle_ms,
+            ingest_token: secret(token),
+            max_segment_bytes,
+            admin_token: secret(admin),
+            playback_url: None,
+        })
+    }
+
+    /// Adds the `playback_url` variable: empty (this instance serves viewers), an `http` or
+    /// `https` origin, optionally with a path, such as `https://watch.example.com` (a trailing
+    /// `/` is dropped), or `:PORT`, the host name each request used on another port (two
+    /// instances on one machine, as `scripts/up` runs them). A query, fragment or anything that is not plain URL text is refused, so
+    /// the value is safe to put into a `Location` header and JSON.
+    pub fn with_playback_url(mut self, text: &str) -> Result<Self, ConfigError> {
+        let text = text.trim().trim_end_matches('/');
+        if text.is_empty() {
+            self.playback_url = None;
+            return Ok(self);
+        }
+        // `:PORT`: the same host name the request used, on another port.
+        if let Some(port) = text.strip_prefix(':') {
+            if port.parse::<u16>().is_ok_and(|p| p > 0) && !port.starts_with(['+', '0']) {
+                self.playback_url = Some(text.to_owned());
+                return Ok(self);
+            }
+        }
+        let rest = text.strip_prefix("https://").or_else(|| text.strip_prefix("http://"));
+        let plain = rest.is_some_and(|rest| {
+            let authority = rest.split('/').next().unwrap_or("");
+            !authority.is_empty()
+                && text.len() <= 1024
+                && rest.bytes().all(|b| b.is_ascii_alphanumeric() || b"-._~:/[]%".contains(&b))
+        });
+        if !plain {
+            return Err(ConfigError {
+                variable: "playback_url",
+                expected: "empty, an http(s) origin such as https://watch.example.com (no query), or :PORT",
+            });
+        }
+        self.playback_url = Some(text.to_owned());
+        Ok(self)
     }
 }
 
@@ -289,5 +337,22 @@ mod tests {
         assert_eq!(Config::parse("10", "30", "", "1.5", "").unwrap_err().variable, "max_segment_bytes");
         let text = Config::parse("10", "-3", "", "1", "").unwrap_err().to_string();
         assert!(text.starts_with("server misconfigured: idle_timeout"), "{text}");
+    }
+
+    #[test]
+    fn playback_url_is_an_origin_or_nothing() {
+        let c = || Config::parse("10", "30", "", "100", "").unwrap();
+        assert_eq!(c().playback_url, None);
+        assert_eq!(c().with_playback_url(" ").unwrap().playback_url, None);
+        assert_eq!(c().with_playback_url("http://127.0.0.1:3001/").unwrap().playback_url.as_deref(), Some("http://127.0.0.1:3001"));
+        assert_eq!(
+            c().with_playback_url("https://watch.example.com/live").unwrap().playback_url.as_deref(),
+            Some("https://watch.example.com/live")
+        );
+        assert_eq!(c().with_playback_url(":3001").unwrap().playback_url.as_deref(), Some(":3001"));
+        for bad in [":0", ":65536", ":+80", ":080", ":", ":x", "watch.example.com", "ftp://x", "http://", "http:///x", "http://a/?q=1", "http://a/#f", "http://a b", "http://a\r\nx: y"] {
+            let e = c().with_playback_url(bad).unwrap_err();
+            assert_eq!(e.variable, "playback_url", "{bad}");
+        }
     }
 }

@@ -136,6 +136,17 @@ fn dispatch(
         error.allow = Some(route.allow());
         return Err(error);
     }
+    // The variables are read once, by the first handler that needs them.
+    let mut source = Some(config);
+    let mut read: Option<Result<Config, ConfigError>> = None;
+    let mut config = || read.get_or_insert_with(|| (source.take().expect("read once"))()).clone();
+    if route.is_viewers() {
+        if let Some(url) = playback_origin(&config().map_err(misconfigured)?, head) {
+            return Ok(Step::Reply(to_playback(&url, head)));
+        }
+    }
+    // Where viewers go, for the links the answers carry.
+    let public = |config: &Config| playback_origin(config, head).unwrap_or_else(|| head.base_url.clone());
     let reply = match route {
         Route::Landing => page(web::landing_page(&head.base_url)),
         Route::Play { stream } => {
@@ -256,7 +267,7 @@ fn dispatch(
             let id = playback_id(stream)?;
             let config = config().map_err(misconfigured)?;
             let view = current_view(kv, &config, &id, now_ms)?;
-            status_reply(&id, &view, &head.base_url)
+            status_reply(&id, &view, &public(&config))
         }
         Route::IngestSegment { session, seq } => {
             let secret = SessionSecret::parse(session).map_err(ApiError::bad_request)?;
@@ -271,8 +282,8 @@ fn dispatch(
                 seq,
                 part: None,
                 limit: config.max_segment_bytes,
+                base_url: public(&config),
                 config,
-                base_url: head.base_url.clone(),
             }));
         }
         Route::IngestPart { session, seq, part } => {
@@ -289,8 +300,8 @@ fn dispatch(
                 seq,
                 part: Some(part),
                 limit: config.max_segment_bytes,
+                base_url: public(&config),
                 config,
-                base_url: head.base_url.clone(),
             }));
         }
         Route::IngestCommit { session, seq } => {
@@ -302,7 +313,7 @@ fn dispatch(
             let id = secret.stream_id();
             let status = stored_status(Streams::new(kv, &config).commit(&id, seq, count, now_ms))?;
             register_upload(kv, &config, &id, now_ms);
-            stored_reply(status, &head.base_url, &id, seq, Some(("parts", json!(count))))
+            stored_reply(status, &public(&config), &id, seq, Some(("parts", json!(count))))
         }
         Route::IngestGap { session, seq } => {
             let secret = SessionSecret::parse(session).map_err(ApiError::bad_request)?;
@@ -313,7 +324,7 @@ fn dispatch(
             let id = secret.stream_id();
             let status = stored_status(Streams::new(kv, &config).put_gap(&id, seq, duration_ms, now_ms))?;
             register_upload(kv, &config, &id, now_ms);
-            stored_reply(status, &head.base_url, &id, seq, Some(("gap", json!(true))))
+            stored_reply(status, &public(&config), &id, seq, Some(("gap", json!(true))))
         }
         Route::IngestEnd { session } => {
             let secret = SessionSecret::parse(session).map_err(ApiError::bad_request)?;
@@ -558,6 +569,33 @@ fn preflight(route: &Route) -> Reply {
         .header("access-control-allow-methods", route.allow())
         .header("access-control-allow-headers", ALLOW_HEADERS)
         .header("access-control-max-age", "86400")
+}
+
+/// The origin of the instance that serves viewers, when it is not this one (`playback_url`):
+/// as configured, or for `:PORT` this request's host name on that port.
+fn playback_origin(config: &Config, head: &RequestHead) -> Option<String> {
+    let url = config.playback_url.as_deref()?;
+    let Some(port) = url.strip_prefix(':') else {
+        return Some(url.to_owned());
+    };
+    // `base_url` is `scheme://host[:port]`, with IPv6 hosts in brackets.
+    let (scheme, authority) = head.base_url.split_once("://").unwrap_or(("http", "localhost"));
+    let host = match authority.rsplit_once(':') {
+        Some((host, p)) if !p.contains(']') && p.bytes().all(|b| b.is_ascii_digit()) => host,
+        _ => authority,
+    };
+    Some(format!("{scheme}://{host}:{port}"))
+}
+
+/// A viewer's request to an instance that leaves viewers to another (`playback_url`): the same
+/// path and query there, answered at once. `307` keeps the method; the redirect itself may be
+/// kept for a minute (the setting changes only with a redeploy).
+fn to_playback(url: &str, head: &RequestHead) -> Reply {
+    let query = if head.query.is_empty() { String::new() } else { format!("?{}", head.query) };
+    let location = format!("{url}{}{query}", head.path);
+    Reply::new(307, "text/plain; charset=utf-8", Body::Bytes(format!("viewers are served at {url}\n").into_bytes()))
+        .header("location", location)
+        .header("cache-control", "public, max-age=60".to_owned())
 }
 
 fn playlist_url(base_url: &str, id: &StreamId) -> String {

@@ -65,7 +65,8 @@ fn config() -> Result<Config, ConfigError> {
         &variable("ingest_token", "")?,
         &variable("max_segment_bytes", "16777216")?,
         &variable("admin_token", "")?,
-    )
+    )?
+    .with_playback_url(&variable("playback_url", "")?)
 }
 
 fn now_ms() -> i64 {

@@ -136,6 +136,16 @@ impl Route {
         }
     }
 
+    /// The routes viewers use, which an instance that leaves viewers to another
+    /// (`playback_url`) redirects there: the viewer page and everything it plays. Status stays
+    /// (the broadcaster's panel reads it, and it never waits), as do pages and assets.
+    pub fn is_viewers(&self) -> bool {
+        matches!(
+            self,
+            Route::Play { .. } | Route::Playlist { .. } | Route::Chunk { .. } | Route::Part { .. } | Route::Download { .. }
+        )
+    }
+
     pub fn family(&self) -> Family {
         match self {
             Route::Landing | Route::Play { .. } | Route::Asset { .. } => Family::Page,

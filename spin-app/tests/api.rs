@@ -548,3 +548,56 @@ fn every_answer_says_how_long_a_cache_may_keep_it() {
     assert_eq!(cc(&get(&kv, &c, "/assets/player.js", T0)).as_deref(), Some("public, max-age=31536000, immutable"));
     assert_eq!(cc(&get(&kv, &c, "/assets/nope.js", T0)).as_deref(), Some("no-store"));
 }
+
+/// An ingest instance (`playback_url` set) answers every viewer request at once with a redirect
+/// to the playback instance, so no viewer can hold one of its instances; it still takes uploads
+/// and answers status, and every link it hands out names the playback instance.
+#[test]
+fn an_ingest_instance_sends_viewers_to_the_playback_instance_and_never_holds() {
+    let kv = MemoryKv::new();
+    let watch = "https://watch.example.com";
+    let c = live().with_playback_url(&format!("{watch}/")).unwrap();
+    let id = stream_id(SECRET);
+    let reply = put(&kv, &c, SECRET, 0, "2.000", &ts(10, 1), T0);
+    assert_eq!(reply.status, 201);
+    let ack = json(&kv, &reply);
+    assert_eq!(ack["player"], format!("{watch}/play/{id}"));
+    assert_eq!(ack["playlist"], format!("{watch}/playlist/{id}.m3u8"));
+    // A blocking reload for the next seq would be held on a playback instance.
+    for path in [
+        format!("/playlist/{id}.m3u8?_HLS_msn=1&_HLS_part=0&_HLS_skip=YES"),
+        format!("/playlist/{id}.m3u8"),
+        format!("/chunks/{id}/0.ts"),
+        format!("/chunks/{id}/1.0.ts"),
+        format!("/play/{id}"),
+        format!("/download/{id}.ts"),
+    ] {
+        for method in [Method::Get, Method::Head] {
+            let reply = request(&kv, &c, &head(method.clone(), &path, &[]), &[], T0 + 100);
+            assert_eq!(reply.status, 307, "{method:?} {path}");
+            assert_eq!(reply.get_header("location"), Some(format!("{watch}{path}").as_str()), "{path}");
+        }
+    }
+    // Players fetch across origins: the redirect itself passes CORS.
+    let reply = playlist(&kv, &c, &id, T0 + 100);
+    assert_eq!(reply.get_header("access-control-allow-origin"), Some("*"));
+    let status = get(&kv, &c, &format!("/api/streams/{id}"), T0 + 100);
+    assert_eq!(status.status, 200);
+    assert_eq!(json(&kv, &status)["player"], format!("{watch}/play/{id}"));
+    // Without the variable the same request is served here.
+    assert_eq!(playlist(&kv, &live(), &id, T0 + 100).status, 200);
+    // `:PORT`: the host name the viewer used, on the playback instance's port.
+    let c = live().with_playback_url(":3001").unwrap();
+    let reply = get(&kv, &c, &format!("/play/{id}?embed=1"), T0 + 100);
+    assert_eq!(reply.status, 307);
+    assert_eq!(reply.get_header("location"), Some(format!("http://127.0.0.1:3001/play/{id}?embed=1").as_str()));
+    let mut v6 = head(Method::Get, &format!("/chunks/{id}/0.ts"), &[]);
+    v6.base_url = "https://[::1]:8443".to_owned();
+    let reply = request(&kv, &c, &v6, &[], T0 + 100);
+    assert_eq!(reply.get_header("location"), Some(format!("https://[::1]:3001/chunks/{id}/0.ts").as_str()));
+    v6.base_url = "http://[::1]".to_owned();
+    let reply = request(&kv, &c, &v6, &[], T0 + 100);
+    assert_eq!(reply.get_header("location"), Some(format!("http://[::1]:3001/chunks/{id}/0.ts").as_str()));
+    let ack = json(&kv, &put(&kv, &c, SECRET, 1, "2.000", &ts(10, 2), T0 + 200));
+    assert_eq!(ack["player"], format!("http://127.0.0.1:3001/play/{id}"));
+}

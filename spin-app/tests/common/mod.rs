@@ -25,6 +25,7 @@ pub fn config(retention: Retention, idle_ms: u64) -> Config {
         ingest_token: None,
         max_segment_bytes: 16_777_216,
         admin_token: None,
+        playback_url: None,
     }
 }
 
