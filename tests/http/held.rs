@@ -291,21 +291,46 @@ fn ingest_keeps_working_while_1500_viewers_hold_on_the_playback_instance() {
     assert_eq!(resp.header("location"), Some(format!("{}/playlist/{session_id}.m3u8?_HLS_msn=5", playback.base()).as_str()));
 }
 
-/// The bench's figures: both shapes, one after the other (`scripts/bench --only held`).
+/// The bench's figures (`scripts/bench --only held`): both shapes, `CHALKSTREAM_HELD_RUNS` runs
+/// each (3), one line per run, then per shape the upload latencies pooled over every upload of
+/// every run, the worst run's p99, and the verdicts against the issue's targets (no upload
+/// fails; upload p99 within 1 s), computed here.
 #[test]
 #[ignore = "a benchmark: scripts/bench --only held"]
 fn held_flood_figures() {
-    {
-        let (_store, ingest, playback) = two_instances();
-        let flood = flood(&ingest, &playback);
-        println!("{}", report("two-instances", &flood));
-    }
-    {
-        let host = Host::start();
-        let flood = flood(&host, &host);
-        println!("{}", report("one-instance", &flood));
-        for line in flood.failed.iter().take(5) {
-            println!("  failed: {line}");
+    let runs: usize = std::env::var("CHALKSTREAM_HELD_RUNS").ok().and_then(|v| v.parse().ok()).unwrap_or(3);
+    for shape in ["two-instances", "one-instance"] {
+        let mut pooled = Vec::new();
+        let (mut failed, mut uploads, mut worst_p99) = (0usize, 0usize, 0f64);
+        let mut held_full = true;
+        for _ in 0..runs {
+            let flood = if shape == "two-instances" {
+                let (_store, ingest, playback) = two_instances();
+                flood(&ingest, &playback)
+            } else {
+                let host = Host::start();
+                flood(&host, &host)
+            };
+            println!("{}", report(shape, &flood));
+            for line in flood.failed.iter().take(3) {
+                println!("  failed: {line}");
+            }
+            let mut sorted = flood.upload_ms.clone();
+            sorted.sort_by(f64::total_cmp);
+            worst_p99 = worst_p99.max(percentile(&sorted, 99.0));
+            failed += flood.failed.len();
+            uploads += flood.upload_ms.len();
+            held_full &= flood.peak_in_flight >= POOL;
+            pooled.extend(flood.upload_ms);
         }
+        pooled.sort_by(f64::total_cmp);
+        let p99 = percentile(&pooled, 99.0);
+        println!(
+            "held-pooled shape={shape} runs={runs} uploads={uploads} failed={failed} upload_p50_ms={:.1} upload_p99_ms={p99:.1} \
+             worst_run_p99_ms={worst_p99:.1} pool_held_full={held_full} verdict_no_upload_fails={} verdict_p99_within_1s={}",
+            percentile(&pooled, 50.0),
+            if failed == 0 { "met" } else { "missed" },
+            if failed == 0 && p99 <= 1000.0 { "met" } else { "missed" },
+        );
     }
 }
