@@ -273,14 +273,21 @@ impl PlacedFrames {
     }
 }
 
-/// What to tell the user when the server refuses a segment for good.
+/// What to tell the user when the server refuses an upload for good: why, and what to do.
+/// Every status the queue stops on ([`crate::queue::Outcome::Fatal`], and a `409` no seq can
+/// fix) has its own words; the caller adds the server's `error` text.
 pub fn refusal_message(status: u16, server: &str) -> String {
     match status {
         401 => format!("The server at {server} refused the ingest token (401) — check Options."),
         403 => format!("The server at {server} does not allow this stream (403) — check the token in Options."),
         404 => format!("There is no Chalkstream ingest at {server} (404) — check the server URL in Options."),
-        413 => format!("The server at {server} refused a segment as too large (413) — choose a shorter segment length in Options."),
-        400 => format!("The server at {server} rejected a segment as invalid (400) — update the extension or the server, then start again."),
+        413 => format!(
+            "The server at {server} refused an upload as larger than its limit (413) — choose a lower Quality or a shorter Segment length in Options, or ask its operator to raise max_segment_bytes."
+        ),
+        400 => format!("The server at {server} rejected an upload as invalid (400) — update the extension or the server, then start again."),
+        409 => format!(
+            "The server at {server} will not take more of this stream (409), so the broadcast stopped — start a new one (it gets a new link)."
+        ),
         s => format!("The server at {server} answered {s} — check the server URL in Options."),
     }
 }
@@ -327,6 +334,7 @@ fn capitalize(s: &str) -> String {
 /// What to tell the user while the server cannot be reached.
 pub fn unreachable_message(server: &str, status: Option<u16>) -> String {
     let why = match status {
+        Some(429) => format!("The server at {server} asks to wait (429)"),
         Some(s) => format!("The server at {server} is failing ({s})"),
         None => format!("Can't reach the server at {server}"),
     };
@@ -448,8 +456,36 @@ mod tests {
     fn refusals_say_what_to_do() {
         let m = refusal_message(401, "http://x:1");
         assert!(m.contains("http://x:1") && m.contains("token") && m.contains("check Options"));
-        assert!(refusal_message(413, "s").contains("shorter segment"));
+        assert!(refusal_message(413, "s").contains("shorter Segment length"));
+        assert!(refusal_message(413, "s").contains("lower Quality"));
         assert!(unreachable_message("s", None).contains("Can't reach"));
+        assert!(unreachable_message("s", Some(503)).contains("is failing (503)"));
+        assert!(unreachable_message("s", Some(429)).contains("asks to wait (429)"));
+    }
+
+    /// Issue 18: every answer the queue stops on says what to do, and a 409 (a stream started
+    /// with whole segments, another part target, or one segment refused under seq after seq)
+    /// is not sent to Options to check a URL that is right.
+    #[test]
+    fn every_status_the_queue_stops_on_says_what_to_do() {
+        use crate::queue::{classify, classify_answer, Outcome};
+        for status in [400, 401, 403, 404, 405, 409, 410, 413, 414, 415, 422, 431] {
+            let stops = match status {
+                409 => classify_answer(
+                    Some(409),
+                    "this stream was started with whole segments (wire contract v1); start a new session to upload parts",
+                ),
+                s => classify(Some(s)),
+            };
+            assert_eq!(stops, Outcome::Fatal(status), "{status} stops the queue");
+            let m = refusal_message(status, "http://x:1");
+            assert!(m.contains("http://x:1") && m.contains(&status.to_string()), "{m}");
+            assert!(m.contains(" — "), "{status} says what to do: {m}");
+        }
+        let m = refusal_message(409, "s");
+        assert!(m.contains("start a new one") && !m.contains("server URL"), "{m}");
+        let m = refusal_message(400, "s");
+        assert!(m.contains("an upload") && m.contains("update"), "{m}");
     }
 
     #[test]

@@ -263,7 +263,8 @@ pub async fn run(
             let halted = u.queue.halted();
             u.last_error = Some(match (outcome, halted) {
                 (Outcome::Acked, _) => unreachable!("acked requests are settled"),
-                (Outcome::Retry, _) => unreachable_message(server, status),
+                // An answer says why (a full store, a seq too far ahead): shown with it.
+                (Outcome::Retry, _) => unreachable_message(server, status) + &said,
                 (Outcome::Fatal(s), _) => refusal_message(s, server) + &said,
                 (Outcome::Conflict | Outcome::Held, Some(s)) => refusal_message(s, server) + &said,
                 (Outcome::Conflict, None) => format!(
