@@ -441,6 +441,101 @@ mod tests {
         assert_eq!(settled.into_iter().collect::<Vec<_>>(), all, "every seq settled, densely");
     }
 
+    /// Issue 18 ("resume always works"): the server went down while segment 0 was open, and the
+    /// sweep deleted the stream, its stored parts with it. The parts sent after the outage are
+    /// stored, the commit is refused (part 0 is gone): seq 0 is given up and the whole segment
+    /// goes again under seq 1, so the resumed run has no hole (the e2e outage test sees this).
+    #[test]
+    fn regression_issue_18_a_segment_whose_parts_the_sweep_deleted_goes_again_under_a_fresh_seq() {
+        let mut q = pq();
+        q.push_part("a0", 500, true);
+        q.push_part("a1", 500, false);
+        q.next(0).unwrap();
+        q.settle(Outcome::Acked, 0, 0.5);
+        // The outage: part 1 is retried until the server is back.
+        let mut now = 0;
+        for _ in 0..50 {
+            let item = q.next(now).expect("retried after the backoff");
+            assert!(matches!(item, Item::Part { seq: 0, part: 1, .. }));
+            q.settle(Outcome::Retry, now, 0.5);
+            now = q.retry_at_ms();
+        }
+        assert_eq!(q.halted(), None, "an outage never stops the queue");
+        q.push_part("a2", 500, false);
+        q.seal();
+        q.push_part("b0", 500, true);
+        assert!(matches!(q.next(now), Some(Item::Part { seq: 0, part: 1, .. })));
+        q.settle(Outcome::Acked, now, 0.5);
+        assert_eq!(drain_until_commit(&mut q), ["0/2:a2"]);
+        let refused = classify_answer(Some(409), "part 0 of segment 0 is not stored; upload it before committing");
+        assert!(q.settle(refused, now, 0.5).is_none());
+        assert_eq!(
+            drain(&mut q),
+            ["0/gap 1500", "1/0:a0!", "1/1:a1", "1/2:a2", "1/commit 3", "2/0:b0"]
+        );
+        assert_eq!(q.halted(), None);
+    }
+
+    /// Issue 18: an answer that no retry can change stops the queue at once, whatever request
+    /// it answers (a first part, a later part, a commit, a gap), and nothing is sent after it;
+    /// an outage, a full store or a "wait" is retried, never stops it.
+    #[test]
+    fn an_answer_no_retry_can_change_stops_every_kind_of_request_and_an_outage_never_does() {
+        const NEVER: [(u16, &str); 8] = [
+            (400, "X-Duration must be a plain decimal"),
+            (401, "missing or wrong ingest token"),
+            (403, ""),
+            (404, ""),
+            (405, ""),
+            (413, "the segment is larger than this server's limit of 2000 bytes; cut shorter segments"),
+            (409, "this stream was started with whole segments (wire contract v1); start a new session to upload parts"),
+            (409, "this stream's part target is 0.5 s and its target duration 2 s (fixed by its first part); send those"),
+        ];
+        // Steps to the request answered: 0 = part 0, 1 = part 1, 2 = the commit, 3 = a gap.
+        for kind in 0..4 {
+            for (status, error) in NEVER {
+                let mut q = pq();
+                q.push_part("a0", 500, true);
+                q.push_part("a1", 500, false);
+                q.seal();
+                if kind == 3 {
+                    q.next(0).unwrap();
+                    q.settle(Outcome::Acked, 0, 0.5);
+                    q.next(0).unwrap();
+                    q.settle(classify_answer(Some(409), "part 1 of segment 0 is already stored with different bytes"), 0, 0.5);
+                    assert!(matches!(q.next(0), Some(Item::Gap(_))));
+                } else {
+                    for _ in 0..kind {
+                        q.next(0).unwrap();
+                        q.settle(Outcome::Acked, 0, 0.5);
+                    }
+                    q.next(0).unwrap();
+                }
+                assert!(q.settle(classify_answer(Some(status), error), 0, 0.5).is_none());
+                assert_eq!(q.halted(), Some(status), "{status} {error:?} to request kind {kind}");
+                assert!(q.next(u64::MAX / 2).is_none(), "nothing after {status}");
+            }
+            for status in [None, Some(408), Some(429), Some(500), Some(503)] {
+                let mut q = pq();
+                q.push_part("a0", 500, true);
+                q.push_part("a1", 500, false);
+                q.seal();
+                for _ in 0..kind.min(2) {
+                    q.next(0).unwrap();
+                    q.settle(Outcome::Acked, 0, 0.5);
+                }
+                let mut now = 0;
+                for _ in 0..200 {
+                    q.next(now).expect("retried");
+                    q.settle(classify_answer(status, "the key-value store is full"), now, 0.5);
+                    assert!(q.retry_at_ms() - now <= 4_800, "the backoff is capped");
+                    now = q.retry_at_ms();
+                }
+                assert_eq!(q.halted(), None, "{status:?} is retried");
+            }
+        }
+    }
+
     #[test]
     fn fatal_answers_stop_the_part_queue() {
         let mut q = pq();
