@@ -17,6 +17,10 @@
 //! the pool), every acknowledged seq is listed by the playback instance afterwards, and a viewer
 //! request to the ingest instance is redirected. It prints the upload latencies.
 //!
+//! `a_held_request_reads_a_constant_however_hostile_the_stream`: the host counts a held
+//! request's key-value reads on a stream with the shortest part target and the longest target
+//! duration (170 over a 90 s hold, bound 397); a v1 reload is answered at once.
+//!
 //! `held_flood_figures` (ignored; `scripts/bench --only held` runs it) measures the same in
 //! both shapes, two instances and one, and prints one `held-flood` line per shape for the bench.
 //!
@@ -333,4 +337,88 @@ fn held_flood_figures() {
             if failed == 0 && p99 <= 1000.0 { "met" } else { "missed" },
         );
     }
+}
+
+/// The key-value reads of the `n`-th request whose log line names `request`, from the host's
+/// `CHALKSTREAM_COUNT_KV` lines (written once the request's work is done, the sweep step after
+/// the response included), waited for up to `wait`.
+fn kv_reads(host: &Host, request: &str, wait: Duration) -> u64 {
+    let needle = format!("chalkstream-host: kv {request}: ");
+    let deadline = Instant::now() + wait;
+    loop {
+        if let Some(line) = host.log().lines().find(|l| l.starts_with(&needle)) {
+            return line[needle.len()..].split(' ').next().unwrap().parse().unwrap();
+        }
+        assert!(Instant::now() < deadline, "no kv line for {request}");
+        thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Issue 18: "a stated constant of key-value reads per held request whatever the stream's part
+/// target and target duration", over HTTP with the host counting. A broadcaster sets the
+/// shortest part target (0.1 s) and the longest target duration (30 s), so a held request waits
+/// the longest hold (three target durations, 90 s) for a part that never comes. Before the
+/// checks were paced by time, one such GET read 13,486 keys; the bound is `hold::MAX_CHECKS` (64)
+/// checks of at most five reads plus 20 for deciding and answering (spin-app's
+/// `regression_issue_18_a_held_request_reads_a_constant_whatever_the_part_target`), plus the
+/// sweep's step after the response (at most 17 reads of its shard and one stream's visit here).
+/// A v1 stream has nothing to hold: its blocking reload is answered at once.
+#[test]
+fn a_held_request_reads_a_constant_however_hostile_the_stream() {
+    std::env::set_var("CHALKSTREAM_COUNT_KV", "1");
+    // The stream must not end (idle) before the longest hold gives up.
+    let host = Host::with_vars(&[("idle_timeout", "120")]);
+    let session = new_session();
+    let id = stream_id(&session);
+    let m = &media_parts()[0];
+    let hostile = |part: u32, duration: &str| {
+        let independent = if part == 0 { "1" } else { "0" };
+        [("X-Duration", duration.to_owned()), ("X-Part-Target", "0.1".to_owned()), ("X-Target-Duration", "30".to_owned()), ("X-Independent", independent.to_owned())]
+    };
+    let put = |seq: u64, part: u32, body: &[u8]| {
+        let headers = hostile(part, "0.1");
+        let headers: Vec<(&str, &str)> = headers.iter().map(|(n, v)| (*n, v.as_str())).collect();
+        host.put_part(&session, seq, part, &headers, body).assert_status(201);
+    };
+    put(0, 0, &m.parts[0]);
+    host.commit(&session, 0, 1).assert_status(201);
+    put(1, 0, &m.parts[1]);
+    // Both held at once: a blocking reload for part 1.1, and the part itself.
+    let reload = format!("/playlist/{id}.m3u8?_HLS_msn=1&_HLS_part=1");
+    let part = format!("/chunks/{id}/1.1.ts");
+    // The tests' usual agent gives up after 60 s.
+    let patient: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .max_redirects(0)
+        .timeout_global(Some(Duration::from_secs(150)))
+        .build()
+        .into();
+    let get = |path: &str| try_request(&patient, &host.base(), "GET", path, &[], None).unwrap();
+    let started = Instant::now();
+    let (a, b) = thread::scope(|s| {
+        let a = s.spawn(|| get(&reload));
+        let b = s.spawn(|| get(&part));
+        (a.join().unwrap(), b.join().unwrap())
+    });
+    let held = started.elapsed();
+    a.assert_status(503);
+    b.assert_status(503);
+    assert!(held >= Duration::from_secs(89), "answered after {held:?}, not at the 90 s limit");
+    let bound = 64 * 5 + 20 + 17 + 40;
+    for path in [&reload, &part] {
+        let reads = kv_reads(&host, &format!("GET {path}"), Duration::from_secs(10));
+        println!("GET {path}: {reads} key-value reads over a {:.1} s hold (bound {bound})", held.as_secs_f64());
+        assert!(reads <= bound, "GET {path}: {reads} key-value reads while held (bound {bound})");
+    }
+    // v1: whole segments; a blocking reload has nothing to wait for and is answered at once.
+    let v1 = new_session();
+    let v1_id = stream_id(&v1);
+    let seg = &media()[0];
+    host.upload(&v1, 0, &seg.x_duration(), None, &seg.bytes).assert_status(201);
+    let resp = host.get(&format!("/playlist/{v1_id}.m3u8?_HLS_msn=5"));
+    // Answered, not held until it gave up (`503`).
+    assert!(resp.status == 200 || resp.status == 400, "{resp}");
+    let reads = kv_reads(&host, &format!("GET /playlist/{v1_id}.m3u8?_HLS_msn=5"), Duration::from_secs(10));
+    println!("v1 GET with _HLS_msn: {reads} key-value reads");
+    assert!(reads <= 20 + 17 + 40, "a v1 reload read {reads} keys");
 }
