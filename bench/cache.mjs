@@ -51,6 +51,8 @@ export function deployConf({ port, origin, cacheDir, lock = true }) {
     conf = conf.replace(from, to);
   };
   replace('listen 80;', `listen 127.0.0.1:${port};`);
+  // Viewers' and broadcasters' instances: the one test origin for both.
+  replace('server 127.0.0.1:3001;', `server ${new URL(origin).host};`);
   replace('server 127.0.0.1:3000;', `server ${new URL(origin).host};`);
   replace('proxy_cache_path /var/cache/nginx/chalkstream ', `proxy_cache_path ${cacheDir} `);
   if (!lock) replace('proxy_cache_lock on;', 'proxy_cache_lock off;');
