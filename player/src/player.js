@@ -3,7 +3,7 @@
 // replays it from the start once it has ended, and recovers from network
 // blips and stalls without a reload. Tests and tools read
 // `window.chalkstreamPlayer = { hls, video, state, delay, firstFrameAt, lowLatency, steering, catchUps, unstuck,
-// stalls, forgiven }` and
+// stalls, forgiven, leaps }` and
 // may preset `window.chalkstreamPlayerConfig` (see `defaults`) before load.
 
 const $ = (id) => document.getElementById(id);
@@ -63,9 +63,9 @@ const defaults = {
   // With parts: after `forgiveStallS` of playback without a stall, take back one of hls.js's
   // stall steps (`liveSyncOnStallIncrease`), down to PART-HOLD-BACK (see `forgive`).
   forgiveStallS: 12,
-  // A seek that has not finished after `stuckMs` with the playhead past everything buffered is
-  // brought back to what is buffered (see `unstick`).
-  stuckMs: 2_000,
+  // A live playhead that has not moved for `stuckMs` while it should play, outside everything
+  // buffered (a seek to where no media is), is brought back to what is buffered (see `unstick`).
+  stuckMs: 1_000,
 };
 const preset = window.chalkstreamPlayerConfig || {};
 // `hls` in the preset replaces our hls.js settings entirely (`{}` = hls.js defaults).
@@ -73,7 +73,7 @@ const config = { ...defaults, ...preset, hls: preset.hls ?? defaults.hls };
 
 const player = {
   hls: null, video, state: 'loading', delay: null, firstFrameAt: null, lowLatency: false, steering: false, catchUps: 0, unstuck: 0,
-  stalls: 0, forgiven: 0, config,
+  stalls: 0, forgiven: 0, leaps: 0, config,
 };
 window.chalkstreamPlayer = player;
 
@@ -450,33 +450,74 @@ function forgive() {
   lastStallAt = now;
 }
 
-let seekingSince = 0;
+/**
+ * Low latency: a session more than `steer.maxOverS` over hls.js's target latency jumps to hls.js's
+ * live sync position, as far as it is buffered in the range being played. hls.js loads from the
+ * INDEPENDENT part at or before its sync point, and only a segment's first part is one (a keyframe
+ * opens each segment), so in a stream's first seconds that is the stream's very start; its seek to
+ * the sync point is then often lost (its gap controller skips the sliver before the first frame,
+ * and the start seek gives up on a seeking video: "could not seek to …, already seeking" in
+ * hls.js 1.7.4's log). With parts hls.js never moves a buffered playhead that is behind (its
+ * maximum latency is unlimited) and `steer` leaves more than `maxOverS` alone, so such a session,
+ * or one that stalls went on to add to, stayed seconds behind for good. Media that is buffered is
+ * there to play, so the jump cannot land where nothing comes, whatever hls.js thinks its edge is.
+ */
+function leap() {
+  const { hls } = player;
+  if (!player.steering || !hls || player.state !== 'live' || video.paused || video.seeking || video.readyState < 3) return;
+  const over = hls.latency - hls.targetLatency;
+  const sync = hls.liveSyncPosition;
+  if (!Number.isFinite(over) || over <= config.steer.maxOverS || !Number.isFinite(sync)) return;
+  const ahead = bufferedAhead();
+  // The position must lie inside the range being played, with a part's worth left after it.
+  const partTarget = hls.levels?.[hls.currentLevel]?.details?.partTarget || 0.5;
+  const to = Math.min(sync, video.currentTime + ahead - partTarget);
+  if (to - video.currentTime <= config.steer.maxOverS / 2) return;
+  player.leaps += 1;
+  video.currentTime = to;
+}
+
+let stillSince = 0;
+let stillAt = -1;
 
 /**
- * A seek to past everything buffered that does not finish (seen once at start-up, with hls.js's
- * live edge briefly seconds ahead of the stream's): the page would sit on a frozen frame for good.
- * After `config.stuckMs` the playhead goes back to the newest buffered range, where playback goes
- * on and hls.js loads from.
+ * A live playhead that should play but has not moved for `config.stuckMs` while it sits outside
+ * everything buffered (past the newest range, or in a hole hls.js does not skip): a seek to where
+ * no media will come (hls.js's live edge placed seconds ahead of the stream's at start-up froze
+ * pages so, for good). The playhead goes back to the newest buffered range, where playback goes on
+ * and hls.js loads from. A playhead inside buffered media that does not move is a stall hls.js
+ * handles itself (it waits for data or nudges).
  */
 function unstick() {
-  if (!video.seeking || video.paused || player.state !== 'live') {
-    seekingSince = 0;
+  const now = performance.now();
+  // Before the first frame hls.js places the playhead itself (it skips a hole at the start).
+  if (video.paused || video.ended || player.state !== 'live' || player.firstFrameAt === null
+    || video.currentTime !== stillAt) {
+    stillAt = video.currentTime;
+    stillSince = now;
     return;
   }
-  const now = performance.now();
-  if (!seekingSince) seekingSince = now;
   const { buffered } = video;
-  if (now - seekingSince < config.stuckMs || !buffered.length) return;
-  const start = buffered.start(buffered.length - 1);
-  const end = buffered.end(buffered.length - 1);
-  if (video.currentTime <= end) return;
-  seekingSince = now;
+  if (now - stillSince < config.stuckMs || !buffered.length) return;
+  const t = video.currentTime;
+  // In a range, or at its end waiting for the next part (an ordinary stall): hls.js's business.
+  for (let i = 0; i < buffered.length; i += 1) {
+    if (buffered.start(i) <= t + 0.1 && t <= buffered.end(i) + 0.25) return;
+  }
+  // In a hole: the start of the range after it; past everything: a second before the end.
+  let to = null;
+  for (let i = 0; i < buffered.length && to === null; i += 1) {
+    if (buffered.start(i) > t) to = buffered.start(i);
+  }
+  if (to === null) to = Math.max(buffered.start(buffered.length - 1), buffered.end(buffered.length - 1) - 1);
+  stillSince = now;
   player.unstuck += 1;
-  video.currentTime = Math.max(start, end - 1);
+  video.currentTime = to;
 }
 
 function tick() {
   forgive();
+  leap();
   steer();
   unstick();
   if (player.state !== 'live') return;
