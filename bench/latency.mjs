@@ -59,10 +59,16 @@ async function oneRun({ server, clock, viewer, segmentS, lowLatency, mic, overla
         fps: window.length / seconds,
         start_s: (t0 - b.startedAt) / 1000,
         low_latency: r.low_latency,
+        // Every frame's figure (ms), so the report pools percentiles over all frames of all runs.
+        samples_ms: ms.map((x) => Math.round(x)),
+        // The longest time between two frames shown: a frozen page shows none for seconds.
+        longest_gap_s: window.reduce((m, s, i) => (i ? Math.max(m, s.t - window[i - 1].t) : m), 0) / 1000,
+        unstuck: r.unstuck ?? 0, leaps: r.leaps ?? 0,
       };
       log(`  latency ${label(segmentS, lowLatency, mic, overlay)}: p50 ${out.p50.toFixed(2)} s, p95 ${out.p95.toFixed(2)} s, player's own p50 `
         + `${out.player_p50.toFixed(2)} s over ${out.samples} frames (${out.undecoded} unreadable), first frame after ${out.start_s.toFixed(1)} s; `
-        + `player ${out.behind_edge.toFixed(2)} s behind the live edge (target ${out.target.toFixed(2)} s; stalls at ${JSON.stringify(out.stalls)} s), ffmpeg.wasm ${out.remux_per_media_s.toFixed(2)} s per media s, upload ack ${out.ack.toFixed(2)} s`);
+        + `player ${out.behind_edge.toFixed(2)} s behind the live edge (target ${out.target.toFixed(2)} s; stalls at ${JSON.stringify(out.stalls)} s), ffmpeg.wasm ${out.remux_per_media_s.toFixed(2)} s per media s, upload ack ${out.ack.toFixed(2)} s; `
+        + `longest without a frame ${out.longest_gap_s.toFixed(2)} s, unstuck ${out.unstuck}, leaps ${out.leaps}`);
       return out;
     } finally {
       await player.page.close();
@@ -77,15 +83,20 @@ async function oneRun({ server, clock, viewer, segmentS, lowLatency, mic, overla
  * the camera in the corner or not), `cfg.latency.runs` times each.
  */
 export async function runLatency({ root, cfg, log }) {
+  // CHALKSTREAM_LATENCY_RUNS=N runs each setting N times; CHALKSTREAM_LATENCY_SETTINGS=0,2 keeps only those
+  // settings of the mode (by index: in the default mode 0 is 2 s segments with parts).
+  const runsEach = Number(process.env.CHALKSTREAM_LATENCY_RUNS) || cfg.latency.runs;
+  const pick = process.env.CHALKSTREAM_LATENCY_SETTINGS?.split(',').map(Number);
+  const settings = pick ? cfg.latency.settings.filter((_, i) => pick.includes(i)) : cfg.latency.settings;
   const clock = await startClockServer();
   const server = await startHost(root, 'latency');
   const viewer = await launchViewer();
   try {
     const rows = [];
     let config;
-    for (const { segment_s: segmentS, low_latency: lowLatency, mic = false, overlay = false } of cfg.latency.settings) {
+    for (const { segment_s: segmentS, low_latency: lowLatency, mic = false, overlay = false } of settings) {
       const runs = [];
-      for (let i = 0; i < cfg.latency.runs; i++) {
+      for (let i = 0; i < runsEach; i++) {
         runs.push(await oneRun({ server, clock, viewer, segmentS, lowLatency, mic, overlay, seconds: cfg.latency.seconds, log }));
       }
       config ??= runs[0].config;
@@ -94,6 +105,12 @@ export async function runLatency({ root, cfg, log }) {
         // Whether the player really played in low-latency mode (it decides from the playlist).
         player_low_latency: runs.every((r) => r.low_latency === true),
         measured_p50: summary(runs.map((r) => r.p50)), measured_p95: summary(runs.map((r) => r.p95)),
+        // Over every frame of every run together, not a median of per-run figures.
+        pooled_p50: percentile(runs.flatMap((r) => r.samples_ms), 50) / 1000,
+        pooled_p95: percentile(runs.flatMap((r) => r.samples_ms), 95) / 1000,
+        // Each run on its own (the worst one is shown beside the pooled figures).
+        per_run: runs.map((r) => ({ p50: r.p50, p95: r.p95, frames: r.samples, start_s: r.start_s,
+          longest_gap_s: r.longest_gap_s, unstuck: r.unstuck, leaps: r.leaps, stalls: r.stalls.length })),
         player_p50: summary(runs.map((r) => r.player_p50)), player_p95: summary(runs.map((r) => r.player_p95)),
         frames: runs.reduce((a, r) => a + r.samples, 0), undecoded: runs.reduce((a, r) => a + r.undecoded, 0),
         start_s: summary(runs.map((r) => r.start_s)),
@@ -110,7 +127,8 @@ export async function runLatency({ root, cfg, log }) {
     return {
       rows, seconds: cfg.latency.seconds,
       player_settings: `\`${JSON.stringify(config?.hls ?? {})}\` (hls.js, as shipped in player/src/player.js)`,
-      cmd: 'scripts/bench (bench/latency.mjs)',
+      cmd: `${['CHALKSTREAM_LATENCY_RUNS', 'CHALKSTREAM_LATENCY_SETTINGS'].filter((k) => process.env[k])
+        .map((k) => `${k}=${process.env[k]} `).join('')}scripts/bench (bench/latency.mjs)`,
       method: `The extension (loaded unpacked from extension/dist into its own headless Chromium) streams a
 1280x720 tab that draws, on every animation frame, the wall-clock time in ms as 32 black/white blocks
 over their complement (bench/clock/). The player page (/play/{id}), in a second Chromium with its own

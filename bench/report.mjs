@@ -47,8 +47,11 @@ upload, the reload. The PDT error column is how much later than the true capture
 \`X-Program-Date-Time\` stamps are (positive: the player's own figure under-reports).`;
 const LATENCY_GAP = `What would close the gap: shorter parts (the hold-back is three of them) as long as
 the per-part remux stays small (see part 4 for where that time goes), and a cheaper remux.`;
-const LATENCY_MET = `Every target is met. What would lower the figures further: shorter parts, paid for by
+const LATENCY_LOWER = `What would lower the figures further: shorter parts, paid for by
 more remux calls and requests per second.`;
+// A run counts as frozen when, once playing, its page showed no frame for this long (a stall on a busy
+// machine lasts a second or two; the start-up freezes seen before lasted tens of seconds).
+const FROZEN_GAP_S = 5;
 
 const win = (text) => text.replace(/ runs?\)$/, (m) => m.replace('run', 'window'));
 const verdict = (ok) => (ok ? '**met**' : '**missed**');
@@ -135,6 +138,55 @@ glass-to-glass p50 is ${f(d50, 2)} s and p95 ${f(d95, 2)} s ${d50 >= 0 ? 'above'
   return out.join('\n\n');
 }
 
+/**
+ * A setting's latency figures as the verdicts use them: p50 and p95 pooled over every frame of every
+ * run, and the worst run (highest p95) on its own. Results saved before the pooling (no per-frame
+ * samples) fall back to the median of the per-run figures, and say so.
+ */
+function latencyFigures(row) {
+  const pooled = Number.isFinite(row.pooled_p50) && Number.isFinite(row.pooled_p95);
+  const runs = row.per_run ?? [];
+  const worst = runs.length ? runs.reduce((w, x) => (x.p95 > w.p95 ? x : w)) : null;
+  // null: results saved before the per-run figures (nothing to count frozen runs from).
+  const frozen = runs.length ? runs.filter((x) => x.longest_gap_s > FROZEN_GAP_S).length : null;
+  return {
+    pooled,
+    p50: pooled ? row.pooled_p50 : row.measured_p50.median,
+    p95: pooled ? row.pooled_p95 : row.measured_p95.median,
+    worst, frozen, runs: runs.length || row.measured_p50.runs,
+  };
+}
+
+/** Verdict of one setting against its target, from `latencyFigures`; `null` without a target. */
+function latencyVerdict(row) {
+  const t = latencyTarget(row);
+  if (!t) return null;
+  const x = latencyFigures(row);
+  const ok50 = x.p50 <= t.p50;
+  const ok95 = t.p95 == null || x.p95 <= t.p95;
+  const noFreeze = !x.frozen;
+  return { t, x, ok50, ok95, noFreeze, met: ok50 && ok95 && noFreeze };
+}
+
+/** The sentence that sums the verdicts up, written from them. */
+function latencySummary(L) {
+  const parts = [];
+  for (const row of L.rows) {
+    const v = latencyVerdict(row);
+    if (!v) continue;
+    const { t, x } = v;
+    const figs = `p50 ${f(x.p50, 2)} s against ${t.p50} s${t.p95 != null ? `, p95 ${f(x.p95, 2)} s against ${t.p95} s` : ''}`;
+    const misses = [!v.ok50 && `p50 by ${f(x.p50 - t.p50, 2)} s`, !v.ok95 && `p95 by ${f(x.p95 - t.p95, 2)} s`,
+      !v.noFreeze && `${x.frozen} frozen run${x.frozen > 1 ? 's' : ''}`].filter(Boolean);
+    const frozen = x.frozen === null ? 'frozen runs not recorded' : `${x.frozen} of ${x.runs} runs frozen`;
+    parts.push(`- ${settingName(row)}: ${figs}${x.pooled ? ' (pooled over every frame)' : ' (medians of the runs: these results have no per-frame samples)'}, `
+      + `${frozen}: ${v.met ? '**met**' : `**missed** (${misses.join(', ')})`}.`);
+  }
+  if (!parts.length) return '';
+  const all = L.rows.every((row) => latencyVerdict(row)?.met !== false);
+  return `${parts.join('\n')}\n\n${all ? `All ${parts.length} latency target${parts.length > 1 ? 's are' : ' is'} met. ${LATENCY_LOWER}` : LATENCY_GAP}`;
+}
+
 function latency(r) {
   const L = r.parts.latency;
   let s = '\n## 1. Glass-to-glass latency\n' + failed(r, 'latency');
@@ -144,20 +196,25 @@ ${L.method}
 
 Command: \`${L.cmd}\`. Player settings: ${L.player_settings}.
 
-| setting | measured p50 (s) | measured p95 (s) | player's own (PDT) p50 (s) | frames decoded | target | verdict |
-| --- | --- | --- | --- | --- | --- | --- |
+p50 and p95 are pooled over every frame of every run (each frame one sample), the worst run (highest p95)
+is shown beside them, and per-run p50 as median and range. A run counts as frozen when, once playing, its page
+showed no frame for more than ${FROZEN_GAP_S} s. Verdicts are computed from the pooled figures and the frozen count.
+
+| setting | measured p50 (s), pooled | measured p95 (s), pooled | worst run p50 / p95 (s) | per-run p50 (s) | frozen runs | player's own (PDT) p50 (s) | frames decoded | target | verdict |
+| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |
 `;
   for (const row of L.rows) {
-    const t = latencyTarget(row);
-    let v = 'reference (original design)';
-    if (t) {
-      const ok50 = row.measured_p50.median <= t.p50;
-      const ok95 = t.p95 == null || row.measured_p95.median <= t.p95;
-      v = verdict(ok50 && ok95) + (!ok50 ? ` (p50 by ${f(row.measured_p50.median - t.p50, 2)} s)` : '')
-        + (!ok95 ? ` (p95 by ${f(row.measured_p95.median - t.p95, 2)} s)` : '');
-    }
-    const target = t ? `p50 <= ${t.p50} s${t.p95 ? `, p95 <= ${t.p95} s` : ''}` : '—';
-    s += `| ${settingName(row)} | ${spread(row.measured_p50, 2)} | ${spread(row.measured_p95, 2)} | ${spread(row.player_p50, 2)} | ${row.frames} (${row.undecoded} unreadable) | ${target} | ${v} |\n`;
+    const x = latencyFigures(row);
+    const v = latencyVerdict(row);
+    const t = v?.t;
+    const verdictText = !v ? 'reference (original design)'
+      : verdict(v.met) + (!v.ok50 ? ` (p50 by ${f(x.p50 - t.p50, 2)} s)` : '')
+        + (!v.ok95 ? ` (p95 by ${f(x.p95 - t.p95, 2)} s)` : '') + (!v.noFreeze ? ` (${x.frozen} frozen)` : '');
+    const target = t ? `p50 <= ${t.p50} s${t.p95 ? `, p95 <= ${t.p95} s` : ''}, none frozen` : '—';
+    const pooledNote = x.pooled ? '' : ' (median of runs)';
+    const worst = x.worst ? `${f(x.worst.p50, 2)} / ${f(x.worst.p95, 2)}` : 'n/a';
+    const frozen = row.per_run ? `${x.frozen} of ${x.runs}` : 'n/a';
+    s += `| ${settingName(row)} | ${f(x.p50, 2)}${pooledNote} | ${f(x.p95, 2)}${pooledNote} | ${worst} | ${spread(row.measured_p50, 2)} | ${frozen} | ${spread(row.player_p50, 2)} | ${row.frames} (${row.undecoded} unreadable) | ${target} | ${verdictText} |\n`;
   }
   s += `
 Where the time goes (medians over the runs). The measured latency splits into how far behind the live
@@ -174,11 +231,15 @@ server acknowledged it (its average; it includes the ffmpeg.wasm remux), then th
     const stalls = row.stalls ? ` (${f(row.stalls.median, 0)}; ${f(row.stalls.min, 0)}–${f(row.stalls.max, 0)})` : '';
     s += `| ${settingName(row)} | ${f(row.measured_p50.median, 2)} | ${f(row.behind_edge.median, 2)} | ${row.target ? f(row.target.median, 2) : 'n/a'}${stalls} | ${f(row.measured_p50.median - row.behind_edge.median, 2)} | ${f(row.ack.median, 2)} | ${f(row.remux_per_media_s?.median, 3)} | ${f(row.measured_p50.median - row.player_p50.median, 2)} | ${f(row.fps.median, 1)} | ${Number.isFinite(row.dropped) ? row.dropped : 'n/a'} |\n`;
   }
-  const met = L.rows.every((row) => {
-    const t = latencyTarget(row);
-    return !t || (row.measured_p50.median <= t.p50 && (t.p95 == null || row.measured_p95.median <= t.p95));
-  });
-  s += `\n${LATENCY_FLOOR} ${met ? LATENCY_MET : LATENCY_GAP}\n`;
+  s += `\n${LATENCY_FLOOR}\n\n${latencySummary(L)}\n`;
+  const perRun = L.rows.filter((row) => row.per_run?.length);
+  if (perRun.length) {
+    s += '\nEach run (p50 / p95 in s, first frame after s, longest time without a frame in s, stalls; the player\'s leaps to live and unstuck seeks when any):\n\n';
+    for (const row of perRun) {
+      s += `- ${settingName(row)}: ${row.per_run.map((x) => `${f(x.p50, 2)} / ${f(x.p95, 2)} (${f(x.start_s, 1)}, ${f(x.longest_gap_s, 2)}, ${x.stalls}`
+        + `${x.leaps ? `, ${x.leaps} leap${x.leaps > 1 ? 's' : ''}` : ''}${x.unstuck ? `, ${x.unstuck} unstuck` : ''})`).join('; ')}\n`;
+    }
+  }
   const dev = devicesAgainstDefault(L);
   if (dev) s += `\n${dev}\n`;
   if (L.notes) s += `\n${L.notes}\n`;

@@ -89,7 +89,9 @@ export async function openPlayer(context, url) {
       const s = window.__benchLatency;
       return { samples: s.samples, frames: s.frames, unreadable: s.unreadable, error: s.error, stalls: s.stalls,
         state: window.chalkstreamPlayer?.state,
-        config: window.chalkstreamPlayer?.config, low_latency: window.chalkstreamPlayer?.lowLatency };
+        config: window.chalkstreamPlayer?.config, low_latency: window.chalkstreamPlayer?.lowLatency,
+        // What the player did about a stuck playhead or a start far behind (player/src/player.js).
+        unstuck: window.chalkstreamPlayer?.unstuck ?? 0, leaps: window.chalkstreamPlayer?.leaps ?? 0 };
     }),
   };
 }
