@@ -261,10 +261,14 @@ test('a stream uploaded in parts plays in low-latency mode: blocking reloads, pa
   // the stream's) let it seek where no media will ever be, and the page froze for good. Made here by
   // lengthening the MediaSource and seeking a minute past everything buffered: the seek never
   // finishes on its own; the player brings the playhead back to what is buffered, and plays on.
-  const far = await page.evaluate(() => {
+  const far = await page.evaluate(async () => {
     const { video, hls } = window.chalkstreamPlayer;
+    const source = hls.bufferController.mediaSource;
+    // A MediaSource refuses a new duration while one of its buffers appends (a part arrives every
+    // half second): wait for a moment between appends, then set it in the same task.
+    while ([...source.sourceBuffers].some((b) => b.updating)) await new Promise((r) => setTimeout(r, 5));
     const end = video.buffered.end(video.buffered.length - 1);
-    hls.bufferController.mediaSource.duration = end + 600;
+    source.duration = end + 600;
     video.currentTime = end + 60;
     return video.currentTime;
   });
