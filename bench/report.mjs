@@ -157,6 +157,9 @@ function latencyFigures(row) {
   };
 }
 
+/** How far a figure misses its target, never printed as a miss of 0.00. */
+const by = (x) => (x < 0.005 ? 'under 0.01' : f(x, 2));
+
 /** Verdict of one setting against its target, from `latencyFigures`; `null` without a target. */
 function latencyVerdict(row) {
   const t = latencyTarget(row);
@@ -176,7 +179,7 @@ function latencySummary(L) {
     if (!v) continue;
     const { t, x } = v;
     const figs = `p50 ${f(x.p50, 2)} s against ${t.p50} s${t.p95 != null ? `, p95 ${f(x.p95, 2)} s against ${t.p95} s` : ''}`;
-    const misses = [!v.ok50 && `p50 by ${f(x.p50 - t.p50, 2)} s`, !v.ok95 && `p95 by ${f(x.p95 - t.p95, 2)} s`,
+    const misses = [!v.ok50 && `p50 by ${by(x.p50 - t.p50)} s`, !v.ok95 && `p95 by ${by(x.p95 - t.p95)} s`,
       !v.noFreeze && `${x.frozen} frozen run${x.frozen > 1 ? 's' : ''}`].filter(Boolean);
     const frozen = x.frozen === null ? 'frozen runs not recorded' : `${x.frozen} of ${x.runs} runs frozen`;
     parts.push(`- ${settingName(row)}: ${figs}${x.pooled ? ' (pooled over every frame)' : ' (medians of the runs: these results have no per-frame samples)'}, `
@@ -208,8 +211,8 @@ showed no frame for more than ${FROZEN_GAP_S} s. Verdicts are computed from the 
     const v = latencyVerdict(row);
     const t = v?.t;
     const verdictText = !v ? 'reference (original design)'
-      : verdict(v.met) + (!v.ok50 ? ` (p50 by ${f(x.p50 - t.p50, 2)} s)` : '')
-        + (!v.ok95 ? ` (p95 by ${f(x.p95 - t.p95, 2)} s)` : '') + (!v.noFreeze ? ` (${x.frozen} frozen)` : '');
+      : verdict(v.met) + (!v.ok50 ? ` (p50 by ${by(x.p50 - t.p50)} s)` : '')
+        + (!v.ok95 ? ` (p95 by ${by(x.p95 - t.p95)} s)` : '') + (!v.noFreeze ? ` (${x.frozen} frozen)` : '');
     const target = t ? `p50 <= ${t.p50} s${t.p95 ? `, p95 <= ${t.p95} s` : ''}, none frozen` : '—';
     const pooledNote = x.pooled ? '' : ' (median of runs)';
     const worst = x.worst ? `${f(x.worst.p50, 2)} / ${f(x.worst.p95, 2)}` : 'n/a';
