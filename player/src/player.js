@@ -3,7 +3,7 @@
 // replays it from the start once it has ended, and recovers from network
 // blips and stalls without a reload. Tests and tools read
 // `window.chalkstreamPlayer = { hls, video, state, delay, firstFrameAt, lowLatency, steering, catchUps, unstuck,
-// stalls, forgiven, leaps }` and
+// stalls, forgiven, leaps, rejoins }` and
 // may preset `window.chalkstreamPlayerConfig` (see `defaults`) before load.
 
 const $ = (id) => document.getElementById(id);
@@ -73,7 +73,7 @@ const config = { ...defaults, ...preset, hls: preset.hls ?? defaults.hls };
 
 const player = {
   hls: null, video, state: 'loading', delay: null, firstFrameAt: null, lowLatency: false, steering: false, catchUps: 0, unstuck: 0,
-  stalls: 0, forgiven: 0, leaps: 0, config,
+  stalls: 0, forgiven: 0, leaps: 0, rejoins: 0, config,
 };
 window.chalkstreamPlayer = player;
 
@@ -515,11 +515,45 @@ function unstick() {
   video.currentTime = to;
 }
 
+let progressAt = 0;
+let progressMark = '';
+
+/**
+ * hls.js's live edge running away from the media: seen at start-up with the extension's streams
+ * (hls.js 1.7.4, old player, one page in twenty): the playlist's edge at 96.8 s and hls.js's latency
+ * at 83.6 s while the stream was 25 s old and the video sat still at the end of what was buffered
+ * (13.3 s), for good. hls.js's timeline no longer matches the media's, so it loads and waits for
+ * media where none will come. When the playhead and the end of the buffer have both stood still
+ * for `config.stuckMs` while playing live, and hls.js's edge lies more than three target durations
+ * past the buffer (an ordinary stall waits for a part or two), the player starts hls.js afresh
+ * (`startOver`): a new instance computes its timeline from the playlist and the media again.
+ */
+function rejoin() {
+  const { hls } = player;
+  const now = performance.now();
+  const { buffered } = video;
+  const end = buffered.length ? buffered.end(buffered.length - 1) : 0;
+  const mark = `${video.currentTime}|${end}`;
+  if (!hls || video.paused || video.ended || player.state !== 'live' || player.firstFrameAt === null || mark !== progressMark) {
+    progressMark = mark;
+    progressAt = now;
+    return;
+  }
+  if (now - progressAt < config.stuckMs) return;
+  const details = hls.levels?.[hls.currentLevel]?.details;
+  if (!details?.live || !(details.edge - end > 3 * (details.targetduration || targetDuration))) return;
+  progressAt = now;
+  player.rejoins += 1;
+  noteTrouble('Playback stalled — catching up with the stream…');
+  startOver(0);
+}
+
 function tick() {
   forgive();
   leap();
   steer();
   unstick();
+  rejoin();
   if (player.state !== 'live') return;
   const date = playingDate();
   if (!date || video.readyState < 2) {
