@@ -63,12 +63,12 @@ async function oneRun({ server, clock, viewer, segmentS, lowLatency, mic, overla
         samples_ms: ms.map((x) => Math.round(x)),
         // The longest time between two frames shown: a frozen page shows none for seconds.
         longest_gap_s: window.reduce((m, s, i) => (i ? Math.max(m, s.t - window[i - 1].t) : m), 0) / 1000,
-        unstuck: r.unstuck ?? 0, leaps: r.leaps ?? 0,
+        unstuck: r.unstuck ?? 0, leaps: r.leaps ?? 0, rejoins: r.rejoins ?? 0,
       };
       log(`  latency ${label(segmentS, lowLatency, mic, overlay)}: p50 ${out.p50.toFixed(2)} s, p95 ${out.p95.toFixed(2)} s, player's own p50 `
         + `${out.player_p50.toFixed(2)} s over ${out.samples} frames (${out.undecoded} unreadable), first frame after ${out.start_s.toFixed(1)} s; `
         + `player ${out.behind_edge.toFixed(2)} s behind the live edge (target ${out.target.toFixed(2)} s; stalls at ${JSON.stringify(out.stalls)} s), ffmpeg.wasm ${out.remux_per_media_s.toFixed(2)} s per media s, upload ack ${out.ack.toFixed(2)} s; `
-        + `longest without a frame ${out.longest_gap_s.toFixed(2)} s, unstuck ${out.unstuck}, leaps ${out.leaps}`);
+        + `longest without a frame ${out.longest_gap_s.toFixed(2)} s, unstuck ${out.unstuck}, leaps ${out.leaps}, rejoins ${out.rejoins}`);
       return out;
     } finally {
       await player.page.close();
@@ -110,7 +110,7 @@ export async function runLatency({ root, cfg, log }) {
         pooled_p95: percentile(runs.flatMap((r) => r.samples_ms), 95) / 1000,
         // Each run on its own (the worst one is shown beside the pooled figures).
         per_run: runs.map((r) => ({ p50: r.p50, p95: r.p95, frames: r.samples, start_s: r.start_s,
-          longest_gap_s: r.longest_gap_s, unstuck: r.unstuck, leaps: r.leaps, stalls: r.stalls.length })),
+          longest_gap_s: r.longest_gap_s, unstuck: r.unstuck, leaps: r.leaps, rejoins: r.rejoins, stalls: r.stalls.length })),
         player_p50: summary(runs.map((r) => r.player_p50)), player_p95: summary(runs.map((r) => r.player_p95)),
         frames: runs.reduce((a, r) => a + r.samples, 0), undecoded: runs.reduce((a, r) => a + r.undecoded, 0),
         start_s: summary(runs.map((r) => r.start_s)),

@@ -237,10 +237,10 @@ server acknowledged it (its average; it includes the ffmpeg.wasm remux), then th
   s += `\n${LATENCY_FLOOR}\n\n${latencySummary(L)}\n`;
   const perRun = L.rows.filter((row) => row.per_run?.length);
   if (perRun.length) {
-    s += '\nEach run (p50 / p95 in s, first frame after s, longest time without a frame in s, stalls; the player\'s leaps to live and unstuck seeks when any):\n\n';
+    s += '\nEach run (p50 / p95 in s, first frame after s, longest time without a frame in s, stalls; the player\'s leaps to live, unstuck seeks and hls.js restarts when any):\n\n';
     for (const row of perRun) {
       s += `- ${settingName(row)}: ${row.per_run.map((x) => `${f(x.p50, 2)} / ${f(x.p95, 2)} (${f(x.start_s, 1)}, ${f(x.longest_gap_s, 2)}, ${x.stalls}`
-        + `${x.leaps ? `, ${x.leaps} leap${x.leaps > 1 ? 's' : ''}` : ''}${x.unstuck ? `, ${x.unstuck} unstuck` : ''})`).join('; ')}\n`;
+        + `${x.leaps ? `, ${x.leaps} leap${x.leaps > 1 ? 's' : ''}` : ''}${x.unstuck ? `, ${x.unstuck} unstuck` : ''}${x.rejoins ? `, ${x.rejoins} rejoin${x.rejoins > 1 ? 's' : ''}` : ''})`).join('; ')}\n`;
     }
   }
   const dev = devicesAgainstDefault(L);

@@ -91,7 +91,8 @@ export async function openPlayer(context, url) {
         state: window.chalkstreamPlayer?.state,
         config: window.chalkstreamPlayer?.config, low_latency: window.chalkstreamPlayer?.lowLatency,
         // What the player did about a stuck playhead or a start far behind (player/src/player.js).
-        unstuck: window.chalkstreamPlayer?.unstuck ?? 0, leaps: window.chalkstreamPlayer?.leaps ?? 0 };
+        unstuck: window.chalkstreamPlayer?.unstuck ?? 0, leaps: window.chalkstreamPlayer?.leaps ?? 0,
+        rejoins: window.chalkstreamPlayer?.rejoins ?? 0 };
     }),
   };
 }
