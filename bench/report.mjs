@@ -187,7 +187,7 @@ function latencySummary(L) {
   }
   if (!parts.length) return '';
   const all = L.rows.every((row) => latencyVerdict(row)?.met !== false);
-  return `${parts.join('\n')}\n\n${all ? `All ${parts.length} latency target${parts.length > 1 ? 's are' : ' is'} met. ${LATENCY_LOWER}` : LATENCY_GAP}`;
+  return `${parts.join('\n')}\n\n${all ? `${parts.length > 1 ? `All ${parts.length} settings meet their targets` : 'The setting meets its targets'}. ${LATENCY_LOWER}` : LATENCY_GAP}`;
 }
 
 function latency(r) {
