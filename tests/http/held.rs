@@ -339,21 +339,6 @@ fn held_flood_figures() {
     }
 }
 
-/// The key-value reads of the `n`-th request whose log line names `request`, from the host's
-/// `CHALKSTREAM_COUNT_KV` lines (written once the request's work is done, the sweep step after
-/// the response included), waited for up to `wait`.
-fn kv_reads(host: &Host, request: &str, wait: Duration) -> u64 {
-    let needle = format!("chalkstream-host: kv {request}: ");
-    let deadline = Instant::now() + wait;
-    loop {
-        if let Some(line) = host.log().lines().find(|l| l.starts_with(&needle)) {
-            return line[needle.len()..].split(' ').next().unwrap().parse().unwrap();
-        }
-        assert!(Instant::now() < deadline, "no kv line for {request}");
-        thread::sleep(Duration::from_millis(100));
-    }
-}
-
 /// Issue 18: "a stated constant of key-value reads per held request whatever the stream's part
 /// target and target duration", over HTTP with the host counting. A broadcaster sets the
 /// shortest part target (0.1 s) and the longest target duration (30 s), so a held request waits
@@ -406,7 +391,7 @@ fn a_held_request_reads_a_constant_however_hostile_the_stream() {
     assert!(held >= Duration::from_secs(89), "answered after {held:?}, not at the 90 s limit");
     let bound = 64 * 5 + 20 + 17 + 40;
     for path in [&reload, &part] {
-        let reads = kv_reads(&host, &format!("GET {path}"), Duration::from_secs(10));
+        let (reads, _) = kv_cost(&host, &format!("GET {path}"), 0);
         println!("GET {path}: {reads} key-value reads over a {:.1} s hold (bound {bound})", held.as_secs_f64());
         assert!(reads <= bound, "GET {path}: {reads} key-value reads while held (bound {bound})");
     }
@@ -418,7 +403,7 @@ fn a_held_request_reads_a_constant_however_hostile_the_stream() {
     let resp = host.get(&format!("/playlist/{v1_id}.m3u8?_HLS_msn=5"));
     // Answered, not held until it gave up (`503`).
     assert!(resp.status == 200 || resp.status == 400, "{resp}");
-    let reads = kv_reads(&host, &format!("GET /playlist/{v1_id}.m3u8?_HLS_msn=5"), Duration::from_secs(10));
+    let (reads, _) = kv_cost(&host, &format!("GET /playlist/{v1_id}.m3u8?_HLS_msn=5"), 0);
     println!("v1 GET with _HLS_msn: {reads} key-value reads");
     assert!(reads <= 20 + 17 + 40, "a v1 reload read {reads} keys");
 }

@@ -962,3 +962,21 @@ impl SharedStore {
 pub fn tempdir(prefix: &str) -> tempfile::TempDir {
     tempfile::Builder::new().prefix(prefix).tempdir().expect("temp dir")
 }
+
+/// The key-value reads and writes of the `n`-th (from 0) request whose log line names
+/// `request` (`"GET /playlist/…"`), from the host's `CHALKSTREAM_COUNT_KV` lines (written once
+/// the request's work is done, so waited for).
+pub fn kv_cost(host: &Host, request: &str, n: usize) -> (u64, u64) {
+    let needle = format!("chalkstream-host: kv {request}: ");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let log = host.log();
+        if let Some(line) = log.lines().filter(|l| l.starts_with(&needle)).nth(n) {
+            let counts: Vec<u64> =
+                line[needle.len()..].split(", ").map(|part| part.split(' ').next().unwrap().parse().unwrap()).collect();
+            return (counts[0], counts[1]);
+        }
+        assert!(std::time::Instant::now() < deadline, "no kv line for {request} #{n}");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
