@@ -12,7 +12,8 @@
 //! Every SAMPLE_S seconds from the start of the broadcast (every minute by default) one row:
 //! - extension PSS: the extension renderer processes' PSS (/proc/PID/smaps_rollup), as
 //!   bench/client.mjs measures it, and the offscreen document's JS heap from its status;
-//! - host RSS: VmRSS of the host process (/proc/PID/status);
+//! - host RSS: VmRSS of the host process (/proc/PID/status), and beside it the same split by
+//!   mapping (`rssSplit`): the pooled instance slots' reservations and everything else;
 //! - store keys and bytes: `SELECT count(*), sum(length(value))` on the host's SQLite file
 //!   (`sqlite3 -readonly`);
 //! - acknowledged: the seqs the host answered 2xx for (a v2 `commit`, or a v1 whole-segment PUT),
@@ -49,7 +50,7 @@ import { startHost } from './lib/host.mjs';
 import { startClockServer } from './lib/clock-server.mjs';
 import { launchBroadcaster } from './lib/broadcaster.mjs';
 import { request, sleep } from './lib/http.mjs';
-import { pssBytes, rssBytes } from './lib/proc.mjs';
+import { pssBytes, rssBytes, rssSplit } from './lib/proc.mjs';
 import { percentile } from './lib/stats.mjs';
 import { CONFIGS, DEFAULT_CONFIG, PRESETS, describeConfig, mediaFollower } from './client.mjs';
 import { viewer } from './ll.mjs';
@@ -167,7 +168,7 @@ function audience(base, id, stopAt, st) {
 
 const f1 = (x) => (Number.isFinite(x) ? x.toFixed(1) : '–');
 const COLUMNS = [
-  ['min', 5], ['ext PSS', 8], ['JS heap', 8], ['host RSS', 9], ['keys', 6], ['store MiB', 9], ['acked', 6],
+  ['min', 5], ['ext PSS', 8], ['JS heap', 8], ['host RSS', 9], ['pool', 6], ['other', 6], ['keys', 6], ['store MiB', 9], ['acked', 6],
   ['sent', 6], ['parts', 7], ['wait', 5], ['drop', 5], ['listed', 7], ['due', 5], ['missing', 8], ['viewer parts', 13],
   ['v.err', 6], ['part p99 ms', 12],
 ];
@@ -206,7 +207,7 @@ export async function runSoak({ root = ROOT, log = console.log } = {}) {
     const viewing = audience(server.url, streamId, stopAt + 5000, vst);
     log(`soak: stream ${streamId} live ${((Date.now() - t0) / 1000).toFixed(1)} s after the start; host log ${server.log}`);
     log(row(COLUMNS.map(([n]) => n)));
-    log(row(['', 'MiB', 'MiB', 'MiB', '', '', 'log', 'ext', 'ext', 'ext', 'ext', '', '', '', 'per row', '', '']));
+    log(row(['', 'MiB', 'MiB', 'MiB', 'MiB', 'MiB', '', '', 'log', 'ext', 'ext', 'ext', 'ext', '', '', '', 'per row', '', '']));
     let lastFetched = 0;
     let lastErrors = 0;
     for (let k = 1; t0 + k * SAMPLE_S * 1000 <= stopAt; k++) {
@@ -215,6 +216,7 @@ export async function runSoak({ root = ROOT, log = console.log } = {}) {
       const pss = pids.reduce((a, pid) => a + pssBytes(pid), 0) / MIB;
       const st = await b.status().catch(() => null);
       const rss = rssBytes(server.pid) / MIB;
+      const split = rssSplit(server.pid);
       const store = await storeSize(server.db);
       const check = await checkWindow(server.url, streamId, acks, lost,
         (seq) => { if (fetchedOnce.has(seq)) return false; fetchedOnce.add(seq); return true; });
@@ -223,7 +225,7 @@ export async function runSoak({ root = ROOT, log = console.log } = {}) {
       const s = {
         at_s: Math.round((Date.now() - t0) / 1000), minute: (k * SAMPLE_S) / 60,
         pss_mib: pss, processes: pids.length, js_heap_mib: (st?.js_heap_bytes ?? NaN) / MIB,
-        host_rss_mib: rss, store_keys: store.keys, store_mib: store.bytes / MIB,
+        host_rss_mib: rss, host_pool_mib: split.pool / MIB, host_other_mib: split.other / MIB, store_keys: store.keys, store_mib: store.bytes / MIB,
         acked: acks.acked.size, phase: st?.phase ?? null, segments_sent: st?.segments_sent ?? NaN,
         parts_sent: st?.parts_sent ?? NaN, segments_waiting: st?.segments_waiting ?? NaN,
         segments_dropped: st?.segments_dropped ?? NaN, last_error: st?.last_error ?? null,
@@ -232,7 +234,7 @@ export async function runSoak({ root = ROOT, log = console.log } = {}) {
       };
       lastFetched = vst.fetched; lastErrors = vst.errors;
       samples.push(s);
-      log(row([f1(s.minute), f1(s.pss_mib), f1(s.js_heap_mib), f1(s.host_rss_mib), s.store_keys, f1(s.store_mib), s.acked,
+      log(row([f1(s.minute), f1(s.pss_mib), f1(s.js_heap_mib), f1(s.host_rss_mib), f1(s.host_pool_mib), f1(s.host_other_mib), s.store_keys, f1(s.store_mib), s.acked,
         s.segments_sent, s.parts_sent, s.segments_waiting, s.segments_dropped, s.listed, s.due, s.missing + s.unfetchable,
         s.viewer_parts, s.viewer_errors, Number.isFinite(s.viewer_part_p99_ms) ? s.viewer_part_p99_ms.toFixed(0) : '–'])
         + (s.phase !== 'live' ? `  extension phase ${s.phase}` : '') + (s.last_error ? `  last error: ${s.last_error}` : ''));

@@ -21,6 +21,28 @@ export function rssBytes(pid) {
   } catch { return NaN; }
 }
 
+/**
+ * Resident memory of `pid` split by where it lives (/proc/PID/smaps), in bytes: `pool` is the
+ * mappings of 1 GiB or more of address space (the host's pooled wasm instance slots: linear
+ * memories, tables and stacks reserved up front, resident only where an instance touched them
+ * and kept so for reuse), `other` everything else (the allocator's heap and arenas, thread stacks,
+ * code). NaN once the process is gone.
+ */
+export function rssSplit(pid) {
+  try {
+    let pool = 0;
+    let other = 0;
+    let size = 0;
+    for (const line of readFileSync(`/proc/${pid}/smaps`, 'utf8').split('\n')) {
+      const range = line.match(/^([0-9a-f]+)-([0-9a-f]+) /);
+      if (range) { size = Number(BigInt(`0x${range[2]}`) - BigInt(`0x${range[1]}`)); continue; }
+      const rss = line.match(/^Rss:\s+(\d+) kB/);
+      if (rss) { if (size >= 1 << 30) pool += Number(rss[1]) * 1024; else other += Number(rss[1]) * 1024; }
+    }
+    return { pool, other };
+  } catch { return { pool: NaN, other: NaN }; }
+}
+
 /** Proportional set size of `pid` in bytes (shared pages split between sharers); falls back to RSS. */
 export function pssBytes(pid) {
   try {
