@@ -991,3 +991,45 @@ fn the_recording_is_every_stored_segment_in_order_gaps_left_out_whatever_its_lay
     r.assert(404);
     assert!(error(&kv, &r).contains("40 lowercase hex"), "{}", error(&kv, &r));
 }
+
+/// Segments `from..to` as a broadcaster catching up after a stall uploads them: four parts
+/// and a commit 10 ms apart. Returns the time of the last.
+fn burst(kv: &dyn Kv, c: &Config, from: u64, to: u64, mut now: i64) -> i64 {
+    for seq in from..to {
+        for part in 0..4 {
+            now += 10;
+            put_part(kv, c, seq, part, &part_body(seq, part), now).assert(201);
+        }
+        commit(kv, c, seq, "4", now).assert(201);
+    }
+    now
+}
+
+/// A burst of commits (a broadcaster catching up after a stall) came too fast for each seq's
+/// part records to have left the part window when its turn came; real-time commits after it
+/// retire them all the same, so a stream's keys go back to their steady count, not to the count
+/// retention would leave (the two-hour soak saw 714 keys where 455 is steady).
+#[test]
+fn regression_issue_18_parts_skipped_in_a_burst_of_commits_are_retired_once_it_has_passed() {
+    let kv = MemoryKv::new();
+    let c = config(Retention::Millis(3_600_000), 30_000);
+    let id = stream_id(SECRET);
+    let now = stream(&kv, &c, 0, 10, T0);
+    let now = burst(&kv, &c, 10, 30, now);
+    let now = stream(&kv, &c, 30, 50, now);
+    let keys = kv.keys();
+    let with = |what: &dyn Fn(&str) -> bool| -> Vec<u64> {
+        (0..50).filter(|seq| keys.iter().any(|k| k.strip_prefix(&format!("seg/{id}/{seq}/")).is_some_and(what))).collect()
+    };
+    let records = with(&|rest: &str| rest.starts_with('p') && !rest.contains('/'));
+    let bodies = with(&|rest: &str| rest.starts_with('p') && rest.contains('/'));
+    // As in a stream uploaded in real time throughout: part records only for the newest six
+    // segments, part bodies only one segment further back.
+    assert!(records.iter().all(|&seq| seq >= 44), "segments with part records: {records:?}");
+    assert!(bodies.iter().all(|&seq| seq >= 43), "segments with part bodies: {bodies:?}");
+    // Every part still served.
+    for seq in [12u64, 29, 49] {
+        let parts: Vec<Vec<u8>> = (0..4).map(|p| part_body(seq, p)).collect();
+        assert_served(&kv, &c, &id, seq, &parts, now + 10);
+    }
+}

@@ -10,6 +10,7 @@
 //! | `stream/{id}` | JSON [`StreamRecord`] | once, with the first upload |
 //! | `head/{id}` | JSON [`HeadMark`] `{first_seq}` | by retention, before it deletes |
 //! | `tail/{id}` | JSON [`TailHint`] `{next_seq}` | after each commit (a hint, may lag) |
+//! | `retire/{id}` | JSON [`RetireMark`] `{records_from, bodies_from}` | by a v2 commit that retired part records or bodies (a hint, may lag) |
 //! | `dseq/{id}/{seq}` | JSON number: discontinuities before `seq` | by retention, before it deletes `seq - 1` |
 //! | `breaks/{id}` | JSON [`Breaks`] | never now: read only for streams stored before counts were carried |
 //! | `end/{id}` | JSON [`EndMarker`] | by `POST /ingest/{session}/end` |
@@ -39,6 +40,16 @@ pub struct MetasBlock {
     /// reader ([`super::ingest::SHOWN_WITHIN_MS`] later).
     pub written_ms: i64,
     pub metas: Vec<SegmentMeta>,
+}
+
+/// How far a v2 stream's part records and part bodies have been retired
+/// (`Streams::retire_parts`): below `records_from` no sealed segment keeps its part records, below
+/// `bodies_from` no folded one keeps its part bodies. A hint written after the deletes it
+/// counts: a lost or late update only makes a later commit delete some keys again.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RetireMark {
+    pub records_from: u64,
+    pub bodies_from: u64,
 }
 
 /// At most this many expired segments are deleted per request; the next request continues.
@@ -87,6 +98,10 @@ pub(super) fn head_key(id: &StreamId) -> String {
 
 pub(super) fn tail_key(id: &StreamId) -> String {
     format!("tail/{id}")
+}
+
+pub(super) fn retire_key(id: &StreamId) -> String {
+    format!("retire/{id}")
 }
 
 pub(super) fn breaks_key(id: &StreamId) -> String {

@@ -1,7 +1,7 @@
 //! The sweep's visit of one stream ([`crate::sweep`] finds whom to visit): retention for a
 //! stream nobody requests, and deleting a stream whose uploads have all expired.
 
-use super::layout::{breaks_key, dseq_key, end_key, head_key, stream_key, tail_key, RETENTION_BATCH};
+use super::layout::{breaks_key, dseq_key, end_key, head_key, retire_key, stream_key, tail_key, RETENTION_BATCH};
 use super::Streams;
 use crate::kv::{Kv, KvError};
 use chalkstream_manifest::id::StreamId;
@@ -68,7 +68,7 @@ impl<K: Kv + ?Sized> Streams<'_, K> {
         // raced another one may have written its count for a seq the other had deleted, at most
         // a batch below. Absent keys cost a delete.
         let mut keys: Vec<String> = (start.saturating_sub(RETENTION_BATCH as u64)..=start).map(|n| dseq_key(id, n)).collect();
-        keys.extend([breaks_key(id), end_key(id), tail_key(id), head_key(id), stream_key(id)]);
+        keys.extend([breaks_key(id), end_key(id), retire_key(id), tail_key(id), head_key(id), stream_key(id)]);
         for key in keys {
             self.kv.delete(&key)?;
         }
