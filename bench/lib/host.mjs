@@ -12,16 +12,17 @@ import { join } from 'node:path';
  * Start the host with Spin variables `env` (by name; none inherited from this process) and, in
  * `hostEnv`, environment for the host itself (e.g. `CHALKSTREAM_COUNT_KV`); `args` go to the host
  * (e.g. `--runtime-config-file`). Resolves to `{ url, pid, log, db, stop() }`: `db` is the SQLite
- * file of its default store; stop() removes its state.
+ * file of its default store; stop() removes its state. `bin` runs another build of the host (an A/B
+ * run against an older commit's, with this checkout's component).
  */
-export async function startHost(root, name, env = {}, hostEnv = {}, args = []) {
+export async function startHost(root, name, env = {}, hostEnv = {}, args = [], bin = null) {
   const stateDir = mkdtempSync(join(tmpdir(), 'chalkstream-bench-state-'));
   mkdirSync(join(root, 'target', 'bench'), { recursive: true });
   const log = join(root, 'target', 'bench', `host-${name}.log`);
   const fd = openSync(log, 'w');
   const inherited = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith('SPIN_VARIABLE_')));
   const vars = Object.fromEntries(Object.entries(env).map(([k, v]) => [`SPIN_VARIABLE_${k.toUpperCase()}`, String(v)]));
-  const child = spawn(join(root, 'target', 'release', 'chalkstream-host'),
+  const child = spawn(bin || join(root, 'target', 'release', 'chalkstream-host'),
     ['--listen', '127.0.0.1:0', '--state-dir', stateDir, '--spin-toml', join(root, 'spin.toml'), ...args],
     { env: { ...inherited, ...hostEnv, ...vars }, stdio: ['ignore', 'pipe', fd] });
   closeSync(fd);
