@@ -134,6 +134,10 @@ pub struct Status {
     #[serde(default)]
     pub video_placed: u64,
     pub js_heap_bytes: f64,
+    /// This module's wasm linear memory (`memory.buffer.byteLength`): it only ever grows, so a
+    /// Rust collection or buffer that grows without bound shows here, not in the JS heap.
+    #[serde(default)]
+    pub wasm_memory_bytes: f64,
     #[serde(default)]
     pub quality: Quality,
     #[serde(default)]

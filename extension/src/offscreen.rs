@@ -557,6 +557,15 @@ async fn upload_loop(p: Rc<RefCell<Pipeline>>, up: Rc<RefCell<Uploads>>, target:
     }
 }
 
+/// The byte length of this module's linear memory.
+fn wasm_memory_bytes() -> f64 {
+    wasm_bindgen::memory()
+        .unchecked_into::<js_sys::WebAssembly::Memory>()
+        .buffer()
+        .unchecked_into::<js_sys::ArrayBuffer>()
+        .byte_length() as f64
+}
+
 fn status(st: &Pipeline, up: &Uploads) -> Status {
     let (ffmpeg_switches, ffmpeg_spares_used) = remux::switches();
     let now = chrome::now_ms();
@@ -592,6 +601,7 @@ fn status(st: &Pipeline, up: &Uploads) -> Status {
         },
         video_placed: up.placed.stored,
         js_heap_bytes: heap,
+        wasm_memory_bytes: wasm_memory_bytes(),
         quality: st.b.quality,
         mic: st.capture.as_ref().map(|c| c.mic()).unwrap_or_default(),
         overlay: st.capture.as_ref().is_some_and(|c| c.overlay()),
