@@ -11,7 +11,12 @@
 //!
 //! Every SAMPLE_S seconds from the start of the broadcast (every minute by default) one row:
 //! - extension PSS: the extension renderer processes' PSS (/proc/PID/smaps_rollup), as
-//!   bench/client.mjs measures it, and the offscreen document's JS heap from its status;
+//!   bench/client.mjs measures it, and the offscreen document's JS heap from its status; beside them
+//!   the extension module's own wasm linear memory (`wasm_memory_bytes` of the status: Rust's heap, which
+//!   never shrinks), the ffmpeg.wasm workers alive (threads named DedicatedWorker in the extension's
+//!   renderer), that renderer's PSS alone, and the browser's GPU and utility processes' PSS;
+//!   CHALKSTREAM_SOAK_MEMDUMP=1 adds the renderer's allocators from a memory-infra dump (`memoryDump`),
+//!   CHALKSTREAM_SOAK_MAPS=dir writes its mappings every row (diff two to see which region grows);
 //! - host RSS: VmRSS of the host process (/proc/PID/status), and beside it the same split by
 //!   mapping (`rssSplit`): the pooled instance slots' reservations and everything else;
 //! - store keys and bytes: `SELECT count(*), sum(length(value))` on the host's SQLite file
@@ -42,7 +47,7 @@
 //! target/bench/soak.json, exits 1 if a verdict fails.
 
 import { execFile } from 'node:child_process';
-import { closeSync, mkdirSync, openSync, readSync, fstatSync, writeFileSync } from 'node:fs';
+import { closeSync, mkdirSync, openSync, readFileSync, readSync, fstatSync, writeFileSync } from 'node:fs';
 import { join, dirname } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { promisify } from 'node:util';
@@ -50,7 +55,7 @@ import { startHost } from './lib/host.mjs';
 import { startClockServer } from './lib/clock-server.mjs';
 import { launchBroadcaster } from './lib/broadcaster.mjs';
 import { request, sleep } from './lib/http.mjs';
-import { pssBytes, rssBytes, rssSplit } from './lib/proc.mjs';
+import { descendants, mappings, pssBytes, rssBytes, rssSplit, threadCount } from './lib/proc.mjs';
 import { percentile } from './lib/stats.mjs';
 import { CONFIGS, DEFAULT_CONFIG, PRESETS, describeConfig, mediaFollower } from './client.mjs';
 import { viewer } from './ll.mjs';
@@ -166,9 +171,89 @@ function audience(base, id, stopAt, st) {
   return Promise.all(Array.from({ length: VIEWERS }, one));
 }
 
+/**
+ * CHALKSTREAM_SOAK_MEMDUMP=1: every row also asks Chromium for a memory-infra dump (over the DevTools
+ * protocol, as chrome://tracing's memory-infra does; not deterministic, so no garbage collection is forced
+ * and the PSS figures stay comparable) and adds the offscreen renderer's allocators: Blink's garbage-collected
+ * heap (`blink_gc`), V8, PartitionAlloc's ArrayBuffer partition and malloc, in MiB.
+ */
+const MEMDUMP = process.env.CHALKSTREAM_SOAK_MEMDUMP === '1';
+const DUMP_ALLOCATORS = ['blink_gc', 'v8', 'partition_alloc/partitions/array_buffer', 'malloc'];
+
+/** One memory-infra dump: `{ pid: { allocator: bytes } }` for `DUMP_ALLOCATORS`. */
+async function memoryDump(session) {
+  const events = [];
+  const onData = (e) => events.push(...e.value);
+  session.on('Tracing.dataCollected', onData);
+  const done = new Promise((r) => session.once('Tracing.tracingComplete', r));
+  await session.send('Tracing.start', { transferMode: 'ReportEvents', traceConfig: { recordMode: 'recordAsMuchAsPossible',
+    includedCategories: ['disabled-by-default-memory-infra'], excludedCategories: ['*'], memoryDumpConfig: { triggers: [] } } });
+  await session.send('Tracing.requestMemoryDump', { deterministic: false, levelOfDetail: 'light' });
+  await session.send('Tracing.end');
+  await done;
+  session.off('Tracing.dataCollected', onData);
+  const out = {};
+  for (const ev of events) {
+    const a = ev.args?.dumps?.allocators;
+    if (!a) continue;
+    const p = (out[ev.pid] ??= {});
+    for (const name of DUMP_ALLOCATORS) {
+      const v = a[name]?.attrs?.size?.value;
+      if (v !== undefined) p[name] = parseInt(v, 16);
+    }
+  }
+  return out;
+}
+
+/** CHALKSTREAM_SOAK_MAPS=dir: every row also writes each extension process's mappings (`mappings`) there. */
+const MAPS_DIR = process.env.CHALKSTREAM_SOAK_MAPS || null;
+
+/**
+ * The extension's processes apart, and the browser's GPU and utility processes (capture, audio, network):
+ * `offscreen` is the PSS of the extension renderer that runs the dedicated workers (ffmpeg.wasm's), `workers`
+ * how many run (threads named DedicatedWorker), `each` every extension renderer's PSS in MiB by pid.
+ */
+function processSplit(extPids) {
+  let workers = 0;
+  let offscreen = NaN;
+  let offscreenPid = extPids[0];
+  const each = {};
+  for (const pid of extPids) {
+    const n = threadCount(pid, 'DedicatedWorker');
+    const pss = pssBytes(pid);
+    each[pid] = Math.round((pss / MIB) * 10) / 10;
+    if (n > 0) { offscreen = pss; offscreenPid = pid; }
+    workers += n;
+  }
+  // The browser process: the parent of the zygote that started the renderers.
+  let gpu = 0;
+  let utility = 0;
+  const browser = extPids.length ? browserOf(extPids[0]) : null;
+  if (browser) {
+    for (const p of descendants(browser)) {
+      const args = p.args.join(' ');
+      if (args.includes('--type=gpu-process')) gpu += pssBytes(p.pid);
+      else if (args.includes('--type=utility')) utility += pssBytes(p.pid);
+    }
+  }
+  return { workers, offscreen, offscreenPid, gpu, utility, each };
+}
+
+/** The first ancestor of `pid` whose command line has no `--type=` (Chromium's browser process). */
+function browserOf(pid) {
+  for (let p = pid, hops = 0; p > 1 && hops < 16; hops++) {
+    try {
+      const args = readFileSync(`/proc/${p}/cmdline`, 'utf8');
+      if (!args.includes('--type=')) return p;
+      p = Number(readFileSync(`/proc/${p}/status`, 'utf8').match(/^PPid:\s+(\d+)/m)[1]);
+    } catch { return null; }
+  }
+  return null;
+}
+
 const f1 = (x) => (Number.isFinite(x) ? x.toFixed(1) : '–');
 const COLUMNS = [
-  ['min', 5], ['ext PSS', 8], ['JS heap', 8], ['host RSS', 9], ['pool', 6], ['other', 6], ['keys', 6], ['store MiB', 9], ['acked', 6],
+  ['min', 5], ['ext PSS', 8], ['JS heap', 8], ['wasm', 6], ['ff wk', 6], ['off PSS', 8], ['gpu', 6], ['util', 6], ['host RSS', 9], ['pool', 6], ['other', 6], ['keys', 6], ['store MiB', 9], ['acked', 6],
   ['sent', 6], ['parts', 7], ['wait', 5], ['drop', 5], ['listed', 7], ['due', 5], ['missing', 8], ['viewer parts', 13],
   ['v.err', 6], ['part p99 ms', 12],
 ];
@@ -187,6 +272,7 @@ export async function runSoak({ root = ROOT, log = console.log } = {}) {
     unused_hints: 0, restarts: 0 };
   let b = null;
   let drainTimer = null;
+  let dumpSession = null;
   let final = null;
   let streamId = null;
   try {
@@ -207,7 +293,7 @@ export async function runSoak({ root = ROOT, log = console.log } = {}) {
     const viewing = audience(server.url, streamId, stopAt + 5000, vst);
     log(`soak: stream ${streamId} live ${((Date.now() - t0) / 1000).toFixed(1)} s after the start; host log ${server.log}`);
     log(row(COLUMNS.map(([n]) => n)));
-    log(row(['', 'MiB', 'MiB', 'MiB', 'MiB', 'MiB', '', '', 'log', 'ext', 'ext', 'ext', 'ext', '', '', '', 'per row', '', '']));
+    log(row(['', 'MiB', 'MiB', 'MiB', '', 'MiB', 'MiB', 'MiB', 'MiB', 'MiB', 'MiB', '', '', 'log', 'ext', 'ext', 'ext', 'ext', '', '', '', 'per row', '', '']));
     let lastFetched = 0;
     let lastErrors = 0;
     for (let k = 1; t0 + k * SAMPLE_S * 1000 <= stopAt; k++) {
@@ -215,6 +301,19 @@ export async function runSoak({ root = ROOT, log = console.log } = {}) {
       const pids = b.extensionPids();
       const pss = pids.reduce((a, pid) => a + pssBytes(pid), 0) / MIB;
       const st = await b.status().catch(() => null);
+      const procs = processSplit(pids);
+      let allocators = null;
+      if (MEMDUMP) {
+        const session = dumpSession ??= await b.context.browser().newBrowserCDPSession();
+        const dump = await memoryDump(session).catch(() => ({}));
+        const mine = dump[procs.offscreenPid] ?? {};
+        allocators = Object.fromEntries(DUMP_ALLOCATORS.map((n) => [n, (mine[n] ?? NaN) / MIB]));
+      }
+      if (MAPS_DIR) {
+        for (const pid of pids) {
+          writeFileSync(join(MAPS_DIR, `${String(k).padStart(4, '0')}-${pid}.json`), JSON.stringify(mappings(pid)));
+        }
+      }
       const rss = rssBytes(server.pid) / MIB;
       const split = rssSplit(server.pid);
       const store = await storeSize(server.db);
@@ -225,6 +324,9 @@ export async function runSoak({ root = ROOT, log = console.log } = {}) {
       const s = {
         at_s: Math.round((Date.now() - t0) / 1000), minute: (k * SAMPLE_S) / 60,
         pss_mib: pss, processes: pids.length, js_heap_mib: (st?.js_heap_bytes ?? NaN) / MIB,
+        wasm_mib: (st?.wasm_memory_bytes ?? NaN) / MIB, ffmpeg_workers: procs.workers, offscreen_pss_mib: procs.offscreen / MIB,
+        gpu_pss_mib: procs.gpu / MIB, utility_pss_mib: procs.utility / MIB, ffmpeg_switches: st?.ffmpeg_switches ?? NaN,
+        process_pss_mib: procs.each, allocators_mib: allocators,
         host_rss_mib: rss, host_pool_mib: split.pool / MIB, host_other_mib: split.other / MIB, store_keys: store.keys, store_mib: store.bytes / MIB,
         acked: acks.acked.size, phase: st?.phase ?? null, segments_sent: st?.segments_sent ?? NaN,
         parts_sent: st?.parts_sent ?? NaN, segments_waiting: st?.segments_waiting ?? NaN,
@@ -234,9 +336,11 @@ export async function runSoak({ root = ROOT, log = console.log } = {}) {
       };
       lastFetched = vst.fetched; lastErrors = vst.errors;
       samples.push(s);
-      log(row([f1(s.minute), f1(s.pss_mib), f1(s.js_heap_mib), f1(s.host_rss_mib), f1(s.host_pool_mib), f1(s.host_other_mib), s.store_keys, f1(s.store_mib), s.acked,
+      log(row([f1(s.minute), f1(s.pss_mib), f1(s.js_heap_mib), f1(s.wasm_mib), s.ffmpeg_workers, f1(s.offscreen_pss_mib),
+        f1(s.gpu_pss_mib), f1(s.utility_pss_mib), f1(s.host_rss_mib), f1(s.host_pool_mib), f1(s.host_other_mib), s.store_keys, f1(s.store_mib), s.acked,
         s.segments_sent, s.parts_sent, s.segments_waiting, s.segments_dropped, s.listed, s.due, s.missing + s.unfetchable,
         s.viewer_parts, s.viewer_errors, Number.isFinite(s.viewer_part_p99_ms) ? s.viewer_part_p99_ms.toFixed(0) : '–'])
+        + (allocators ? `  ${Object.entries(allocators).map(([n, v]) => `${n.replace(/.*\//, '')} ${f1(v)}`).join(' ')}` : '')
         + (s.phase !== 'live' ? `  extension phase ${s.phase}` : '') + (s.last_error ? `  last error: ${s.last_error}` : ''));
     }
     // The end: the whole window again, listed and fetched, with the broadcast still running.

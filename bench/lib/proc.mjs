@@ -143,3 +143,31 @@ export function processMeter(pids, everyMs = 200) {
     stop() { clearInterval(timer); },
   };
 }
+
+/**
+ * The mappings of `pid` (/proc/PID/smaps) with their address-space size and Pss, in bytes:
+ * `[{ start, size, name, pss, rss }]` (`name` is the mapped file or `[heap]`-like label, '' for
+ * anonymous memory). Empty once the process is gone.
+ */
+export function mappings(pid) {
+  const out = [];
+  try {
+    let cur = null;
+    for (const line of readFileSync(`/proc/${pid}/smaps`, 'utf8').split('\n')) {
+      const range = line.match(/^([0-9a-f]+)-([0-9a-f]+) \S+ \S+ \S+ \S+\s*(.*)$/);
+      if (range) {
+        cur = { start: range[1], size: Number(BigInt(`0x${range[2]}`) - BigInt(`0x${range[1]}`)), name: range[3], pss: 0, rss: 0 };
+        out.push(cur);
+        continue;
+      }
+      const m = line.match(/^(Pss|Rss):\s+(\d+) kB/);
+      if (m && cur) cur[m[1].toLowerCase()] = Number(m[2]) * 1024;
+    }
+  } catch { /* gone */ }
+  return out;
+}
+
+/** Threads of `pid` whose name starts with `prefix` (a dedicated worker's is "DedicatedWorker"). */
+export function threadCount(pid, prefix) {
+  return threads(pid, prefix).length;
+}
