@@ -50,10 +50,16 @@ fn part_body(seq: u64, part: u32) -> Vec<u8> {
 
 /// Segments `from..to`, four 250 ms parts each, sealed, one part every 250 ms after `now`;
 /// returns the time of the last.
-fn stream(kv: &dyn Kv, c: &Config, from: u64, to: u64, mut now: i64) -> i64 {
+fn stream(kv: &dyn Kv, c: &Config, from: u64, to: u64, now: i64) -> i64 {
+    stream_every(kv, c, from, to, now, 250)
+}
+
+/// As [`stream`], one part every `every_ms` (a broadcaster catching up after a stall sends
+/// them as fast as the server answers).
+fn stream_every(kv: &dyn Kv, c: &Config, from: u64, to: u64, mut now: i64, every_ms: i64) -> i64 {
     for seq in from..to {
         for part in 0..4 {
-            now += 250;
+            now += every_ms;
             put_part(kv, c, seq, part, &part_body(seq, part), now).assert(201);
         }
         commit(kv, c, seq, "4", now).assert(201);
@@ -992,19 +998,6 @@ fn the_recording_is_every_stored_segment_in_order_gaps_left_out_whatever_its_lay
     assert!(error(&kv, &r).contains("40 lowercase hex"), "{}", error(&kv, &r));
 }
 
-/// Segments `from..to` as a broadcaster catching up after a stall uploads them: four parts
-/// and a commit 10 ms apart. Returns the time of the last.
-fn burst(kv: &dyn Kv, c: &Config, from: u64, to: u64, mut now: i64) -> i64 {
-    for seq in from..to {
-        for part in 0..4 {
-            now += 10;
-            put_part(kv, c, seq, part, &part_body(seq, part), now).assert(201);
-        }
-        commit(kv, c, seq, "4", now).assert(201);
-    }
-    now
-}
-
 /// A burst of commits (a broadcaster catching up after a stall) came too fast for each seq's
 /// part records to have left the part window when its turn came; real-time commits after it
 /// retire them all the same, so a stream's keys go back to their steady count, not to the count
@@ -1015,7 +1008,7 @@ fn regression_issue_18_parts_skipped_in_a_burst_of_commits_are_retired_once_it_h
     let c = config(Retention::Millis(3_600_000), 30_000);
     let id = stream_id(SECRET);
     let now = stream(&kv, &c, 0, 10, T0);
-    let now = burst(&kv, &c, 10, 30, now);
+    let now = stream_every(&kv, &c, 10, 30, now, 10);
     let now = stream(&kv, &c, 30, 50, now);
     let keys = kv.keys();
     let with = |what: &dyn Fn(&str) -> bool| -> Vec<u64> {
