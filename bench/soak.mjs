@@ -36,10 +36,12 @@
 //! that went missing and came back still counts). Seqs the extension gave up (gaps) were never
 //! acknowledged and do not count; `segments_dropped` says how many.
 //!
-//! Verdicts: extension PSS growth (last row - the first row at or after WARMUP_MIN, default 2:
-//! ffmpeg.wasm's start-up is over) < 20 MiB; host RSS growth < 10%, from the first row at or after
-//! retention + WARMUP_MIN (12 minutes: the store's window is full) when the run gets there, else
-//! from the same row as the PSS; 0 lost.
+//! Verdicts: extension PSS growth < 20 MiB, from the start (WARMUP_MIN, default 2: ffmpeg.wasm's
+//! start-up is over) to the end; host RSS growth < 10%, from retention + WARMUP_MIN (12 minutes: the
+//! store's window is full) when the run gets there, else from the same start as the PSS; 0 lost.
+//! Each end is the median of the rows in its ENDPOINT_MIN minutes (default 5), not one row: the
+//! renderers' and the allocators' transient peaks (~40 MiB for a minute, every few minutes) are
+//! not growth, and a single row at either end made the figure swing by tens of MiB either way.
 //!
 //! `scripts/bench --soak` (or `node bench/soak.mjs`) runs it; CHALKSTREAM_SOAK_MIN sets the
 //! duration in minutes (default 120), CHALKSTREAM_SOAK_SAMPLE_S the row interval (default 60),
@@ -55,6 +57,7 @@ import { startHost } from './lib/host.mjs';
 import { startClockServer } from './lib/clock-server.mjs';
 import { launchBroadcaster } from './lib/broadcaster.mjs';
 import { request, sleep } from './lib/http.mjs';
+import { median } from './lib/stats.mjs';
 import { descendants, mappings, pssBytes, rssBytes, rssSplit, threadCount } from './lib/proc.mjs';
 import { percentile } from './lib/stats.mjs';
 import { CONFIGS, DEFAULT_CONFIG, PRESETS, describeConfig, mediaFollower } from './client.mjs';
@@ -70,6 +73,8 @@ const env = (name, fallback) => {
 };
 const MINUTES = env('CHALKSTREAM_SOAK_MIN', 120);
 const SAMPLE_S = env('CHALKSTREAM_SOAK_SAMPLE_S', 60);
+/** Minutes of rows whose median is each end of a verdict's growth. */
+const ENDPOINT_MIN = env('CHALKSTREAM_SOAK_ENDPOINT_MIN', 5);
 const VIEWERS = Math.round(env('CHALKSTREAM_SOAK_VIEWERS', 5));
 const WARMUP_MIN = env('CHALKSTREAM_SOAK_WARMUP_MIN', 2);
 /** The host's default retention (spin.toml `stream_retention`), which this run leaves as it is. */
@@ -360,8 +365,14 @@ export async function runSoak({ root = ROOT, log = console.log } = {}) {
   // before that its window (and the host's caches of it) is still growing, as it should.
   const filled = samples.find((s) => s.minute >= RETENTION_MIN + WARMUP_MIN && s !== last);
   const hostBase = filled ?? base;
-  const pssGrowth = last && base ? last.pss_mib - base.pss_mib : NaN;
-  const rssGrowthPct = last && hostBase ? (100 * (last.host_rss_mib - hostBase.host_rss_mib)) / hostBase.host_rss_mib : NaN;
+  // Each end: the median of its rows (see the verdicts above); the end's window never reaches back past the start.
+  const from = (b) => samples.filter((s) => s.minute >= b.minute && s.minute < b.minute + ENDPOINT_MIN);
+  const to = (b) => samples.filter((s) => s.minute > Math.max(b.minute, last.minute - ENDPOINT_MIN));
+  const ends = (b, key) => (last && b ? [median(from(b).map((s) => s[key])), median(to(b).map((s) => s[key]))] : [NaN, NaN]);
+  const [pssFrom, pssTo] = ends(base, 'pss_mib');
+  const [rssFrom, rssTo] = ends(hostBase, 'host_rss_mib');
+  const pssGrowth = pssTo - pssFrom;
+  const rssGrowthPct = (100 * (rssTo - rssFrom)) / rssFrom;
   const lostList = [...lost].map(([seq, why]) => ({ seq, why })).sort((x, y) => x.seq - y.seq);
   const verdicts = {
     pss: { pass: pssGrowth < BOUNDS.pss_growth_mib, value: pssGrowth, bound: `< ${BOUNDS.pss_growth_mib} MiB` },
@@ -373,15 +384,16 @@ export async function runSoak({ root = ROOT, log = console.log } = {}) {
     margin_s: MARGIN_S, config: describeConfig(config), stream: streamId, samples, final, lost: lostList,
     acks: { seqs: acks.acked.size, ...acks.counts }, viewer_totals: { parts: vst.fetched, errors: vst.errors,
       restarts: vst.restarts, unused_hints: vst.unused_hints, last_error: vst.lastError },
-    baseline_minute: base?.minute ?? null, host_baseline_minute: hostBase?.minute ?? null, pss_growth_mib: pssGrowth, host_rss_growth_pct: rssGrowthPct, verdicts,
+    baseline_minute: base?.minute ?? null, host_baseline_minute: hostBase?.minute ?? null, endpoint_min: ENDPOINT_MIN,
+    pss_ends_mib: [pssFrom, pssTo], host_rss_ends_mib: [rssFrom, rssTo], pss_growth_mib: pssGrowth, host_rss_growth_pct: rssGrowthPct, verdicts,
     pass: Object.values(verdicts).every((v) => v.pass),
     cmd: `CHALKSTREAM_SOAK_MIN=${MINUTES} scripts/bench --soak (bench/soak.mjs)`,
   };
   log('');
   log(`soak summary (${MINUTES} min, baseline minute ${base?.minute}):`);
-  log(`  extension PSS ${f1(base?.pss_mib)} -> ${f1(last?.pss_mib)} MiB: growth ${f1(pssGrowth)} MiB `
+  log(`  extension PSS ${f1(pssFrom)} -> ${f1(pssTo)} MiB (medians of ${ENDPOINT_MIN} min at each end; rows ${f1(base?.pss_mib)} -> ${f1(last?.pss_mib)}): growth ${f1(pssGrowth)} MiB `
     + `(bound < ${BOUNDS.pss_growth_mib} MiB) ${verdicts.pss.pass ? 'PASS' : 'FAIL'}`);
-  log(`  host RSS ${f1(hostBase?.host_rss_mib)} (minute ${hostBase?.minute}) -> ${f1(last?.host_rss_mib)} MiB: growth `
+  log(`  host RSS ${f1(rssFrom)} (from minute ${hostBase?.minute}) -> ${f1(rssTo)} MiB (medians): growth `
     + `${f1(rssGrowthPct)}% (bound < ${BOUNDS.host_rss_growth_pct}%; max ${f1(Math.max(...samples.map((s) => s.host_rss_mib)))} MiB) `
     + `${verdicts.host_rss.pass ? 'PASS' : 'FAIL'}`
     + (filled ? '' : ` — the run ended before the store filled (retention ${RETENTION_MIN} min + ${WARMUP_MIN}): measured from minute ${hostBase?.minute}`));
