@@ -13,7 +13,7 @@ import { join } from 'node:path';
  * `hostEnv`, environment for the host itself (e.g. `CHALKSTREAM_COUNT_KV`); `args` go to the host
  * (e.g. `--runtime-config-file`). Resolves to `{ url, pid, log, db, stop() }`: `db` is the SQLite
  * file of its default store; stop() removes its state. `bin` runs another build of the host (an A/B
- * run against an older commit's, with this checkout's component).
+ * run against an older commit's, with this checkout's component); so does CHALKSTREAM_HOST_BIN, for a whole bench part.
  */
 export async function startHost(root, name, env = {}, hostEnv = {}, args = [], bin = null) {
   const stateDir = mkdtempSync(join(tmpdir(), 'chalkstream-bench-state-'));
@@ -22,7 +22,7 @@ export async function startHost(root, name, env = {}, hostEnv = {}, args = [], b
   const fd = openSync(log, 'w');
   const inherited = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith('SPIN_VARIABLE_')));
   const vars = Object.fromEntries(Object.entries(env).map(([k, v]) => [`SPIN_VARIABLE_${k.toUpperCase()}`, String(v)]));
-  const child = spawn(bin || join(root, 'target', 'release', 'chalkstream-host'),
+  const child = spawn(bin || process.env.CHALKSTREAM_HOST_BIN || join(root, 'target', 'release', 'chalkstream-host'),
     ['--listen', '127.0.0.1:0', '--state-dir', stateDir, '--spin-toml', join(root, 'spin.toml'), ...args],
     { env: { ...inherited, ...hostEnv, ...vars }, stdio: ['ignore', 'pipe', fd] });
   closeSync(fd);
