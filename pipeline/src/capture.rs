@@ -11,9 +11,9 @@ use wasm_bindgen::prelude::*;
 use wasm_bindgen_futures::JsFuture;
 use web_sys::{Blob, BlobEvent, MediaRecorder, MediaStream, MediaStreamTrack};
 
-use crate::chrome::{self, obj};
+use crate::js::{self, obj};
 use crate::compositing::{self, Compositor};
-use crate::messages::{Mic, Source};
+use crate::broadcast::{Mic, Source};
 use crate::mixing::{self, Mixer};
 use crate::presets::{Overlay, Quality};
 
@@ -241,7 +241,7 @@ async fn compose(
     if !audio.is_undefined() {
         tracks.push(&audio);
     }
-    MediaStream::new_with_tracks(&tracks).map_err(|e| chrome::js_error(&e))
+    MediaStream::new_with_tracks(&tracks).map_err(|e| js::js_error(&e))
 }
 
 fn stop_tracks(stream: &MediaStream) {
@@ -279,22 +279,22 @@ pub async fn open(
     let devices = window
         .navigator()
         .media_devices()
-        .map_err(|e| chrome::js_error(&e))?;
+        .map_err(|e| js::js_error(&e))?;
     let promise = devices
         .get_user_media_with_constraints(constraints.unchecked_ref())
-        .map_err(|e| chrome::js_error(&e))?;
+        .map_err(|e| js::js_error(&e))?;
     Ok(JsFuture::from(promise)
         .await
         .map_err(|e| match source {
-            Source::Tab => format!("Could not capture the tab: {}", chrome::js_error(&e)),
+            Source::Tab => format!("Could not capture the tab: {}", js::js_error(&e)),
             Source::Camera => {
                 let name = mixing::error_name(&e);
-                let say = |d| crate::messages::device_refusal(d, &name);
+                let say = |d| crate::broadcast::device_refusal(d, &name);
                 match name.as_str() {
-                    "NotFoundError" | "OverconstrainedError" => say(crate::messages::Device::Camera),
+                    "NotFoundError" | "OverconstrainedError" => say(crate::broadcast::Device::Camera),
                     _ => format!(
                         "Could not open the camera and microphone ({}) — allow them for Chalkstream and try again.",
-                        chrome::js_error(&e)
+                        js::js_error(&e)
                     ),
                 }
             }
@@ -323,7 +323,7 @@ fn record(
     .map_err(|e| {
         format!(
             "This browser cannot record H.264 + Opus WebM: {}",
-            chrome::js_error(&e)
+            js::js_error(&e)
         )
     })?;
     let Events {
@@ -349,6 +349,6 @@ fn record(
     }
     recorder
         .start_with_time_slice(settings.timeslice_ms)
-        .map_err(|e| chrome::js_error(&e))?;
+        .map_err(|e| js::js_error(&e))?;
     Ok((recorder, vec![on_data, on_stop, on_start, on_ended]))
 }
