@@ -72,6 +72,10 @@ pub struct Broadcast {
     pub mic: bool,
     #[serde(default)]
     pub overlay: Overlay,
+    /// Continue a stream whose session already holds segments: the first seq to upload (the
+    /// broadcast page, reloaded with the same session). `None` starts at seq 0.
+    #[serde(default)]
+    pub resume_at_seq: Option<u64>,
 }
 
 impl Broadcast {
@@ -318,6 +322,25 @@ pub fn is_loopback(server: &str) -> bool {
     host == "127.0.0.1" || host == "localhost"
 }
 
+/// Formats seconds as h:mm:ss or m:ss.
+pub fn clock(total_s: u64) -> String {
+    let (h, m, s) = (total_s / 3600, total_s / 60 % 60, total_s % 60);
+    if h > 0 {
+        format!("{h}:{m:02}:{s:02}")
+    } else {
+        format!("{m}:{s:02}")
+    }
+}
+
+/// Formats bits per second for people.
+pub fn rate(bps: f64) -> String {
+    if bps >= 1e6 {
+        format!("{:.1} Mbit/s", bps / 1e6)
+    } else {
+        format!("{:.0} kbit/s", bps / 1e3)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -383,6 +406,14 @@ mod tests {
         assert!(
             device_refusal(Device::Camera, "NotReadableError").starts_with("The camera is in use")
         );
+    }
+
+    #[test]
+    fn uptime_and_rate_read_for_people() {
+        assert_eq!(clock(5), "0:05");
+        assert_eq!(clock(3725), "1:02:05");
+        assert_eq!(rate(2_500_000.0), "2.5 Mbit/s");
+        assert_eq!(rate(64_000.0), "64 kbit/s");
     }
 
     #[test]

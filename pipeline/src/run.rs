@@ -173,7 +173,7 @@ pub async fn begin(b: Broadcast, platform: Rc<dyn Platform>) {
     };
     // A segment may last up to its target duration's rounding limit (as v1's first segment).
     let target_s = (b.segment_ms / 1000).max(1);
-    let (cutter, splitter, uploads, tick_ms) = if b.low_latency {
+    let (cutter, splitter, mut uploads, tick_ms) = if b.low_latency {
         let cutter = PartCutter::new(PART_TARGET_MS, b.segment_ms, target_s * 1000 + 499);
         (
             Cutter::Parts {
@@ -193,6 +193,9 @@ pub async fn begin(b: Broadcast, platform: Rc<dyn Platform>) {
             TICK_MS,
         )
     };
+    if let Some(seq) = b.resume_at_seq {
+        uploads.resume_at(seq);
+    }
     remux::set_core(platform.asset_url("vendor/core/ffmpeg-core.js"), platform.asset_url("vendor/core/ffmpeg-core.wasm"));
     let p = Rc::new(RefCell::new(Pipeline {
         platform,

@@ -151,6 +151,14 @@ impl Uploads {
         })
     }
 
+    /// Continues a stream that holds seqs below `next_seq` ([`crate::queue::Core::resume_at`]).
+    pub fn resume_at(&mut self, next_seq: u64) {
+        match &mut self.queue {
+            Queue::Segments(q) => q.resume_at(next_seq),
+            Queue::Parts { queue, .. } => queue.resume_at(next_seq),
+        }
+    }
+
     fn with(queue: Queue) -> Self {
         Uploads {
             queue,
