@@ -133,6 +133,15 @@ pub fn broadcast_main() -> Result<(), JsValue> {
         input.set_value(&page.get(KEY_TOKEN).unwrap_or_default());
     }
 
+    if !chalkstream_pipeline::capture::can_record() {
+        if let Some(body) = page.doc.body() {
+            body.set_attribute("data-unsupported", "1")?;
+        }
+        if let Some(go) = page.el::<HtmlButtonElement>("go") {
+            go.set_disabled(true);
+        }
+        page.forget(KEY_LIVE);
+    }
     let p = page.clone();
     on(&page, "go", move || {
         let p = p.clone();
@@ -198,11 +207,11 @@ fn running(status: Option<&Status>) -> bool {
 
 /// Goes live under the page's session, going on after what the server already holds.
 async fn start(page: Rc<Page>) {
-    if page.starting.get() || running(run::current_status().as_ref()) {
+    if page.starting.get() || running(run::current_status().as_ref()) || !chalkstream_pipeline::capture::can_record() {
         return;
     }
     page.starting.set(true);
-    *page.error.borrow_mut() = None;
+    page.error.borrow_mut().take();
     page.set(KEY_LIVE, "1");
     render(&page, None);
     let status = stream_status(&page).await;
@@ -323,6 +332,9 @@ fn render(page: &Page, status: Option<&Status>) {
     let live = status.filter(|s| s.phase == Phase::Live);
     page.set_text("uptime", &live.map_or("—".into(), |s| clock(((js::now_ms() - s.started_at_ms).max(0.0) / 1000.0) as u64)));
     page.set_text("health", &status.map_or("—".into(), session::health_line));
-    let error = page.error.borrow().clone().or_else(|| status.and_then(|s| s.last_error.clone()));
+    let error = (!chalkstream_pipeline::capture::can_record())
+        .then(|| session::CANNOT_RECORD.to_owned())
+        .or_else(|| page.error.borrow().clone())
+        .or_else(|| status.and_then(|s| s.last_error.clone()));
     page.set_text("error", &error.as_deref().map(session::for_page).unwrap_or_default());
 }

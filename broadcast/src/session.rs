@@ -60,6 +60,11 @@ pub fn for_page(message: &str) -> String {
         .replace(" in Options", "")
 }
 
+/// What the page says where the browser cannot record what the pipeline cuts.
+pub const CANNOT_RECORD: &str = "This browser cannot record H.264 video, which Chalkstream streams (Firefox and Safari \
+     cannot yet). Broadcast from Chrome, Edge or another Chromium browser, on a computer or on Android; \
+     the viewer link plays everywhere.";
+
 /// The state line of the panel.
 pub fn state_line(status: Option<&Status>, starting: bool) -> String {
     match status.map(|s| s.phase) {

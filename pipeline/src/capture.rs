@@ -18,7 +18,13 @@ use crate::mixing::{self, Mixer};
 use crate::presets::{Overlay, Quality};
 
 /// H.264 + Opus in WebM: the one format the segmenter reads.
-const MIME: &str = "video/webm;codecs=avc1.42E01E,opus";
+pub const MIME: &str = "video/webm;codecs=avc1.42E01E,opus";
+
+/// Whether this browser's MediaRecorder makes [`MIME`] (Chromium does; Firefox records VP8
+/// only, and Safari no WebM).
+pub fn can_record() -> bool {
+    MediaRecorder::is_type_supported(MIME)
+}
 
 /// What to capture and how to encode it.
 #[derive(Debug, Clone)]
