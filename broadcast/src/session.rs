@@ -60,9 +60,10 @@ pub fn for_page(message: &str) -> String {
         .replace(" in Options", "")
 }
 
-/// What the page says where the browser cannot record what the pipeline cuts.
-pub const CANNOT_RECORD: &str = "This browser cannot record H.264 video, which Chalkstream streams (Firefox and Safari \
-     cannot yet). Broadcast from Chrome, Edge or another Chromium browser, on a computer or on Android; \
+/// What the page says where the browser can record the camera neither as H.264 WebM nor
+/// through WebCodecs (Safari, older browsers).
+pub const CANNOT_RECORD: &str = "This browser cannot record the camera as H.264 video, which Chalkstream streams. \
+     Broadcast from Chrome, Edge, Firefox or another recent browser, on a computer or on Android; \
      the viewer link plays everywhere.";
 
 /// The state line of the panel.

@@ -13,6 +13,7 @@ use web_sys::{Blob, BlobEvent, MediaRecorder, MediaStream, MediaStreamTrack};
 
 use crate::js::{self, obj};
 use crate::compositing::{self, Compositor};
+use crate::encode::{self, CodecRecorder};
 use crate::broadcast::{Mic, Source};
 use crate::mixing::{self, Mixer};
 use crate::presets::{Overlay, Quality};
@@ -22,8 +23,43 @@ pub const MIME: &str = "video/webm;codecs=avc1.42E01E,opus";
 
 /// Whether this browser's MediaRecorder makes [`MIME`] (Chromium does; Firefox records VP8
 /// only, and Safari no WebM).
-pub fn can_record() -> bool {
+pub fn records_h264() -> bool {
     MediaRecorder::is_type_supported(MIME)
+}
+
+/// Whether this browser can record a camera for the pipeline: with its MediaRecorder, or with
+/// WebCodecs ([`crate::encode`]; Firefox).
+pub fn can_record() -> bool {
+    records_h264() || encode::available()
+}
+
+/// What records: Chromium's MediaRecorder, or WebCodecs where the MediaRecorder makes no H.264.
+enum Recorder {
+    Media(MediaRecorder),
+    Codecs(CodecRecorder),
+}
+
+impl Recorder {
+    fn active(&self) -> bool {
+        match self {
+            Recorder::Media(r) => r.state() != web_sys::RecordingState::Inactive,
+            Recorder::Codecs(r) => r.active(),
+        }
+    }
+
+    /// Stops; false when it had already stopped (no `stopped` event will come).
+    fn stop(&self) -> bool {
+        match self {
+            Recorder::Media(r) => {
+                let recording = r.state() != web_sys::RecordingState::Inactive;
+                if recording {
+                    let _ = r.stop();
+                }
+                recording
+            }
+            Recorder::Codecs(r) => r.stop(),
+        }
+    }
 }
 
 /// What to capture and how to encode it.
@@ -61,7 +97,7 @@ type Handlers = Vec<Closure<dyn FnMut(JsValue)>>;
 /// A running capture. [`Capture::stop`] releases everything it holds.
 pub struct Capture {
     stream: MediaStream,
-    recorder: MediaRecorder,
+    recorder: Recorder,
     added: Added,
     _closures: Handlers,
 }
@@ -100,7 +136,17 @@ impl Capture {
         .await?;
         let mut added = Added::default();
         let recorded = compose(&stream, settings, &mut added).await;
-        match recorded.and_then(|r| record(&r, &stream, settings, events)) {
+        let recorder = match recorded {
+            Ok(r) if records_h264() || settings.source == Source::Tab => {
+                record(&r, &stream, settings, events).map(|(recorder, closures)| (Recorder::Media(recorder), closures))
+            }
+            Ok(r) => match CodecRecorder::start(&r, settings, events).await {
+                Ok(recorder) => Ok((Recorder::Codecs(recorder), Vec::new())),
+                Err(e) => Err(e),
+            },
+            Err(e) => Err(e),
+        };
+        match recorder {
             Ok((recorder, closures)) => Ok(Capture {
                 stream,
                 recorder,
@@ -151,7 +197,7 @@ impl Capture {
 
     /// Whether viewers hear the streamer's microphone.
     pub fn mic(&self) -> Mic {
-        if self.recorder.state() == web_sys::RecordingState::Inactive {
+        if !self.recorder.active() {
             return Mic::Off; // stopped: nothing is heard any more
         }
         match &self.added.mixer {
@@ -191,10 +237,7 @@ impl Capture {
     /// Stops the recorder (its last bytes and `stopped` follow), the tracks and the playback.
     /// Returns false when the recorder had already stopped, so no `stopped` event will come.
     pub fn stop(&mut self) -> bool {
-        let recording = self.recorder.state() != web_sys::RecordingState::Inactive;
-        if recording {
-            let _ = self.recorder.stop();
-        }
+        let recording = self.recorder.stop();
         stop_tracks(&self.stream);
         self.added.release();
         recording

@@ -4,7 +4,7 @@
 //! survives outages. What a context adds (Chrome's APIs, a page's storage and UI) comes in
 //! through [`run::Platform`]; nothing here names `chrome.*`.
 //!
-//! Pure parts (`audio`, `ebml`, `timing`, `parts`, `ts`, `queue`, `ids`, `presets`,
+//! Pure parts (`audio`, `ebml`, `webm`, `timing`, `parts`, `ts`, `queue`, `ids`, `presets`,
 //! `broadcast`) have unit tests and no browser dependencies; `capture`, `compositing`, `mixing`,
 //! `remux`, `upload` and `run` (which connects them) are the browser edges, built for wasm32.
 //! The wire contract (stream id, header names, paths, duration text) is
@@ -19,11 +19,14 @@ pub mod presets;
 pub mod queue;
 pub mod timing;
 pub mod ts;
+pub mod webm;
 
 #[cfg(target_arch = "wasm32")]
 pub mod capture;
 #[cfg(target_arch = "wasm32")]
 pub mod compositing;
+#[cfg(target_arch = "wasm32")]
+pub mod encode;
 #[cfg(target_arch = "wasm32")]
 pub mod js;
 #[cfg(target_arch = "wasm32")]

@@ -15,6 +15,9 @@ export async function launchFirefox() {
     'user_pref("media.navigator.streams.fake", true);',
     'user_pref("media.navigator.permission.disabled", true);',
     'user_pref("remote.active-protocols", 1);',
+    // Script clicks are no user gesture: let sound and Web Audio start without one.
+    'user_pref("media.autoplay.default", 0);',
+    'user_pref("media.autoplay.block-webaudio", false);',
     'user_pref("browser.shell.checkDefaultBrowser", false);',
     'user_pref("datareporting.policy.dataSubmissionEnabled", false);',
   ].join('\n'));
