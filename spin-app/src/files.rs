@@ -114,6 +114,7 @@ mod tests {
         assert!(not_modified(Some(&core.etag), &core.etag));
         assert!(not_modified(Some(&format!("\"x\", W/{}", core.etag)), &core.etag));
         assert!(!not_modified(Some("\"x\""), &core.etag) && !not_modified(None, &core.etag));
+        let _ = std::fs::remove_dir_all(root);
     }
 
     #[test]
@@ -125,5 +126,6 @@ mod tests {
         for missing in ["nope.js", "vendor", "vendor/core/nope.wasm"] {
             assert_eq!(find(&root, missing).unwrap_err().status, 404, "{missing:?}");
         }
+        let _ = std::fs::remove_dir_all(root);
     }
 }
