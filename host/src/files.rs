@@ -7,8 +7,9 @@
 //!   whose source is a directory, each directory is preopened as it is at `destination`.
 //! - **Copy** (`spin up`'s default, and what a registry app gets): every entry is copied into one
 //!   directory per component at startup (a pattern's files at their path relative to the
-//!   application directory, a placement's at its destination), preopened at `/`. The copy is
-//!   removed when the host stops.
+//!   application directory, a placement's at its destination), preopened at `/`. The copy lives
+//!   in the host's state directory (`files/{component}-{pid}`), is removed when the host stops,
+//!   and a copy left by a host that was killed is removed by the next one to start there.
 //!
 //! Either way the guest sees the same paths, read-only (`FsPerms::ReadOnly`, as Spin without
 //! `allow_transient_write`). A pattern is a file, a directory or a glob with `*`, `?` and `**`
@@ -56,8 +57,9 @@ impl Drop for Mounts {
 }
 
 impl Mounts {
-    /// Resolves `files` of component `id` against the application directory `app_dir`.
-    pub fn prepare(app_dir: &Path, id: &str, files: &[FilesMount]) -> Result<Mounts, FilesError> {
+    /// Resolves `files` of component `id` against the application directory `app_dir`; a copy
+    /// goes under `copies` (the state directory's `files/`).
+    pub fn prepare(app_dir: &Path, copies: &Path, id: &str, files: &[FilesMount]) -> Result<Mounts, FilesError> {
         if files.is_empty() {
             return Ok(Mounts::default());
         }
@@ -74,8 +76,9 @@ impl Mounts {
             }
             return Ok(Mounts { preopens, copy: None });
         }
-        let unique = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
-        let copy = std::env::temp_dir().join(format!("chalkstream-host-{}-{unique}-{id}", std::process::id()));
+        remove_stale_copies(copies, id);
+        let copy = copies.join(format!("{id}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&copy);
         std::fs::create_dir_all(&copy).map_err(|e| error(format!("cannot create {}: {e}", copy.display())))?;
         let mounts = Mounts { preopens: vec![(copy.clone(), "/".to_owned())], copy: Some(copy.clone()) };
         for file in files {
@@ -106,6 +109,20 @@ impl Mounts {
     /// (host directory, guest path) pairs, for the startup log and tests.
     pub fn preopens(&self) -> &[(PathBuf, String)] {
         &self.preopens
+    }
+}
+
+/// Removes the copies of component `id` that hosts no longer running left under `copies`
+/// (`{id}-{pid}`, the process gone). Other hosts sharing the state directory keep theirs.
+fn remove_stale_copies(copies: &Path, id: &str) {
+    let Ok(entries) = std::fs::read_dir(copies) else { return };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(pid) = name.to_str().and_then(|n| n.strip_prefix(id)).and_then(|n| n.strip_prefix('-')) else { continue };
+        let gone = pid.parse::<u32>().is_ok_and(|pid| !Path::new(&format!("/proc/{pid}")).exists());
+        if gone && Path::new("/proc/self").exists() {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
     }
 }
 
@@ -268,15 +285,19 @@ mod tests {
     #[test]
     fn directory_placements_are_mounted_directly_at_their_destination() {
         let dir = tree();
-        let m = Mounts::prepare(dir.path(), "c", &[FilesMount::Placement { source: "site".into(), destination: "/web/".into() }]).unwrap();
+        let m = Mounts::prepare(dir.path(), &dir.path().join("state"), "c", &[FilesMount::Placement { source: "site".into(), destination: "/web/".into() }]).unwrap();
         assert_eq!(m.preopens(), &[(dir.path().canonicalize().unwrap().join("site"), "/web".to_owned())]);
     }
 
     #[test]
     fn patterns_and_file_placements_are_copied_as_spin_copies_them() {
         let dir = tree();
+        // A copy a killed host left is removed; this host's goes beside it.
+        let stale = dir.path().join("state/c-999999999");
+        std::fs::create_dir_all(&stale).unwrap();
         let m = Mounts::prepare(
             dir.path(),
+            &dir.path().join("state"),
             "c",
             &[
                 FilesMount::Pattern("site/**/*.js".into()),
@@ -288,6 +309,8 @@ mod tests {
         .unwrap();
         // `o?her` is a glob: it matches the directory, and a glob copies files only.
         assert_eq!(files(&m), ["notes.txt", "pages/home.html", "site/a/b.js"]);
+        assert!(!stale.exists(), "a dead host's copy is left");
+        assert_eq!(m.preopens()[0].0, dir.path().join("state").join(format!("c-{}", std::process::id())));
         let copy = m.preopens()[0].0.clone();
         drop(m);
         assert!(!copy.exists(), "the copy outlived the host");
@@ -303,7 +326,7 @@ mod tests {
             FilesMount::Placement { source: "..".into(), destination: "/up".into() },
             FilesMount::Placement { source: "site".into(), destination: "/a/../b".into() },
         ] {
-            assert!(Mounts::prepare(dir.path(), "c", &[bad.clone()]).is_err(), "{bad:?} was accepted");
+            assert!(Mounts::prepare(dir.path(), &dir.path().join("state"), "c", &[bad.clone()]).is_err(), "{bad:?} was accepted");
         }
     }
 

@@ -293,7 +293,9 @@ fn run() -> anyhow::Result<()> {
     for line in stores.summary() {
         eprintln!("chalkstream-host: {line}");
     }
-    let host = server::Host::new(&app, variables, stores.clone(), options.serving)?;
+    // Where Spin would copy a component's `files`, this host copies them: in its state directory.
+    let copies = options.state_dir.clone().unwrap_or_else(|| app_dir.join(".spin")).join("files");
+    let host = server::Host::new(&app, variables, stores.clone(), options.serving, &copies)?;
 
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     runtime.block_on(async move {

@@ -126,7 +126,9 @@ pub struct Host {
 
 impl Host {
     /// Compiles every component a route names (once, at startup).
-    pub fn new(app: &App, mut variables: Resolved, kv: Arc<Stores>, serving: Serving) -> anyhow::Result<Host> {
+    /// `copies` is where a component's `files` are copied when Spin would copy them
+    /// ([`Mounts::prepare`]).
+    pub fn new(app: &App, mut variables: Resolved, kv: Arc<Stores>, serving: Serving, copies: &std::path::Path) -> anyhow::Result<Host> {
         let engine = engine()?;
         let mut linker = Linker::<State>::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
@@ -167,7 +169,7 @@ impl Host {
                 component.source.display(),
                 started.elapsed().as_millis()
             );
-            let mounts = Mounts::prepare(&app.dir, &trigger.component, &component.files)
+            let mounts = Mounts::prepare(&app.dir, copies, &trigger.component, &component.files)
                 .with_context(|| format!("component {:?}: files", trigger.component))?;
             for (host, guest) in mounts.preopens() {
                 eprintln!("chalkstream-host: component {:?} reads {} at {guest} (read-only)", trigger.component, host.display());
