@@ -1,5 +1,5 @@
 //! Part 4, client cost: CPU time, ffmpeg.wasm time and memory of the extension while it streams a busy tab,
-//! for each quality preset (extension/src/presets.rs) and for the default preset with the microphone mixed in
+//! for each quality preset (pipeline/src/presets.rs) and for the default preset with the microphone mixed in
 //! and the camera in the corner (issue 9).
 
 import { execFile } from 'node:child_process';
@@ -15,7 +15,7 @@ const run = promisify(execFile);
 const MIB = 1048576;
 const WINDOW_S = 30;
 
-/** What each preset encodes (extension/src/presets.rs: `Quality::size`, `video_bps`; all 30 fps). */
+/** What each preset encodes (pipeline/src/presets.rs: `Quality::size`, `video_bps`; all 30 fps). */
 export const PRESETS = {
   '480p': { width: 854, height: 480, mbps: 1 },
   '720p': { width: 1280, height: 720, mbps: 2.5 },
@@ -80,7 +80,7 @@ async function probe(url, extinf) {
 export const TOO_SLOW = 0.85;
 
 /**
- * What the panel's `Strain` (extension/src/presets.rs) would have made of the status readings: for every
+ * What the panel's `Strain` (pipeline/src/presets.rs) would have made of the status readings: for every
  * reading, the 6 s before it (at least 4 s of media), remux time per media second and whether segments stayed
  * waiting (two or more, growing or steady, the whole time).
  */
@@ -121,7 +121,7 @@ async function measure({ server, clock, name, config, points, log }) {
       return { t: Date.now(), media: media.seconds, cpu: cpu.total(), ffmpeg: ffmpeg.total(),
         remux_ms: st?.remux_ms_total ?? NaN, media_ms: st?.media_ms_total ?? NaN, status: st };
     };
-    // The panel's view (extension/src/presets.rs, `Strain`): the status every 2 s, so the run can say whether
+    // The panel's view (pipeline/src/presets.rs, `Strain`): the status every 2 s, so the run can say whether
     // the "choose a lower preset" advice would have shown (remux time per media s over 6 s above TOO_SLOW, or
     // two or more segments waiting for 6 s).
     const readings = [];

@@ -3,7 +3,7 @@
 // 2.5 Mbit/s, as the extension does):
 //   canvas: <video> elements + a 2D <canvas> drawn on every new tab frame + canvas.captureStream()
 //   frames: MediaStreamTrackProcessor VideoFrames drawn on an OffscreenCanvas, new VideoFrames
-//           written to a MediaStreamTrackGenerator (what extension/src/compositing.rs does)
+//           written to a MediaStreamTrackGenerator (what pipeline/src/compositing.rs does)
 // Sources are Chromium's fake camera (1280x720, or the height given, for the "tab"; 640x480
 // for the camera). `bitmap` is `frames` with the output made from transferToImageBitmap(). CPU is
 // the whole browser's (every Chromium process, from /proc), so work off the main thread (frame
@@ -85,7 +85,7 @@ const modes = {
     const r = record(gen);
     const small = new OffscreenCanvas(rect.w, rect.h); const gs = small.getContext('2d', { alpha: false });
     let on = true; let hasCam = false;
-    // As extension/src/compositing.rs: frames go back at once (a held frame starves the capturer).
+    // As pipeline/src/compositing.rs: frames go back at once (a held frame starves the capturer).
     const pump = async (track, side) => {
       const reader = new MediaStreamTrackProcessor({ track, maxBufferSize: 1 }).readable.getReader();
       while (on) {
@@ -112,7 +112,7 @@ const modes = {
     const r = record(gen);
     const small = new OffscreenCanvas(rect.w, rect.h); const gs = small.getContext('2d', { alpha: false });
     let on = true; let hasCam = false;
-    // As extension/src/compositing.rs: frames go back at once (a held frame starves the capturer).
+    // As pipeline/src/compositing.rs: frames go back at once (a held frame starves the capturer).
     const pump = async (track, side) => {
       const reader = new MediaStreamTrackProcessor({ track, maxBufferSize: 1 }).readable.getReader();
       while (on) {

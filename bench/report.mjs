@@ -353,7 +353,7 @@ ${ok ? '' : SCALING_GAP}
   return s;
 }
 
-// The panel's threshold for "this computer cannot keep up, choose a lower preset" (extension/src/presets.rs,
+// The panel's threshold for "this computer cannot keep up, choose a lower preset" (pipeline/src/presets.rs,
 // `Strain::TOO_SLOW`: ffmpeg.wasm time per media second over its last 6 s).
 const TOO_SLOW = 0.85;
 const at = (secs) => (secs >= 60 ? `${f(secs / 60, secs % 60 ? 1 : 0)} min` : `${secs} s`);
@@ -401,7 +401,7 @@ not keep up on this machine, so those rows encode fewer frames than the preset a
   }
   s += `
 The panel tells the streamer to choose a lower preset when ffmpeg.wasm takes more than ${TOO_SLOW} s per media second over
-its last 6 s (\`Strain::TOO_SLOW\` in extension/src/presets.rs), or when two or more segments stay waiting for 6 s
+its last 6 s (\`Strain::TOO_SLOW\` in pipeline/src/presets.rs), or when two or more segments stay waiting for 6 s
 (uploads fall behind). The benchmark reads the status every 2 s and applies the same rule:
 
 | configuration | 6 s views | highest ffmpeg.wasm s per media s over 6 s | views above ${TOO_SLOW} | views with uploads behind | most segments waiting |

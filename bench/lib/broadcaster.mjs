@@ -25,7 +25,7 @@ export function unpackedExtensionId(path) {
 /**
  * Launch Chromium with the extension, pointed at `serverUrl` with `segmentSeconds` segments, uploaded
  * in parts (low latency, the default) unless `lowLatency` is false, at preset `quality` ("480p", "720p",
- * "1080p"; extension/src/presets.rs), with the microphone mixed into the tab's sound (`mic`) and the camera
+ * "1080p"; pipeline/src/presets.rs), with the microphone mixed into the tab's sound (`mic`) and the camera
  * in the bottom-right corner (`overlay`) when asked.
  * `--allowlisted-extension-id` lets the extension capture a tab without a click on its toolbar button
  * (Chrome's switch for automated tab capture); everything else runs as for a user. For the microphone and
@@ -101,7 +101,7 @@ export async function launchBroadcaster({ serverUrl, segmentSeconds, lowLatency 
           await sleep(200);
         }
       },
-      /** The offscreen document's health (`Status` in extension/src/messages.rs), or null before it runs. */
+      /** The offscreen document's health (`Status` in pipeline/src/broadcast.rs), or null before it runs. */
       async status() {
         // The offscreen document may be busy (or answer nothing) for a moment: ask up to three times.
         for (let i = 0; i < 3; i++) {

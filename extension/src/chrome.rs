@@ -1,14 +1,17 @@
-//! Bindings to the few `chrome.*` APIs, ffmpeg.wasm and globals the extension uses.
+//! Bindings to the few `chrome.*` APIs the extension uses: messaging, storage, capture, the
+//! toolbar button. The browser globals and ffmpeg.wasm are the pipeline's
+//! (`chalkstream_pipeline::js`), re-exported here so the extension's modules name one place.
 //!
 //! Works in every context: nothing here touches `window`; globals come from
 //! `js_sys::global()`.
 
-use js_sys::{Object, Promise, Reflect, Uint8Array};
+use js_sys::{Object, Promise, Reflect};
 use serde::{de::DeserializeOwned, Serialize};
 use wasm_bindgen::prelude::*;
-use wasm_bindgen_futures::JsFuture;
 
 use crate::messages::Msg;
+
+pub use chalkstream_pipeline::js::{from_js, js_error, now_ms, obj, random_bytes, sleep, to_js};
 
 #[wasm_bindgen]
 extern "C" {
@@ -66,57 +69,6 @@ extern "C" {
     pub async fn permissions_contains(p: &JsValue) -> Result<JsValue, JsValue>;
 }
 
-/// ffmpeg.wasm's `FFmpeg` class, vendored beside the generated bindings.
-#[wasm_bindgen(raw_module = "../vendor/ffmpeg/index.js")]
-extern "C" {
-    pub type FFmpeg;
-    #[wasm_bindgen(constructor)]
-    pub fn new() -> FFmpeg;
-    #[wasm_bindgen(method, catch)]
-    pub async fn load(this: &FFmpeg, config: &JsValue) -> Result<JsValue, JsValue>;
-    #[wasm_bindgen(method, catch, js_name = writeFile)]
-    pub async fn write_file(
-        this: &FFmpeg,
-        path: &str,
-        data: &Uint8Array,
-    ) -> Result<JsValue, JsValue>;
-    #[wasm_bindgen(method, catch, js_name = readFile)]
-    pub async fn read_file(this: &FFmpeg, path: &str) -> Result<JsValue, JsValue>;
-    #[wasm_bindgen(method, catch)]
-    pub async fn exec(this: &FFmpeg, args: &js_sys::Array) -> Result<JsValue, JsValue>;
-    #[wasm_bindgen(method)]
-    pub fn on(this: &FFmpeg, event: &str, f: &js_sys::Function);
-    #[wasm_bindgen(method)]
-    pub fn terminate(this: &FFmpeg);
-}
-
-/// Converts a Rust value to a plain JS object.
-pub fn to_js<T: Serialize + ?Sized>(v: &T) -> JsValue {
-    v.serialize(&serde_wasm_bindgen::Serializer::json_compatible())
-        .unwrap_or(JsValue::NULL)
-}
-
-/// Converts a JS value to a Rust value; the error says what did not fit.
-pub fn from_js<T: DeserializeOwned>(v: JsValue) -> Result<T, String> {
-    serde_wasm_bindgen::from_value(v).map_err(|e| e.to_string())
-}
-
-/// Builds a JS object from a JSON literal.
-pub fn obj(v: serde_json::Value) -> JsValue {
-    to_js(&v)
-}
-
-/// A readable text for a thrown JS value.
-pub fn js_error(e: &JsValue) -> String {
-    if let Some(s) = e.as_string() {
-        return s;
-    }
-    Reflect::get(e, &"message".into())
-        .ok()
-        .and_then(|m| m.as_string())
-        .unwrap_or_else(|| format!("{e:?}"))
-}
-
 /// Sends a message to the context it is addressed to; resolves to the answer.
 pub async fn send(msg: &Msg) -> Result<JsValue, String> {
     let v = to_js(msg);
@@ -148,36 +100,4 @@ pub async fn save<T: Serialize>(key: &str, value: &T) -> Result<(), String> {
 /// Removes one key from `chrome.storage.local`.
 pub async fn forget(key: &str) {
     let _ = storage_remove(key).await;
-}
-
-/// Milliseconds since the Unix epoch.
-pub fn now_ms() -> f64 {
-    js_sys::Date::now()
-}
-
-/// Resolves after `ms` milliseconds (any context).
-pub async fn sleep(ms: i32) {
-    let p = Promise::new(&mut |resolve, _| {
-        let set_timeout: js_sys::Function = Reflect::get(&js_sys::global(), &"setTimeout".into())
-            .expect("setTimeout")
-            .into();
-        let _ = set_timeout.call2(&JsValue::NULL, &resolve, &ms.into());
-    });
-    let _ = JsFuture::from(p).await;
-}
-
-/// Fills `buf` from the platform CSPRNG (`crypto.getRandomValues`).
-pub fn random_bytes(buf: &mut [u8]) -> Result<(), String> {
-    let crypto: web_sys::Crypto = Reflect::get(&js_sys::global(), &"crypto".into())
-        .map_err(|e| js_error(&e))?
-        .unchecked_into();
-    crypto
-        .get_random_values_with_u8_array(buf)
-        .map(|_| ())
-        .map_err(|e| js_error(&e))
-}
-
-/// A float in `[0, 1)` for backoff jitter (not security relevant).
-pub fn jitter() -> f64 {
-    js_sys::Math::random()
 }

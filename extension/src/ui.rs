@@ -49,24 +49,8 @@ fn on_click(doc: &Document, id: &str, f: impl FnMut() + 'static) {
     }
 }
 
-/// Formats seconds as h:mm:ss or m:ss.
-pub fn clock(total_s: u64) -> String {
-    let (h, m, s) = (total_s / 3600, total_s / 60 % 60, total_s % 60);
-    if h > 0 {
-        format!("{h}:{m:02}:{s:02}")
-    } else {
-        format!("{m}:{s:02}")
-    }
-}
-
-/// Formats bits per second for people.
-pub fn rate(bps: f64) -> String {
-    if bps >= 1e6 {
-        format!("{:.1} Mbit/s", bps / 1e6)
-    } else {
-        format!("{:.0} kbit/s", bps / 1e3)
-    }
-}
+// The panel's number formats are the pipeline's, shared with the broadcast page.
+pub use chalkstream_pipeline::broadcast::{clock, rate};
 
 /// Entry point of `popup.html`.
 #[wasm_bindgen]

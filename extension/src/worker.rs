@@ -210,6 +210,7 @@ async fn start(source: Source, media_stream_id: Option<String>) -> Result<(), St
         quality: options.quality,
         mic: options.mic,
         overlay: options.overlay,
+        resume_at_seq: None,
     };
     chrome::save(KEY_BROADCAST, &broadcast).await?;
     chrome::forget(KEY_LAST).await;

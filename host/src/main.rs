@@ -18,14 +18,15 @@
 //!   or `type = "redis"`), kept exactly as Spin keeps it;
 //! - `fermyon:spin/variables@2.0.0`: `[variables]` and component variable
 //!   templates, with values from `SPIN_VARIABLE_<NAME>` or the default;
-//! - WASI 0.2 (clocks, random, stdio to the host's stderr; no files, no
-//!   sockets) and `/.well-known/spin/health`.
+//! - WASI 0.2 (clocks, random, stdio to the host's stderr; no sockets), the
+//!   component's `files` preopened read-only where Spin puts them
+//!   (`files.rs`), and `/.well-known/spin/health`.
 //!
 //! It does not implement: other Spin interfaces (outbound HTTP is answered
 //! "denied", as for `allowed_outbound_hosts = []`; outbound Redis, SQL, LLM
 //! and MQTT are absent and fail to link), the rest of the runtime config file
 //! (refused by name), key-value stores other than SQLite and Redis, `.env` files, route parameters (`/:name`), static responses,
-//! private endpoints, `environment`/`files` for components, TLS, HTTP/2 or a
+//! private endpoints, `environment` and `exclude_files` for components, TLS, HTTP/2 or a
 //! timeout on a request's handling. Nothing the component may rely on exists
 //! here that real Spin lacks.
 //!
@@ -35,6 +36,7 @@
 //! fermyon-cloud`), so an app meets the serverless envelope before it is
 //! deployed.
 
+mod files;
 mod kv;
 mod lag;
 mod manifest;
@@ -291,7 +293,9 @@ fn run() -> anyhow::Result<()> {
     for line in stores.summary() {
         eprintln!("chalkstream-host: {line}");
     }
-    let host = server::Host::new(&app, variables, stores.clone(), options.serving)?;
+    // Where Spin would copy a component's `files`, this host copies them: in its state directory.
+    let copies = options.state_dir.clone().unwrap_or_else(|| app_dir.join(".spin")).join("files");
+    let host = server::Host::new(&app, variables, stores.clone(), options.serving, &copies)?;
 
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     runtime.block_on(async move {

@@ -1,5 +1,5 @@
 //! Reads the parts of `spin.toml` (manifest version 2) this host acts on:
-//! HTTP routes, component sources, key-value store labels and variables.
+//! HTTP routes, component sources, key-value store labels, variables and `files`.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -57,6 +57,24 @@ pub struct Component {
     /// Variable name -> template such as `"{{ name }}"` or literal text.
     #[serde(default)]
     pub variables: BTreeMap<String, String>,
+    /// Files the component may read ([`crate::files`] makes them visible, read-only).
+    #[serde(default)]
+    pub files: Vec<FilesMount>,
+    /// Spin's filter on `files`; not implemented here, so refused when not empty.
+    #[serde(default)]
+    pub exclude_files: Vec<String>,
+}
+
+/// One entry of a component's `files`, in the two shapes Spin's manifest accepts.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, untagged)]
+pub enum FilesMount {
+    /// `"static/**/*"`: a file, a directory or a glob pattern relative to the application's
+    /// directory, at the same path under the guest's `/`.
+    Pattern(String),
+    /// `{ source = "broadcast/dist", destination = "/broadcast" }`: a directory (or one file)
+    /// at an absolute guest path.
+    Placement { source: String, destination: String },
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -79,6 +97,8 @@ struct RawManifest {
 /// The application as this host runs it.
 #[derive(Debug)]
 pub struct App {
+    /// The directory `spin.toml` is in: component `files` are relative to it.
+    pub dir: PathBuf,
     pub variables: BTreeMap<String, Variable>,
     pub http_triggers: Vec<HttpTrigger>,
     pub components: BTreeMap<String, Component>,
@@ -96,6 +116,7 @@ impl App {
         for component in app.components.values_mut() {
             component.source = dir.join(&component.source);
         }
+        app.dir = dir.to_owned();
         Ok(app)
     }
 
@@ -126,6 +147,13 @@ impl App {
                 )));
             }
         }
-        Ok(App { variables: raw.variables, http_triggers: raw.trigger.http, components: raw.component })
+        for (id, component) in &raw.component {
+            if !component.exclude_files.is_empty() {
+                return Err(ManifestError::Invalid(format!(
+                    "component {id:?} has exclude_files, which this host does not implement; list the files to include instead"
+                )));
+            }
+        }
+        Ok(App { dir: PathBuf::from("."), variables: raw.variables, http_triggers: raw.trigger.http, components: raw.component })
     }
 }

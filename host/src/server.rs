@@ -34,6 +34,7 @@ use wasmtime_wasi_http::p2::bindings::ProxyPre;
 use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
 use wasmtime_wasi_http::{Error as HttpError, WasiHttpCtx, WasiHttpView};
 
+use crate::files::Mounts;
 use crate::kv::Stores;
 use crate::manifest::App;
 use crate::routes::{spin_headers, Route, Router};
@@ -46,6 +47,8 @@ struct Loaded {
     pre: ProxyPre<State>,
     kv_stores: Arc<Vec<String>>,
     variables: Arc<HashMap<String, String>>,
+    /// The component's `files`, preopened read-only in each instance.
+    mounts: Arc<Mounts>,
 }
 
 /// Instances the pool holds at once: every request in flight is one, held low-latency requests
@@ -123,7 +126,9 @@ pub struct Host {
 
 impl Host {
     /// Compiles every component a route names (once, at startup).
-    pub fn new(app: &App, mut variables: Resolved, kv: Arc<Stores>, serving: Serving) -> anyhow::Result<Host> {
+    /// `copies` is where a component's `files` are copied when Spin would copy them
+    /// ([`Mounts::prepare`]).
+    pub fn new(app: &App, mut variables: Resolved, kv: Arc<Stores>, serving: Serving, copies: &std::path::Path) -> anyhow::Result<Host> {
         let engine = engine()?;
         let mut linker = Linker::<State>::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
@@ -164,11 +169,17 @@ impl Host {
                 component.source.display(),
                 started.elapsed().as_millis()
             );
+            let mounts = Mounts::prepare(&app.dir, copies, &trigger.component, &component.files)
+                .with_context(|| format!("component {:?}: files", trigger.component))?;
+            for (host, guest) in mounts.preopens() {
+                eprintln!("chalkstream-host: component {:?} reads {} at {guest} (read-only)", trigger.component, host.display());
+            }
             let loaded = Loaded {
                 id: trigger.component.as_str().into(),
                 pre,
                 kv_stores: Arc::new(component.key_value_stores.clone()),
                 variables: Arc::new(variables.remove(&trigger.component).unwrap_or_default()),
+                mounts: Arc::new(mounts),
             };
             components.insert(trigger.component.clone(), loaded);
         }
@@ -269,11 +280,14 @@ impl Host {
             req.headers_mut().insert(name, value);
         }
 
+        // The guest's stdout and stderr both go to our stderr, so stdout carries only the
+        // "listening" line.
+        let mut wasi = WasiCtx::builder();
+        wasi.stdout(wasmtime_wasi::cli::stderr()).inherit_stderr();
+        loaded.mounts.preopen(&mut wasi).map_err(fail)?;
         let state = State {
             table: ResourceTable::new(),
-            // The guest's stdout and stderr both go to our stderr, so stdout
-            // carries only the "listening" line.
-            wasi: WasiCtx::builder().stdout(wasmtime_wasi::cli::stderr()).inherit_stderr().build(),
+            wasi: wasi.build(),
             http: WasiHttpCtx::new(),
             hooks: DenyOutbound,
             kv: self.kv.clone(),

@@ -18,8 +18,10 @@ use crate::route::{Family, Method, Route};
 use crate::store::{PutError, Stored, Streams};
 use chalkstream_manifest::part::PartMeta;
 use chalkstream_manifest::segment::StreamRecord;
+use crate::files;
 use crate::sweep;
 use crate::web;
+use std::path::Path;
 use chalkstream_manifest::decimal::format_millis;
 use chalkstream_manifest::id::{SessionSecret, StreamId};
 use chalkstream_manifest::ingest::{self, SegmentHeaders};
@@ -159,6 +161,16 @@ fn dispatch(
                 .header("cache-control", web::ASSET_CACHE_CONTROL),
             None => return Err(ApiError::not_found("no such asset")),
         },
+        Route::Broadcast => match files::find(Path::new(files::BROADCAST_DIR), "index.html") {
+            Ok(file) => file_reply(head, file),
+            Err(e) if e.status == 404 => {
+                return Err(ApiError::not_found(
+                    "the broadcast page is not installed on this server: spin.toml mounts broadcast/dist, which scripts/build makes",
+                ))
+            }
+            Err(e) => return Err(e),
+        },
+        Route::BroadcastFile { path } => file_reply(head, files::find(Path::new(files::BROADCAST_DIR), path)?),
         Route::Playlist { stream } => {
             let id = playback_id(stream)?;
             let directives = Directives::parse(&head.query).map_err(ApiError::bad_request)?;
@@ -561,6 +573,17 @@ fn current_view(kv: &dyn Kv, config: &Config, id: &StreamId, now_ms: i64) -> Res
 fn page(html: String) -> Reply {
     Reply::new(200, "text/html; charset=utf-8", Body::Bytes(html.into_bytes()))
         .header("cache-control", web::PAGE_CACHE_CONTROL)
+}
+
+/// A file of the `files` mount, or `304` when the client's copy is current.
+fn file_reply(head: &RequestHead, file: files::StaticFile) -> Reply {
+    let etag = file.etag.clone();
+    let reply = if files::not_modified(head.header("if-none-match"), &etag) {
+        Reply { status: 304, headers: Vec::new(), body: Body::Empty }
+    } else {
+        Reply::new(200, file.content_type, Body::File(file))
+    };
+    reply.header("etag", etag).header("cache-control", files::FILE_CACHE_CONTROL)
 }
 
 fn preflight(route: &Route) -> Reply {

@@ -152,6 +152,7 @@ async fn send(reply: Reply, kv: Option<&SpinKv>, out: ResponseOutparam) {
         Body::Empty => Ok(()),
         Body::Bytes(bytes) => sink.send(bytes).await,
         Body::Static(bytes) => sink.send(bytes.to_vec()).await,
+        Body::File(file) => send_file(&file.path, &mut sink).await,
         Body::Stored(media) => {
             for key in media.keys {
                 let value = match kv.map(|kv| kv.get(&key.key)) {
@@ -176,6 +177,26 @@ async fn send(reply: Reply, kv: Option<&SpinKv>, out: ResponseOutparam) {
     };
     if result.is_err() {
         eprintln!("chalkstream: client went away while a response was sent");
+    }
+}
+
+/// Streams a file in 64 KiB pieces: a 30 MB file never sits in the instance's memory.
+async fn send_file<S: futures::Sink<Vec<u8>> + Unpin>(path: &std::path::Path, sink: &mut S) -> Result<(), S::Error> {
+    use std::io::Read;
+    let Ok(mut file) = std::fs::File::open(path) else {
+        eprintln!("chalkstream: a mounted file vanished before it was sent");
+        return Ok(());
+    };
+    let mut buffer = vec![0; 64 * 1024];
+    loop {
+        match file.read(&mut buffer) {
+            Ok(0) => return Ok(()),
+            Ok(n) => sink.send(buffer[..n].to_vec()).await?,
+            Err(e) => {
+                eprintln!("chalkstream: reading a mounted file failed: {e}");
+                return Ok(());
+            }
+        }
     }
 }
 

@@ -12,9 +12,11 @@
 //! - [`kv`]: the storage trait and an in-memory implementation.
 //! - [`reply`]: responses and the one error type, [`reply::ApiError`].
 //! - [`web`]: the landing and viewer pages and their assets (owned by the player).
+//! - [`files`]: the broadcast page's files, read from the component's `files` mount.
 //! - `edge` (wasm32 only): the Spin entry point, Spin key-value, variables and the clock.
 
 pub mod api;
+pub mod files;
 pub mod hold;
 pub mod kv;
 pub mod reply;

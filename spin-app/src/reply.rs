@@ -1,6 +1,7 @@
 //! What a handler answers, independent of Spin's types: a status, headers and a body, and the
 //! one error type ([`ApiError`]) that every handler uses for bad input and failures.
 
+use crate::files::StaticFile;
 use crate::route::{Family, Method};
 use crate::store::{Media, PlaylistText};
 use chalkstream_manifest::window::State;
@@ -38,6 +39,8 @@ pub enum Body {
     Static(&'static [u8]),
     /// A stored segment or part, streamed value by value from the store.
     Stored(Media),
+    /// A file of the `files` mount, streamed from the filesystem.
+    File(StaticFile),
 }
 
 /// A response.
@@ -78,6 +81,7 @@ impl Reply {
             Body::Bytes(bytes) => bytes.len() as u64,
             Body::Static(bytes) => bytes.len() as u64,
             Body::Stored(media) => media.len,
+            Body::File(file) => file.len,
         }
     }
 }

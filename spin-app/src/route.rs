@@ -35,6 +35,10 @@ pub enum Route {
     Play { stream: String },
     /// `/assets/{name}`: a player asset.
     Asset { name: String },
+    /// `/broadcast`: the broadcast page (from the `files` mount).
+    Broadcast,
+    /// `/broadcast/{path}`: a file of the broadcast page's build (the `files` mount).
+    BroadcastFile { path: String },
     /// `/playlist/{stream}.m3u8`.
     Playlist { stream: String },
     /// `/chunks/{stream}/{seq}.ts`.
@@ -80,6 +84,8 @@ impl Route {
         let route = match segments.as_slice() {
             ["play", stream] => Route::Play { stream: (*stream).to_owned() },
             ["assets", name] => Route::Asset { name: (*name).to_owned() },
+            ["broadcast"] => Route::Broadcast,
+            ["broadcast", rest @ ..] => Route::BroadcastFile { path: rest.join("/") },
             ["playlist", file] => Route::Playlist { stream: file.strip_suffix(".m3u8")?.to_owned() },
             ["chunks", stream, file] => {
                 let stem = file.strip_suffix(".ts")?;
@@ -148,7 +154,9 @@ impl Route {
 
     pub fn family(&self) -> Family {
         match self {
-            Route::Landing | Route::Play { .. } | Route::Asset { .. } => Family::Page,
+            Route::Landing | Route::Play { .. } | Route::Asset { .. } | Route::Broadcast | Route::BroadcastFile { .. } => {
+                Family::Page
+            }
             Route::Playlist { .. } | Route::Chunk { .. } | Route::Part { .. } | Route::Status { .. } | Route::Download { .. } => {
                 Family::Playback
             }
@@ -182,6 +190,12 @@ mod tests {
         assert_eq!(Route::parse(&format!("/api/streams/{id}")), Some(Route::Status { stream: id.into() }));
         assert_eq!(Route::parse(&format!("/download/{id}.ts")), Some(Route::Download { stream: id.into() }));
         assert_eq!(Route::parse(&format!("/download/{id}.mp4")), None);
+        assert_eq!(Route::parse("/broadcast"), Some(Route::Broadcast));
+        assert_eq!(
+            Route::parse("/broadcast/vendor/core/ffmpeg-core.js"),
+            Some(Route::BroadcastFile { path: "vendor/core/ffmpeg-core.js".into() })
+        );
+        assert_eq!(Route::parse("/broadcast/../x"), Some(Route::BroadcastFile { path: "../x".into() }));
         assert_eq!(
             Route::parse("/ingest/SECRET/0.ts"),
             Some(Route::IngestSegment { session: "SECRET".into(), seq: "0".into() })

@@ -714,6 +714,8 @@ fn render(route: &Route) -> String {
         Route::Landing => "/".to_owned(),
         Route::Play { stream } => format!("/play/{stream}"),
         Route::Asset { name } => format!("/assets/{name}"),
+        Route::Broadcast => "/broadcast".to_owned(),
+        Route::BroadcastFile { path } => format!("/broadcast/{path}"),
         Route::Playlist { stream } => format!("/playlist/{stream}.m3u8"),
         Route::Chunk { stream, seq } => format!("/chunks/{stream}/{seq}.ts"),
         Route::Part { stream, seq, part } => format!("/chunks/{stream}/{seq}.{part}.ts"),
@@ -730,7 +732,8 @@ fn render(route: &Route) -> String {
 
 fn route_values(route: &Route) -> Vec<&str> {
     match route {
-        Route::Landing | Route::AdminSweep => vec![],
+        // A broadcast file's path is a file path: its slashes are its own (files::find checks it).
+        Route::Landing | Route::AdminSweep | Route::Broadcast | Route::BroadcastFile { .. } => vec![],
         Route::Play { stream } | Route::Playlist { stream } | Route::Status { stream } | Route::Download { stream } => vec![stream],
         Route::Asset { name } => vec![name],
         Route::Chunk { stream, seq } => vec![stream, seq],

@@ -448,7 +448,7 @@ fn v2_a_gap_seals_an_open_segment_and_its_late_parts_and_commit_get_409() {
 /// viewer sees one discontinuity.
 #[test]
 fn regression_issue_11_a_dropped_sent_segment_completed_late_after_its_gap() {
-    use chalkstream_extension::queue::{classify, Backoff, GapSettled, UploadQueue};
+    use chalkstream_pipeline::queue::{classify, Backoff, GapSettled, UploadQueue};
     let kv = MemoryKv::new();
     let c = c();
     let id = stream_id(SECRET);
@@ -577,7 +577,7 @@ fn v2_a_commit_and_a_gap_of_its_seq_race_and_exactly_one_wins() {
 /// two to a segment, target duration 1 s.
 mod ll {
     use super::*;
-    use chalkstream_extension::queue::{classify_answer, Acked, Backoff, Item, PartQueue};
+    use chalkstream_pipeline::queue::{classify_answer, Acked, Backoff, Item, PartQueue};
 
     pub const PART: &str = "0.500";
 
@@ -770,7 +770,7 @@ fn v2_a_commit_refused_409_because_the_seq_is_sealed_declares_no_gap() {
 /// This pins the server's words the extension reads (`queue::conflict`).
 #[test]
 fn every_409_the_server_answers_is_read_as_what_it_leaves_at_the_seq() {
-    use chalkstream_extension::queue::{classify_answer, Outcome};
+    use chalkstream_pipeline::queue::{classify_answer, Outcome};
     use chalkstream_manifest::rules::RuleError;
     use chalkstream_spin_app::store::PutError;
     let cases = [

@@ -6,7 +6,7 @@
 
 mod common;
 
-use chalkstream_extension::queue::{classify, Backoff, GapSettled, UploadQueue};
+use chalkstream_pipeline::queue::{classify, Backoff, GapSettled, UploadQueue};
 use chalkstream_manifest::rules::Retention;
 use chalkstream_manifest::wire;
 use chalkstream_spin_app::kv::MemoryKv;

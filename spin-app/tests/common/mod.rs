@@ -114,6 +114,7 @@ pub fn body(kv: &dyn Kv, reply: &Reply) -> Vec<u8> {
         Body::Empty => Vec::new(),
         Body::Bytes(bytes) => bytes.clone(),
         Body::Static(bytes) => bytes.to_vec(),
+        Body::File(file) => std::fs::read(&file.path).expect("the mounted file"),
         Body::Stored(media) => media
             .keys
             .iter()

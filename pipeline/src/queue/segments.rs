@@ -113,6 +113,19 @@ mod tests {
     }
 
     #[test]
+    fn a_resumed_stream_goes_on_after_its_stored_seqs_with_one_discontinuity() {
+        let mut q = q();
+        q.resume_at(42);
+        q.push("a", 2000);
+        q.push("b", 2000);
+        let s = q.next(0).unwrap();
+        assert_eq!((s.seq, *s.payload, s.discontinuity), (42, "a", true));
+        q.settle(Outcome::Acked, 1, 0.5);
+        let s = q.next(1).unwrap();
+        assert_eq!((s.seq, *s.payload, s.discontinuity), (43, "b", false));
+    }
+
+    #[test]
     fn retries_the_same_seq_after_the_backoff() {
         let mut q = q();
         q.push("a", 2000);

@@ -98,6 +98,13 @@ pub struct Block {
 }
 
 impl Block {
+    /// The frame a SimpleBlock without lacing carries (an Opus packet, say); `None` for any
+    /// other block.
+    pub fn payload(&self) -> Option<&[u8]> {
+        let flags = *self.element.get(self.ts_at + 2)?;
+        (self.element.first() == Some(&(ID_SIMPLE_BLOCK as u8)) && flags & 0x06 == 0).then(|| &self.element[self.ts_at + 3..])
+    }
+
     /// A SimpleBlock of `track` at `ms` (for tests of what consumes blocks).
     #[cfg(test)]
     pub(crate) fn simple(track: u8, ms: u64, video: bool, key: bool, end_ms: Option<u64>) -> Block {

@@ -243,6 +243,8 @@ pub struct Core<U> {
     max_buffer_ms: u64,
     /// Segments dropped by the buffer bound so far.
     dropped: u64,
+    /// The next segment pushed starts a discontinuity ([`Core::resume_at`]).
+    resumed: bool,
 }
 
 impl<U> Core<U> {
@@ -260,7 +262,18 @@ impl<U> Core<U> {
             backoff,
             max_buffer_ms,
             dropped: 0,
+            resumed: false,
         }
+    }
+
+    /// Continues a stream whose session already holds seqs below `next_seq` (the broadcast page
+    /// reloaded, or opened again, with the same session): the first segment takes `next_seq`
+    /// and starts a discontinuity, since a new recording's timestamps start over. A seq that
+    /// turns out to be taken after all (an upload of the earlier recording landed late) is
+    /// answered `409` and the segment moves on, as after any conflict.
+    pub fn resume_at(&mut self, next_seq: u64) {
+        self.next_seq = next_seq;
+        self.resumed = true;
     }
 
     /// Segments not yet stored (sealed) on the server, the one being recorded included, and
@@ -368,7 +381,7 @@ impl<U: Unit> Core<U> {
         self.segs.push_back(Slot {
             unit,
             seq: None,
-            discontinuity: false,
+            discontinuity: std::mem::take(&mut self.resumed),
             refusals: 0,
         });
     }

@@ -20,8 +20,8 @@ use web_sys::{
     MediaStreamAudioSourceNode, MediaStreamTrack,
 };
 
-use crate::chrome::{self, obj};
-use crate::messages::{device_refusal, Device, Mic};
+use crate::js::{self, obj};
+use crate::broadcast::{device_refusal, Device, Mic};
 
 /// The running mix.
 pub struct Mixer {
@@ -34,7 +34,7 @@ pub struct Mixer {
 }
 
 fn err(e: JsValue) -> String {
-    chrome::js_error(&e)
+    js::js_error(&e)
 }
 
 impl Mixer {
@@ -168,5 +168,5 @@ pub fn error_name(e: &JsValue) -> String {
     js_sys::Reflect::get(e, &"name".into())
         .ok()
         .and_then(|n| n.as_string())
-        .unwrap_or_else(|| chrome::js_error(e))
+        .unwrap_or_else(|| js::js_error(e))
 }

@@ -11,14 +11,56 @@ use wasm_bindgen::prelude::*;
 use wasm_bindgen_futures::JsFuture;
 use web_sys::{Blob, BlobEvent, MediaRecorder, MediaStream, MediaStreamTrack};
 
-use crate::chrome::{self, obj};
+use crate::js::{self, obj};
 use crate::compositing::{self, Compositor};
-use crate::messages::{Mic, Source};
+use crate::encode::{self, CodecRecorder};
+use crate::broadcast::{Mic, Source};
 use crate::mixing::{self, Mixer};
 use crate::presets::{Overlay, Quality};
 
 /// H.264 + Opus in WebM: the one format the segmenter reads.
-const MIME: &str = "video/webm;codecs=avc1.42E01E,opus";
+pub const MIME: &str = "video/webm;codecs=avc1.42E01E,opus";
+
+/// Whether this browser's MediaRecorder makes [`MIME`] (Chromium does; Firefox records VP8
+/// only, and Safari no WebM).
+pub fn records_h264() -> bool {
+    MediaRecorder::is_type_supported(MIME)
+}
+
+/// Whether this browser can record a camera for the pipeline: with its MediaRecorder, or with
+/// WebCodecs ([`crate::encode`]; Firefox).
+pub fn can_record() -> bool {
+    records_h264() || encode::available()
+}
+
+/// What records: Chromium's MediaRecorder, or WebCodecs where the MediaRecorder makes no H.264.
+enum Recorder {
+    Media(MediaRecorder),
+    Codecs(CodecRecorder),
+}
+
+impl Recorder {
+    fn active(&self) -> bool {
+        match self {
+            Recorder::Media(r) => r.state() != web_sys::RecordingState::Inactive,
+            Recorder::Codecs(r) => r.active(),
+        }
+    }
+
+    /// Stops; false when it had already stopped (no `stopped` event will come).
+    fn stop(&self) -> bool {
+        match self {
+            Recorder::Media(r) => {
+                let recording = r.state() != web_sys::RecordingState::Inactive;
+                if recording {
+                    let _ = r.stop();
+                }
+                recording
+            }
+            Recorder::Codecs(r) => r.stop(),
+        }
+    }
+}
 
 /// What to capture and how to encode it.
 #[derive(Debug, Clone)]
@@ -55,7 +97,7 @@ type Handlers = Vec<Closure<dyn FnMut(JsValue)>>;
 /// A running capture. [`Capture::stop`] releases everything it holds.
 pub struct Capture {
     stream: MediaStream,
-    recorder: MediaRecorder,
+    recorder: Recorder,
     added: Added,
     _closures: Handlers,
 }
@@ -94,7 +136,17 @@ impl Capture {
         .await?;
         let mut added = Added::default();
         let recorded = compose(&stream, settings, &mut added).await;
-        match recorded.and_then(|r| record(&r, &stream, settings, events)) {
+        let recorder = match recorded {
+            Ok(r) if records_h264() || settings.source == Source::Tab => {
+                record(&r, &stream, settings, events).map(|(recorder, closures)| (Recorder::Media(recorder), closures))
+            }
+            Ok(r) => match CodecRecorder::start(&r, settings, events).await {
+                Ok(recorder) => Ok((Recorder::Codecs(recorder), Vec::new())),
+                Err(e) => Err(e),
+            },
+            Err(e) => Err(e),
+        };
+        match recorder {
             Ok((recorder, closures)) => Ok(Capture {
                 stream,
                 recorder,
@@ -145,7 +197,7 @@ impl Capture {
 
     /// Whether viewers hear the streamer's microphone.
     pub fn mic(&self) -> Mic {
-        if self.recorder.state() == web_sys::RecordingState::Inactive {
+        if !self.recorder.active() {
             return Mic::Off; // stopped: nothing is heard any more
         }
         match &self.added.mixer {
@@ -185,10 +237,7 @@ impl Capture {
     /// Stops the recorder (its last bytes and `stopped` follow), the tracks and the playback.
     /// Returns false when the recorder had already stopped, so no `stopped` event will come.
     pub fn stop(&mut self) -> bool {
-        let recording = self.recorder.state() != web_sys::RecordingState::Inactive;
-        if recording {
-            let _ = self.recorder.stop();
-        }
+        let recording = self.recorder.stop();
         stop_tracks(&self.stream);
         self.added.release();
         recording
@@ -241,7 +290,7 @@ async fn compose(
     if !audio.is_undefined() {
         tracks.push(&audio);
     }
-    MediaStream::new_with_tracks(&tracks).map_err(|e| chrome::js_error(&e))
+    MediaStream::new_with_tracks(&tracks).map_err(|e| js::js_error(&e))
 }
 
 fn stop_tracks(stream: &MediaStream) {
@@ -279,22 +328,22 @@ pub async fn open(
     let devices = window
         .navigator()
         .media_devices()
-        .map_err(|e| chrome::js_error(&e))?;
+        .map_err(|e| js::js_error(&e))?;
     let promise = devices
         .get_user_media_with_constraints(constraints.unchecked_ref())
-        .map_err(|e| chrome::js_error(&e))?;
+        .map_err(|e| js::js_error(&e))?;
     Ok(JsFuture::from(promise)
         .await
         .map_err(|e| match source {
-            Source::Tab => format!("Could not capture the tab: {}", chrome::js_error(&e)),
+            Source::Tab => format!("Could not capture the tab: {}", js::js_error(&e)),
             Source::Camera => {
                 let name = mixing::error_name(&e);
-                let say = |d| crate::messages::device_refusal(d, &name);
+                let say = |d| crate::broadcast::device_refusal(d, &name);
                 match name.as_str() {
-                    "NotFoundError" | "OverconstrainedError" => say(crate::messages::Device::Camera),
+                    "NotFoundError" | "OverconstrainedError" => say(crate::broadcast::Device::Camera),
                     _ => format!(
                         "Could not open the camera and microphone ({}) — allow them for Chalkstream and try again.",
-                        chrome::js_error(&e)
+                        js::js_error(&e)
                     ),
                 }
             }
@@ -323,7 +372,7 @@ fn record(
     .map_err(|e| {
         format!(
             "This browser cannot record H.264 + Opus WebM: {}",
-            chrome::js_error(&e)
+            js::js_error(&e)
         )
     })?;
     let Events {
@@ -349,6 +398,6 @@ fn record(
     }
     recorder
         .start_with_time_slice(settings.timeslice_ms)
-        .map_err(|e| chrome::js_error(&e))?;
+        .map_err(|e| js::js_error(&e))?;
     Ok((recorder, vec![on_data, on_stop, on_start, on_ended]))
 }

@@ -220,6 +220,17 @@ mod tests {
     }
 
     #[test]
+    fn a_resumed_stream_marks_only_its_first_part_discontinuous() {
+        let mut q = pq();
+        q.resume_at(7);
+        q.push_part("a0", 334, true);
+        q.push_part("a1", 334, false);
+        q.seal();
+        q.push_part("b0", 334, true);
+        assert_eq!(drain(&mut q), ["7/0:a0!", "7/1:a1", "7/commit 2", "8/0:b0"]);
+    }
+
+    #[test]
     fn a_retry_sends_the_same_part_under_the_same_seq() {
         let mut q = pq();
         q.push_part("a0", 334, true);

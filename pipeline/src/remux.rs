@@ -14,7 +14,7 @@ use js_sys::{Array, Reflect, Uint8Array};
 use serde_json::json;
 use wasm_bindgen::prelude::*;
 
-use crate::chrome::{self, obj, FFmpeg};
+use crate::js::{self, obj, FFmpeg};
 use crate::timing::AudioPlan;
 
 /// Runs one ffmpeg.wasm core does before it is replaced by a fresh one (measured: the 0.12.10
@@ -38,6 +38,14 @@ thread_local! {
     static FFMPEG_RUNS: RefCell<u32> = const { RefCell::new(0) };
     /// Cores replaced, and replacements that took a warmed-up spare.
     static SWITCHES: RefCell<(u32, u32)> = const { RefCell::new((0, 0)) };
+    /// Where the core is: the URLs of `ffmpeg-core.js` and `ffmpeg-core.wasm` ([`set_core`]).
+    static CORE: RefCell<(String, String)> = const { RefCell::new((String::new(), String::new())) };
+}
+
+/// Where ffmpeg.wasm's core is (both files ship with whoever runs the pipeline); set before the
+/// first remux.
+pub fn set_core(js_url: String, wasm_url: String) {
+    CORE.with(|c| *c.borrow_mut() = (js_url, wasm_url));
 }
 
 /// One remux: the WebM input (init bytes first) and what to keep of it.
@@ -81,7 +89,7 @@ async fn ffmpeg() -> Result<Rc<FFmpeg>, String> {
     }
     // A replacement loading in the background (see `run`) is waited for, not loaded twice.
     while LOADING.with(|l| *l.borrow()) {
-        chrome::sleep(5).await;
+        js::sleep(5).await;
     }
     let ff = match SPARE.with(|s| s.borrow_mut().take()) {
         Some(spare) => {
@@ -145,13 +153,11 @@ async fn ffmpeg_load() -> Result<Rc<FFmpeg>, String> {
     });
     ff.on("log", log.as_ref().unchecked_ref());
     log.forget(); // lives as long as the FFmpeg instance, which lives as long as the document
-    let config = obj(json!({
-        "coreURL": chrome::runtime_get_url("vendor/core/ffmpeg-core.js"),
-        "wasmURL": chrome::runtime_get_url("vendor/core/ffmpeg-core.wasm"),
-    }));
+    let (core_url, wasm_url) = CORE.with(|c| c.borrow().clone());
+    let config = obj(json!({ "coreURL": core_url, "wasmURL": wasm_url }));
     ff.load(&config)
         .await
-        .map_err(|e| format!("ffmpeg.wasm did not load: {}", chrome::js_error(&e)))?;
+        .map_err(|e| format!("ffmpeg.wasm did not load: {}", js::js_error(&e)))?;
     Ok(Rc::new(ff))
 }
 
@@ -249,19 +255,19 @@ async fn run(job: &Job<'_>) -> Result<Vec<u8>, String> {
     let (src, dst) = (SRC, DST);
     ff.write_file(src, &Uint8Array::from(job.input))
         .await
-        .map_err(|e| chrome::js_error(&e))?;
+        .map_err(|e| js::js_error(&e))?;
     FFMPEG_LOG.with(|l| l.borrow_mut().clear());
     let args = ffmpeg_args(job, src, dst);
     let spare_due = FFMPEG_RUNS.with(|r| (*r.borrow() + 1) % FFMPEG_RUNS_PER_CORE)
         == FFMPEG_RUNS_PER_CORE - SPARE_AHEAD_RUNS;
     let warm_up = spare_due.then(|| (job.input.to_vec(), args.clone()));
-    let code = ff.exec(&args).await.map_err(|e| chrome::js_error(&e));
+    let code = ff.exec(&args).await.map_err(|e| js::js_error(&e));
     let out = match code {
         Ok(c) if c.as_f64() == Some(0.0) => ff
             .read_file(dst)
             .await
             .map(|d| d.unchecked_into::<Uint8Array>().to_vec())
-            .map_err(|e| chrome::js_error(&e)),
+            .map_err(|e| js::js_error(&e)),
         Ok(c) => Err(format!(
             "ffmpeg.wasm failed ({:?}): {}",
             c.as_f64(),

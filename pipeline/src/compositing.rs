@@ -16,7 +16,7 @@ use wasm_bindgen::prelude::*;
 use wasm_bindgen_futures::{spawn_local, JsFuture};
 use web_sys::{MediaStream, MediaStreamTrack};
 
-use crate::chrome::{self, obj};
+use crate::js::{self, obj};
 use crate::presets::{Overlay, Rect};
 
 #[wasm_bindgen]
@@ -99,7 +99,7 @@ pub struct Compositor {
 }
 
 fn err(e: JsValue) -> String {
-    chrome::js_error(&e)
+    js::js_error(&e)
 }
 
 impl Compositor {
@@ -275,7 +275,7 @@ fn now_ms() -> f64 {
     web_sys::window()
         .and_then(|w| w.performance())
         .map(|p| p.now())
-        .unwrap_or_else(chrome::now_ms)
+        .unwrap_or_else(js::now_ms)
 }
 
 /// Opens the camera for the overlay, about as large as the corner needs. The error is the
@@ -296,8 +296,8 @@ pub async fn open_camera(size: (u32, u32)) -> Result<MediaStream, String> {
         .await
         .map(|s| s.unchecked_into())
         .map_err(|e| {
-            crate::messages::device_refusal(
-                crate::messages::Device::Camera,
+            crate::broadcast::device_refusal(
+                crate::broadcast::Device::Camera,
                 &crate::mixing::error_name(&e),
             )
         })

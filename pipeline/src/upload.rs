@@ -12,8 +12,8 @@ use wasm_bindgen::prelude::*;
 use wasm_bindgen_futures::JsFuture;
 use web_sys::Response;
 
-use crate::chrome;
-use crate::messages::{refusal_message, unreachable_message, PlacedFrames, Sending};
+use crate::js;
+use crate::broadcast::{refusal_message, unreachable_message, PlacedFrames, Sending};
 use crate::queue::{
     classify, classify_answer, Acked, Backoff, Gap, GapSettled, Item, Outcome, PartQueue,
     UploadQueue, MAX_BUFFER_MS,
@@ -151,6 +151,14 @@ impl Uploads {
         })
     }
 
+    /// Continues a stream that holds seqs below `next_seq` ([`crate::queue::Core::resume_at`]).
+    pub fn resume_at(&mut self, next_seq: u64) {
+        match &mut self.queue {
+            Queue::Segments(q) => q.resume_at(next_seq),
+            Queue::Parts { queue, .. } => queue.resume_at(next_seq),
+        }
+    }
+
     fn with(queue: Queue) -> Self {
         Uploads {
             queue,
@@ -235,7 +243,7 @@ pub async fn run(
                     .map(|()| true)
                     .map_err(|e| format!("The stream could not be marked as ended: {e}"));
             }
-            chrome::sleep(tick_ms).await;
+            js::sleep(tick_ms).await;
             continue;
         };
         let headers = target.headers();
@@ -253,7 +261,7 @@ pub async fn run(
         };
         let mut u = up.borrow_mut();
         u.attempts += 1;
-        let now = chrome::now_ms();
+        let now = js::now_ms();
         // A 409 is read by what it says of the seq: settled, or left to a gap.
         let outcome = classify_answer(status, &error);
         let size = request.body.as_ref().map_or(0.0, |b| b.length() as f64);
@@ -284,7 +292,7 @@ pub async fn run(
 impl Uploads {
     /// The request the queue wants made now, if any.
     fn next_request(&mut self, session: &str) -> Option<Request> {
-        let now = chrome::now_ms() as u64;
+        let now = js::now_ms() as u64;
         let pdt = |ms: f64| String::from(js_sys::Date::new(&JsValue::from_f64(ms)).to_iso_string());
         let media = |ts: &[u8]| Some(Uint8Array::from(ts));
         match &mut self.queue {
@@ -382,7 +390,7 @@ impl Uploads {
     /// Records the answer to the last request; false when it was not acknowledged. A gap's
     /// `409` means the dropped segment's late upload was stored after all: it counts as sent.
     fn settle(&mut self, outcome: Outcome, now: f64, size: f64, gap: bool) -> bool {
-        let jitter = chrome::jitter();
+        let jitter = js::jitter();
         let (end_wall, segment_done) = match &mut self.queue {
             Queue::Segments(q) if gap => match q.settle_gap(outcome, now as u64, jitter) {
                 GapSettled::Recorded(_) => (None, false),
@@ -462,7 +470,7 @@ async fn finish(target: &Target) -> Result<(), String> {
         match (status, classify(status)) {
             (Some(200 | 201 | 404), _) => return Ok(()),
             (_, Outcome::Retry) if attempt < 20 => {
-                chrome::sleep(Backoff::default().delay_ms(attempt, chrome::jitter()) as i32).await
+                js::sleep(Backoff::default().delay_ms(attempt, js::jitter()) as i32).await
             }
             (Some(s), _) => return Err(refusal_message(s, &target.server)),
             (None, _) => return Err(unreachable_message(&target.server, None)),

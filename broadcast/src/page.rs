@@ -1,0 +1,340 @@
+//! The page itself: its panel in the DOM, the session and token in `localStorage`, and the
+//! pipeline's [`Platform`] for a page (its files under `/broadcast/`, its own panel to tell).
+//! Decisions are [`crate::session`]'s.
+
+use std::cell::{Cell, RefCell};
+use std::future::Future;
+use std::pin::Pin;
+use std::rc::Rc;
+
+use chalkstream_manifest::wire;
+use chalkstream_pipeline::broadcast::{clock, Broadcast, Phase, Status};
+use chalkstream_pipeline::js;
+use chalkstream_pipeline::run::{self, Platform};
+use wasm_bindgen::prelude::*;
+use wasm_bindgen_futures::{spawn_local, JsFuture};
+use web_sys::{Document, HtmlButtonElement, HtmlElement, HtmlInputElement, Storage};
+
+use crate::session::{self, KEY_LIVE, KEY_SESSION, KEY_TOKEN};
+
+/// How often the panel reads the pipeline's status.
+const REFRESH_MS: i32 = 500;
+
+/// The page's state besides the pipeline's.
+struct Page {
+    doc: Document,
+    storage: Option<Storage>,
+    /// This server's origin (`location.origin`): where the page uploads and viewers watch.
+    origin: String,
+    session: RefCell<String>,
+    /// Between the click and the pipeline's first status.
+    starting: Cell<bool>,
+    /// A failure before the pipeline ran (no camera, say).
+    error: RefCell<Option<String>>,
+}
+
+impl Page {
+    fn get(&self, key: &str) -> Option<String> {
+        self.storage.as_ref()?.get_item(key).ok().flatten()
+    }
+
+    fn set(&self, key: &str, value: &str) {
+        if let Some(s) = &self.storage {
+            let _ = s.set_item(key, value);
+        }
+    }
+
+    fn forget(&self, key: &str) {
+        if let Some(s) = &self.storage {
+            let _ = s.remove_item(key);
+        }
+    }
+
+    fn stream(&self) -> String {
+        chalkstream_pipeline::ids::stream_id(&self.session.borrow()).unwrap_or_default()
+    }
+
+    fn viewer_url(&self) -> String {
+        format!("{}{}", self.origin, wire::player_path(&self.stream()))
+    }
+
+    fn el<T: JsCast>(&self, id: &str) -> Option<T> {
+        self.doc.get_element_by_id(id).and_then(|e| e.dyn_into::<T>().ok())
+    }
+
+    fn set_text(&self, id: &str, text: &str) {
+        if let Some(e) = self.el::<HtmlElement>(id) {
+            if e.text_content().as_deref() != Some(text) {
+                e.set_text_content(Some(text));
+            }
+        }
+    }
+
+    fn show(&self, id: &str, visible: bool) {
+        if let Some(e) = self.el::<HtmlElement>(id) {
+            e.set_hidden(!visible);
+        }
+    }
+
+    fn token(&self) -> String {
+        self.el::<HtmlInputElement>("token").map(|i| i.value()).unwrap_or_default()
+    }
+}
+
+/// The page as the pipeline's [`Platform`].
+struct Web(Rc<Page>);
+
+impl Platform for Web {
+    fn asset_url(&self, path: &str) -> String {
+        format!("{}/broadcast/{path}", self.0.origin)
+    }
+
+    fn live(&self, _broadcast: &Broadcast) {
+        self.0.starting.set(false);
+    }
+
+    fn finished(&self, status: Status) -> Pin<Box<dyn Future<Output = ()>>> {
+        let page = self.0.clone();
+        Box::pin(async move {
+            // Over, whether ended or refused: a reload must not start it again by itself.
+            page.forget(KEY_LIVE);
+            page.starting.set(false);
+            render(&page, Some(&status));
+        })
+    }
+}
+
+/// Entry point of the page's loader (`broadcast.js`).
+#[wasm_bindgen]
+pub fn broadcast_main() -> Result<(), JsValue> {
+    let window = web_sys::window().ok_or("no window")?;
+    let doc = window.document().ok_or("no document")?;
+    let origin = window.location().origin()?;
+    let storage = window.local_storage().ok().flatten();
+    let page = Rc::new(Page {
+        doc,
+        storage,
+        origin,
+        session: RefCell::new(String::new()),
+        starting: Cell::new(false),
+        error: RefCell::new(None),
+    });
+    if page.storage.is_none() {
+        *page.error.borrow_mut() =
+            Some("This browser keeps no local storage for this page, so a reload will start a new stream.".into());
+    }
+    let kept = page.get(KEY_SESSION);
+    let (session, new) = session::keep_or_new(kept.as_deref(), &random()?);
+    if new {
+        page.set(KEY_SESSION, &session);
+    }
+    *page.session.borrow_mut() = session;
+    if let Some(input) = page.el::<HtmlInputElement>("token") {
+        input.set_value(&page.get(KEY_TOKEN).unwrap_or_default());
+    }
+
+    if !chalkstream_pipeline::capture::can_record() {
+        if let Some(body) = page.doc.body() {
+            body.set_attribute("data-unsupported", "1")?;
+        }
+        if let Some(go) = page.el::<HtmlButtonElement>("go") {
+            go.set_disabled(true);
+        }
+        page.forget(KEY_LIVE);
+    }
+    let p = page.clone();
+    on(&page, "go", move || {
+        let p = p.clone();
+        spawn_local(async move { start(p).await });
+    });
+    let p = page.clone();
+    on(&page, "stop", move || {
+        p.forget(KEY_LIVE);
+        run::end("");
+        render(&p, run::current_status().as_ref());
+    });
+    let p = page.clone();
+    on(&page, "new", move || new_stream(&p));
+    let p = page.clone();
+    on(&page, "copy", move || {
+        let p = p.clone();
+        spawn_local(async move { copy(&p).await });
+    });
+    let p = page.clone();
+    let keep_token = Closure::<dyn FnMut()>::new(move || {
+        let token = p.token();
+        if token.trim().is_empty() {
+            p.forget(KEY_TOKEN);
+        } else {
+            p.set(KEY_TOKEN, token.trim());
+        }
+    });
+    if let Some(input) = page.el::<HtmlElement>("token") {
+        input.add_event_listener_with_callback("input", keep_token.as_ref().unchecked_ref())?;
+    }
+    keep_token.forget();
+
+    let p = page.clone();
+    let tick = Closure::<dyn FnMut()>::new(move || render(&p, run::current_status().as_ref()));
+    window.set_interval_with_callback_and_timeout_and_arguments_0(tick.as_ref().unchecked_ref(), REFRESH_MS)?;
+    tick.forget();
+    render(&page, None);
+
+    // A reload while live goes on under the same session.
+    if page.get(KEY_LIVE).is_some() {
+        spawn_local(async move { start(page).await });
+    }
+    Ok(())
+}
+
+fn random() -> Result<[u8; 32], JsValue> {
+    let mut bytes = [0u8; 32];
+    js::random_bytes(&mut bytes).map_err(|e| JsValue::from_str(&e))?;
+    Ok(bytes)
+}
+
+fn on(page: &Page, id: &str, mut f: impl FnMut() + 'static) {
+    if let Some(e) = page.el::<HtmlElement>(id) {
+        let c = Closure::<dyn FnMut()>::new(move || f());
+        e.set_onclick(Some(c.as_ref().unchecked_ref()));
+        c.forget();
+    }
+}
+
+fn running(status: Option<&Status>) -> bool {
+    matches!(status.map(|s| s.phase), Some(Phase::Starting | Phase::Live | Phase::Stopping))
+}
+
+/// Goes live under the page's session, going on after what the server already holds.
+async fn start(page: Rc<Page>) {
+    if page.starting.get() || running(run::current_status().as_ref()) || !chalkstream_pipeline::capture::can_record() {
+        return;
+    }
+    page.starting.set(true);
+    page.error.borrow_mut().take();
+    page.set(KEY_LIVE, "1");
+    render(&page, None);
+    let status = stream_status(&page).await;
+    let session = page.session.borrow().clone();
+    let b = match session::broadcast(&session, &page.origin, &page.token(), js::now_ms(), session::resume_seq(status.as_ref())) {
+        Ok(b) => b,
+        Err(e) => {
+            fail(&page, format!("This page's session is not valid ({e}) — choose New stream."));
+            return;
+        }
+    };
+    run::begin(b, Rc::new(Web(page.clone()))).await;
+    page.starting.set(false);
+    render(&page, run::current_status().as_ref());
+}
+
+fn fail(page: &Page, message: String) {
+    page.forget(KEY_LIVE);
+    page.starting.set(false);
+    *page.error.borrow_mut() = Some(message);
+    render(page, run::current_status().as_ref());
+}
+
+/// The server's status of this page's stream (`None` when it has none, or cannot be asked:
+/// the upload then says what is wrong).
+async fn stream_status(page: &Page) -> Option<serde_json::Value> {
+    let init = web_sys::RequestInit::new();
+    init.set_cache(web_sys::RequestCache::NoStore);
+    let url = format!("{}/api/streams/{}", page.origin, page.stream());
+    let window = web_sys::window()?;
+    let response: web_sys::Response = JsFuture::from(window.fetch_with_str_and_init(&url, &init)).await.ok()?.dyn_into().ok()?;
+    if response.status() != 200 {
+        return None;
+    }
+    let json = JsFuture::from(response.json().ok()?).await.ok()?;
+    js::from_js(json).ok()
+}
+
+/// A new session (a new stream id), kept instead of the old one; only while not streaming.
+fn new_stream(page: &Page) {
+    if page.starting.get() || running(run::current_status().as_ref()) {
+        return;
+    }
+    match random() {
+        Ok(bytes) => {
+            let (session, _) = session::keep_or_new(None, &bytes);
+            page.set(KEY_SESSION, &session);
+            *page.session.borrow_mut() = session;
+            *page.error.borrow_mut() = None;
+            page.set_text("copied", "");
+            render(page, None);
+        }
+        Err(e) => fail(page, format!("No random numbers for a new stream: {}", js::js_error(&e))),
+    }
+}
+
+async fn copy(page: &Page) {
+    let url = page.viewer_url();
+    let copied = match web_sys::window().map(|w| w.navigator().clipboard()) {
+        Some(clipboard) => JsFuture::from(clipboard.write_text(&url)).await.is_ok(),
+        None => false,
+    };
+    if copied {
+        page.set_text("copied", "Copied.");
+    } else {
+        if let Some(input) = page.el::<HtmlInputElement>("link") {
+            input.select();
+        }
+        page.set_text("copied", "Selected: press Ctrl+C (or ⌘C) to copy.");
+    }
+}
+
+/// Draws the panel from the pipeline's status (`None` before it runs here).
+fn render(page: &Page, status: Option<&Status>) {
+    let phase = match status.map(|s| s.phase) {
+        _ if page.starting.get() => "starting",
+        Some(Phase::Starting) => "starting",
+        Some(Phase::Live) => "live",
+        Some(Phase::Stopping) => "stopping",
+        Some(Phase::Ended) => "ended",
+        Some(Phase::Failed) => "failed",
+        None => "idle",
+    };
+    let body = page.doc.body();
+    if let Some(body) = &body {
+        let _ = body.set_attribute("data-phase", phase);
+        let _ = body.set_attribute("data-stream", &page.stream());
+        match status {
+            Some(s) => {
+                let _ = body.set_attribute("data-status", &serde_json::to_string(s).unwrap_or_default());
+            }
+            None => {
+                let _ = body.remove_attribute("data-status");
+            }
+        }
+    }
+    let busy = page.starting.get() || running(status);
+    page.set_text("state", &session::state_line(status, page.starting.get()));
+    let url = page.viewer_url();
+    if let Some(link) = page.el::<HtmlInputElement>("link") {
+        if link.value() != url {
+            link.set_value(&url);
+        }
+    }
+    if let Some(open) = page.el::<web_sys::HtmlAnchorElement>("open") {
+        if open.href() != url {
+            open.set_href(&url);
+        }
+    }
+    page.show("go", !busy);
+    page.show("stop", busy);
+    if let Some(b) = page.el::<HtmlButtonElement>("new") {
+        b.set_disabled(busy);
+    }
+    if let Some(t) = page.el::<HtmlInputElement>("token") {
+        t.set_disabled(busy);
+    }
+    let live = status.filter(|s| s.phase == Phase::Live);
+    page.set_text("uptime", &live.map_or("—".into(), |s| clock(((js::now_ms() - s.started_at_ms).max(0.0) / 1000.0) as u64)));
+    page.set_text("health", &status.map_or("—".into(), session::health_line));
+    let error = (!chalkstream_pipeline::capture::can_record())
+        .then(|| session::CANNOT_RECORD.to_owned())
+        .or_else(|| page.error.borrow().clone())
+        .or_else(|| status.and_then(|s| s.last_error.clone()));
+    page.set_text("error", &error.as_deref().map(session::for_page).unwrap_or_default());
+}
