@@ -22,6 +22,8 @@ pub mod ts;
 pub mod webm;
 
 #[cfg(target_arch = "wasm32")]
+pub mod bell;
+#[cfg(target_arch = "wasm32")]
 pub mod capture;
 #[cfg(target_arch = "wasm32")]
 pub mod compositing;

@@ -23,6 +23,7 @@ use crate::parts::{Cut, CutPart, PartCutter, PART_TARGET_MS};
 use crate::remux::{self, Job};
 use crate::timing::{program_date_ms, CutSegment, Segmenter};
 use crate::ts::Continuity;
+use crate::bell::Bell;
 use crate::upload::{self, Feed, Part, Queue, Segment, Target, Uploads};
 
 /// What the pipeline needs from the context that runs it.
@@ -39,12 +40,12 @@ pub trait Platform {
 
 /// How often the recorder hands out its bytes, for whole segments.
 const TIMESLICE_MS: i32 = 250;
-/// How often an idle loop looks again, for whole segments.
-const TICK_MS: i32 = 40;
 /// The same with parts: every block is read within a few ms of being encoded, and a part is
-/// cut, remuxed and sent as soon as its last frame and the audio after it are in.
+/// cut, remuxed and sent as soon as its last frame and the audio after it are in (the loops are
+/// rung awake when there is work: see [`crate::bell`]).
 const LL_TIMESLICE_MS: i32 = 30;
-const LL_TICK_MS: i32 = 5;
+/// How often the ingest loop looks again when nobody rang.
+const RECHECK_MS: i32 = 1000;
 /// With parts, keyframes are asked for this much before each half segment (see `begin`).
 const KEYFRAME_EARLY_MS: u64 = 80;
 
@@ -74,7 +75,10 @@ struct Pipeline {
     splitter: WebmSplitter,
     init: Option<Vec<u8>>,
     cutter: Cutter,
-    tick_ms: i32,
+    /// Rung when a blob comes or the recorder stops: the ingest loop has work.
+    ingest_bell: Bell,
+    /// Rung when the upload queue gets work or the feed's state changes.
+    upload_bell: Bell,
     blobs: VecDeque<Blob>,
     capture: Option<Capture>,
     recorder_stopped: bool,
@@ -173,7 +177,7 @@ pub async fn begin(b: Broadcast, platform: Rc<dyn Platform>) {
     };
     // A segment may last up to its target duration's rounding limit (as v1's first segment).
     let target_s = (b.segment_ms / 1000).max(1);
-    let (cutter, splitter, mut uploads, tick_ms) = if b.low_latency {
+    let (cutter, splitter, mut uploads) = if b.low_latency {
         let cutter = PartCutter::new(PART_TARGET_MS, b.segment_ms, target_s * 1000 + 499);
         (
             Cutter::Parts {
@@ -183,14 +187,12 @@ pub async fn begin(b: Broadcast, platform: Rc<dyn Platform>) {
             },
             WebmSplitter::with_blocks(),
             Uploads::parts(PART_TARGET_MS, target_s),
-            LL_TICK_MS,
         )
     } else {
         (
             Cutter::Segments(Segmenter::new(b.segment_ms)),
             WebmSplitter::new(),
             Uploads::segments(),
-            TICK_MS,
         )
     };
     if let Some(seq) = b.resume_at_seq {
@@ -200,7 +202,8 @@ pub async fn begin(b: Broadcast, platform: Rc<dyn Platform>) {
     let p = Rc::new(RefCell::new(Pipeline {
         platform,
         cutter,
-        tick_ms,
+        ingest_bell: Bell::default(),
+        upload_bell: Bell::default(),
         b,
         phase: Phase::Starting,
         splitter,
@@ -235,7 +238,9 @@ fn events(p: &Rc<RefCell<Pipeline>>) -> Events {
     Events {
         data: Box::new(move |blob| {
             if let Some(p) = a.upgrade() {
-                p.borrow_mut().blobs.push_back(blob);
+                let mut st = p.borrow_mut();
+                st.blobs.push_back(blob);
+                st.ingest_bell.ring();
             }
         }),
         started: Box::new(move || {
@@ -248,7 +253,9 @@ fn events(p: &Rc<RefCell<Pipeline>>) -> Events {
         }),
         stopped: Box::new(move || {
             if let Some(p) = c.upgrade() {
-                p.borrow_mut().recorder_stopped = true;
+                let mut st = p.borrow_mut();
+                st.recorder_stopped = true;
+                st.ingest_bell.ring();
             }
         }),
         ended: Box::new(|| end("The captured tab or camera went away, so the broadcast ended.")),
@@ -275,6 +282,8 @@ fn release(st: &mut Pipeline) {
     if !recording {
         st.recorder_stopped = true;
     }
+    st.ingest_bell.ring();
+    st.upload_bell.ring();
 }
 
 async fn fail(p: &Rc<RefCell<Pipeline>>, up: &Rc<RefCell<Uploads>>, message: String) {
@@ -294,10 +303,13 @@ async fn ingest_loop(p: Rc<RefCell<Pipeline>>, up: Rc<RefCell<Uploads>>) {
         fail(&p, &up, e).await;
         return;
     }
+    let bell = p.borrow().ingest_bell.clone();
+    // Every event that gives this loop work rings; the timer only guards against a missed one.
+    let _recheck = bell.ring_every(RECHECK_MS);
     loop {
-        let (blob, stopped, tick_ms) = {
+        let (blob, stopped) = {
             let mut st = p.borrow_mut();
-            (st.blobs.pop_front(), st.recorder_stopped, st.tick_ms)
+            (st.blobs.pop_front(), st.recorder_stopped)
         };
         let work = match blob {
             Some(blob) => {
@@ -326,11 +338,13 @@ async fn ingest_loop(p: Rc<RefCell<Pipeline>>, up: Rc<RefCell<Uploads>>) {
                         return;
                     }
                 }
-                p.borrow_mut().ingest_done = true;
+                let mut st = p.borrow_mut();
+                st.ingest_done = true;
+                st.upload_bell.ring();
                 return;
             }
             None => {
-                js::sleep(tick_ms).await;
+                bell.wait().await;
                 continue;
             }
         };
@@ -439,6 +453,7 @@ async fn process(p: &Rc<RefCell<Pipeline>>, up: &Rc<RefCell<Uploads>>, work: Wor
             if let Queue::Parts { queue, .. } = &mut up.borrow_mut().queue {
                 queue.seal();
             }
+            p.borrow().upload_bell.ring();
             return true;
         }
     };
@@ -490,6 +505,7 @@ async fn process(p: &Rc<RefCell<Pipeline>>, up: &Rc<RefCell<Uploads>>, work: Wor
                 }
                 _ => unreachable!("the cutter and the queue are of one kind"),
             }
+            st.upload_bell.ring();
             true
         }
         Err(e) => {
@@ -507,8 +523,8 @@ async fn upload_loop(p: Rc<RefCell<Pipeline>>, up: Rc<RefCell<Uploads>>, target:
         Some(_) => Feed::Open,
         None => Feed::Aborted,
     };
-    let tick_ms = p.borrow().tick_ms;
-    match upload::run(target, up.clone(), feed, tick_ms).await {
+    let bell = p.borrow().upload_bell.clone();
+    match upload::run(target, up.clone(), feed, bell).await {
         Ok(false) => {}
         Ok(true) => {
             let (status, platform) = {

@@ -12,6 +12,7 @@ use wasm_bindgen::prelude::*;
 use wasm_bindgen_futures::JsFuture;
 use web_sys::Response;
 
+use crate::bell::Bell;
 use crate::js;
 use crate::broadcast::{refusal_message, unreachable_message, PlacedFrames, Sending};
 use crate::queue::{
@@ -21,6 +22,9 @@ use crate::queue::{
 
 /// How long a request may take before it counts as unanswered.
 const REQUEST_TIMEOUT_MS: u32 = 20_000;
+/// How often the loop looks again when nobody rang: a retry's backoff (250 ms and more) is the
+/// one thing that comes due without a ring.
+const RECHECK_MS: i32 = 50;
 
 #[wasm_bindgen]
 extern "C" {
@@ -228,8 +232,9 @@ pub async fn run(
     target: Target,
     up: Rc<RefCell<Uploads>>,
     feed: impl Fn() -> Feed,
-    tick_ms: i32,
+    bell: Bell,
 ) -> Result<bool, String> {
+    let _recheck = bell.ring_every(RECHECK_MS);
     loop {
         let state = feed();
         if state == Feed::Aborted {
@@ -243,7 +248,8 @@ pub async fn run(
                     .map(|()| true)
                     .map_err(|e| format!("The stream could not be marked as ended: {e}"));
             }
-            js::sleep(tick_ms).await;
+            // Rung when the queue gets work or the feed ends, and every RECHECK_MS.
+            bell.wait().await;
             continue;
         };
         let headers = target.headers();
