@@ -179,10 +179,13 @@ function audience(base, id, stopAt, st) {
 /**
  * CHALKSTREAM_SOAK_MEMDUMP=1: every row also asks Chromium for a memory-infra dump (over the DevTools
  * protocol, as chrome://tracing's memory-infra does; not deterministic, so no garbage collection is forced
- * and the PSS figures stay comparable) and adds the offscreen renderer's allocators: Blink's garbage-collected
+ * and the PSS figures stay comparable; `gc` forces one, to see what stays live) and adds the offscreen
+ * renderer's allocators: Blink's garbage-collected
  * heap (`blink_gc`), V8, PartitionAlloc's ArrayBuffer partition and malloc, in MiB.
  */
-const MEMDUMP = process.env.CHALKSTREAM_SOAK_MEMDUMP === '1';
+const MEMDUMP = ['1', 'gc'].includes(process.env.CHALKSTREAM_SOAK_MEMDUMP);
+/** CHALKSTREAM_SOAK_MEMDUMP=gc: Chromium collects garbage before each dump, so its figures are what is live. */
+const MEMDUMP_GC = process.env.CHALKSTREAM_SOAK_MEMDUMP === 'gc';
 const DUMP_ALLOCATORS = ['blink_gc', 'v8', 'partition_alloc/partitions/array_buffer', 'malloc'];
 
 /** One memory-infra dump: `{ pid: { allocator: bytes } }` for `DUMP_ALLOCATORS`. */
@@ -193,7 +196,7 @@ async function memoryDump(session) {
   const done = new Promise((r) => session.once('Tracing.tracingComplete', r));
   await session.send('Tracing.start', { transferMode: 'ReportEvents', traceConfig: { recordMode: 'recordAsMuchAsPossible',
     includedCategories: ['disabled-by-default-memory-infra'], excludedCategories: ['*'], memoryDumpConfig: { triggers: [] } } });
-  await session.send('Tracing.requestMemoryDump', { deterministic: false, levelOfDetail: 'light' });
+  await session.send('Tracing.requestMemoryDump', { deterministic: MEMDUMP_GC, levelOfDetail: 'light' });
   await session.send('Tracing.end');
   await done;
   session.off('Tracing.dataCollected', onData);
