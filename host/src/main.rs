@@ -286,7 +286,7 @@ fn run() -> anyhow::Result<()> {
         Some(path) => Some(runtime_config::RuntimeConfig::load(path)?),
         None => None,
     };
-    let app_dir = options.spin_toml.parent().unwrap_or(std::path::Path::new("."));
+    let app_dir = manifest::app_dir(&options.spin_toml);
     let store_configs = runtime_config::resolve_stores(runtime_config.as_ref(), options.state_dir.as_deref(), app_dir);
     let lag = lag::Lag::from_env().map_err(anyhow::Error::msg)?;
     let stores = Arc::new(kv::Stores::open(&store_configs, options.kv_limits)?.with_lag(lag));

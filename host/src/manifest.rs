@@ -108,7 +108,7 @@ impl App {
     /// Reads `spin.toml` at `path`; component sources become absolute paths.
     pub fn load(path: &Path) -> Result<App, ManifestError> {
         let text = std::fs::read_to_string(path).map_err(|e| ManifestError::Read(path.to_owned(), e))?;
-        let dir = path.parent().unwrap_or(Path::new("."));
+        let dir = app_dir(path);
         let mut app = App::parse(&text).map_err(|e| match e {
             ManifestError::Parse(_, e) => ManifestError::Parse(path.to_owned(), e),
             other => other,
@@ -155,5 +155,28 @@ impl App {
             }
         }
         Ok(App { dir: PathBuf::from("."), variables: raw.variables, http_triggers: raw.trigger.http, components: raw.component })
+    }
+}
+
+/// The directory of `spin_toml`, which its relative paths (`files`, component sources, stores)
+/// are resolved against: `.` for a bare file name (`--spin-toml spin.toml`, as `scripts/up` runs
+/// it), whose parent is the empty path.
+pub fn app_dir(spin_toml: &Path) -> &Path {
+    spin_toml
+        .parent()
+        .filter(|dir| !dir.as_os_str().is_empty())
+        .unwrap_or(Path::new("."))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    #[test]
+    fn a_bare_manifest_name_resolves_against_the_working_directory() {
+        // `scripts/up` passes `spin.toml`: the `files` mount could not start from the empty path.
+        assert_eq!(super::app_dir(Path::new("spin.toml")), Path::new("."));
+        assert_eq!(super::app_dir(Path::new("app/spin.toml")), Path::new("app"));
+        assert_eq!(super::app_dir(Path::new("/srv/app/spin.toml")), Path::new("/srv/app"));
     }
 }
