@@ -24,6 +24,7 @@ use wasm_bindgen::prelude::*;
 use wasm_bindgen_futures::{spawn_local, JsFuture};
 use web_sys::{Blob, BlobEvent, HtmlVideoElement, MediaRecorder, MediaStream};
 
+use crate::bell::Bell;
 use crate::capture::{Events, Settings};
 use crate::ebml::WebmSplitter;
 use crate::js::{self, obj};
@@ -135,11 +136,16 @@ struct Sound {
     stopped: bool,
     /// Everything it recorded is in the muxer.
     done: bool,
+    /// Rung for every blob and when the recorder stops: [`sound_loop`] waits on it rather than
+    /// polling (every timer is an object in the page's garbage-collected heap, see
+    /// [`crate::bell`]).
+    bell: Bell,
 }
 
 /// Reads the sound recorder's WebM as it comes and puts its Opus packets into the muxer.
 async fn sound_loop(sound: Rc<RefCell<Sound>>, state: Rc<RefCell<State>>) {
     let mut splitter = WebmSplitter::with_blocks();
+    let bell = sound.borrow().bell.clone();
     loop {
         let (blob, stopped) = {
             let mut s = sound.borrow_mut();
@@ -149,7 +155,7 @@ async fn sound_loop(sound: Rc<RefCell<Sound>>, state: Rc<RefCell<State>>) {
             if stopped {
                 break;
             }
-            js::sleep(10).await;
+            bell.wait().await;
             continue;
         };
         let Ok(buf) = JsFuture::from(blob.array_buffer()).await else { break };
@@ -270,10 +276,22 @@ impl CodecRecorder {
             let on_start = Closure::<dyn FnMut(JsValue)>::new(move |_| a.borrow_mut().offset_ms = Some(now() - t0));
             let on_data = Closure::<dyn FnMut(JsValue)>::new(move |ev: JsValue| {
                 if let Some(blob) = ev.unchecked_into::<BlobEvent>().data() {
-                    b.borrow_mut().blobs.push_back(blob);
+                    let bell = {
+                        let mut s = b.borrow_mut();
+                        s.blobs.push_back(blob);
+                        s.bell.clone()
+                    };
+                    bell.ring();
                 }
             });
-            let on_stop = Closure::<dyn FnMut(JsValue)>::new(move |_| c.borrow_mut().stopped = true);
+            let on_stop = Closure::<dyn FnMut(JsValue)>::new(move |_| {
+                let bell = {
+                    let mut s = c.borrow_mut();
+                    s.stopped = true;
+                    s.bell.clone()
+                };
+                bell.ring();
+            });
             recorder.set_onstart(Some(on_start.as_ref().unchecked_ref()));
             recorder.set_ondataavailable(Some(on_data.as_ref().unchecked_ref()));
             recorder.set_onstop(Some(on_stop.as_ref().unchecked_ref()));

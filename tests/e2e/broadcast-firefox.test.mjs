@@ -7,7 +7,7 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { startServer } from './lib/server.mjs';
 import { launchFirefox } from './lib/firefox.mjs';
-import { analyseStream, decodedVideoFrames, fetchPlaylist, sleep } from './lib/browser.mjs';
+import { analyseStream, decodedVideoFrames, fetchPlaylist, sleep, until } from './lib/browser.mjs';
 
 const STREAM_MS = 15_000;
 let server;
@@ -21,16 +21,6 @@ after(async () => {
   await firefox?.close();
   await server?.stop();
 });
-
-async function until(f, { what, timeout = 30_000, every = 250 }) {
-  const deadline = Date.now() + timeout;
-  for (;;) {
-    const v = await f();
-    if (v) return v;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await sleep(every);
-  }
-}
 
 const panel = () => firefox.evaluate(`({
   stream: document.body.dataset.stream, phase: document.body.dataset.phase,

@@ -9,7 +9,7 @@ import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { chromium } from 'playwright-core';
 import { startServer, ROOT } from './lib/server.mjs';
-import { analyseStream, decodedVideoFrames, fetchPlaylist, sleep } from './lib/browser.mjs';
+import { analyseStream, decodedVideoFrames, fetchPlaylist, sleep, until } from './lib/browser.mjs';
 
 const OUT = join(ROOT, 'tests', 'e2e', 'out');
 const STREAM_MS = 15_000;
@@ -37,16 +37,6 @@ after(async () => {
   await browser?.close();
   await server?.stop();
 });
-
-async function until(f, { what, timeout = 30_000, every = 250 }) {
-  const deadline = Date.now() + timeout;
-  for (;;) {
-    const v = await f();
-    if (v) return v;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await sleep(every);
-  }
-}
 
 const panel = (page) => page.evaluate(() => ({
   phase: document.body.dataset.phase,

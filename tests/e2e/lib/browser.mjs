@@ -13,6 +13,18 @@ import { ROOT } from './server.mjs';
 export const EXT_DIR = join(ROOT, 'extension', 'dist');
 export const FIXTURES = join(ROOT, 'tests', 'e2e', 'fixtures');
 export const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+/** Calls `f` every `every` ms until it returns something truthy, and returns that; throws
+ *  "timed out waiting for {what}" after `timeout` ms. */
+export async function until(f, { what, timeout = 30_000, every = 250 }) {
+  const deadline = Date.now() + timeout;
+  for (;;) {
+    const v = await f();
+    if (v) return v;
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await sleep(every);
+  }
+}
 const run = promisify(execFile);
 
 const BASE_ARGS = ['--headless=new', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
