@@ -6,8 +6,10 @@
 
 mod common;
 
-use common::{component_wasm, repo_root, Host};
+use common::{component_wasm, new_agent, repo_root, try_request, Host};
+use std::io::{BufRead, BufReader};
 use std::path::Path;
+use std::process::{Child, Command, Stdio};
 
 /// A `spin.toml` like the repository's, for a component reading `files` from `app_dir`.
 fn spin_toml_in(app_dir: &Path, files: &str) -> std::path::PathBuf {
@@ -127,4 +129,52 @@ fn a_missing_mount_source_stops_the_host_as_it_stops_spin() {
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("missing"), "{stderr}");
+}
+
+/// Kills the host it holds when dropped, so a failed assertion leaves no process behind.
+struct KillOnDrop(Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn a_bare_spin_toml_name_is_found_in_the_working_directory_as_scripts_up_passes_it() {
+    // `scripts/up` runs `chalkstream-host --spin-toml spin.toml` from the repository: the
+    // manifest's directory is then the empty path, and the mount must resolve against the
+    // working directory (it once refused to start: "cannot read the application directory").
+    let app = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(app.path().join("site")).unwrap();
+    std::fs::write(app.path().join("site/index.html"), "served from a relative manifest").unwrap();
+    spin_toml_in(app.path(), r#"[{ source = "site", destination = "/broadcast" }]"#);
+    let mut child = Command::new(env!("CARGO_BIN_EXE_chalkstream-host"))
+        .current_dir(app.path())
+        .args(["--listen", "127.0.0.1:0", "--spin-toml", "spin.toml", "--state-dir", "state"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let host = KillOnDrop(child);
+    let mut addr = None;
+    for line in BufReader::new(stdout).lines() {
+        let line = line.unwrap();
+        if let Some(at) = line.find("listening on http://") {
+            addr = Some(line[at + "listening on http://".len()..].trim().trim_end_matches('/').to_owned());
+            break;
+        }
+    }
+    let Some(addr) = addr else {
+        drop(host);
+        let err: Vec<String> = BufReader::new(stderr).lines().map_while(Result::ok).collect();
+        panic!("the host did not start from a bare `--spin-toml spin.toml`:\n{}", err.join("\n"));
+    };
+    let resp = try_request(&new_agent(), &format!("http://{addr}"), "GET", "/broadcast", &[], None).unwrap();
+    resp.assert_status(200);
+    assert_eq!(resp.text(), "served from a relative manifest");
 }
