@@ -10,7 +10,7 @@ const server = await startServer();
 const browser = await chromium.launch({ executablePath: '/usr/bin/chromium', args: ['--headless=new', '--no-sandbox',
   '--disable-gpu', '--use-fake-device-for-media-stream', '--use-fake-ui-for-media-stream'] });
 try {
-  const page = await browser.newPage({ viewport: { width: 390, height: 640 }, deviceScaleFactor: 2 });
+  const page = await browser.newPage({ viewport: { width: 390, height: 760 }, deviceScaleFactor: 2 });
   await page.goto(`${server.url}/broadcast`);
   await page.click('#go');
   await page.waitForFunction(() => document.body.dataset.phase === 'live', null, { timeout: 60_000 });

@@ -99,6 +99,7 @@ impl Platform for Web {
             // Over, whether ended or refused: a reload must not start it again by itself.
             page.forget(KEY_LIVE);
             page.starting.set(false);
+            preview(&page, false);
             render(&page, Some(&status));
         })
     }
@@ -225,7 +226,36 @@ async fn start(page: Rc<Page>) {
     };
     run::begin(b, Rc::new(Web(page.clone()))).await;
     page.starting.set(false);
+    preview(&page, running(run::current_status().as_ref()));
     render(&page, run::current_status().as_ref());
+}
+
+/// Shows the streamer the camera's picture while it is streamed (muted: the microphone is not
+/// played back), and lets go of it when the broadcast is over. Runs outside the pipeline's
+/// callbacks, since it borrows the running capture.
+fn preview(page: &Page, on: bool) {
+    let Some(video) = page.el::<web_sys::HtmlVideoElement>("preview") else { return };
+    let picture = on
+        .then(|| {
+            let mut picture = None;
+            let _ = run::with_capture(|c| {
+                picture = web_sys::MediaStream::new_with_tracks(&c.source().get_video_tracks()).ok();
+                Ok(())
+            });
+            picture
+        })
+        .flatten();
+    video.set_muted(true);
+    video.set_src_object(picture.as_ref());
+    page.show("preview", picture.is_some());
+    if picture.is_some() {
+        // A muted video may play without a gesture; a refusal leaves the first frame showing.
+        if let Ok(p) = video.play() {
+            spawn_local(async move {
+                let _ = JsFuture::from(p).await;
+            });
+        }
+    }
 }
 
 fn fail(page: &Page, message: String) {

@@ -124,6 +124,12 @@ impl Added {
 }
 
 impl Capture {
+    /// The opened source (the camera and microphone, or the tab), before anything is added:
+    /// what a page shows the streamer as its preview.
+    pub fn source(&self) -> &MediaStream {
+        &self.stream
+    }
+
     /// Opens the source, composes what the settings add to a tab (the microphone mixed into its
     /// sound, the camera in a corner of its picture) and starts recording. A refused microphone
     /// or camera is left out and said in [`Capture::notice`]; only the source itself is required.

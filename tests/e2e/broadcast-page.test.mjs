@@ -85,6 +85,16 @@ test('the page streams camera + microphone to a stream that decodes, plays, and 
   assert.match(live.uptime, /^0:1\d$/, `uptime ${live.uptime}`);
   assert.match(live.health, /segments sent/);
   assert.equal(live.error, '');
+  // The streamer sees what is streamed: the camera's picture, playing, muted.
+  const preview = () => page.evaluate(() => {
+    const v = document.getElementById('preview');
+    return { hidden: v.hidden, muted: v.muted, width: v.videoWidth, time: v.currentTime, tracks: v.srcObject?.getTracks().length ?? 0 };
+  });
+  const shown = await preview();
+  await sleep(500);
+  const later = await preview();
+  assert.ok(!shown.hidden && shown.muted && shown.width > 0 && shown.tracks === 1, `preview ${JSON.stringify(shown)}`);
+  assert.ok(later.time > shown.time, `the preview plays: ${JSON.stringify([shown, later])}`);
   await page.screenshot({ path: join(OUT, 'broadcast-live.png') });
   const stopAt = Date.now();
   await page.click('#stop');
@@ -93,6 +103,8 @@ test('the page streams camera + microphone to a stream that decodes, plays, and 
   const streamedSeconds = (stopAt - first.pdt) / 1000;
   const ended = await until(async () => { const p = await panel(page); return p.phase === 'ended' && p; }, { what: 'the end' });
   console.log(JSON.stringify(ended.status));
+  assert.deepEqual(await page.evaluate(() => { const v = document.getElementById('preview'); return [v.hidden, v.srcObject]; }),
+    [true, null], 'the preview lets go of the camera once ended');
   console.log(pl.text);
 
   // ffprobe/ffmpeg as the independent client: the whole playlist decodes cleanly as H.264 + AAC,
