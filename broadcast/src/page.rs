@@ -8,7 +8,7 @@ use std::pin::Pin;
 use std::rc::Rc;
 
 use chalkstream_manifest::wire;
-use chalkstream_pipeline::broadcast::{clock, Broadcast, Phase, Status};
+use chalkstream_pipeline::broadcast::{clock, Broadcast, Phase, Source, Status};
 use chalkstream_pipeline::js;
 use chalkstream_pipeline::run::{self, Platform};
 use wasm_bindgen::prelude::*;
@@ -16,6 +16,7 @@ use wasm_bindgen_futures::{spawn_local, JsFuture};
 use web_sys::{Document, HtmlButtonElement, HtmlElement, HtmlInputElement, Storage};
 
 use crate::session::{self, KEY_LIVE, KEY_SESSION, KEY_TOKEN};
+use chalkstream_pipeline::capture::can_share_screen;
 
 /// How often the panel reads the pipeline's status.
 const REFRESH_MS: i32 = 500;
@@ -29,6 +30,8 @@ struct Page {
     session: RefCell<String>,
     /// Between the click and the pipeline's first status.
     starting: Cell<bool>,
+    /// What the page streams, or last streamed: the camera, or a shared screen.
+    source: Cell<Source>,
     /// A failure before the pipeline ran (no camera, say).
     error: RefCell<Option<String>>,
 }
@@ -118,6 +121,7 @@ pub fn broadcast_main() -> Result<(), JsValue> {
         origin,
         session: RefCell::new(String::new()),
         starting: Cell::new(false),
+        source: Cell::new(Source::Camera),
         error: RefCell::new(None),
     });
     if page.storage.is_none() {
@@ -138,15 +142,22 @@ pub fn broadcast_main() -> Result<(), JsValue> {
         if let Some(body) = page.doc.body() {
             body.set_attribute("data-unsupported", "1")?;
         }
-        if let Some(go) = page.el::<HtmlButtonElement>("go") {
-            go.set_disabled(true);
+        for id in ["go", "share"] {
+            if let Some(b) = page.el::<HtmlButtonElement>(id) {
+                b.set_disabled(true);
+            }
         }
         page.forget(KEY_LIVE);
     }
     let p = page.clone();
     on(&page, "go", move || {
         let p = p.clone();
-        spawn_local(async move { start(p).await });
+        spawn_local(async move { start(p, Source::Camera).await });
+    });
+    let p = page.clone();
+    on(&page, "share", move || {
+        let p = p.clone();
+        spawn_local(async move { start(p, Source::Screen).await });
     });
     let p = page.clone();
     on(&page, "stop", move || {
@@ -181,9 +192,17 @@ pub fn broadcast_main() -> Result<(), JsValue> {
     tick.forget();
     render(&page, None);
 
-    // A reload while live goes on under the same session.
-    if page.get(KEY_LIVE).is_some() {
-        spawn_local(async move { start(page).await });
+    // A reload while live goes on under the same session: the camera by itself; a screen only
+    // when the streamer picks it again (only a click may open the sharing dialog).
+    match page.get(KEY_LIVE).map(|kept| session::live_source(&kept)) {
+        Some(Source::Screen) => {
+            page.forget(KEY_LIVE);
+            page.source.set(Source::Screen);
+            *page.error.borrow_mut() = Some(session::SHARE_AGAIN.into());
+            render(&page, None);
+        }
+        Some(source) => spawn_local(async move { start(page, source).await }),
+        None => {}
     }
     Ok(())
 }
@@ -206,18 +225,21 @@ fn running(status: Option<&Status>) -> bool {
     matches!(status.map(|s| s.phase), Some(Phase::Starting | Phase::Live | Phase::Stopping))
 }
 
-/// Goes live under the page's session, going on after what the server already holds.
-async fn start(page: Rc<Page>) {
+/// Goes live under the page's session with `source`, going on after what the server already
+/// holds.
+async fn start(page: Rc<Page>, source: Source) {
     if page.starting.get() || running(run::current_status().as_ref()) || !chalkstream_pipeline::capture::can_record() {
         return;
     }
     page.starting.set(true);
+    page.source.set(source);
     page.error.borrow_mut().take();
-    page.set(KEY_LIVE, "1");
+    page.set(KEY_LIVE, session::live_value(source));
     render(&page, None);
     let status = stream_status(&page).await;
     let session = page.session.borrow().clone();
-    let b = match session::broadcast(&session, &page.origin, &page.token(), js::now_ms(), session::resume_seq(status.as_ref())) {
+    let resume = session::resume_seq(status.as_ref());
+    let b = match session::broadcast(&session, &page.origin, &page.token(), source, js::now_ms(), resume) {
         Ok(b) => b,
         Err(e) => {
             fail(&page, format!("This page's session is not valid ({e}) — choose New stream."));
@@ -339,7 +361,8 @@ fn render(page: &Page, status: Option<&Status>) {
         }
     }
     let busy = page.starting.get() || running(status);
-    page.set_text("state", &session::state_line(status, page.starting.get()));
+    let source = status.map_or(page.source.get(), |s| s.source);
+    page.set_text("state", &session::state_line(status, page.starting.get(), source));
     let url = page.viewer_url();
     if let Some(link) = page.el::<HtmlInputElement>("link") {
         if link.value() != url {
@@ -352,6 +375,7 @@ fn render(page: &Page, status: Option<&Status>) {
         }
     }
     page.show("go", !busy);
+    page.show("share", !busy && can_share_screen());
     page.show("stop", busy);
     if let Some(b) = page.el::<HtmlButtonElement>("new") {
         b.set_disabled(busy);

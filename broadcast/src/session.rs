@@ -12,8 +12,31 @@ use chalkstream_pipeline::timing::DEFAULT_SEGMENT_S;
 /// ingest path, and never into the page's text.
 pub const KEY_SESSION: &str = "chalkstream.session";
 pub const KEY_TOKEN: &str = "chalkstream.token";
-/// Set while a broadcast runs: a reload with it set goes live again under the same session.
+/// Set while a broadcast runs, to what it streams (`camera` or `screen`): a reload with it set
+/// goes live again under the same session (the camera by itself; a screen needs the streamer to
+/// pick it again, since only a click may open the browser's sharing dialog).
 pub const KEY_LIVE: &str = "chalkstream.live";
+
+/// The value [`KEY_LIVE`] keeps for `source`.
+pub fn live_value(source: Source) -> &'static str {
+    match source {
+        Source::Screen => "screen",
+        _ => "camera",
+    }
+}
+
+/// What a reload finds in [`KEY_LIVE`]: the source to go on with (a value from before screens
+/// were offered, `1`, was the camera).
+pub fn live_source(kept: &str) -> Source {
+    if kept == "screen" {
+        Source::Screen
+    } else {
+        Source::Camera
+    }
+}
+
+/// Said after a reload that ended a screen share.
+pub const SHARE_AGAIN: &str = "The reload ended your screen share. Choose Share a screen or window to go on with the same stream and link.";
 
 /// The session to stream under: the kept one when it is a valid secret, else a new one from
 /// `random` (32 bytes from the CSPRNG). The flag says whether it is new (to be kept).
@@ -30,16 +53,23 @@ pub fn resume_seq(status: Option<&serde_json::Value>) -> Option<u64> {
     status?.get("last_seq")?.as_u64()?.checked_add(1)
 }
 
-/// The broadcast the page runs: the camera and microphone at the default preset, low latency,
-/// 2 s segments, to this server.
-pub fn broadcast(session: &str, server: &str, token: &str, now_ms: f64, resume_at_seq: Option<u64>) -> Result<Broadcast, String> {
+/// The broadcast the page runs: the camera and microphone (or a shared screen) at the default
+/// preset, low latency, 2 s segments, to this server.
+pub fn broadcast(
+    session: &str,
+    server: &str,
+    token: &str,
+    source: Source,
+    now_ms: f64,
+    resume_at_seq: Option<u64>,
+) -> Result<Broadcast, String> {
     Ok(Broadcast {
         stream: ids::stream_id(session)?,
         session: session.to_owned(),
         server: server.trim_end_matches('/').to_owned(),
         token: token.trim().to_owned(),
         segment_ms: u64::from(DEFAULT_SEGMENT_S) * 1000,
-        source: Source::Camera,
+        source,
         started_at_ms: now_ms,
         media_stream_id: None,
         low_latency: true,
@@ -66,12 +96,17 @@ pub const CANNOT_RECORD: &str = "This browser cannot record the camera as H.264 
      Broadcast from Chrome, Edge, Firefox or another recent browser, on a computer or on Android; \
      the viewer link plays everywhere.";
 
-/// The state line of the panel.
-pub fn state_line(status: Option<&Status>, starting: bool) -> String {
+/// The state line of the panel; `source` is what the page starts or streams.
+pub fn state_line(status: Option<&Status>, starting: bool, source: Source) -> String {
+    let starting_line = || match source {
+        Source::Screen => "Choose what to share…".to_owned(),
+        _ => "Starting the camera…".to_owned(),
+    };
     match status.map(|s| s.phase) {
-        None if starting => "Starting the camera…".into(),
+        None if starting => starting_line(),
         None => "Not streaming.".into(),
-        Some(Phase::Starting) => "Starting the camera…".into(),
+        Some(Phase::Starting) => starting_line(),
+        Some(Phase::Live) if source == Source::Screen => "Live: sharing your screen".into(),
         Some(Phase::Live) => "Live".into(),
         Some(Phase::Stopping) => "Stopping: sending what is left…".into(),
         Some(Phase::Ended) => "Ended. The recording stays at the viewer link.".into(),
@@ -120,11 +155,23 @@ mod tests {
     #[test]
     fn the_page_streams_the_camera_at_low_latency_under_the_sessions_stream_id() {
         let (session, _) = keep_or_new(None, &[1u8; 32]);
-        let b = broadcast(&session, "http://h:3000/", " tok ", 5.0, Some(4)).unwrap();
+        let b = broadcast(&session, "http://h:3000/", " tok ", Source::Camera, 5.0, Some(4)).unwrap();
         assert_eq!(b.stream, ids::stream_id(&session).unwrap());
         assert_eq!((b.server.as_str(), b.token.as_str(), b.source), ("http://h:3000", "tok", Source::Camera));
         assert!(b.low_latency && b.segment_ms == 2000 && b.resume_at_seq == Some(4));
         assert_eq!(b.viewer_url(), format!("http://h:3000/play/{}", b.stream));
+    }
+
+    #[test]
+    fn a_reload_goes_on_with_the_camera_and_asks_for_the_screen_again() {
+        for source in [Source::Camera, Source::Screen] {
+            assert_eq!(live_source(live_value(source)), source);
+        }
+        assert_eq!(live_source("1"), Source::Camera, "a page kept by an earlier version");
+        let (session, _) = keep_or_new(None, &[1u8; 32]);
+        assert_eq!(broadcast(&session, "http://h", "", Source::Screen, 0.0, None).unwrap().source, Source::Screen);
+        assert_eq!(state_line(None, true, Source::Screen), "Choose what to share…");
+        assert_eq!(state_line(None, true, Source::Camera), "Starting the camera…");
     }
 
     #[test]

@@ -349,6 +349,7 @@ fn render(doc: &Document, s: Option<&Status>, pending: Option<&Broadcast>) {
                     "Viewers hear the tab only. To talk over it, turn on “Talk over the tab” in Options before going live."
                 }
                 (Source::Camera, Mic::Off) => "No microphone.",
+                (Source::Screen, Mic::Off) => "Viewers hear the shared screen's sound, if it has any.",
             },
         );
     }
@@ -361,6 +362,7 @@ fn render(doc: &Document, s: Option<&Status>, pending: Option<&Broadcast>) {
                     (Source::Tab, false) => "this tab",
                     (Source::Tab, true) => "this tab with your camera in the corner",
                     (Source::Camera, _) => "camera",
+                    (Source::Screen, _) => "a shared screen",
                 },
                 s.quality.name()
             ),

@@ -29,8 +29,9 @@ pub async fn on_action_clicked(tab: JsValue) -> Result<(), JsValue> {
                 .unwrap_or_default();
             match (options.default_source, tab_id) {
                 (Source::Tab, Some(id)) => start_tab(id).await,
-                // The camera permission must be asked from an extension page.
-                (Source::Camera, _) | (_, None) => open_panel().await,
+                // The camera permission must be asked from an extension page (and the extension
+                // offers no screen sharing: the broadcast page does).
+                (Source::Camera | Source::Screen, _) | (_, None) => open_panel().await,
             }
         };
     result.map_err(|e| JsValue::from_str(&e))

@@ -14,6 +14,9 @@ pub enum Source {
     #[default]
     Tab,
     Camera,
+    /// A screen, window or tab picked in the browser's own sharing dialog (`getDisplayMedia`,
+    /// the broadcast page), with its sound where the browser shares it.
+    Screen,
 }
 
 /// User settings (`chrome.storage.local`, key `options`).

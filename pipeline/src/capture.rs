@@ -33,6 +33,15 @@ pub fn can_record() -> bool {
     records_h264() || encode::available()
 }
 
+/// Whether this browser can share a screen or window (`getDisplayMedia`; desktop browsers, not
+/// phones).
+pub fn can_share_screen() -> bool {
+    web_sys::window()
+        .and_then(|w| w.navigator().media_devices().ok())
+        .and_then(|d| js_sys::Reflect::get(&d, &"getDisplayMedia".into()).ok())
+        .is_some_and(|f| f.is_function())
+}
+
 /// What records: Chromium's MediaRecorder, or WebCodecs where the MediaRecorder makes no H.264.
 enum Recorder {
     Media(MediaRecorder),
@@ -329,19 +338,39 @@ pub async fn open(
             "video": { "width": { "ideal": w }, "height": { "ideal": h },
                        "frameRate": { "ideal": fps, "max": fps } },
         })),
+        // A screen has its own size: at most the preset's, scaled down with its aspect kept
+        // (`min` and `exact` are not allowed here). Its sound where the browser shares it.
+        Source::Screen => obj(json!({
+            "audio": true,
+            "video": { "width": { "max": w }, "height": { "max": h },
+                       "frameRate": { "ideal": fps, "max": fps } },
+        })),
     };
     let window = web_sys::window().ok_or("the offscreen document has no window")?;
     let devices = window
         .navigator()
         .media_devices()
         .map_err(|e| js::js_error(&e))?;
-    let promise = devices
-        .get_user_media_with_constraints(constraints.unchecked_ref())
-        .map_err(|e| js::js_error(&e))?;
+    let promise = match source {
+        Source::Screen => devices.get_display_media_with_constraints(constraints.unchecked_ref()),
+        _ => devices.get_user_media_with_constraints(constraints.unchecked_ref()),
+    }
+    .map_err(|e| match source {
+        // Where there is no screen sharing at all (phones), the call itself throws.
+        Source::Screen => format!("This browser cannot share a screen: {}", js::js_error(&e)),
+        _ => js::js_error(&e),
+    })?;
     Ok(JsFuture::from(promise)
         .await
         .map_err(|e| match source {
             Source::Tab => format!("Could not capture the tab: {}", js::js_error(&e)),
+            Source::Screen => match mixing::error_name(&e).as_str() {
+                "NotAllowedError" | "AbortError" => {
+                    "Nothing is shared: the screen sharing was cancelled or refused. Choose what to share again to go live.".into()
+                }
+                "NotFoundError" | "NotSupportedError" => "This browser has no screen or window to share.".into(),
+                _ => format!("Could not share the screen ({}).", js::js_error(&e)),
+            },
             Source::Camera => {
                 let name = mixing::error_name(&e);
                 let say = |d| crate::broadcast::device_refusal(d, &name);

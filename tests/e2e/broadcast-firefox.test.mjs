@@ -82,3 +82,17 @@ test('Firefox streams camera + microphone from the page as H.264 + AAC through W
   await until(async () => (await firefox.evaluate('window.chalkstreamPlayer?.video.currentTime ?? 0')) > 1,
     { what: 'Firefox to play the recording', timeout: 30_000 });
 });
+
+test('Firefox offers screen sharing, and with no screen to share says so plainly and keeps the stream', async () => {
+  // Headless Firefox has no screen: getDisplayMedia answers NotFoundError, which the page must
+  // put in words (not a stack, not a silent failure) while the stream and its link stay put.
+  await firefox.navigate(`${server.url}/broadcast`);
+  const idle = await until(async () => { const p = await panel(); return p.stream && p; }, { what: 'the page to run' });
+  assert.equal(await firefox.evaluate(`!document.getElementById('share').hidden`), true, 'Firefox has getDisplayMedia');
+  await firefox.evaluate(`document.getElementById('share').click()`);
+  const failed = await until(async () => { const p = await panel(); return p.phase === 'failed' && p; },
+    { what: 'the refusal', timeout: 30_000 });
+  assert.equal(failed.error, 'This browser has no screen or window to share.');
+  assert.equal(failed.stream, idle.stream);
+  assert.equal(await firefox.evaluate(`localStorage.getItem('chalkstream.live')`), null, 'a reload will not retry it by itself');
+});

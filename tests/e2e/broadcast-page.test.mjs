@@ -166,6 +166,51 @@ test('the page streams camera + microphone to a stream that decodes, plays, and 
   await page.close();
 });
 
+test('a screen or window is shared instead of the camera, with its sound, and a reload asks to share it again', async () => {
+  // Chromium's fake UI picks its fake screen (1280x720) and fake sound for getDisplayMedia.
+  const page = await context.newPage();
+  const errors = [];
+  page.on('pageerror', (e) => errors.push(String(e)));
+  await page.goto(`${server.url}/broadcast`);
+  const kept = await until(async () => { const p = await panel(page); return p.stream && p; }, { what: 'the page to load' });
+  await page.click('summary');
+  await page.click('#new');
+  const { stream } = await until(async () => { const p = await panel(page); return p.stream !== kept.stream && p; },
+    { what: 'a new stream' });
+  assert.ok(await page.isVisible('#share'), 'desktop Chromium offers screen sharing');
+  await page.click('#share');
+  const live = await until(async () => { const p = await panel(page); return p.phase === 'live' && p; }, { what: 'the share to go live' });
+  assert.equal(live.state, 'Live: sharing your screen');
+  assert.equal(live.status.source, 'screen');
+  assert.equal(await page.evaluate(() => localStorage.getItem('chalkstream.live')), 'screen');
+  await until(async () => (await fetchPlaylist(server.url, stream))?.segments.length >= 3, { what: 'three segments', timeout: 60_000 });
+  const first = (await fetchPlaylist(server.url, stream)).segments[0];
+  const stopAt = Date.now();
+  await page.click('#stop');
+  const pl = await until(async () => { const p = await fetchPlaylist(server.url, stream); return p?.ended && p; },
+    { what: 'EXT-X-ENDLIST', timeout: 120_000 });
+  const a = await analyseStream(server.url, stream);
+  const streamedSeconds = (stopAt - first.pdt) / 1000;
+  console.log(JSON.stringify({ streamedSeconds, decodedSeconds: a.decodedSeconds, meanVolume: a.meanVolume, segments: pl.segments.length }));
+  assert.ok(a.decode.ok && a.decode.stderr.trim() === '', `ffmpeg decodes the shared screen cleanly: ${a.decode.stderr}`);
+  assert.ok(a.streams.some((s) => s.codec_type === 'video' && s.codec_name === 'h264'), 'H.264 video');
+  assert.ok(a.streams.some((s) => s.codec_type === 'audio' && s.codec_name === 'aac'), 'the shared sound, as AAC');
+  assert.ok(a.meanVolume > -60, `the shared sound is not silence: ${a.meanVolume} dB`);
+  assert.ok(Math.abs(a.decodedSeconds - streamedSeconds) < 2.5, `media time ≈ wall time: ${a.decodedSeconds} s of ${streamedSeconds} s`);
+
+  // A reload while sharing cannot reopen the sharing dialog by itself (only a click may): the page
+  // keeps the stream and asks for the share again instead of going live with something else.
+  await page.evaluate(() => localStorage.setItem('chalkstream.live', 'screen'));
+  await page.reload();
+  const after = await until(async () => { const p = await panel(page); return p.stream && p; }, { what: 'reload' });
+  assert.equal(after.stream, stream);
+  assert.equal(after.phase, 'idle', 'not live with the camera instead');
+  assert.match(after.error, /reload ended your screen share\. Choose Share a screen or window/);
+  assert.equal(await page.evaluate(() => localStorage.getItem('chalkstream.live')), null);
+  assert.deepEqual(errors, [], 'no uncaught errors on the page');
+  await page.close();
+});
+
 test('New stream gives another stream id, and a refused token is said plainly', async () => {
   const tokenServer = await startServer({ env: { ingest_token: 'right-token' } });
   try {

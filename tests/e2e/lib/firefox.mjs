@@ -63,9 +63,11 @@ export async function launchFirefox() {
     return {
       version: session.capabilities.browserVersion,
       navigate: (target) => send('browsingContext.navigate', { context, url: target, wait: 'complete' }),
-      /** The value of `expression` (awaited when a promise), as plain JSON through `JSON.stringify`. */
+      /** The value of `expression` (awaited when a promise), as plain JSON through `JSON.stringify`.
+       *  It runs as a user's gesture would (`userActivation`), so a `click()` in it is what a real
+       *  click is to the page: allowed to open the screen-sharing dialog, say. */
       async evaluate(expression) {
-        const r = await send('script.evaluate', { target: { context }, awaitPromise: true,
+        const r = await send('script.evaluate', { target: { context }, awaitPromise: true, userActivation: true,
           expression: `(async () => JSON.stringify(await (${expression})))()` });
         if (r.type === 'exception') throw new Error(`evaluate: ${r.exceptionDetails?.text}`);
         return JSON.parse(r.result.value ?? 'null');
