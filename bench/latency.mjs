@@ -9,7 +9,7 @@ import { percentile, summary } from './lib/stats.mjs';
 import { sleep } from './lib/http.mjs';
 
 /** Wait until the viewer has decoded a first clock frame; bounded by `ms`. */
-async function firstFrame(player, ms) {
+export async function firstFrame(player, ms) {
   const until = Date.now() + ms;
   for (;;) {
     const r = await player.read();

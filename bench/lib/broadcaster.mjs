@@ -71,6 +71,8 @@ export async function launchBroadcaster({ serverUrl, segmentSeconds, lowLatency 
     let startedAt = null;
     return {
       context, id,
+      /** The browser's own process: every process of this broadcaster descends from it. */
+      browserPid,
       get startedAt() { return startedAt; },
       /** Open `url` in a tab of `size` and stream it; resolves to `{ streamId }` once the broadcast runs. */
       async streamTab(url, { width = 1280, height = 720 } = {}) {

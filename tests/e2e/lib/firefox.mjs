@@ -8,7 +8,7 @@ import { join } from 'node:path';
 
 const WS = globalThis.WebSocket ?? (await import('undici')).WebSocket;
 
-/** Resolves to `{ version, navigate(url), evaluate(expression), close() }`. */
+/** Resolves to `{ version, pid, preload(source), navigate(url), evaluate(expression), close() }`. */
 export async function launchFirefox() {
   const profile = mkdtempSync(join(tmpdir(), 'chalkstream-firefox-'));
   writeFileSync(join(profile, 'user.js'), [
@@ -62,6 +62,10 @@ export async function launchFirefox() {
     const context = contexts[0].context;
     return {
       version: session.capabilities.browserVersion,
+      /** The browser's process (its content processes descend from it). */
+      pid: child.pid,
+      /** Runs `source` in every document before its own scripts (BiDi `script.addPreloadScript`). */
+      preload: (source) => send('script.addPreloadScript', { functionDeclaration: `() => { ${source} }` }),
       navigate: (target) => send('browsingContext.navigate', { context, url: target, wait: 'complete' }),
       /** The value of `expression` (awaited when a promise), as plain JSON through `JSON.stringify`.
        *  It runs as a user's gesture would (`userActivation`), so a `click()` in it is what a real
