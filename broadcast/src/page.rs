@@ -13,9 +13,10 @@ use chalkstream_pipeline::js;
 use chalkstream_pipeline::run::{self, Platform};
 use wasm_bindgen::prelude::*;
 use wasm_bindgen_futures::{spawn_local, JsFuture};
-use web_sys::{Document, HtmlButtonElement, HtmlElement, HtmlInputElement, Storage};
+use web_sys::{Document, HtmlButtonElement, HtmlElement, HtmlInputElement, HtmlSelectElement, Storage};
 
-use crate::session::{self, KEY_LIVE, KEY_SESSION, KEY_TOKEN};
+use crate::session::{self, KEY_LIVE, KEY_QUALITY, KEY_SESSION, KEY_TOKEN};
+use chalkstream_pipeline::presets::{Reading, Strain};
 use chalkstream_pipeline::capture::can_share_screen;
 
 /// How often the panel reads the pipeline's status.
@@ -34,6 +35,9 @@ struct Page {
     source: Cell<Source>,
     /// A failure before the pipeline ran (no camera, say).
     error: RefCell<Option<String>>,
+    /// Recent readings of the live broadcast's health (its stream id beside them): whether it
+    /// keeps up with its preset, as the extension's panel says.
+    strain: RefCell<(String, Strain)>,
 }
 
 impl Page {
@@ -123,6 +127,7 @@ pub fn broadcast_main() -> Result<(), JsValue> {
         starting: Cell::new(false),
         source: Cell::new(Source::Camera),
         error: RefCell::new(None),
+        strain: RefCell::new((String::new(), Strain::default())),
     });
     if page.storage.is_none() {
         *page.error.borrow_mut() =
@@ -136,6 +141,9 @@ pub fn broadcast_main() -> Result<(), JsValue> {
     *page.session.borrow_mut() = session;
     if let Some(input) = page.el::<HtmlInputElement>("token") {
         input.set_value(&page.get(KEY_TOKEN).unwrap_or_default());
+    }
+    if let Some(select) = page.el::<HtmlSelectElement>("quality") {
+        select.set_value(session::quality(page.get(KEY_QUALITY).as_deref()).name());
     }
 
     if !chalkstream_pipeline::capture::can_record() {
@@ -185,6 +193,16 @@ pub fn broadcast_main() -> Result<(), JsValue> {
         input.add_event_listener_with_callback("input", keep_token.as_ref().unchecked_ref())?;
     }
     keep_token.forget();
+    let p = page.clone();
+    let keep_quality = Closure::<dyn FnMut()>::new(move || {
+        if let Some(select) = p.el::<HtmlSelectElement>("quality") {
+            p.set(KEY_QUALITY, session::quality(Some(&select.value())).name());
+        }
+    });
+    if let Some(select) = page.el::<HtmlElement>("quality") {
+        select.add_event_listener_with_callback("change", keep_quality.as_ref().unchecked_ref())?;
+    }
+    keep_quality.forget();
 
     let p = page.clone();
     let tick = Closure::<dyn FnMut()>::new(move || render(&p, run::current_status().as_ref()));
@@ -239,7 +257,8 @@ async fn start(page: Rc<Page>, source: Source) {
     let status = stream_status(&page).await;
     let session = page.session.borrow().clone();
     let resume = session::resume_seq(status.as_ref());
-    let b = match session::broadcast(&session, &page.origin, &page.token(), source, js::now_ms(), resume) {
+    let quality = session::quality(page.get(KEY_QUALITY).as_deref());
+    let b = match session::broadcast(&session, &page.origin, &page.token(), source, quality, js::now_ms(), resume) {
         Ok(b) => b,
         Err(e) => {
             fail(&page, format!("This page's session is not valid ({e}) — choose New stream."));
@@ -383,12 +402,36 @@ fn render(page: &Page, status: Option<&Status>) {
     if let Some(t) = page.el::<HtmlInputElement>("token") {
         t.set_disabled(busy);
     }
+    if let Some(q) = page.el::<HtmlSelectElement>("quality") {
+        q.set_disabled(busy);
+    }
     let live = status.filter(|s| s.phase == Phase::Live);
     page.set_text("uptime", &live.map_or("—".into(), |s| clock(((js::now_ms() - s.started_at_ms).max(0.0) / 1000.0) as u64)));
     page.set_text("health", &status.map_or("—".into(), session::health_line));
     let error = (!chalkstream_pipeline::capture::can_record())
         .then(|| session::CANNOT_RECORD.to_owned())
         .or_else(|| page.error.borrow().clone())
-        .or_else(|| status.and_then(|s| s.last_error.clone()));
+        .or_else(|| status.and_then(|s| s.last_error.clone()))
+        .or_else(|| advice(page, status));
     page.set_text("error", &error.as_deref().map(session::for_page).unwrap_or_default());
+}
+
+/// Says when the live broadcast does not keep up with its preset (this computer turning video
+/// into HLS too slowly, or uploads falling behind), and which preset to choose instead: the
+/// pipeline's own judgement, as the extension's panel shows it.
+fn advice(page: &Page, status: Option<&Status>) -> Option<String> {
+    let (stream, strain) = &mut *page.strain.borrow_mut();
+    let s = status.filter(|s| s.phase == Phase::Live)?;
+    if *stream != s.stream || s.last_error.is_some() {
+        // A new broadcast, or an outage that the error line already explains.
+        stream.clone_from(&s.stream);
+        strain.reset();
+    }
+    strain.push(Reading {
+        at_ms: js::now_ms(),
+        waiting: s.segments_waiting,
+        remux_ms_total: s.remux_ms_total,
+        media_ms_total: s.media_ms_total,
+    });
+    strain.advice().map(|a| a.message(s.quality))
 }

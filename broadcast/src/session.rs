@@ -12,6 +12,13 @@ use chalkstream_pipeline::timing::DEFAULT_SEGMENT_S;
 /// ingest path, and never into the page's text.
 pub const KEY_SESSION: &str = "chalkstream.session";
 pub const KEY_TOKEN: &str = "chalkstream.token";
+/// The preset chosen under Settings (`480p`, `720p`, `1080p`); 720p when unset.
+pub const KEY_QUALITY: &str = "chalkstream.quality";
+
+/// The preset a kept value names, else the default (720p).
+pub fn quality(kept: Option<&str>) -> Quality {
+    kept.and_then(Quality::from_name).unwrap_or_default()
+}
 /// Set while a broadcast runs, to what it streams (`camera` or `screen`): a reload with it set
 /// goes live again under the same session (the camera by itself; a screen needs the streamer to
 /// pick it again, since only a click may open the browser's sharing dialog).
@@ -60,6 +67,7 @@ pub fn broadcast(
     server: &str,
     token: &str,
     source: Source,
+    quality: Quality,
     now_ms: f64,
     resume_at_seq: Option<u64>,
 ) -> Result<Broadcast, String> {
@@ -73,7 +81,7 @@ pub fn broadcast(
         started_at_ms: now_ms,
         media_stream_id: None,
         low_latency: true,
-        quality: Quality::default(),
+        quality,
         mic: false,
         overlay: Overlay::default(),
         resume_at_seq,
@@ -84,6 +92,7 @@ pub fn broadcast(
 /// page itself.
 pub fn for_page(message: &str) -> String {
     message
+        .replace("in Options and start again", "under Settings, then Stop and go live again")
         .replace("check the token in Options", "check the ingest token below")
         .replace("check Options", "check the ingest token below")
         .replace("check the server URL in Options", "reload this page from the server you mean to stream to")
@@ -155,7 +164,7 @@ mod tests {
     #[test]
     fn the_page_streams_the_camera_at_low_latency_under_the_sessions_stream_id() {
         let (session, _) = keep_or_new(None, &[1u8; 32]);
-        let b = broadcast(&session, "http://h:3000/", " tok ", Source::Camera, 5.0, Some(4)).unwrap();
+        let b = broadcast(&session, "http://h:3000/", " tok ", Source::Camera, Quality::default(), 5.0, Some(4)).unwrap();
         assert_eq!(b.stream, ids::stream_id(&session).unwrap());
         assert_eq!((b.server.as_str(), b.token.as_str(), b.source), ("http://h:3000", "tok", Source::Camera));
         assert!(b.low_latency && b.segment_ms == 2000 && b.resume_at_seq == Some(4));
@@ -169,9 +178,29 @@ mod tests {
         }
         assert_eq!(live_source("1"), Source::Camera, "a page kept by an earlier version");
         let (session, _) = keep_or_new(None, &[1u8; 32]);
-        assert_eq!(broadcast(&session, "http://h", "", Source::Screen, 0.0, None).unwrap().source, Source::Screen);
+        assert_eq!(broadcast(&session, "http://h", "", Source::Screen, Quality::P480, 0.0, None).unwrap().source, Source::Screen);
         assert_eq!(state_line(None, true, Source::Screen), "Choose what to share…");
         assert_eq!(state_line(None, true, Source::Camera), "Starting the camera…");
+    }
+
+    #[test]
+    fn the_preset_kept_under_settings_is_used_and_anything_else_is_720p() {
+        assert_eq!(quality(Some("480p")), Quality::P480);
+        assert_eq!(quality(Some("1080p")), Quality::P1080);
+        for kept in [None, Some(""), Some("4k"), Some("720")] {
+            assert_eq!(quality(kept), Quality::P720, "{kept:?}");
+        }
+        let (session, _) = keep_or_new(None, &[1u8; 32]);
+        assert_eq!(broadcast(&session, "http://h", "", Source::Camera, Quality::P480, 0.0, None).unwrap().quality, Quality::P480);
+    }
+
+    #[test]
+    fn advice_to_choose_a_lower_preset_points_at_the_pages_settings() {
+        use chalkstream_pipeline::presets::Advice;
+        let m = for_page(&Advice::CannotKeepUp { remux_per_media_s: 1.2 }.message(Quality::P720));
+        assert!(m.contains("choose 480p under Settings, then Stop and go live again") && !m.contains("Options"), "{m}");
+        let m = for_page(&Advice::UploadsBehind { waiting: 4 }.message(Quality::P1080));
+        assert!(m.contains("choose 720p under Settings") && !m.contains("Options"), "{m}");
     }
 
     #[test]

@@ -5,11 +5,14 @@
 // printed; the stream is decoded by ffmpeg/ffprobe and played in Firefox's own player page.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
+import { promisify } from 'node:util';
 import { startServer } from './lib/server.mjs';
 import { launchFirefox } from './lib/firefox.mjs';
 import { analyseStream, decodedVideoFrames, fetchPlaylist, sleep, until } from './lib/browser.mjs';
 
 const STREAM_MS = 15_000;
+const run = promisify(execFile);
 let server;
 let firefox;
 
@@ -95,4 +98,30 @@ test('Firefox offers screen sharing, and with no screen to share says so plainly
   assert.equal(failed.error, 'This browser has no screen or window to share.');
   assert.equal(failed.stream, idle.stream);
   assert.equal(await firefox.evaluate(`localStorage.getItem('chalkstream.live')`), null, 'a reload will not retry it by itself');
+});
+
+test('a lower preset chosen under Settings is kept and streamed: Firefox at 480p', async () => {
+  // What the page tells a streamer whose computer cannot keep up to choose; WebCodecs encodes at
+  // the camera's size, which the page asks for at the preset's.
+  await firefox.navigate(`${server.url}/broadcast`);
+  await until(async () => (await panel()).stream, { what: 'the page to run' });
+  await firefox.evaluate(`(() => { document.getElementById('new').click(); const q = document.getElementById('quality');
+    q.value = '480p'; q.dispatchEvent(new Event('change')); return true; })()`);
+  await firefox.navigate(`${server.url}/broadcast`);
+  const { stream } = await until(async () => { const p = await panel(); return p.stream && p; }, { what: 'reload' });
+  assert.equal(await firefox.evaluate(`document.getElementById('quality').value`), '480p', 'the choice is kept across a reload');
+  await firefox.evaluate(`document.getElementById('go').click()`);
+  const live = await until(async () => { const p = await panel(); return p.phase === 'live' && p.status?.quality && p; },
+    { what: 'live at 480p', timeout: 60_000 });
+  assert.equal(live.status.quality, '480p');
+  await until(async () => (await fetchPlaylist(server.url, stream))?.segments.length >= 2, { what: 'two segments', timeout: 60_000 });
+  await firefox.evaluate(`document.getElementById('stop').click()`);
+  const pl = await until(async () => { const p = await fetchPlaylist(server.url, stream); return p?.ended && p; },
+    { what: 'EXT-X-ENDLIST', timeout: 120_000 });
+  const { stdout } = await run('ffprobe', ['-v', 'error', '-select_streams', 'v:0', '-show_entries', 'stream=width,height',
+    '-of', 'csv=p=0', pl.segments[0].uri]);
+  const [width, height] = stdout.trim().split('\n')[0].split(',').map(Number);
+  console.log(JSON.stringify({ width, height, segments: pl.segments.length }));
+  assert.equal(height, 480, `the picture is 480 lines high (${width}x${height})`);
+  assert.ok(width <= 854, `and no wider than 854 (${width})`);
 });
