@@ -44,6 +44,7 @@ import { percentile, summary } from './lib/stats.mjs';
 import { sleep } from './lib/http.mjs';
 import { firstFrame } from './latency.mjs';
 import { launchFirefox } from '../tests/e2e/lib/firefox.mjs';
+import { until } from '../tests/e2e/lib/browser.mjs';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..');
 const args = process.argv.slice(2);
@@ -84,16 +85,6 @@ function treeCpu(pid) {
   return [pid, ...descendants(pid).map((p) => p.pid)].map(cpuSeconds).filter(Number.isFinite).reduce((a, b) => a + b, 0);
 }
 
-async function until(f, what, ms) {
-  const deadline = Date.now() + ms;
-  for (;;) {
-    const v = await f();
-    if (v) return v;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await sleep(250);
-  }
-}
-
 /** Debian's Chromium, as it names itself ("Chromium 156.0.…"). */
 const CHROMIUM_VERSION = execFileSync('chromium', ['--version']).toString().trim().split(' ').slice(0, 2).join(' ');
 
@@ -121,9 +112,9 @@ async function startBroadcaster(who, { server, clock }) {
       await context.addInitScript({ content: CLOCK_CAMERA });
       const page = await context.newPage();
       await page.goto(`${server.url}/broadcast`);
-      const stream = await until(() => page.evaluate(panel('d.stream')), 'the page to load', 30_000);
+      const stream = await until(() => page.evaluate(panel('d.stream')), { what: 'the page to load', timeout: 30_000 });
       await page.click('#go');
-      await until(() => page.evaluate(panel("d.phase === 'live'")), 'the page to go live', 60_000);
+      await until(() => page.evaluate(panel("d.phase === 'live'")), { what: 'the page to go live', timeout: 60_000 });
       if (!await page.evaluate(() => window.__benchClockCamera === true)) throw new Error('the clock camera was not used');
       return { stream, pid, version: CHROMIUM_VERSION,
         status: () => page.evaluate(() => (document.body.dataset.status ? JSON.parse(document.body.dataset.status) : null)),
@@ -134,9 +125,9 @@ async function startBroadcaster(who, { server, clock }) {
   try {
     await ff.preload(CLOCK_CAMERA);
     await ff.navigate(`${server.url}/broadcast`);
-    const stream = await until(() => ff.evaluate(panel('d.stream')), 'the page to load', 30_000);
+    const stream = await until(() => ff.evaluate(panel('d.stream')), { what: 'the page to load', timeout: 30_000 });
     await ff.evaluate(`document.getElementById('go').click()`);
-    await until(() => ff.evaluate(panel("d.phase === 'live'")), 'Firefox to go live', 60_000);
+    await until(() => ff.evaluate(panel("d.phase === 'live'")), { what: 'Firefox to go live', timeout: 60_000 });
     if (!await ff.evaluate('window.__benchClockCamera === true')) throw new Error('the clock camera was not used');
     return { stream, pid: ff.pid, version: `Firefox ${ff.version}`,
       status: () => ff.evaluate(panel('d.status ? JSON.parse(d.status) : null')),

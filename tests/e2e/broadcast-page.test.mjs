@@ -38,6 +38,17 @@ after(async () => {
   await server?.stop();
 });
 
+/** Opens /broadcast in a new tab of the test's browser: the page, its uncaught errors, and its
+ *  panel once it has loaded (its stream id shown). */
+async function openPage() {
+  const page = await context.newPage();
+  const errors = [];
+  page.on('pageerror', (e) => errors.push(String(e)));
+  await page.goto(`${server.url}/broadcast`);
+  const loaded = await until(async () => { const p = await panel(page); return p.stream && p; }, { what: 'the page to load' });
+  return { page, errors, loaded };
+}
+
 const panel = (page) => page.evaluate(() => ({
   phase: document.body.dataset.phase,
   stream: document.body.dataset.stream,
@@ -57,11 +68,7 @@ test('the landing page links to the broadcast page', async () => {
 });
 
 test('the page streams camera + microphone to a stream that decodes, plays, and survives reloads', async () => {
-  const page = await context.newPage();
-  const errors = [];
-  page.on('pageerror', (e) => errors.push(String(e)));
-  await page.goto(`${server.url}/broadcast`);
-  const idle = await until(async () => { const p = await panel(page); return p.stream && p; }, { what: 'the page to load' });
+  const { page, errors, loaded: idle } = await openPage();
   assert.match(idle.stream, /^[0-9a-f]{40}$/);
   assert.equal(idle.link, `${server.url}/play/${idle.stream}`, 'the viewer link is there before going live');
   assert.equal(idle.phase, 'idle');
@@ -168,11 +175,7 @@ test('the page streams camera + microphone to a stream that decodes, plays, and 
 
 test('a screen or window is shared instead of the camera, with its sound, and a reload asks to share it again', async () => {
   // Chromium's fake UI picks its fake screen (1280x720) and fake sound for getDisplayMedia.
-  const page = await context.newPage();
-  const errors = [];
-  page.on('pageerror', (e) => errors.push(String(e)));
-  await page.goto(`${server.url}/broadcast`);
-  const kept = await until(async () => { const p = await panel(page); return p.stream && p; }, { what: 'the page to load' });
+  const { page, errors, loaded: kept } = await openPage();
   await page.click('summary');
   await page.click('#new');
   const { stream } = await until(async () => { const p = await panel(page); return p.stream !== kept.stream && p; },
