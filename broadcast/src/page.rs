@@ -16,11 +16,14 @@ use wasm_bindgen_futures::{spawn_local, JsFuture};
 use web_sys::{Document, HtmlButtonElement, HtmlElement, HtmlInputElement, HtmlSelectElement, Storage};
 
 use crate::session::{self, KEY_LIVE, KEY_QUALITY, KEY_SESSION, KEY_TOKEN};
-use chalkstream_pipeline::presets::{Reading, Strain};
+use chalkstream_pipeline::presets::{Advice, Quality, Reading, Strain};
 use chalkstream_pipeline::capture::can_share_screen;
 
 /// How often the panel reads the pipeline's status.
 const REFRESH_MS: i32 = 500;
+/// How long the pipeline must go on saying this computer cannot keep up before the page goes on
+/// at a lower preset by itself (on top of the 6 s its judgement takes).
+const FALL_BACK_AFTER_MS: f64 = 6_000.0;
 
 /// The page's state besides the pipeline's.
 struct Page {
@@ -38,6 +41,11 @@ struct Page {
     /// Recent readings of the live broadcast's health (its stream id beside them): whether it
     /// keeps up with its preset, as the extension's panel says.
     strain: RefCell<(String, Strain)>,
+    /// Set when this broadcast went on at a lower preset because the computer could not keep up:
+    /// what the page says about it. Once per broadcast the streamer starts.
+    fell_back: RefCell<Option<String>>,
+    /// Since when (ms) the pipeline has said without a break that this computer cannot keep up.
+    behind_since: Cell<Option<f64>>,
 }
 
 impl Page {
@@ -128,6 +136,8 @@ pub fn broadcast_main() -> Result<(), JsValue> {
         source: Cell::new(Source::Camera),
         error: RefCell::new(None),
         strain: RefCell::new((String::new(), Strain::default())),
+        fell_back: RefCell::new(None),
+        behind_since: Cell::new(None),
     });
     if page.storage.is_none() {
         *page.error.borrow_mut() =
@@ -169,6 +179,8 @@ pub fn broadcast_main() -> Result<(), JsValue> {
     });
     let p = page.clone();
     on(&page, "stop", move || {
+        // Also calls off a fall-back restart that waits for the run to end.
+        p.fell_back.borrow_mut().take();
         p.forget(KEY_LIVE);
         run::end("");
         render(&p, run::current_status().as_ref());
@@ -205,7 +217,11 @@ pub fn broadcast_main() -> Result<(), JsValue> {
     keep_quality.forget();
 
     let p = page.clone();
-    let tick = Closure::<dyn FnMut()>::new(move || render(&p, run::current_status().as_ref()));
+    let tick = Closure::<dyn FnMut()>::new(move || {
+        let status = run::current_status();
+        render(&p, status.as_ref());
+        fall_back_if_needed(&p, status.as_ref());
+    });
     window.set_interval_with_callback_and_timeout_and_arguments_0(tick.as_ref().unchecked_ref(), REFRESH_MS)?;
     tick.forget();
     render(&page, None);
@@ -244,11 +260,20 @@ fn running(status: Option<&Status>) -> bool {
 }
 
 /// Goes live under the page's session with `source`, going on after what the server already
-/// holds.
+/// holds, at the preset chosen under Settings.
 async fn start(page: Rc<Page>, source: Source) {
+    go(page, source, None).await;
+}
+
+/// [`start`], or with `fallback` a restart at that preset (the page's own, not the streamer's).
+async fn go(page: Rc<Page>, source: Source, fallback: Option<Quality>) {
     if page.starting.get() || running(run::current_status().as_ref()) || !chalkstream_pipeline::capture::can_record() {
         return;
     }
+    if fallback.is_none() {
+        page.fell_back.borrow_mut().take();
+    }
+    page.behind_since.set(None);
     page.starting.set(true);
     page.source.set(source);
     page.error.borrow_mut().take();
@@ -257,7 +282,7 @@ async fn start(page: Rc<Page>, source: Source) {
     let status = stream_status(&page).await;
     let session = page.session.borrow().clone();
     let resume = session::resume_seq(status.as_ref());
-    let quality = session::quality(page.get(KEY_QUALITY).as_deref());
+    let quality = fallback.unwrap_or_else(|| session::quality(page.get(KEY_QUALITY).as_deref()));
     let b = match session::broadcast(&session, &page.origin, &page.token(), source, quality, js::now_ms(), resume) {
         Ok(b) => b,
         Err(e) => {
@@ -412,7 +437,8 @@ fn render(page: &Page, status: Option<&Status>) {
         .then(|| session::CANNOT_RECORD.to_owned())
         .or_else(|| page.error.borrow().clone())
         .or_else(|| status.and_then(|s| s.last_error.clone()))
-        .or_else(|| advice(page, status));
+        .or_else(|| advice(page, status))
+        .or_else(|| page.fell_back.borrow().clone());
     page.set_text("error", &error.as_deref().map(session::for_page).unwrap_or_default());
 }
 
@@ -434,4 +460,47 @@ fn advice(page: &Page, status: Option<&Status>) -> Option<String> {
         media_ms_total: s.media_ms_total,
     });
     strain.advice().map(|a| a.message(s.quality))
+}
+
+/// Falls back once: when this computer cannot turn the camera's video into HLS as fast as it
+/// comes (the pipeline's [`Advice::CannotKeepUp`] over its 6 s of readings, said without a
+/// break for [`FALL_BACK_AFTER_MS`] more, so a moment's load elsewhere does not count), the page ends this run and
+/// goes on at the preset below, under the same stream (viewers see one discontinuity), and says
+/// so. A shared screen is left as it is (only a click may share again); a slow connection is only
+/// said (a lower preset may not help it).
+fn fall_back_if_needed(page: &Rc<Page>, status: Option<&Status>) {
+    let Some(s) = status.filter(|s| s.phase == Phase::Live && s.source == Source::Camera) else { return };
+    if page.fell_back.borrow().is_some() {
+        return;
+    }
+    let Some(Advice::CannotKeepUp { remux_per_media_s }) = page.strain.borrow().1.advice() else {
+        page.behind_since.set(None);
+        return;
+    };
+    let now = js::now_ms();
+    let since = page.behind_since.get().unwrap_or(now);
+    page.behind_since.set(Some(since));
+    if now - since < FALL_BACK_AFTER_MS {
+        return;
+    }
+    let Some(lower) = s.quality.lower() else { return };
+    page.behind_since.set(None);
+    *page.fell_back.borrow_mut() = Some(session::fell_back(s.quality, lower, remux_per_media_s));
+    let page = page.clone();
+    spawn_local(async move {
+        run::end("");
+        // The run sends what it has and ends (at most the queue's bound); then the same session
+        // goes on after the server's last seq.
+        for _ in 0..600 {
+            if !running(run::current_status().as_ref()) {
+                break;
+            }
+            js::sleep(100).await;
+        }
+        page.strain.borrow_mut().1.reset();
+        if page.fell_back.borrow().is_none() {
+            return; // the streamer pressed Stop meanwhile
+        }
+        go(page, Source::Camera, Some(lower)).await;
+    });
 }

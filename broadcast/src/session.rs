@@ -15,6 +15,17 @@ pub const KEY_TOKEN: &str = "chalkstream.token";
 /// The preset chosen under Settings (`480p`, `720p`, `1080p`); 720p when unset.
 pub const KEY_QUALITY: &str = "chalkstream.quality";
 
+/// What the page says when it went on at `to` because this computer could not keep up with
+/// `from` (ffmpeg.wasm needed `per_s` seconds per second of video).
+pub fn fell_back(from: Quality, to: Quality, per_s: f64) -> String {
+    format!(
+        "This computer could not keep up with {} (turning each second of video into HLS took {per_s:.1} s), so the page \
+         went on at {}; viewers saw a short break. Choose the preset under Settings for your next broadcast.",
+        from.name(),
+        to.name()
+    )
+}
+
 /// The preset a kept value names, else the default (720p).
 pub fn quality(kept: Option<&str>) -> Quality {
     kept.and_then(Quality::from_name).unwrap_or_default()
@@ -192,6 +203,12 @@ mod tests {
         }
         let (session, _) = keep_or_new(None, &[1u8; 32]);
         assert_eq!(broadcast(&session, "http://h", "", Source::Camera, Quality::P480, 0.0, None).unwrap().quality, Quality::P480);
+    }
+
+    #[test]
+    fn a_fall_back_says_from_what_to_what_and_why() {
+        let m = fell_back(Quality::P720, Quality::P480, 1.234);
+        assert!(m.contains("keep up with 720p") && m.contains("took 1.2 s") && m.contains("went on at 480p"), "{m}");
     }
 
     #[test]
