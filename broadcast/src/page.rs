@@ -463,10 +463,10 @@ fn advice(page: &Page, status: Option<&Status>) -> Option<String> {
 }
 
 /// Falls back once: when this computer cannot turn the camera's video into HLS as fast as it
-/// comes (the pipeline's [`Advice::CannotKeepUp`] over its 6 s of readings, said without a
-/// break for [`FALL_BACK_AFTER_MS`] more, so a moment's load elsewhere does not count), the page ends this run and
-/// goes on at the preset below, under the same stream (viewers see one discontinuity), and says
-/// so. A shared screen is left as it is (only a click may share again); a slow connection is only
+/// comes (the pipeline's [`Advice::CannotKeepUp`] over its 6 s of readings, said without a break
+/// for [`FALL_BACK_AFTER_MS`] more, so a moment's load elsewhere does not count), the page ends
+/// this run and goes on at the preset below, under the same stream (viewers see one
+/// discontinuity), and says so. A shared screen is left as it is (only a click may share again); a slow connection is only
 /// said (a lower preset may not help it).
 fn fall_back_if_needed(page: &Rc<Page>, status: Option<&Status>) {
     let Some(s) = status.filter(|s| s.phase == Phase::Live && s.source == Source::Camera) else { return };
