@@ -15,7 +15,8 @@
 //!   the extension module's own wasm linear memory (`wasm_memory_bytes` of the status: Rust's heap, which
 //!   never shrinks), the ffmpeg.wasm workers alive (threads named DedicatedWorker in the extension's
 //!   renderer), that renderer's PSS alone, and the browser's GPU and utility processes' PSS;
-//!   CHALKSTREAM_SOAK_MEMDUMP=1 adds the renderer's allocators from a memory-infra dump (`memoryDump`),
+//!   CHALKSTREAM_SOAK_MEMDUMP=1 adds the renderer's allocators from a memory-infra dump (`memoryDump`;
+//!   CHALKSTREAM_SOAK_DUMPS=FILE also writes every entry of each dump there, a JSON line a row),
 //!   CHALKSTREAM_SOAK_MAPS=dir writes its mappings every row (diff two to see which region grows);
 //! - host RSS: VmRSS of the host process (/proc/PID/status), and beside it the same split by
 //!   mapping (`rssSplit`): the pooled instance slots' reservations and everything else;
@@ -49,7 +50,7 @@
 //! target/bench/soak.json, exits 1 if a verdict fails.
 
 import { execFile } from 'node:child_process';
-import { closeSync, mkdirSync, openSync, readFileSync, readSync, fstatSync, writeFileSync } from 'node:fs';
+import { appendFileSync, closeSync, mkdirSync, openSync, readFileSync, readSync, fstatSync, writeFileSync } from 'node:fs';
 import { join, dirname } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { promisify } from 'node:util';
@@ -201,6 +202,7 @@ async function memoryDump(session) {
   await done;
   session.off('Tracing.dataCollected', onData);
   const out = {};
+  const all = {};
   for (const ev of events) {
     const a = ev.args?.dumps?.allocators;
     if (!a) continue;
@@ -209,9 +211,26 @@ async function memoryDump(session) {
       const v = a[name]?.attrs?.size?.value;
       if (v !== undefined) p[name] = parseInt(v, 16);
     }
+    if (DUMPS_FILE) {
+      const q = (all[ev.pid] ??= {});
+      for (const [name, entry] of Object.entries(a)) {
+        const size = entry?.attrs?.size?.value;
+        const count = entry?.attrs?.object_count?.value;
+        if (size !== undefined || count !== undefined) {
+          q[name] = [size === undefined ? null : parseInt(size, 16), count === undefined ? null : parseInt(count, 16)];
+        }
+      }
+    }
   }
-  return out;
+  return DUMPS_FILE ? { ...out, all } : out;
 }
+
+/**
+ * CHALKSTREAM_SOAK_DUMPS=FILE (with CHALKSTREAM_SOAK_MEMDUMP): every row also appends one JSON line to FILE
+ * with every allocator entry of the offscreen renderer's dump, `{ minute, workers, entries: { name: [bytes,
+ * objects] } }`, to see which part of an allocator grows.
+ */
+const DUMPS_FILE = process.env.CHALKSTREAM_SOAK_DUMPS || null;
 
 /** CHALKSTREAM_SOAK_MAPS=dir: every row also writes each extension process's mappings (`mappings`) there. */
 const MAPS_DIR = process.env.CHALKSTREAM_SOAK_MAPS || null;
@@ -316,6 +335,10 @@ export async function runSoak({ root = ROOT, log = console.log } = {}) {
         const dump = await memoryDump(session).catch(() => ({}));
         const mine = dump[procs.offscreenPid] ?? {};
         allocators = Object.fromEntries(DUMP_ALLOCATORS.map((n) => [n, (mine[n] ?? NaN) / MIB]));
+        if (DUMPS_FILE) {
+          appendFileSync(DUMPS_FILE, `${JSON.stringify({ minute: k * SAMPLE_S / 60, workers: procs.workers,
+            entries: dump.all?.[procs.offscreenPid] ?? {} })}\n`);
+        }
       }
       if (MAPS_DIR) {
         for (const pid of pids) {
