@@ -159,15 +159,11 @@ async function oneRun(who, { server, clock, viewer, log }) {
         remux_per_media_s: s1.media_ms_total ? s1.remux_ms_total / s1.media_ms_total : NaN,
         ack_s: s1.ack_latency_ms_avg / 1000, dropped: s1.segments_dropped ?? 0,
         placed: s1.video_placed ?? NaN, skipped: s1.video_skipped ?? NaN,
-        // The page's own encoder (Firefox): the oldest picture's wait at the end, and the preset
-        // streamed then (a fall-back to a lower one shows here).
-        encoder_hold_s: (s1.encoder_hold_ms ?? 0) / 1000, quality: s1.quality,
       };
       log(`  page ${who}: p50 ${run.p50.toFixed(2)} s, p95 ${run.p95.toFixed(2)} s over ${run.frames} frames `
         + `(${run.unreadable} unreadable), longest without a frame ${run.longest_gap_s.toFixed(2)} s; CPU `
         + `${run.cpu_per_media_s.toFixed(3)} s per media s (${run.cpu_pct.toFixed(0)}% of a core), ffmpeg.wasm `
-        + `${run.remux_per_media_s.toFixed(3)} s per media s, ack ${run.ack_s.toFixed(2)} s, frames skipped ${run.skipped}, `
-        + `encoder hold ${run.encoder_hold_s.toFixed(2)} s, ${run.quality} at the end`);
+        + `${run.remux_per_media_s.toFixed(3)} s per media s, ack ${run.ack_s.toFixed(2)} s, frames skipped ${run.skipped}`);
       return run;
     } finally {
       await player.page.close();
@@ -197,8 +193,6 @@ function row(who, runs) {
     cpu_pct: summary(runs.map((r) => r.cpu_pct)), remux_per_media_s: summary(runs.map((r) => r.remux_per_media_s)),
     ack_s: summary(runs.map((r) => r.ack_s)), skipped: runs.reduce((a, r) => a + r.skipped, 0),
     dropped: runs.reduce((a, r) => a + r.dropped, 0), verdict: met ? 'met' : 'missed',
-    encoder_hold_s: summary(runs.map((r) => r.encoder_hold_s)),
-    qualities: [...new Set(runs.map((r) => r.quality))].join(', '),
   };
 }
 
@@ -206,13 +200,12 @@ function table(rows, meta) {
   const lines = [
     `Command: \`${meta.cmd}\`, ${meta.date}, ${meta.machine}; load average ${meta.load_before} before, ${meta.load_after} after.`,
     '',
-    '| broadcaster | browser | p50 (s), pooled | p95 (s), pooled | worst run p50 / p95 (s) | per-run p50 (s) | frozen runs | frames shown per s | CPU s per media s (whole browser) | % of a core | ffmpeg.wasm s per media s | upload ack (s) | frames skipped | encoder hold at the end (s) | preset at the end | target | verdict |',
-    '| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |',
+    '| broadcaster | browser | p50 (s), pooled | p95 (s), pooled | worst run p50 / p95 (s) | per-run p50 (s) | frozen runs | frames shown per s | CPU s per media s (whole browser) | % of a core | ffmpeg.wasm s per media s | upload ack (s) | frames skipped | target | verdict |',
+    '| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |',
     ...rows.map((r) => `| ${r.name} | ${r.version} | ${f2(r.pooled.p50)} | ${f2(r.pooled.p95)} | ${f2(r.worst.p50)} / ${f2(r.worst.p95)} `
       + `| ${f2(r.per_run_p50.median)} (${f2(r.per_run_p50.min)}–${f2(r.per_run_p50.max)}, ${r.runs} runs) | ${r.frozen} of ${r.runs} `
       + `| ${r.fps.median.toFixed(1)} | ${f3(r.cpu_per_media_s)} (${f3(r.cpu_per_media_s_runs.min)}–${f3(r.cpu_per_media_s_runs.max)}) `
       + `| ${r.cpu_pct.median.toFixed(0)} | ${f3(r.remux_per_media_s.median)} | ${f2(r.ack_s.median)} | ${r.skipped} `
-      + `| ${f2(r.encoder_hold_s.median)} (${f2(r.encoder_hold_s.min)}–${f2(r.encoder_hold_s.max)}) | ${r.qualities} `
       + `| p50 <= ${TARGET.p50} s, p95 <= ${TARGET.p95} s, none frozen | **${r.verdict}** |`),
   ];
   return lines.join('\n');

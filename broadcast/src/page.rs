@@ -458,14 +458,12 @@ fn advice(page: &Page, status: Option<&Status>) -> Option<String> {
         waiting: s.segments_waiting,
         remux_ms_total: s.remux_ms_total,
         media_ms_total: s.media_ms_total,
-        encoder_hold_ms: s.encoder_hold_ms,
     });
     strain.advice().map(|a| a.message(s.quality))
 }
 
 /// Falls back once: when this computer cannot turn the camera's video into HLS as fast as it
-/// comes (the pipeline's [`Advice::CannotKeepUp`], or [`Advice::EncoderBehind`] for the page's own
-/// H.264 encoder, over its 6 s of readings, said without a break
+/// comes (the pipeline's [`Advice::CannotKeepUp`] over its 6 s of readings, said without a break
 /// for [`FALL_BACK_AFTER_MS`] more, so a moment's load elsewhere does not count), the page ends
 /// this run and goes on at the preset below, under the same stream (viewers see one
 /// discontinuity), and says so. A shared screen is left as it is (only a click may share again); a slow connection is only
@@ -475,7 +473,7 @@ fn fall_back_if_needed(page: &Rc<Page>, status: Option<&Status>) {
     if page.fell_back.borrow().is_some() {
         return;
     }
-    let Some(advice) = page.strain.borrow().1.advice().filter(Advice::is_this_computer) else {
+    let Some(Advice::CannotKeepUp { remux_per_media_s }) = page.strain.borrow().1.advice() else {
         page.behind_since.set(None);
         return;
     };
@@ -487,7 +485,7 @@ fn fall_back_if_needed(page: &Rc<Page>, status: Option<&Status>) {
     }
     let Some(lower) = s.quality.lower() else { return };
     page.behind_since.set(None);
-    *page.fell_back.borrow_mut() = Some(session::fell_back(s.quality, lower, &advice));
+    *page.fell_back.borrow_mut() = Some(session::fell_back(s.quality, lower, remux_per_media_s));
     let page = page.clone();
     spawn_local(async move {
         run::end("");

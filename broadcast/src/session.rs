@@ -5,7 +5,7 @@
 use chalkstream_manifest::id::SessionSecret;
 use chalkstream_pipeline::broadcast::{Broadcast, Phase, Source, Status};
 use chalkstream_pipeline::ids;
-use chalkstream_pipeline::presets::{Advice, Overlay, Quality};
+use chalkstream_pipeline::presets::{Overlay, Quality};
 use chalkstream_pipeline::timing::DEFAULT_SEGMENT_S;
 
 /// `localStorage` keys. The secret stays in this browser: it never goes into a URL but the
@@ -17,17 +17,10 @@ pub const KEY_QUALITY: &str = "chalkstream.quality";
 
 /// What the page says when it went on at `to` because this computer could not keep up with
 /// `from` (ffmpeg.wasm needed `per_s` seconds per second of video).
-pub fn fell_back(from: Quality, to: Quality, why: &Advice) -> String {
-    let why = match why {
-        Advice::EncoderBehind { hold_s } => format!("each picture waited {hold_s:.1} s in the encoder"),
-        Advice::CannotKeepUp { remux_per_media_s } => {
-            format!("turning each second of video into HLS took {remux_per_media_s:.1} s")
-        }
-        Advice::UploadsBehind { waiting } => format!("{waiting} segments were waiting to upload"),
-    };
+pub fn fell_back(from: Quality, to: Quality, per_s: f64) -> String {
     format!(
-        "This computer could not keep up with {} ({why}), so the page went on at {}; viewers saw a short break. \
-         Choose the preset under Settings for your next broadcast.",
+        "This computer could not keep up with {} (turning each second of video into HLS took {per_s:.1} s), so the page \
+         went on at {}; viewers saw a short break. Choose the preset under Settings for your next broadcast.",
         from.name(),
         to.name()
     )
@@ -214,10 +207,8 @@ mod tests {
 
     #[test]
     fn a_fall_back_says_from_what_to_what_and_why() {
-        let m = fell_back(Quality::P720, Quality::P480, &Advice::CannotKeepUp { remux_per_media_s: 1.234 });
+        let m = fell_back(Quality::P720, Quality::P480, 1.234);
         assert!(m.contains("keep up with 720p") && m.contains("took 1.2 s") && m.contains("went on at 480p"), "{m}");
-        let m = fell_back(Quality::P720, Quality::P480, &Advice::EncoderBehind { hold_s: 3.46 });
-        assert!(m.contains("keep up with 720p") && m.contains("waited 3.5 s in the encoder") && m.contains("went on at 480p"), "{m}");
     }
 
     #[test]

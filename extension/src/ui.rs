@@ -285,7 +285,6 @@ fn advise(doc: &Document, s: Option<&Status>) {
             waiting: s.segments_waiting,
             remux_ms_total: s.remux_ms_total,
             media_ms_total: s.media_ms_total,
-            encoder_hold_ms: s.encoder_hold_ms,
         });
         strain.advice().map(|a| a.message(s.quality))
     });

@@ -163,10 +163,6 @@ pub struct Status {
     /// Main-thread time per composited frame (ms), when the camera is in the corner.
     #[serde(default)]
     pub composite_ms_avg: f64,
-    /// How long the oldest picture in the page's own H.264 encoder has waited (ms): Firefox's
-    /// WebCodecs path (`encode`); 0 where the browser's recorder encodes.
-    #[serde(default)]
-    pub encoder_hold_ms: f64,
 }
 
 /// The streamer's microphone in a broadcast.

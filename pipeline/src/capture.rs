@@ -242,15 +242,6 @@ impl Capture {
     }
 
     /// Main-thread time per composited frame so far (ms); 0 without the overlay.
-    /// How long the oldest picture in our own encoder has waited (ms); 0 with the browser's
-    /// recorder.
-    pub fn encoder_hold_ms(&self) -> f64 {
-        match &self.recorder {
-            Recorder::Media(_) => 0.0,
-            Recorder::Codecs(r) => r.hold_ms(),
-        }
-    }
-
     pub fn composite_ms_avg(&self) -> f64 {
         self.added.compositor.as_ref().map_or(0.0, |c| {
             let (frames, ms) = c.cost();

@@ -39,12 +39,6 @@ const SAMPLE_RATE: u32 = 48_000;
 const SOUND_TIMESLICE_MS: i32 = 40;
 /// Frames waiting in the video encoder past which a new frame is dropped (a slow machine).
 const MAX_VIDEO_QUEUE: u32 = 3;
-/// A picture handed to the encoder this long ago (ms) and not out yet: new pictures are dropped
-/// until it is. Firefox's encoder holds about 42 frames when it keeps up (1.4 s at 30 fps) and
-/// says nothing in `encodeQueueSize` of them, so without this a computer too slow for the preset
-/// would queue pictures, and the viewers' delay, without end. The page's fall-back
-/// ([`crate::presets::Advice::EncoderBehind`], from 3 s held) goes to a lower preset first.
-const MAX_HOLD_MS: f64 = 5_000.0;
 
 /// Whether this browser has what [`CodecRecorder`] needs.
 pub fn available() -> bool {
@@ -94,8 +88,6 @@ struct State {
     header_written: bool,
     failed: bool,
     stopped: bool,
-    /// Pictures handed to the encoder and not out yet: their timestamp (µs) and when (ms).
-    pending: VecDeque<(f64, f64)>,
 }
 
 impl State {
@@ -229,7 +221,6 @@ impl CodecRecorder {
             header_written: false,
             failed: false,
             stopped: false,
-            pending: VecDeque::new(),
         }));
 
         // Video: encoder, output into the muxer.
@@ -246,11 +237,7 @@ impl CodecRecorder {
                 }
             }
             let key = Reflect::get(&chunk, &"type".into()).ok().and_then(|t| t.as_string()).as_deref() == Some("key");
-            let timestamp = number(&chunk, "timestamp");
-            while st.pending.front().is_some_and(|&(t, _)| t <= timestamp) {
-                st.pending.pop_front();
-            }
-            let ms = (timestamp / 1000.0).round().max(0.0) as u64;
+            let ms = (number(&chunk, "timestamp") / 1000.0).round().max(0.0) as u64;
             if let Ok(data) = chunk_bytes(&chunk) {
                 st.muxer.push_video(Chunk { ms, key, data });
                 st.flush(false);
@@ -320,7 +307,6 @@ impl CodecRecorder {
         let frame_class = class("VideoFrame")?;
         let encoder = video_encoder.clone();
         let v = video.clone();
-        let s = state.clone();
         let interval = settings.keyframe_interval_ms as f64;
         let mut last_time = -1.0;
         let mut last_key: Option<f64> = None;
@@ -333,27 +319,17 @@ impl CodecRecorder {
             if v.ready_state() < 2 || shown == last_time || number(&encoder, "encodeQueueSize") as u32 > MAX_VIDEO_QUEUE {
                 return;
             }
-            let at = now();
-            let ms = at - t0;
+            let ms = now() - t0;
             if ms - last_frame < spacing {
-                return;
-            }
-            if s.try_borrow().is_ok_and(|st| st.pending.front().is_some_and(|&(_, since)| at - since > MAX_HOLD_MS)) {
                 return;
             }
             last_time = shown;
             last_frame = ms;
             let key = last_key.is_none_or(|k| ms - k >= interval);
-            let timestamp = (ms * 1000.0).round();
-            let init = obj(json!({ "timestamp": timestamp }));
+            let init = obj(json!({ "timestamp": (ms * 1000.0).round() }));
             if let Ok(frame) = Reflect::construct(&frame_class, &Array::of2(&v, &init)) {
-                if call(&encoder, "encode", &[&frame, &obj(json!({ "keyFrame": key }))]).is_ok() {
-                    if let Ok(mut st) = s.try_borrow_mut() {
-                        st.pending.push_back((timestamp, at));
-                    }
-                    if key {
-                        last_key = Some(ms);
-                    }
+                if call(&encoder, "encode", &[&frame, &obj(json!({ "keyFrame": key }))]).is_ok() && key {
+                    last_key = Some(ms);
                 }
                 let _ = call(&frame, "close", &[]);
             }
@@ -375,12 +351,6 @@ impl CodecRecorder {
             _outputs: vec![on_video],
             _tick: tick,
         })
-    }
-
-    /// How long the oldest picture in the encoder has waited (ms), 0 when none waits.
-    pub fn hold_ms(&self) -> f64 {
-        // (try: the status may be asked for from inside a callback that holds the state)
-        self.state.try_borrow().ok().and_then(|st| st.pending.front().map(|&(_, since)| now() - since)).unwrap_or(0.0)
     }
 
     /// Still recording.

@@ -147,9 +147,6 @@ pub enum Advice {
     UploadsBehind { waiting: u64 },
     /// This computer turns a second of video into HLS in nearly a second or more.
     CannotKeepUp { remux_per_media_s: f64 },
-    /// The page's own H.264 encoder (WebCodecs, where the browser's recorder makes none) holds
-    /// pictures longer and longer: this computer cannot encode the preset as fast as it comes.
-    EncoderBehind { hold_s: f64 },
 }
 
 impl Advice {
@@ -170,18 +167,7 @@ impl Advice {
                 quality.name(),
                 remux_per_media_s
             ),
-            Advice::EncoderBehind { hold_s } => format!(
-                "This computer cannot encode {} as fast as the camera gives it: each picture waits {:.1} s in the encoder{lower}.",
-                quality.name(),
-                hold_s
-            ),
         }
-    }
-
-    /// Whether a lower preset is the cure (this computer is too slow for this one), rather than
-    /// the connection.
-    pub fn is_this_computer(&self) -> bool {
-        matches!(self, Advice::CannotKeepUp { .. } | Advice::EncoderBehind { .. })
     }
 }
 
@@ -192,9 +178,6 @@ pub struct Reading {
     pub waiting: u64,
     pub remux_ms_total: f64,
     pub media_ms_total: u64,
-    /// How long the oldest picture in the broadcaster's own encoder has waited (ms); 0 where the
-    /// browser's recorder encodes.
-    pub encoder_hold_ms: f64,
 }
 
 /// Readings over the last [`Strain::WINDOW_MS`], and the advice they add up to.
@@ -210,11 +193,6 @@ impl Strain {
     pub const BEHIND: u64 = 2;
     /// Remux time per media second above which the computer cannot keep up.
     pub const TOO_SLOW: f64 = 0.85;
-    /// An encoder hold above which, in every reading of the window and not shrinking, the
-    /// encoder is falling behind. Firefox's H.264 encoder holds about 42 frames when it keeps up
-    /// (1.4 s at 30 fps; `scripts/bench --only encoder`), so this leaves it room for a slower
-    /// frame rate.
-    pub const ENCODER_BEHIND_MS: f64 = 3_000.0;
 
     pub fn push(&mut self, r: Reading) {
         if self.readings.back().is_some_and(|b| r.at_ms < b.at_ms) {
@@ -239,13 +217,6 @@ impl Strain {
         let (first, last) = (self.readings.front()?, self.readings.back()?);
         if last.at_ms - first.at_ms < Self::WINDOW_MS {
             return None;
-        }
-        if self.readings.iter().all(|r| r.encoder_hold_ms > Self::ENCODER_BEHIND_MS)
-            && last.encoder_hold_ms >= first.encoder_hold_ms
-        {
-            return Some(Advice::EncoderBehind {
-                hold_s: last.encoder_hold_ms / 1000.0,
-            });
         }
         let media = last.media_ms_total.saturating_sub(first.media_ms_total);
         if media >= 4_000 {
@@ -323,44 +294,7 @@ mod tests {
             waiting,
             remux_ms_total: remux_s * 1000.0,
             media_ms_total: media_s * 1000,
-            encoder_hold_ms: 0.0,
         }
-    }
-
-    #[test]
-    fn a_growing_encoder_hold_says_the_computer_cannot_encode_the_preset() {
-        let held = |t: u64, hold_s: f64| Reading {
-            encoder_hold_ms: hold_s * 1000.0,
-            ..reading(t as f64, 0, t as f64 * 0.2, t)
-        };
-        // Firefox keeping up: about 1.4 s, however long.
-        let mut s = Strain::default();
-        for t in 0..=20 {
-            s.push(held(t, 1.4 + (t % 3) as f64 * 0.2));
-        }
-        assert_eq!(s.advice(), None);
-        // Falling behind: over the bound in every reading, and growing.
-        let mut s = Strain::default();
-        for t in 0..=8 {
-            s.push(held(t, 3.1 + t as f64 * 0.5));
-        }
-        let a = s.advice().unwrap();
-        assert!(matches!(a, Advice::EncoderBehind { hold_s } if (hold_s - 7.1).abs() < 1e-9), "{a:?}");
-        assert!(a.is_this_computer());
-        let m = a.message(Quality::P720);
-        assert!(m.contains("cannot encode 720p") && m.contains("waits 7.1 s") && m.contains("choose 480p"), "{m}");
-        // Over the bound but catching up, or over it only for a moment: not yet.
-        let mut s = Strain::default();
-        for t in 0..=8 {
-            s.push(held(t, 6.0 - t as f64 * 0.3));
-        }
-        assert_eq!(s.advice(), None, "catching up");
-        let mut s = Strain::default();
-        for t in 0..=8 {
-            s.push(held(t, if t == 4 { 1.5 } else { 4.0 }));
-        }
-        assert_eq!(s.advice(), None, "a dip under the bound");
-        assert!(!Advice::UploadsBehind { waiting: 3 }.is_this_computer());
     }
 
     #[test]

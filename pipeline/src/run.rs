@@ -589,6 +589,5 @@ fn status(st: &Pipeline, up: &Uploads) -> Status {
         mixing: st.capture.as_ref().is_some_and(|c| c.mixing()),
         notice: st.capture.as_ref().and_then(|c| c.notice()),
         composite_ms_avg: st.capture.as_ref().map_or(0.0, |c| c.composite_ms_avg()),
-        encoder_hold_ms: st.capture.as_ref().map_or(0.0, |c| c.encoder_hold_ms()),
     }
 }
