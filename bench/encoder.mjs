@@ -15,6 +15,7 @@ import { createServer } from 'node:http';
 import { writeFileSync } from 'node:fs';
 import { chromium } from 'playwright-core';
 import { CHROMIUM_ARGS } from './lib/viewer.mjs';
+import { percentile } from './lib/stats.mjs';
 import { launchFirefox } from '../tests/e2e/lib/firefox.mjs';
 
 const smoke = process.argv.includes('--smoke');
@@ -66,17 +67,15 @@ const measure = (size, seconds) => `(async () => {
   return { holds, chunks, keys, fed: frames, fedFor, outBeforeFlush, error };
 })()`;
 
-const pct = (sorted, p) => sorted[Math.min(sorted.length - 1, Math.floor(sorted.length * p))];
-
 function summarise(browser, version, size, r) {
-  const h = [...r.holds].sort((a, b) => a - b);
+  const p50 = percentile(r.holds, 50);
+  const inFlight = p50 / (1000 / 30);
   return {
     browser, version, size: size.name, frames: r.fed, chunks: r.chunks, error: r.error,
-    p50: pct(h, 0.5), p95: pct(h, 0.95), max: h[h.length - 1],
-    inFlight: pct(h, 0.5) / (1000 / 30),
-    // Chunks out while frames went in, per frame in: under 1 by more than the frames in flight means
-    // the encoder fell behind.
-    keptUp: r.outBeforeFlush + pct(h, 0.5) / (1000 / 30) + 2 >= r.fed,
+    p50, p95: percentile(r.holds, 95), max: percentile(r.holds, 100), inFlight,
+    // Chunks out while frames went in: short of the frames fed by more than the frames in flight
+    // means the encoder fell behind.
+    keptUp: r.outBeforeFlush + inFlight + 2 >= r.fed,
   };
 }
 

@@ -289,7 +289,8 @@ const TRIM_EVERY: std::time::Duration = std::time::Duration::from_secs(30);
 /// heap crept up for hours under a steady stream (the soak: +6 MiB in its first half hour after the
 /// store was full, then about 0.03 MiB a minute). `malloc_trim` walks each arena and releases
 /// every whole free page; it takes each arena's lock briefly, so it runs on a thread of its own
-/// and rarely.
+/// and rarely. Measured side by side (`scripts/bench --only hostmem`, 12 minutes): 2–4 MiB less
+/// outside the instance pool. It does not cap the threads' own memory (BENCHMARKS, session 15).
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
 fn trim_malloc() {
     let spawned = std::thread::Builder::new().name("malloc-trim".into()).spawn(|| loop {
