@@ -308,6 +308,19 @@ fn trim_malloc() {
 #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
 fn trim_malloc() {}
 
+/// At most this many threads in tokio's blocking pool besides its workers (tokio's default: 512).
+///
+/// `block_in_place` (the SQLite store) hands the worker's place to a thread of the pool at every
+/// call, and the pool wakes its idle threads in turn, so none idles long enough to end (10 s):
+/// under a steady stream the pool kept whatever size its busiest moment gave it, 313 threads in
+/// one two-hour soak and 407 in another, each with its own stack pages and malloc cache. The
+/// store has one connection, so threads past a handful only wait on its mutex; past the cap, a
+/// `block_in_place` waits for a pool thread to hand the worker's place to. Measured with
+/// `scripts/bench --only hostmem`: 22 threads where tokio's default reached 177 in 12 minutes,
+/// and the memory outside the instance pool flat where it grew 9.1 MiB, with the same parts
+/// delivered (BENCHMARKS.md, session 16).
+const MAX_BLOCKING_THREADS: usize = 16;
+
 fn run() -> anyhow::Result<()> {
     tune_malloc();
     let options = parse_args(std::env::args().skip(1), |name| std::env::var(name).ok())?;
@@ -329,7 +342,10 @@ fn run() -> anyhow::Result<()> {
     let host = server::Host::new(&app, variables, stores.clone(), options.serving, &copies)?;
 
     trim_malloc();
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .max_blocking_threads(MAX_BLOCKING_THREADS)
+        .enable_all()
+        .build()?;
     runtime.block_on(async move {
         let listener = tokio::net::TcpListener::bind(options.listen)
             .await
