@@ -88,6 +88,9 @@ struct State {
     header_written: bool,
     failed: bool,
     stopped: bool,
+    /// The times (ms) of the pictures given to the video encoder and not yet out of it, oldest
+    /// first: the muxer holds the sound back for them ([`Muxer::video_pending`]).
+    in_flight: VecDeque<u64>,
 }
 
 impl State {
@@ -221,6 +224,7 @@ impl CodecRecorder {
             header_written: false,
             failed: false,
             stopped: false,
+            in_flight: VecDeque::new(),
         }));
 
         // Video: encoder, output into the muxer.
@@ -238,10 +242,16 @@ impl CodecRecorder {
             }
             let key = Reflect::get(&chunk, &"type".into()).ok().and_then(|t| t.as_string()).as_deref() == Some("key");
             let ms = (number(&chunk, "timestamp") / 1000.0).round().max(0.0) as u64;
+            // This picture is out, and any the encoder skipped before it.
+            while st.in_flight.front().is_some_and(|&t| t <= ms) {
+                st.in_flight.pop_front();
+            }
+            let oldest = st.in_flight.front().copied();
+            st.muxer.video_pending(oldest);
             if let Ok(data) = chunk_bytes(&chunk) {
                 st.muxer.push_video(Chunk { ms, key, data });
-                st.flush(false);
             }
+            st.flush(false);
         });
         let s = state.clone();
         let on_error = Closure::<dyn FnMut(JsValue)>::new(move |_e: JsValue| fail(&s));
@@ -306,6 +316,7 @@ impl CodecRecorder {
         // Pictures: a new frame of the video, when it shows one, with a keyframe now and then.
         let frame_class = class("VideoFrame")?;
         let encoder = video_encoder.clone();
+        let s = state.clone();
         let v = video.clone();
         let interval = settings.keyframe_interval_ms as f64;
         let mut last_time = -1.0;
@@ -326,10 +337,18 @@ impl CodecRecorder {
             last_time = shown;
             last_frame = ms;
             let key = last_key.is_none_or(|k| ms - k >= interval);
-            let init = obj(json!({ "timestamp": (ms * 1000.0).round() }));
+            let us = (ms * 1000.0).round();
+            let init = obj(json!({ "timestamp": us }));
             if let Ok(frame) = Reflect::construct(&frame_class, &Array::of2(&v, &init)) {
-                if call(&encoder, "encode", &[&frame, &obj(json!({ "keyFrame": key }))]).is_ok() && key {
-                    last_key = Some(ms);
+                if call(&encoder, "encode", &[&frame, &obj(json!({ "keyFrame": key }))]).is_ok() {
+                    if key {
+                        last_key = Some(ms);
+                    }
+                    // On the chunk's clock (`on_video`): whole ms of the same timestamp.
+                    let mut st = s.borrow_mut();
+                    st.in_flight.push_back((us / 1000.0).round().max(0.0) as u64);
+                    let oldest = st.in_flight.front().copied();
+                    st.muxer.video_pending(oldest);
                 }
                 let _ = call(&frame, "close", &[]);
             }

@@ -41,10 +41,20 @@ pub const VIDEO_TRACK: u8 = 2;
 
 /// How far one track may run ahead of the other before it is written anyway: a track that gives
 /// nothing (a stalled camera, a sound path that never started) must not hold the other back for
-/// ever. Long, because a chunk of the other track older than what was written must then be
-/// written late (at the last time written), which the cutter counts as a skipped frame: the
-/// video encoder's own delay (measured in Firefox: several hundred ms) is well inside it.
+/// ever. A chunk of the other track older than what was written must then be written late (at
+/// the last time written), which the cutter counts as a skipped frame. While the video encoder
+/// still holds pictures older than the sound, the sound waits for them longer
+/// ([`MAX_ENCODER_WAIT_MS`]).
 const MAX_WAIT_MS: u64 = 3_000;
+
+/// How far the sound may run ahead of a picture the video encoder still holds before it is
+/// written anyway. Firefox's H.264 encoder hands each picture out about 42 pictures later
+/// (1.4 s at 30 fps, BENCHMARKS.md), and later still when the machine is starved and pictures
+/// come slowly: 42 at 8 a second are over 5 s. With only [`MAX_WAIT_MS`], the sound went ahead
+/// and those pictures were written late, several at one time, which broke the stored video's
+/// timestamps (a decoding time 52 ms back, seen once under a load average of 16). An encoder
+/// that hands nothing out for this long has failed, and the page's health says so.
+const MAX_ENCODER_WAIT_MS: u64 = 20_000;
 
 /// A Cluster is closed before a block's offset from its timecode would leave a signed 16-bit
 /// field; well inside it.
@@ -153,6 +163,8 @@ pub struct Muxer {
     cluster_ms: Option<u64>,
     /// The last block written, so no block goes back in time.
     last_ms: u64,
+    /// The time of the oldest picture the video encoder still holds ([`Muxer::video_pending`]).
+    video_pending: Option<u64>,
 }
 
 impl Muxer {
@@ -164,19 +176,36 @@ impl Muxer {
         self.audio.push_back(chunk);
     }
 
+    /// The time of the oldest picture given to the video encoder and not yet out of it, or
+    /// `None` when it holds none: sound after that time waits for it (up to
+    /// [`MAX_ENCODER_WAIT_MS`]), however long the encoder takes.
+    pub fn video_pending(&mut self, oldest_ms: Option<u64>) {
+        self.video_pending = oldest_ms;
+    }
+
     /// Writes every chunk whose turn has come: the older of the two queues' heads, while both
     /// have one (a later chunk of the other track could still come before it otherwise), or one
-    /// track's alone once it runs [`MAX_WAIT_MS`] ahead of nothing. With `all`, everything (the
-    /// encoders were flushed). Nothing is written before the first video
+    /// track's alone once it runs [`MAX_WAIT_MS`] ahead of nothing; sound after a picture the
+    /// encoder still holds, only once it runs [`MAX_ENCODER_WAIT_MS`] ahead. With `all`,
+    /// everything (the encoders were flushed). Nothing is written before the first video
     /// keyframe: the recording starts there (earlier sound is dropped).
     pub fn drain(&mut self, all: bool) -> Vec<u8> {
         let mut out = Vec::new();
         loop {
-            let ahead = |q: &VecDeque<Chunk>| q.front().zip(q.back()).is_some_and(|(f, b)| b.ms >= f.ms + MAX_WAIT_MS);
+            let ahead =
+                |q: &VecDeque<Chunk>, by: u64| q.front().zip(q.back()).is_some_and(|(f, b)| b.ms >= f.ms + by);
+            let held = |a: &Chunk| self.video_pending.is_some_and(|v| v <= a.ms);
             let take_video = match (self.video.front(), self.audio.front()) {
                 (Some(v), Some(a)) => v.ms <= a.ms,
-                (Some(_), None) if all || ahead(&self.video) => true,
-                (None, Some(_)) if all || ahead(&self.audio) => false,
+                (Some(_), None) if all || ahead(&self.video, MAX_WAIT_MS) => true,
+                (None, Some(_)) if all => false,
+                (None, Some(a)) if held(a) => {
+                    if !ahead(&self.audio, MAX_ENCODER_WAIT_MS) {
+                        break;
+                    }
+                    false
+                }
+                (None, Some(_)) if ahead(&self.audio, MAX_WAIT_MS) => false,
                 _ => break,
             };
             let chunk = if take_video { self.video.pop_front() } else { self.audio.pop_front() };
@@ -291,6 +320,67 @@ mod tests {
         m.push_video(frame(3_000, false));
         let out = m.drain(false);
         assert!(!out.is_empty(), "three seconds of pictures with no sound: they go");
+    }
+
+    /// Firefox's encoder holds about 42 pictures, and a starved machine gives few a second: the
+    /// sound runs seconds ahead of the pictures still in the encoder. It waits for them, so every
+    /// picture is written at its own time.
+    #[test]
+    fn sound_waits_for_pictures_a_slow_encoder_still_holds() {
+        let mut m = Muxer::default();
+        let mut out = header(&tracks());
+        // Pictures every 125 ms (8 a second) from 0; the encoder hands each out 42 pictures
+        // (5.25 s) later. Sound every 20 ms.
+        let (mut given, mut handed) = (0u64, 0u64);
+        for t in (0..20_000u64).step_by(20) {
+            m.push_audio(opus(t));
+            if t % 125 == 0 {
+                given = t / 125 + 1;
+            }
+            while handed + 42 < given {
+                m.push_video(frame(handed * 125, handed % 16 == 0));
+                handed += 1;
+            }
+            m.video_pending((handed < given).then_some(handed * 125));
+            out.extend(m.drain(false));
+        }
+        out.extend(m.drain(true));
+        out.extend(el_unknown(ID_CLUSTER));
+        let mut s = WebmSplitter::with_blocks();
+        s.push(&out).unwrap();
+        let blocks = s.take_blocks();
+        let times: Vec<u64> = blocks.iter().filter(|b| b.video).map(|b| b.ms).collect();
+        assert_eq!(times, (0..handed).map(|k| k * 125).collect::<Vec<_>>(), "each picture at its own time");
+        let all: Vec<u64> = blocks.iter().map(|b| b.ms).collect();
+        assert!(all.windows(2).all(|w| w[0] <= w[1]), "blocks in time order");
+        assert_eq!(blocks.iter().filter(|b| !b.video).count(), 1000, "no sound lost");
+    }
+
+    #[test]
+    fn sound_waits_for_a_held_picture_only_so_long() {
+        let mut m = Muxer::default();
+        m.push_video(frame(0, true));
+        m.video_pending(Some(20));
+        assert!(!m.drain(true).is_empty());
+        for t in (20..20_020u64).step_by(20) {
+            m.push_audio(opus(t));
+        }
+        assert!(m.drain(false).is_empty(), "19.98 s of sound after a picture the encoder holds: it waits");
+        m.push_audio(opus(20_020));
+        assert!(!m.drain(false).is_empty(), "an encoder that hands nothing out for 20 s holds the sound back no longer");
+    }
+
+    #[test]
+    fn with_no_picture_held_the_sound_waits_only_the_usual_time() {
+        let mut m = Muxer::default();
+        m.push_video(frame(0, true));
+        assert!(!m.drain(true).is_empty());
+        for t in (20..3_020u64).step_by(20) {
+            m.push_audio(opus(t));
+        }
+        assert!(m.drain(false).is_empty(), "the camera may still give a picture");
+        m.push_audio(opus(3_040));
+        assert!(!m.drain(false).is_empty(), "three seconds of sound and no picture coming: it goes");
     }
 
     #[test]
