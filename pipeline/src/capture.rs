@@ -12,7 +12,7 @@ use wasm_bindgen_futures::JsFuture;
 use web_sys::{Blob, BlobEvent, MediaRecorder, MediaStream, MediaStreamTrack};
 
 use crate::js::{self, obj};
-use crate::compositing::{self, Compositor, Relay};
+use crate::compositing::{self, Compositor};
 use crate::encode::{self, CodecRecorder};
 use crate::broadcast::{Mic, Source};
 use crate::mixing::{self, Mixer};
@@ -117,8 +117,6 @@ struct Added {
     /// The tab's sound (played back to the streamer) and the microphone, mixed for the recorder.
     mixer: Option<Mixer>,
     compositor: Option<Compositor>,
-    /// The tab's picture passed through before the recorder ([`Relay`]: why).
-    relay: Option<Relay>,
     /// What could not be added (microphone or camera refused), in the panel's words.
     notice: Option<String>,
 }
@@ -127,9 +125,6 @@ impl Added {
     fn release(&mut self) {
         if let Some(c) = self.compositor.take() {
             c.stop();
-        }
-        if let Some(r) = self.relay.take() {
-            r.stop();
         }
         if let Some(mut m) = self.mixer.take() {
             m.close();
@@ -285,24 +280,17 @@ async fn compose(
     let tab_video: Option<MediaStreamTrack> = stream.get_video_tracks().get(0).dyn_into().ok();
     let mut video = tab_video.clone();
     added.mixer = Some(mixer);
-    if let (true, Some(tab)) = (settings.overlay.on, &tab_video) {
+    if let (true, Some(tab)) = (settings.overlay.on, tab_video) {
         let size = settings.quality.size();
         match compositing::open_camera(size).await {
             Ok(camera) => {
                 let fps = settings.quality.frame_rate();
-                let c = Compositor::start(tab, camera, settings.overlay, size, fps)?;
+                let c = Compositor::start(&tab, camera, settings.overlay, size, fps)?;
                 video = Some(c.track());
                 added.compositor = Some(c);
             }
             Err(e) => notices.push(e),
         }
-    }
-    // Without the camera the tab's picture still goes through the browser's frame streams, as
-    // the compositor's does: recording the tab's own track costs memory for as long as it runs.
-    if let (None, Some(tab)) = (&added.compositor, &tab_video) {
-        let r = Relay::start(tab)?;
-        video = Some(r.track());
-        added.relay = Some(r);
     }
     added.notice = (!notices.is_empty()).then(|| notices.join(" "));
     let tracks = js_sys::Array::new();

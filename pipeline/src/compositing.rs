@@ -170,47 +170,6 @@ enum Side {
     Camera,
 }
 
-/// The tab's picture passed through unchanged, for the recorder to take instead of the tab's own
-/// track: a `MediaStreamTrackProcessor` on the tab piped into a `MediaStreamTrackGenerator`,
-/// frame for frame, in the browser's own streams code (no script runs per frame).
-///
-/// Why: Chromium's renderer keeps about nine small allocations a second (64- and 128-byte
-/// blocks, one in each of a pair of malloc buckets) for as long as a `MediaRecorder` records a
-/// video track opened by `getUserMedia` with `chromeMediaSource: "tab"` (what
-/// `chrome.tabCapture` gives an extension). Measured in a minimal extension with none of this
-/// code (`target/probe`, session 16, BENCHMARKS.md): the buckets grew about 70 KiB a minute
-/// each, with or without the sound, with or without min = max constraints, in an offscreen
-/// document or a tab; not with the tab captured by `getDisplayMedia`, not without a recorder,
-/// and not with the track passed through here first. Over the two-hour soak that was the
-/// extension's whole memory growth (about 16 MiB).
-pub struct Relay {
-    out: MediaStreamTrackGenerator,
-}
-
-impl Relay {
-    /// Starts passing `track`'s frames on. A frame the recorder has not taken when the next one
-    /// comes is dropped, as a late reader of the compositor's (`maxBufferSize: 1`).
-    pub fn start(track: &MediaStreamTrack) -> Result<Relay, String> {
-        let out = MediaStreamTrackGenerator::new(&obj(json!({ "kind": "video" }))).map_err(err)?;
-        let init = obj(json!({ "maxBufferSize": 1 }));
-        let _ = js_sys::Reflect::set(&init, &"track".into(), track);
-        let p = MediaStreamTrackProcessor::new(&init).map_err(err)?;
-        // Ends by itself when the tab's track ends or the output is stopped; either way the
-        // broadcast is ending, and the tab's own track says so (`ended`).
-        let _ = p.readable().pipe_to(&out.writable());
-        Ok(Relay { out })
-    }
-
-    /// The track to record.
-    pub fn track(&self) -> MediaStreamTrack {
-        self.out.clone().unchecked_into()
-    }
-
-    pub fn stop(&self) {
-        self.out.unchecked_ref::<MediaStreamTrack>().stop();
-    }
-}
-
 /// A frame reader on `track` that keeps only the newest frame: a late reader never works
 /// through a backlog.
 fn reader_of(track: &MediaStreamTrack) -> Result<web_sys::ReadableStreamDefaultReader, String> {
