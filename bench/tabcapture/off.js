@@ -3,6 +3,8 @@
 //   noaudio   the picture only          norec     capture (and playback) only, no recorder
 //   noplay    no playback of the sound  relay     the picture through a track processor/generator
 //   mixaudio  the sound through a Web Audio destination
+//   nominmax  the picture without the extension's min = max size constraints
+//   intab     in an extension page opened as a tab, not the offscreen document
 self.__n = 0;
 chrome.runtime.onMessage.addListener((m, _s, reply) => {
   if (m.to === 'off') start(m.id, m.variant);
@@ -12,8 +14,8 @@ async function start(id, variant) {
   try {
     const s = await navigator.mediaDevices.getUserMedia({
       audio: variant.includes('noaudio') ? false : { mandatory: { chromeMediaSource: 'tab', chromeMediaSourceId: id } },
-      video: { mandatory: { chromeMediaSource: 'tab', chromeMediaSourceId: id,
-        minWidth: 1280, maxWidth: 1280, minHeight: 720, maxHeight: 720, maxFrameRate: 30 } } });
+      video: { mandatory: variant.includes('nominmax') ? { chromeMediaSource: 'tab', chromeMediaSourceId: id }
+        : { chromeMediaSource: 'tab', chromeMediaSourceId: id, minWidth: 1280, maxWidth: 1280, minHeight: 720, maxHeight: 720, maxFrameRate: 30 } } });
     self.__s = s;
     let audio = s.getAudioTracks();
     if (audio.length && !variant.includes('noplay')) {
