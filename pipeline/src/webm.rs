@@ -51,9 +51,9 @@ const MAX_WAIT_MS: u64 = 3_000;
 /// written anyway. Firefox's H.264 encoder hands each picture out about 42 pictures later
 /// (1.4 s at 30 fps, BENCHMARKS.md), and later still when the machine is starved and pictures
 /// come slowly: 42 at 8 a second are over 5 s. With only [`MAX_WAIT_MS`], the sound went ahead
-/// and those pictures were written late, several at one time, which broke the stored video's
-/// timestamps (a decoding time 52 ms back, seen once under a load average of 16). An encoder
-/// that hands nothing out for this long has failed, and the page's health says so.
+/// and those pictures were written late, several at one time: the likely cause of the decoding
+/// time 52 ms back that a CI run saw once under a load average of 16. Past this bound the
+/// encoder has stalled, and the sound goes on without it, as with [`MAX_WAIT_MS`].
 const MAX_ENCODER_WAIT_MS: u64 = 20_000;
 
 /// A Cluster is closed before a block's offset from its timecode would leave a signed 16-bit
