@@ -315,10 +315,10 @@ fn trim_malloc() {}
 /// under a steady stream the pool kept whatever size its busiest moment gave it, 313 threads in
 /// one two-hour soak and 407 in another, each with its own stack pages and malloc cache. The
 /// store has one connection, so threads past a handful only wait on its mutex; past the cap, a
-/// `block_in_place` waits for a pool thread to hand the worker's place to. Measured with
-/// `scripts/bench --only hostmem`: 22 threads where tokio's default reached 177 in 12 minutes,
-/// and the memory outside the instance pool flat where it grew 9.1 MiB, with the same parts
-/// delivered (BENCHMARKS.md, session 16).
+/// `block_in_place` waits for a pool thread to hand the worker's place to. Measured: the
+/// two-hour soak kept 22 threads and 44 MiB flat; `scripts/bench --only hostmem` with a first
+/// version (the cap and a queue for the connection) kept 22 threads where tokio's default
+/// reached 177 in 12 minutes (BENCHMARKS.md, session 16).
 const MAX_BLOCKING_THREADS: usize = 16;
 
 fn run() -> anyhow::Result<()> {
