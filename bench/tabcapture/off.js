@@ -5,10 +5,12 @@
 //   mixaudio  the sound through a Web Audio destination
 //   nominmax  the picture without the extension's min = max size constraints
 //   intab     in an extension page opened as a tab, not the offscreen document
+//   webcodecs no recorder: both tracks through track processors into WebCodecs encoders
+//             (VideoEncoder H.264, AudioEncoder Opus), each chunk's bytes copied out
 self.__n = 0;
 chrome.runtime.onMessage.addListener((m, _s, reply) => {
   if (m.to === 'off') start(m.id, m.variant);
-  if (m.to === 'count') reply({ slices: self.__n, error: self.__err || null });
+  if (m.to === 'count') reply({ slices: self.__n, error: self.__err ? `${self.__err} (${self.__audio})` : null });
 });
 async function start(id, variant) {
   try {
@@ -22,6 +24,7 @@ async function start(id, variant) {
       const ac = new AudioContext(); ac.createMediaStreamSource(s).connect(ac.destination); ac.resume(); self.__ac = ac;
     }
     if (variant.includes('norec')) return;
+    if (variant.includes('webcodecs')) return codecs(s.getVideoTracks()[0], audio[0]);
     let video = s.getVideoTracks();
     if (variant.includes('relay')) {
       const proc = new MediaStreamTrackProcessor({ track: video[0], maxBufferSize: 1 });
@@ -41,4 +44,41 @@ async function start(id, variant) {
     r.ondataavailable = async (e) => { await e.data.arrayBuffer(); self.__n++; };
     r.start(30);
   } catch (e) { self.__err = String(e); }
+}
+
+// The recorder-free path: what a chunk costs is copying its bytes out, as a muxer would.
+function codecs(video, audio) {
+  const out = (c) => { const b = new Uint8Array(c.byteLength); c.copyTo(b); self.__n++; };
+  const fail = (e) => { self.__err = String(e); };
+  const ve = new VideoEncoder({ output: out, error: fail });
+  ve.configure({ codec: 'avc1.42E01F', width: 1280, height: 720, bitrate: 2_500_000, framerate: 30,
+    latencyMode: 'realtime', avc: { format: 'annexb' } });
+  let frames = 0;
+  const vr = new MediaStreamTrackProcessor({ track: video }).readable.getReader();
+  (async () => {
+    for (;;) {
+      const { value, done } = await vr.read();
+      if (done) return;
+      if (ve.encodeQueueSize > 3) { value.close(); continue; }
+      ve.encode(value, { keyFrame: frames++ % 28 === 0 });
+      value.close();
+    }
+  })().catch(fail);
+  if (!audio) return;
+  const ae = new AudioEncoder({ output: out, error: (e) => { self.__err = `audio encoder: ${e}`; } });
+  let configured = false;
+  const ar = new MediaStreamTrackProcessor({ track: audio }).readable.getReader();
+  (async () => {
+    for (;;) {
+      const { value, done } = await ar.read();
+      if (done) return;
+      if (!configured) {
+        self.__audio = `${value.sampleRate} Hz x${value.numberOfChannels} ${value.format}`;
+        ae.configure({ codec: 'opus', sampleRate: value.sampleRate, numberOfChannels: value.numberOfChannels, bitrate: 128_000 });
+        configured = true;
+      }
+      ae.encode(value);
+      value.close();
+    }
+  })().catch(fail);
 }
