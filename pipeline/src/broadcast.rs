@@ -163,6 +163,11 @@ pub struct Status {
     /// Main-thread time per composited frame (ms), when the camera is in the corner.
     #[serde(default)]
     pub composite_ms_avg: f64,
+    /// What encodes: `media-recorder` (Chromium's, a camera or a screen), `track-processors`
+    /// (WebCodecs fed by track processors, a tab on Chromium) or `video-element` (WebCodecs fed
+    /// by a video element, Firefox); empty before the capture starts.
+    #[serde(default)]
+    pub recorder: String,
 }
 
 /// The streamer's microphone in a broadcast.

@@ -6,6 +6,9 @@
 //! opened by [`open`] and recorded by [`record`]; whatever composes a stream before it is
 //! recorded (microphone mixing, a camera overlay) goes between the two and stays in this module.
 
+use std::cell::RefCell;
+use std::rc::Rc;
+
 use serde_json::json;
 use wasm_bindgen::prelude::*;
 use wasm_bindgen_futures::JsFuture;
@@ -14,6 +17,7 @@ use web_sys::{Blob, BlobEvent, MediaRecorder, MediaStream, MediaStreamTrack};
 use crate::js::{self, obj};
 use crate::compositing::{self, Compositor};
 use crate::encode::{self, CodecRecorder};
+use crate::tracks::{self, TrackRecorder};
 use crate::broadcast::{Mic, Source};
 use crate::mixing::{self, Mixer};
 use crate::presets::{Overlay, Quality};
@@ -42,9 +46,12 @@ pub fn can_share_screen() -> bool {
         .is_some_and(|f| f.is_function())
 }
 
-/// What records: Chromium's MediaRecorder, or WebCodecs where the MediaRecorder makes no H.264.
+/// What records: Chromium's MediaRecorder (a camera or a screen), WebCodecs fed by track
+/// processors (a tab, on Chromium: [`crate::tracks`] says why), or WebCodecs fed by a video
+/// element where the MediaRecorder makes no H.264 (Firefox).
 enum Recorder {
     Media(MediaRecorder),
+    Tracks(TrackRecorder),
     Codecs(CodecRecorder),
 }
 
@@ -52,6 +59,7 @@ impl Recorder {
     fn active(&self) -> bool {
         match self {
             Recorder::Media(r) => r.state() != web_sys::RecordingState::Inactive,
+            Recorder::Tracks(r) => r.active(),
             Recorder::Codecs(r) => r.active(),
         }
     }
@@ -66,6 +74,7 @@ impl Recorder {
                 }
                 recording
             }
+            Recorder::Tracks(r) => r.stop(),
             Recorder::Codecs(r) => r.stop(),
         }
     }
@@ -152,13 +161,20 @@ impl Capture {
         let mut added = Added::default();
         let recorded = compose(&stream, settings, &mut added).await;
         let recorder = match recorded {
+            Ok(r) if settings.source == Source::Tab && tracks::available() => {
+                let (events, on_ended) = ends_with(events, &stream);
+                TrackRecorder::start(&r, settings, events).map(|recorder| (Recorder::Tracks(recorder), vec![on_ended]))
+            }
             Ok(r) if records_h264() || settings.source == Source::Tab => {
                 record(&r, &stream, settings, events).map(|(recorder, closures)| (Recorder::Media(recorder), closures))
             }
-            Ok(r) => match CodecRecorder::start(&r, settings, events).await {
-                Ok(recorder) => Ok((Recorder::Codecs(recorder), Vec::new())),
-                Err(e) => Err(e),
-            },
+            Ok(r) => {
+                let (events, on_ended) = ends_with(events, &stream);
+                match CodecRecorder::start(&r, settings, events).await {
+                    Ok(recorder) => Ok((Recorder::Codecs(recorder), vec![on_ended])),
+                    Err(e) => Err(e),
+                }
+            }
             Err(e) => Err(e),
         };
         match recorder {
@@ -241,6 +257,15 @@ impl Capture {
         self.added.compositor.is_some()
     }
 
+    /// What encodes (`Status::recorder`).
+    pub fn recorder(&self) -> &'static str {
+        match self.recorder {
+            Recorder::Media(_) => "media-recorder",
+            Recorder::Tracks(_) => "track-processors",
+            Recorder::Codecs(_) => "video-element",
+        }
+    }
+
     /// Main-thread time per composited frame so far (ms); 0 without the overlay.
     pub fn composite_ms_avg(&self) -> f64 {
         self.added.compositor.as_ref().map_or(0.0, |c| {
@@ -306,6 +331,28 @@ async fn compose(
         tracks.push(&audio);
     }
     MediaStream::new_with_tracks(&tracks).map_err(|e| js::js_error(&e))
+}
+
+/// Wires `source`'s picture ending to `events.ended`, for a recorder that owns its events: both
+/// it (an encoder failing) and the track may end the broadcast, whichever comes first, once.
+fn ends_with(mut events: Events, source: &MediaStream) -> (Events, Closure<dyn FnMut(JsValue)>) {
+    let ended = Rc::new(RefCell::new(std::mem::replace(&mut events.ended, Box::new(|| {}))));
+    let e = ended.clone();
+    // Ending stops the recorder, which may end again: the inner call finds it busy.
+    events.ended = Box::new(move || {
+        if let Ok(mut f) = e.try_borrow_mut() {
+            f();
+        }
+    });
+    let on_ended = Closure::<dyn FnMut(JsValue)>::new(move |_| {
+        if let Ok(mut f) = ended.try_borrow_mut() {
+            f();
+        }
+    });
+    for track in source.get_video_tracks().iter() {
+        track.unchecked_into::<MediaStreamTrack>().set_onended(Some(on_ended.as_ref().unchecked_ref()));
+    }
+    (events, on_ended)
 }
 
 fn stop_tracks(stream: &MediaStream) {

@@ -38,7 +38,7 @@ const SAMPLE_RATE: u32 = 48_000;
 /// How often the sound recorder hands out its bytes.
 const SOUND_TIMESLICE_MS: i32 = 40;
 /// Frames waiting in the video encoder past which a new frame is dropped (a slow machine).
-const MAX_VIDEO_QUEUE: u32 = 3;
+pub(crate) const MAX_VIDEO_QUEUE: u32 = 3;
 
 /// Whether this browser has what [`CodecRecorder`] needs.
 pub fn available() -> bool {
@@ -47,14 +47,14 @@ pub fn available() -> bool {
         && MediaRecorder::is_type_supported(OPUS_WEBM)
 }
 
-fn class(name: &str) -> Result<Function, String> {
+pub(crate) fn class(name: &str) -> Result<Function, String> {
     Reflect::get(&js_sys::global(), &name.into())
         .ok()
         .and_then(|v| v.dyn_into().ok())
         .ok_or_else(|| format!("this browser has no {name}"))
 }
 
-fn call(target: &JsValue, method: &str, args: &[&JsValue]) -> Result<JsValue, String> {
+pub(crate) fn call(target: &JsValue, method: &str, args: &[&JsValue]) -> Result<JsValue, String> {
     let f: Function = Reflect::get(target, &method.into())
         .ok()
         .and_then(|v| v.dyn_into().ok())
@@ -62,44 +62,52 @@ fn call(target: &JsValue, method: &str, args: &[&JsValue]) -> Result<JsValue, St
     f.apply(target, &args.iter().copied().collect::<Array>()).map_err(|e| js::js_error(&e))
 }
 
-fn number(target: &JsValue, key: &str) -> f64 {
+pub(crate) fn number(target: &JsValue, key: &str) -> f64 {
     Reflect::get(target, &key.into()).ok().and_then(|v| v.as_f64()).unwrap_or(0.0)
 }
 
 /// An encoded chunk's bytes.
-fn chunk_bytes(chunk: &JsValue) -> Result<Vec<u8>, String> {
+pub(crate) fn chunk_bytes(chunk: &JsValue) -> Result<Vec<u8>, String> {
     let len = number(chunk, "byteLength") as u32;
     let buf = Uint8Array::new_with_length(len);
     call(chunk, "copyTo", &[&buf])?;
     Ok(buf.to_vec())
 }
 
-fn now() -> f64 {
+pub(crate) fn now() -> f64 {
     web_sys::window().and_then(|w| w.performance()).map_or_else(js::now_ms, |p| p.now())
 }
 
-/// The recorder's state, shared with the callbacks.
-struct State {
-    events: Events,
-    muxer: Muxer,
+/// The recorder's state, shared with the callbacks (and with [`crate::tracks`]'s recorder).
+pub(crate) struct State {
+    pub(crate) events: Events,
+    pub(crate) muxer: Muxer,
     /// The H.264 decoder configuration, once the encoder gave it; the header waits for it.
-    avcc: Option<Vec<u8>>,
-    size: (u32, u32),
-    header_written: bool,
-    failed: bool,
-    stopped: bool,
+    pub(crate) avcc: Option<Vec<u8>>,
+    pub(crate) size: (u32, u32),
+    /// The sound's channels and sample rate, as the header declares them.
+    pub(crate) sound_format: (u8, u32),
+    /// Until this time (`now()`), the header waits for the sound's format to be known.
+    pub(crate) sound_format_due: Option<f64>,
+    pub(crate) header_written: bool,
+    pub(crate) failed: bool,
+    pub(crate) stopped: bool,
     /// The times (ms) of the pictures given to the video encoder and not yet out of it, oldest
     /// first: the muxer holds the sound back for them ([`Muxer::video_pending`]).
-    in_flight: VecDeque<u64>,
+    pub(crate) in_flight: VecDeque<u64>,
 }
 
 impl State {
     /// Hands out what is ready to write, the header first.
-    fn flush(&mut self, all: bool) {
+    pub(crate) fn flush(&mut self, all: bool) {
         let mut out = Vec::new();
         if !self.header_written {
             let Some(avcc) = self.avcc.clone() else { return };
-            out = webm::header(&Tracks { width: self.size.0, height: self.size.1, avcc, channels: 1, sample_rate: SAMPLE_RATE });
+            if !all && self.sound_format_due.is_some_and(|due| now() < due) {
+                return;
+            }
+            let (channels, sample_rate) = self.sound_format;
+            out = webm::header(&Tracks { width: self.size.0, height: self.size.1, avcc, channels, sample_rate });
             self.header_written = true;
         }
         out.extend(self.muxer.drain(all));
@@ -112,11 +120,44 @@ impl State {
         }
     }
 
+    /// A picture of timestamp `us` went into the video encoder: the sound waits for it.
+    pub(crate) fn encoding(&mut self, us: f64) {
+        // On the chunk's clock ([`State::video_output`]): whole ms of the same timestamp.
+        self.in_flight.push_back((us / 1000.0).round().max(0.0) as u64);
+        let oldest = self.in_flight.front().copied();
+        self.muxer.video_pending(oldest);
+    }
+
+    /// The video encoder's output: the decoder configuration from the first chunk's metadata,
+    /// the chunk into the muxer, and what is ready handed out.
+    pub(crate) fn video_output(&mut self, chunk: &JsValue, meta: &JsValue) {
+        if self.avcc.is_none() {
+            let description = Reflect::get(meta, &"decoderConfig".into())
+                .and_then(|c| Reflect::get(&c, &"description".into()))
+                .ok()
+                .filter(|d| !d.is_undefined());
+            if let Some(d) = description {
+                self.avcc = Some(Uint8Array::new(&d).to_vec());
+            }
+        }
+        let key = Reflect::get(chunk, &"type".into()).ok().and_then(|t| t.as_string()).as_deref() == Some("key");
+        let ms = (number(chunk, "timestamp") / 1000.0).round().max(0.0) as u64;
+        // This picture is out, and any the encoder skipped before it.
+        while self.in_flight.front().is_some_and(|&t| t <= ms) {
+            self.in_flight.pop_front();
+        }
+        let oldest = self.in_flight.front().copied();
+        self.muxer.video_pending(oldest);
+        if let Ok(data) = chunk_bytes(chunk) {
+            self.muxer.push_video(Chunk { ms, key, data });
+        }
+        self.flush(false);
+    }
 }
 
 /// An encoder failed: the broadcast ends as when the camera goes away. The callback runs with
 /// the state released, since ending stops this recorder.
-fn fail(state: &Rc<RefCell<State>>) {
+pub(crate) fn fail(state: &Rc<RefCell<State>>) {
     let mut ended = {
         let mut st = state.borrow_mut();
         if st.failed {
@@ -221,6 +262,8 @@ impl CodecRecorder {
             muxer: Muxer::default(),
             avcc: None,
             size,
+            sound_format: (1, SAMPLE_RATE),
+            sound_format_due: None,
             header_written: false,
             failed: false,
             stopped: false,
@@ -230,28 +273,7 @@ impl CodecRecorder {
         // Video: encoder, output into the muxer.
         let s = state.clone();
         let on_video = Closure::<dyn FnMut(JsValue, JsValue)>::new(move |chunk: JsValue, meta: JsValue| {
-            let mut st = s.borrow_mut();
-            if st.avcc.is_none() {
-                let description = Reflect::get(&meta, &"decoderConfig".into())
-                    .and_then(|c| Reflect::get(&c, &"description".into()))
-                    .ok()
-                    .filter(|d| !d.is_undefined());
-                if let Some(d) = description {
-                    st.avcc = Some(Uint8Array::new(&d).to_vec());
-                }
-            }
-            let key = Reflect::get(&chunk, &"type".into()).ok().and_then(|t| t.as_string()).as_deref() == Some("key");
-            let ms = (number(&chunk, "timestamp") / 1000.0).round().max(0.0) as u64;
-            // This picture is out, and any the encoder skipped before it.
-            while st.in_flight.front().is_some_and(|&t| t <= ms) {
-                st.in_flight.pop_front();
-            }
-            let oldest = st.in_flight.front().copied();
-            st.muxer.video_pending(oldest);
-            if let Ok(data) = chunk_bytes(&chunk) {
-                st.muxer.push_video(Chunk { ms, key, data });
-            }
-            st.flush(false);
+            s.borrow_mut().video_output(&chunk, &meta);
         });
         let s = state.clone();
         let on_error = Closure::<dyn FnMut(JsValue)>::new(move |_e: JsValue| fail(&s));
@@ -344,11 +366,7 @@ impl CodecRecorder {
                     if key {
                         last_key = Some(ms);
                     }
-                    // On the chunk's clock (`on_video`): whole ms of the same timestamp.
-                    let mut st = s.borrow_mut();
-                    st.in_flight.push_back((us / 1000.0).round().max(0.0) as u64);
-                    let oldest = st.in_flight.front().copied();
-                    st.muxer.video_pending(oldest);
+                    s.borrow_mut().encoding(us);
                 }
                 let _ = call(&frame, "close", &[]);
             }

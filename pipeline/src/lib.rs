@@ -38,4 +38,6 @@ pub mod remux;
 #[cfg(target_arch = "wasm32")]
 pub mod run;
 #[cfg(target_arch = "wasm32")]
+pub mod tracks;
+#[cfg(target_arch = "wasm32")]
 pub mod upload;

@@ -25,6 +25,17 @@ pub enum Quality {
     P1080,
 }
 
+/// [`Quality::avc_codec`] for any picture size.
+pub fn avc_codec((w, h): (u32, u32)) -> &'static str {
+    let macroblocks = w.div_ceil(16) * h.div_ceil(16);
+    match macroblocks {
+        0..=1_620 => "avc1.42E01E",
+        1_621..=3_600 => "avc1.42E01F",
+        3_601..=8_192 => "avc1.42E028",
+        _ => "avc1.42E033",
+    }
+}
+
 impl Quality {
     pub const ALL: [Quality; 3] = [Quality::P480, Quality::P720, Quality::P1080];
 
@@ -48,6 +59,14 @@ impl Quality {
             Quality::P720 => 2_500_000,
             Quality::P1080 => 5_000_000,
         }
+    }
+
+    /// The WebCodecs codec string for H.264 constrained baseline at this size: the lowest level
+    /// whose frame size holds the picture (3.0 up to 720×576, 3.1 up to 1280×720, 4.0 up to
+    /// 2048×1024 in macroblocks; ITU-T H.264 Table A-1). An encoder may refuse a picture larger
+    /// than its level allows.
+    pub fn avc_codec(self) -> &'static str {
+        avc_codec(self.size())
     }
 
     /// The name people see and `chrome.storage` keeps ("720p").
@@ -237,6 +256,16 @@ impl Strain {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn each_preset_gets_the_lowest_h264_level_that_holds_its_picture() {
+        assert_eq!(Quality::P480.avc_codec(), "avc1.42E01E"); // 54 x 30 macroblocks
+        assert_eq!(Quality::P720.avc_codec(), "avc1.42E01F"); // 3,600: level 3.1's limit
+        assert_eq!(Quality::P1080.avc_codec(), "avc1.42E028"); // 120 x 68 = 8,160
+        assert_eq!(avc_codec((720, 576)), "avc1.42E01E"); // 1,620: level 3.0's limit
+        assert_eq!(avc_codec((736, 576)), "avc1.42E01F");
+        assert_eq!(avc_codec((2560, 1440)), "avc1.42E033");
+    }
 
     #[test]
     fn presets_have_even_sizes_and_rising_bitrates() {

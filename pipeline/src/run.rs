@@ -589,5 +589,6 @@ fn status(st: &Pipeline, up: &Uploads) -> Status {
         mixing: st.capture.as_ref().is_some_and(|c| c.mixing()),
         notice: st.capture.as_ref().and_then(|c| c.notice()),
         composite_ms_avg: st.capture.as_ref().map_or(0.0, |c| c.composite_ms_avg()),
+        recorder: st.capture.as_ref().map(|c| c.recorder().to_string()).unwrap_or_default(),
     }
 }

@@ -97,6 +97,9 @@ test('toolbar click streams the tab as continuous HLS with H.264 + AAC until the
     assert.ok(e.level > 0.5, `a dropout at the start of part ${at}: level ${e.level.toFixed(2)} of the stream's`);
   }
 
+  // A tab is recorded with WebCodecs fed by track processors, not Chromium's MediaRecorder
+  // (pipeline/src/tracks.rs says why).
+  assert.equal(done.status.recorder, 'track-processors');
   assert.equal(done.status.segments_sent, pl.segments.length);
   assert.equal(done.status.parts_sent, parts.length);
   assert.equal(done.status.segments_waiting, 0);
@@ -109,4 +112,42 @@ test('toolbar click streams the tab as continuous HLS with H.264 + AAC until the
     remux_ms_per_media_s: done.status.remux_ms_total / (done.status.media_ms_total / 1000),
     ack_latency_ms_avg: done.status.ack_latency_ms_avg, ack_latency_ms_max: done.status.ack_latency_ms_max,
     ffmpeg_switches: done.status.ffmpeg_switches }));
+});
+
+test('a still, silent tab streams too: its last picture is encoded again, so segments keep coming', async () => {
+  const page = await ext.context.newPage();
+  await page.goto(`${fixtures.url}/still.html`);
+  await ext.click(page);
+  const b = await ext.until(async () => {
+    const s = await ext.broadcast();
+    return s?.source === 'tab' && s.stream && s;
+  }, { what: 'the broadcast to start' });
+  await ext.until(async () => (await fetchPlaylist(server.url, b.stream))?.segments.length > 0,
+    { what: 'the first segment of a still tab', timeout: 30_000 });
+  const first = (await fetchPlaylist(server.url, b.stream)).segments[0];
+  await sleep(Math.max(0, first.pdt + 8_000 - Date.now()));
+  const stopAt = Date.now();
+  await ext.click(page);
+  const pl = await ext.until(async () => {
+    const p = await fetchPlaylist(server.url, b.stream);
+    return p?.ended && p;
+  }, { what: 'EXT-X-ENDLIST', timeout: 120_000 });
+  const done = await ext.until(async () => {
+    const s = await ext.popupState();
+    return s.phase === 'ended' && s;
+  }, { what: 'the popup to show the end' });
+  const media = pl.segments.reduce((t, s) => t + s.duration, 0);
+  const decoded = await decodedVideoFrames(pl.segments.map((s) => s.uri));
+  const frames = decoded.reduce((t, d) => t + d.frames, 0);
+  console.log(`still tab: ${pl.segments.length} segments, ${media.toFixed(2)} s, ${frames} frames `
+    + `(per segment ${decoded.map((d) => d.frames).join(' ')}), streamed ${((stopAt - first.pdt) / 1000).toFixed(1)} s`);
+  assert.equal(done.status.recorder, 'track-processors');
+  // The 2 s segments cover the time streamed (the last one may be short) ...
+  assert.ok(media >= (stopAt - first.pdt) / 1000 - 2, `the segments hold ${media.toFixed(2)} s of ${((stopAt - first.pdt) / 1000).toFixed(1)} s streamed`);
+  for (const s of pl.segments.slice(0, -1)) assert.ok(s.duration <= 2.5, `seq ${s.seq} is ${s.duration} s long, the target is 2`);
+  // ... and every one has pictures: at least one every 250 ms (the repeat), a keyframe first.
+  for (const [i, d] of decoded.slice(0, -1).entries()) {
+    assert.ok(d.frames >= 4 * pl.segments[i].duration - 1, `seq ${pl.segments[i].seq}: ${d.frames} frames in ${pl.segments[i].duration} s`);
+  }
+  assert.equal(frames, done.status.video_placed, 'ffprobe decodes exactly the frames the cutter placed');
 });

@@ -1,0 +1,389 @@
+//! The recorder for a captured tab on Chromium: both tracks are read with
+//! `MediaStreamTrackProcessor`s, encoded with WebCodecs (`VideoEncoder` H.264, `AudioEncoder`
+//! Opus), and [`crate::webm`] writes them as the WebM byte stream a MediaRecorder would hand
+//! out, through the same [`Events`]. Everything after the recorder is unchanged.
+//!
+//! Why not Chromium's MediaRecorder, which a camera still uses: while it records a captured
+//! tab's sound, Chromium's renderer keeps about 140 KiB a minute that it never gives back (about
+//! 16 MiB in a two-hour broadcast). `node bench/tabcapture.mjs` shows it with none of our code,
+//! and shows this path flat (BENCHMARKS.md, "Extension memory").
+//!
+//! Timing: each track's timestamps are the browser's own (capture time, in µs), placed on the
+//! recording's timeline where that track's first frame arrived. Pictures are encoded as they
+//! come, at most [`MAX_VIDEO_QUEUE`] waiting in the encoder; when the tab shows nothing new for
+//! [`REPEAT_AFTER_MS`] (a still page gives no frames), the last picture is encoded again, so
+//! the cutter always has pictures and keyframes to cut at.
+
+use std::cell::{Cell, RefCell};
+use std::collections::VecDeque;
+use std::rc::Rc;
+
+use js_sys::{Array, Object, Reflect};
+use serde_json::json;
+use wasm_bindgen::prelude::*;
+use wasm_bindgen_futures::{spawn_local, JsFuture};
+use web_sys::{MediaStream, MediaStreamTrack};
+
+use crate::capture::{Events, Settings};
+use crate::encode::{call, chunk_bytes, class, fail, now, number, State, MAX_VIDEO_QUEUE};
+use crate::js::{self, obj};
+use crate::webm::{Chunk, Muxer};
+
+/// A still tab gets its last picture encoded again after this long without a new one.
+pub const REPEAT_AFTER_MS: f64 = 250.0;
+/// How often the repeat is checked.
+const REPEAT_CHECK_MS: i32 = 50;
+/// The header waits this long for the sound's format (its first samples) before it is written
+/// with [`DEFAULT_SOUND`].
+const SOUND_FORMAT_WAIT_MS: f64 = 3_000.0;
+/// Chromium's tab and Web Audio tracks: 48 kHz stereo.
+const DEFAULT_SOUND: (u8, u32) = (2, 48_000);
+/// Sound frames (10 ms each) the processor may hold while the encoder is busy: none is dropped
+/// short of a two-second stall.
+const SOUND_BUFFER: u32 = 200;
+const SOUND_BPS: u32 = 128_000;
+
+/// Whether this browser has what [`TrackRecorder`] needs (Chromium 94+).
+pub fn available() -> bool {
+    let global = js_sys::global();
+    ["MediaStreamTrackProcessor", "VideoEncoder", "VideoFrame", "AudioEncoder"]
+        .iter()
+        .all(|name| Reflect::get(&global, &(*name).into()).is_ok_and(|v| v.is_function()))
+}
+
+/// Where a track's frames go on the recording's timeline.
+#[derive(Clone, Copy)]
+struct Clock {
+    /// The first frame's own timestamp (µs).
+    first_us: f64,
+    /// Its place on the timeline (µs since the recording started).
+    at_us: f64,
+}
+
+impl Clock {
+    fn place(&self, us: f64) -> f64 {
+        self.at_us + (us - self.first_us)
+    }
+}
+
+/// The picture side: the encoder and what it needs to pace keyframes and repeats.
+struct Pictures {
+    encoder: JsValue,
+    clock: Option<Clock>,
+    /// The last picture given to the encoder (ours, re-stamped), kept to encode again.
+    last: Option<JsValue>,
+    /// Its time on the timeline (µs).
+    last_us: f64,
+    last_key_us: Option<f64>,
+    keyframe_interval_us: f64,
+    frame_class: js_sys::Function,
+}
+
+impl Pictures {
+    /// Encodes `frame` (the browser's or a repeat) as the picture at `us` on the timeline.
+    /// The frame given stays the caller's to close.
+    fn encode(&mut self, state: &RefCell<State>, frame: &JsValue, us: f64) {
+        if us <= self.last_us || number(&self.encoder, "encodeQueueSize") as u32 > MAX_VIDEO_QUEUE {
+            return;
+        }
+        let us = us.round();
+        let Ok(ours) = Reflect::construct(&self.frame_class, &Array::of2(frame, &obj(json!({ "timestamp": us })))) else {
+            return;
+        };
+        let key = self.last_key_us.is_none_or(|k| us - k >= self.keyframe_interval_us);
+        if call(&self.encoder, "encode", &[&ours, &obj(json!({ "keyFrame": key }))]).is_err() {
+            let _ = call(&ours, "close", &[]);
+            return;
+        }
+        if key {
+            self.last_key_us = Some(us);
+        }
+        self.last_us = us;
+        state.borrow_mut().encoding(us);
+        if let Some(old) = self.last.replace(ours) {
+            let _ = call(&old, "close", &[]);
+        }
+    }
+
+    fn release(&mut self) {
+        if let Some(old) = self.last.take() {
+            let _ = call(&old, "close", &[]);
+        }
+    }
+}
+
+/// The sound side.
+struct Sound {
+    encoder: JsValue,
+    /// Shared with the encoder's output, which places its chunks by it.
+    clock: Rc<Cell<Option<Clock>>>,
+    configured: bool,
+    /// The sound could not be encoded in the format the header declared: it is left out.
+    off: bool,
+}
+
+/// A running recording of a captured tab's (composed) stream, its first video and audio tracks.
+pub struct TrackRecorder {
+    state: Rc<RefCell<State>>,
+    pictures: Rc<RefCell<Pictures>>,
+    sound: Option<Rc<RefCell<Sound>>>,
+    readers: Vec<JsValue>,
+    timer: i32,
+    _tick: Closure<dyn FnMut()>,
+    _closures: Vec<Closure<dyn FnMut(JsValue)>>,
+    _outputs: Vec<Closure<dyn FnMut(JsValue, JsValue)>>,
+}
+
+/// A `ReadableStreamDefaultReader` of the track's frames.
+fn reader(track: &MediaStreamTrack, max_buffer: Option<u32>) -> Result<JsValue, String> {
+    let init = Object::new();
+    let _ = Reflect::set(&init, &"track".into(), track);
+    if let Some(n) = max_buffer {
+        let _ = Reflect::set(&init, &"maxBufferSize".into(), &n.into());
+    }
+    let processor = Reflect::construct(&class("MediaStreamTrackProcessor")?, &Array::of1(&init)).map_err(|e| js::js_error(&e))?;
+    let readable = Reflect::get(&processor, &"readable".into()).map_err(|e| js::js_error(&e))?;
+    call(&readable, "getReader", &[])
+}
+
+/// The next frame, or `None` when the track ended or the reader was cancelled.
+async fn next(reader: &JsValue) -> Result<Option<JsValue>, String> {
+    let p: js_sys::Promise = call(reader, "read", &[])?.unchecked_into();
+    let r = JsFuture::from(p).await.map_err(|e| js::js_error(&e))?;
+    if Reflect::get(&r, &"done".into()).ok().and_then(|d| d.as_bool()).unwrap_or(true) {
+        return Ok(None);
+    }
+    Ok(Reflect::get(&r, &"value".into()).ok())
+}
+
+fn encoder(name: &str, output: &Closure<dyn FnMut(JsValue, JsValue)>, error: &Closure<dyn FnMut(JsValue)>) -> Result<JsValue, String> {
+    let init = Object::new();
+    let _ = Reflect::set(&init, &"output".into(), output.as_ref());
+    let _ = Reflect::set(&init, &"error".into(), error.as_ref());
+    Reflect::construct(&class(name)?, &Array::of1(&init)).map_err(|e| js::js_error(&e))
+}
+
+impl TrackRecorder {
+    /// Starts encoding `stream`; `events.started` fires at once (the timeline's zero).
+    pub fn start(stream: &MediaStream, settings: &Settings, mut events: Events) -> Result<TrackRecorder, String> {
+        let video: MediaStreamTrack =
+            stream.get_video_tracks().get(0).dyn_into().map_err(|_| "The tab gave no picture.".to_string())?;
+        let audio: Option<MediaStreamTrack> = stream.get_audio_tracks().get(0).dyn_into().ok();
+        let size = settings.quality.size();
+        (events.started)();
+        let t0 = now();
+        let state = Rc::new(RefCell::new(State {
+            events,
+            muxer: Muxer::default(),
+            avcc: None,
+            size,
+            sound_format: DEFAULT_SOUND,
+            sound_format_due: audio.as_ref().map(|_| t0 + SOUND_FORMAT_WAIT_MS),
+            header_written: false,
+            failed: false,
+            stopped: false,
+            in_flight: VecDeque::new(),
+        }));
+        let s = state.clone();
+        let on_error = Closure::<dyn FnMut(JsValue)>::new(move |_e: JsValue| fail(&s));
+
+        // Pictures.
+        let s = state.clone();
+        let on_video = Closure::<dyn FnMut(JsValue, JsValue)>::new(move |chunk: JsValue, meta: JsValue| {
+            s.borrow_mut().video_output(&chunk, &meta);
+        });
+        let video_encoder = encoder("VideoEncoder", &on_video, &on_error)?;
+        call(
+            &video_encoder,
+            "configure",
+            &[&obj(json!({
+                "codec": settings.quality.avc_codec(), "width": size.0, "height": size.1,
+                "bitrate": settings.quality.video_bps(), "framerate": settings.quality.frame_rate(),
+                "latencyMode": "realtime", "avc": { "format": "avc" },
+            }))],
+        )
+        .map_err(|e| format!("This browser cannot encode H.264 ({e})."))?;
+        let pictures = Rc::new(RefCell::new(Pictures {
+            encoder: video_encoder,
+            clock: None,
+            last: None,
+            last_us: f64::NEG_INFINITY,
+            last_key_us: None,
+            keyframe_interval_us: settings.keyframe_interval_ms as f64 * 1000.0,
+            frame_class: class("VideoFrame")?,
+        }));
+        let mut readers = vec![reader(&video, None)?];
+        spawn_local(picture_loop(readers[0].clone(), pictures.clone(), state.clone(), t0));
+
+        // Sound: flushed with the pictures, or on its own when the tab shows nothing new.
+        let mut outputs = vec![on_video];
+        let sound = match audio {
+            Some(track) => {
+                let s = state.clone();
+                let clock = Rc::new(Cell::new(None::<Clock>));
+                let c = clock.clone();
+                let timeslice = f64::from(settings.timeslice_ms.max(1));
+                let mut last_flush = f64::NEG_INFINITY;
+                let on_audio = Closure::<dyn FnMut(JsValue, JsValue)>::new(move |chunk: JsValue, _meta: JsValue| {
+                    let Some(clock) = c.get() else { return };
+                    let mut st = s.borrow_mut();
+                    // The encoder's chunks carry its input's timestamps: placed on the timeline.
+                    let ms = (clock.place(number(&chunk, "timestamp")) / 1000.0).round().max(0.0) as u64;
+                    if let Ok(data) = chunk_bytes(&chunk) {
+                        st.muxer.push_audio(Chunk { ms, key: true, data });
+                    }
+                    let t = now();
+                    if t - last_flush >= timeslice {
+                        last_flush = t;
+                        st.flush(false);
+                    }
+                });
+                let sound = Rc::new(RefCell::new(Sound {
+                    encoder: encoder("AudioEncoder", &on_audio, &on_error)?,
+                    clock,
+                    configured: false,
+                    off: false,
+                }));
+                outputs.push(on_audio);
+                readers.push(reader(&track, Some(SOUND_BUFFER))?);
+                spawn_local(sound_loop(readers[1].clone(), sound.clone(), state.clone(), t0));
+                Some(sound)
+            }
+            None => None,
+        };
+
+        // A still tab: its last picture again.
+        let (p, s) = (pictures.clone(), state.clone());
+        let tick = Closure::<dyn FnMut()>::new(move || {
+            let mut p = p.borrow_mut();
+            // Placed right after the last picture, so a new one (placed at its capture time,
+            // a little before now) still comes after it.
+            let us = p.last_us + REPEAT_AFTER_MS * 1000.0;
+            if s.borrow().stopped || (now() - t0) * 1000.0 < us {
+                return;
+            }
+            if let Some(last) = p.last.clone() {
+                p.encode(&s, &last, us);
+            }
+        });
+        let window = web_sys::window().ok_or("no window")?;
+        let timer = window
+            .set_interval_with_callback_and_timeout_and_arguments_0(tick.as_ref().unchecked_ref(), REPEAT_CHECK_MS)
+            .map_err(|e| js::js_error(&e))?;
+
+        Ok(TrackRecorder { state, pictures, sound, readers, timer, _tick: tick, _closures: vec![on_error], _outputs: outputs })
+    }
+
+    /// Still recording.
+    pub fn active(&self) -> bool {
+        let st = self.state.borrow();
+        !st.stopped && !st.failed
+    }
+
+    /// Stops reading, flushes both encoders, writes what is left, then fires `stopped`. False
+    /// when it had already stopped.
+    pub fn stop(&self) -> bool {
+        if self.state.borrow().stopped {
+            return false;
+        }
+        self.state.borrow_mut().stopped = true;
+        if let Some(w) = web_sys::window() {
+            w.clear_interval_with_handle(self.timer);
+        }
+        for r in &self.readers {
+            let _ = call(r, "cancel", &[]);
+        }
+        let video = self.pictures.borrow().encoder.clone();
+        let audio = self.sound.as_ref().map(|s| s.borrow().encoder.clone());
+        let (pictures, state) = (self.pictures.clone(), self.state.clone());
+        spawn_local(async move {
+            for encoder in std::iter::once(video).chain(audio) {
+                if let Ok(p) = call(&encoder, "flush", &[]) {
+                    let _ = JsFuture::from(js_sys::Promise::from(p)).await;
+                }
+                let _ = call(&encoder, "close", &[]);
+            }
+            pictures.borrow_mut().release();
+            let mut st = state.borrow_mut();
+            st.flush(true);
+            (st.events.stopped)();
+        });
+        true
+    }
+}
+
+/// Reads the pictures as they come and encodes each at its own time.
+async fn picture_loop(reader: JsValue, pictures: Rc<RefCell<Pictures>>, state: Rc<RefCell<State>>, t0: f64) {
+    loop {
+        let frame = match next(&reader).await {
+            Ok(Some(f)) => f,
+            Ok(None) => break,
+            Err(_) => {
+                if !state.borrow().stopped {
+                    fail(&state);
+                }
+                break;
+            }
+        };
+        if state.borrow().stopped {
+            let _ = call(&frame, "close", &[]);
+            break;
+        }
+        let own = number(&frame, "timestamp");
+        let mut p = pictures.borrow_mut();
+        let clock = *p.clock.get_or_insert(Clock { first_us: own, at_us: (now() - t0) * 1000.0 });
+        p.encode(&state, &frame, clock.place(own));
+        drop(p);
+        let _ = call(&frame, "close", &[]);
+    }
+}
+
+/// Reads the sound as it comes; the encoder is configured by its first samples' format.
+async fn sound_loop(reader: JsValue, sound: Rc<RefCell<Sound>>, state: Rc<RefCell<State>>, t0: f64) {
+    loop {
+        let data = match next(&reader).await {
+            Ok(Some(d)) => d,
+            Ok(None) => break,
+            Err(_) => {
+                if !state.borrow().stopped {
+                    fail(&state);
+                }
+                break;
+            }
+        };
+        if state.borrow().stopped {
+            let _ = call(&data, "close", &[]);
+            break;
+        }
+        let mut snd = sound.borrow_mut();
+        if !snd.configured {
+            snd.configured = true;
+            let format = (number(&data, "numberOfChannels") as u8, number(&data, "sampleRate") as u32);
+            let mut st = state.borrow_mut();
+            if st.header_written && st.sound_format != format {
+                snd.off = true; // the header went out without it, declaring another format
+            } else {
+                st.sound_format = format;
+                st.sound_format_due = None;
+                let config = obj(json!({
+                    "codec": "opus", "sampleRate": format.1, "numberOfChannels": format.0, "bitrate": SOUND_BPS,
+                }));
+                if call(&snd.encoder, "configure", &[&config]).is_err() {
+                    snd.off = true;
+                    st.sound_format = DEFAULT_SOUND;
+                }
+            }
+        }
+        if !snd.off {
+            if snd.clock.get().is_none() {
+                let first_us = number(&data, "timestamp");
+                snd.clock.set(Some(Clock { first_us, at_us: (now() - t0) * 1000.0 }));
+            }
+            if call(&snd.encoder, "encode", &[&data]).is_err() && !state.borrow().stopped {
+                snd.off = true;
+            }
+        }
+        drop(snd);
+        let _ = call(&data, "close", &[]);
+    }
+}
