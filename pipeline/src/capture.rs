@@ -160,8 +160,9 @@ impl Capture {
         .await?;
         let mut added = Added::default();
         let recorded = compose(&stream, settings, &mut added).await;
+        let by_tracks = settings.source == Source::Tab && tracks::available(settings).await;
         let recorder = match recorded {
-            Ok(r) if settings.source == Source::Tab && tracks::available() => {
+            Ok(r) if by_tracks => {
                 let (events, on_ended) = ends_with(events, &stream);
                 TrackRecorder::start(&r, settings, events).map(|recorder| (Recorder::Tracks(recorder), vec![on_ended]))
             }

@@ -98,6 +98,22 @@ pub(crate) struct State {
 }
 
 impl State {
+    /// A recording that starts now, shared with its callbacks.
+    pub(crate) fn new(events: Events, size: (u32, u32), sound_format: (u8, u32), sound_format_due: Option<f64>) -> Rc<RefCell<State>> {
+        Rc::new(RefCell::new(State {
+            events,
+            muxer: Muxer::default(),
+            avcc: None,
+            size,
+            sound_format,
+            sound_format_due,
+            header_written: false,
+            failed: false,
+            stopped: false,
+            in_flight: VecDeque::new(),
+        }))
+    }
+
     /// Hands out what is ready to write, the header first.
     pub(crate) fn flush(&mut self, all: bool) {
         let mut out = Vec::new();
@@ -118,6 +134,17 @@ impl State {
         if let Ok(blob) = Blob::new_with_u8_array_sequence(&parts) {
             (self.events.data)(blob);
         }
+    }
+
+    /// Still recording: neither stopped nor failed.
+    pub(crate) fn active(&self) -> bool {
+        !self.stopped && !self.failed
+    }
+
+    /// The encoders are drained: everything left is written, then `stopped` fires.
+    pub(crate) fn finish(&mut self) {
+        self.flush(true);
+        (self.events.stopped)();
     }
 
     /// A picture of timestamp `us` went into the video encoder: the sound waits for it.
@@ -153,6 +180,27 @@ impl State {
         }
         self.flush(false);
     }
+}
+
+/// Marks the recording stopped and clears its timer; false when it already was.
+pub(crate) fn stopping(state: &RefCell<State>, timer: i32) -> bool {
+    if state.borrow().stopped {
+        return false;
+    }
+    state.borrow_mut().stopped = true;
+    if let Some(w) = web_sys::window() {
+        w.clear_interval_with_handle(timer);
+    }
+    true
+}
+
+/// Hands out everything a WebCodecs encoder still holds (its output callback takes it), then
+/// closes it.
+pub(crate) async fn drain(encoder: &JsValue) {
+    if let Ok(p) = call(encoder, "flush", &[]) {
+        let _ = JsFuture::from(js_sys::Promise::from(p)).await;
+    }
+    let _ = call(encoder, "close", &[]);
 }
 
 /// An encoder failed: the broadcast ends as when the camera goes away. The callback runs with
@@ -257,18 +305,7 @@ impl CodecRecorder {
         }
         (events.started)();
         let t0 = now();
-        let state = Rc::new(RefCell::new(State {
-            events,
-            muxer: Muxer::default(),
-            avcc: None,
-            size,
-            sound_format: (1, SAMPLE_RATE),
-            sound_format_due: None,
-            header_written: false,
-            failed: false,
-            stopped: false,
-            in_flight: VecDeque::new(),
-        }));
+        let state = State::new(events, size, (1, SAMPLE_RATE), None);
 
         // Video: encoder, output into the muxer.
         let s = state.clone();
@@ -392,19 +429,14 @@ impl CodecRecorder {
 
     /// Still recording.
     pub fn active(&self) -> bool {
-        let st = self.state.borrow();
-        !st.stopped && !st.failed
+        self.state.borrow().active()
     }
 
     /// Stops taking pictures and sound, flushes both encoders, writes what is left, then fires
     /// `stopped`. False when it had already stopped.
     pub fn stop(&self) -> bool {
-        if self.state.borrow().stopped {
+        if !stopping(&self.state, self.timer) {
             return false;
-        }
-        self.state.borrow_mut().stopped = true;
-        if let Some(w) = web_sys::window() {
-            w.clear_interval_with_handle(self.timer);
         }
         if let Some(r) = &self.sound_recorder {
             if r.state() != web_sys::RecordingState::Inactive {
@@ -414,10 +446,7 @@ impl CodecRecorder {
         self.video.set_src_object(None);
         let (video, sound, state) = (self.video_encoder.clone(), self.sound.clone(), self.state.clone());
         spawn_local(async move {
-            if let Ok(p) = call(&video, "flush", &[]) {
-                let _ = JsFuture::from(js_sys::Promise::from(p)).await;
-            }
-            let _ = call(&video, "close", &[]);
+            drain(&video).await;
             // The sound recorder's last bytes, at most a second later.
             for _ in 0..100 {
                 if sound.borrow().done {
@@ -425,9 +454,7 @@ impl CodecRecorder {
                 }
                 js::sleep(10).await;
             }
-            let mut st = state.borrow_mut();
-            st.flush(true);
-            (st.events.stopped)();
+            state.borrow_mut().finish();
         });
         true
     }

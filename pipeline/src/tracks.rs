@@ -15,7 +15,6 @@
 //! the cutter always has pictures and keyframes to cut at.
 
 use std::cell::{Cell, RefCell};
-use std::collections::VecDeque;
 use std::rc::Rc;
 
 use js_sys::{Array, Object, Reflect};
@@ -25,9 +24,9 @@ use wasm_bindgen_futures::{spawn_local, JsFuture};
 use web_sys::{MediaStream, MediaStreamTrack};
 
 use crate::capture::{Events, Settings};
-use crate::encode::{call, chunk_bytes, class, fail, now, number, State, MAX_VIDEO_QUEUE};
+use crate::encode::{call, chunk_bytes, class, drain, fail, now, number, stopping, State, MAX_VIDEO_QUEUE};
 use crate::js::{self, obj};
-use crate::webm::{Chunk, Muxer};
+use crate::webm::Chunk;
 
 /// A still tab gets its last picture encoded again after this long without a new one.
 pub const REPEAT_AFTER_MS: f64 = 250.0;
@@ -43,12 +42,39 @@ const DEFAULT_SOUND: (u8, u32) = (2, 48_000);
 const SOUND_BUFFER: u32 = 200;
 const SOUND_BPS: u32 = 128_000;
 
-/// Whether this browser has what [`TrackRecorder`] needs (Chromium 94+).
-pub fn available() -> bool {
+/// Whether this browser has what [`TrackRecorder`] needs (Chromium 94+) and its encoders take
+/// the preset's H.264 and 48 kHz stereo Opus; where not, a tab keeps Chromium's MediaRecorder.
+pub async fn available(settings: &Settings) -> bool {
     let global = js_sys::global();
-    ["MediaStreamTrackProcessor", "VideoEncoder", "VideoFrame", "AudioEncoder"]
+    let present = ["MediaStreamTrackProcessor", "VideoEncoder", "VideoFrame", "AudioEncoder"]
         .iter()
-        .all(|name| Reflect::get(&global, &(*name).into()).is_ok_and(|v| v.is_function()))
+        .all(|name| Reflect::get(&global, &(*name).into()).is_ok_and(|v| v.is_function()));
+    present
+        && supported("VideoEncoder", video_config(settings)).await
+        && supported("AudioEncoder", sound_config(DEFAULT_SOUND)).await
+}
+
+/// `isConfigSupported`'s answer.
+async fn supported(class_name: &str, config: JsValue) -> bool {
+    let Ok(class) = class(class_name) else { return false };
+    let Ok(p) = call(&class, "isConfigSupported", &[&config]) else { return false };
+    match JsFuture::from(js_sys::Promise::from(p)).await {
+        Ok(r) => Reflect::get(&r, &"supported".into()).ok().and_then(|v| v.as_bool()).unwrap_or(false),
+        Err(_) => false,
+    }
+}
+
+fn video_config(settings: &Settings) -> JsValue {
+    let size = settings.quality.size();
+    obj(json!({
+        "codec": settings.quality.avc_codec(), "width": size.0, "height": size.1,
+        "bitrate": settings.quality.video_bps(), "framerate": settings.quality.frame_rate(),
+        "latencyMode": "realtime", "avc": { "format": "avc" },
+    }))
+}
+
+fn sound_config((channels, rate): (u8, u32)) -> JsValue {
+    obj(json!({ "codec": "opus", "sampleRate": rate, "numberOfChannels": channels, "bitrate": SOUND_BPS }))
 }
 
 /// Where a track's frames go on the recording's timeline.
@@ -156,6 +182,25 @@ async fn next(reader: &JsValue) -> Result<Option<JsValue>, String> {
     Ok(Reflect::get(&r, &"value".into()).ok())
 }
 
+/// The next frame while the recording goes on: `None` once the track ended, the recorder
+/// stopped (a frame read meanwhile is closed) or the reader failed (the recording fails).
+async fn next_while_recording(reader: &JsValue, state: &Rc<RefCell<State>>) -> Option<JsValue> {
+    let frame = match next(reader).await {
+        Ok(f) => f?,
+        Err(_) => {
+            if !state.borrow().stopped {
+                fail(state);
+            }
+            return None;
+        }
+    };
+    if state.borrow().stopped {
+        let _ = call(&frame, "close", &[]);
+        return None;
+    }
+    Some(frame)
+}
+
 fn encoder(name: &str, output: &Closure<dyn FnMut(JsValue, JsValue)>, error: &Closure<dyn FnMut(JsValue)>) -> Result<JsValue, String> {
     let init = Object::new();
     let _ = Reflect::set(&init, &"output".into(), output.as_ref());
@@ -172,18 +217,7 @@ impl TrackRecorder {
         let size = settings.quality.size();
         (events.started)();
         let t0 = now();
-        let state = Rc::new(RefCell::new(State {
-            events,
-            muxer: Muxer::default(),
-            avcc: None,
-            size,
-            sound_format: DEFAULT_SOUND,
-            sound_format_due: audio.as_ref().map(|_| t0 + SOUND_FORMAT_WAIT_MS),
-            header_written: false,
-            failed: false,
-            stopped: false,
-            in_flight: VecDeque::new(),
-        }));
+        let state = State::new(events, size, DEFAULT_SOUND, audio.as_ref().map(|_| t0 + SOUND_FORMAT_WAIT_MS));
         let s = state.clone();
         let on_error = Closure::<dyn FnMut(JsValue)>::new(move |_e: JsValue| fail(&s));
 
@@ -193,16 +227,8 @@ impl TrackRecorder {
             s.borrow_mut().video_output(&chunk, &meta);
         });
         let video_encoder = encoder("VideoEncoder", &on_video, &on_error)?;
-        call(
-            &video_encoder,
-            "configure",
-            &[&obj(json!({
-                "codec": settings.quality.avc_codec(), "width": size.0, "height": size.1,
-                "bitrate": settings.quality.video_bps(), "framerate": settings.quality.frame_rate(),
-                "latencyMode": "realtime", "avc": { "format": "avc" },
-            }))],
-        )
-        .map_err(|e| format!("This browser cannot encode H.264 ({e})."))?;
+        call(&video_encoder, "configure", &[&video_config(settings)])
+            .map_err(|e| format!("This browser cannot encode H.264 ({e})."))?;
         let pictures = Rc::new(RefCell::new(Pictures {
             encoder: video_encoder,
             clock: None,
@@ -276,19 +302,14 @@ impl TrackRecorder {
 
     /// Still recording.
     pub fn active(&self) -> bool {
-        let st = self.state.borrow();
-        !st.stopped && !st.failed
+        self.state.borrow().active()
     }
 
     /// Stops reading, flushes both encoders, writes what is left, then fires `stopped`. False
     /// when it had already stopped.
     pub fn stop(&self) -> bool {
-        if self.state.borrow().stopped {
+        if !stopping(&self.state, self.timer) {
             return false;
-        }
-        self.state.borrow_mut().stopped = true;
-        if let Some(w) = web_sys::window() {
-            w.clear_interval_with_handle(self.timer);
         }
         for r in &self.readers {
             let _ = call(r, "cancel", &[]);
@@ -298,15 +319,10 @@ impl TrackRecorder {
         let (pictures, state) = (self.pictures.clone(), self.state.clone());
         spawn_local(async move {
             for encoder in std::iter::once(video).chain(audio) {
-                if let Ok(p) = call(&encoder, "flush", &[]) {
-                    let _ = JsFuture::from(js_sys::Promise::from(p)).await;
-                }
-                let _ = call(&encoder, "close", &[]);
+                drain(&encoder).await;
             }
             pictures.borrow_mut().release();
-            let mut st = state.borrow_mut();
-            st.flush(true);
-            (st.events.stopped)();
+            state.borrow_mut().finish();
         });
         true
     }
@@ -314,21 +330,7 @@ impl TrackRecorder {
 
 /// Reads the pictures as they come and encodes each at its own time.
 async fn picture_loop(reader: JsValue, pictures: Rc<RefCell<Pictures>>, state: Rc<RefCell<State>>, t0: f64) {
-    loop {
-        let frame = match next(&reader).await {
-            Ok(Some(f)) => f,
-            Ok(None) => break,
-            Err(_) => {
-                if !state.borrow().stopped {
-                    fail(&state);
-                }
-                break;
-            }
-        };
-        if state.borrow().stopped {
-            let _ = call(&frame, "close", &[]);
-            break;
-        }
+    while let Some(frame) = next_while_recording(&reader, &state).await {
         let own = number(&frame, "timestamp");
         let mut p = pictures.borrow_mut();
         let clock = *p.clock.get_or_insert(Clock { first_us: own, at_us: (now() - t0) * 1000.0 });
@@ -340,21 +342,7 @@ async fn picture_loop(reader: JsValue, pictures: Rc<RefCell<Pictures>>, state: R
 
 /// Reads the sound as it comes; the encoder is configured by its first samples' format.
 async fn sound_loop(reader: JsValue, sound: Rc<RefCell<Sound>>, state: Rc<RefCell<State>>, t0: f64) {
-    loop {
-        let data = match next(&reader).await {
-            Ok(Some(d)) => d,
-            Ok(None) => break,
-            Err(_) => {
-                if !state.borrow().stopped {
-                    fail(&state);
-                }
-                break;
-            }
-        };
-        if state.borrow().stopped {
-            let _ = call(&data, "close", &[]);
-            break;
-        }
+    while let Some(data) = next_while_recording(&reader, &state).await {
         let mut snd = sound.borrow_mut();
         if !snd.configured {
             snd.configured = true;
@@ -365,10 +353,7 @@ async fn sound_loop(reader: JsValue, sound: Rc<RefCell<Sound>>, state: Rc<RefCel
             } else {
                 st.sound_format = format;
                 st.sound_format_due = None;
-                let config = obj(json!({
-                    "codec": "opus", "sampleRate": format.1, "numberOfChannels": format.0, "bitrate": SOUND_BPS,
-                }));
-                if call(&snd.encoder, "configure", &[&config]).is_err() {
+                if call(&snd.encoder, "configure", &[&sound_config(format)]).is_err() {
                     snd.off = true;
                     st.sound_format = DEFAULT_SOUND;
                 }

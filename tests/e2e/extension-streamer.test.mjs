@@ -119,6 +119,8 @@ test('one click: live at 1080p with the mic mixed in and the camera in the corne
   assert.equal(live.status.mic, 'on', `the microphone is mixed in (${live.status.notice})`);
   assert.equal(live.status.mixing, true, 'the panel can take the microphone out and put it back');
   assert.equal(live.status.overlay, true, `the camera is in the corner (${live.status.notice})`);
+  // The composed picture (the camera drawn in) and the mix are encoded by WebCodecs at 1080p's level.
+  assert.equal(live.status.recorder, 'track-processors');
   assert.equal(live.status.notice, null);
   assert.match(live.state, /this tab with your camera in the corner, 1080p/);
   await sleep(3000);
