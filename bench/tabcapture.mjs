@@ -3,7 +3,8 @@
 //! `node bench/tabcapture.mjs [VARIANT] [MINUTES]` (variant words: bench/tabcapture/off.js;
 //! default `full`, 5 minutes). Every minute a memory-infra dump of the extension's renderer
 //! (garbage collected first): its malloc's 64- and 128-byte buckets, the two that grew in the
-//! soak. At the end, each bucket's growth per minute from minute 2 on.
+//! soak, and what the encoders handed out (kbit/s). At the end, each bucket's growth per minute from
+//! minute 2 on.
 
 import { chromium } from 'playwright-core';
 import { mkdtempSync, rmSync } from 'node:fs';
@@ -73,8 +74,10 @@ try {
     const st = await worker.evaluate(() => chrome.runtime.sendMessage({ to: 'count' })).catch((e) => ({ error: String(e) }));
     if (st?.error) throw new Error(`the probe's recorder failed: ${st.error}`);
     const kib = await dump();
-    rows.push({ m, ...kib });
-    console.log(`tabcapture ${variant} minute ${m}: ${st.slices} slices, 64-byte bucket ${kib.b64.toFixed(0)} KiB, 128-byte bucket ${kib.b128.toFixed(0)} KiB`);
+    // What the encoders handed out over the last minute (kbit/s).
+    const kbps = (st.bytes - (rows.at(-1)?.bytes ?? 0)) * 8 / 60 / 1000;
+    rows.push({ m, bytes: st.bytes, ...kib });
+    console.log(`tabcapture ${variant} minute ${m}: ${st.slices} slices, ${kbps.toFixed(0)} kbit/s handed out, 64-byte bucket ${kib.b64.toFixed(0)} KiB, 128-byte bucket ${kib.b128.toFixed(0)} KiB`);
   }
   const from = rows.find((r) => r.m === 2) ?? rows[0];
   const to = rows.at(-1);

@@ -7,10 +7,12 @@
 //   intab     in an extension page opened as a tab, not the offscreen document
 //   webcodecs no recorder: both tracks through track processors into WebCodecs encoders
 //             (VideoEncoder H.264, AudioEncoder Opus), each chunk's bytes copied out
+//   cbr       with webcodecs: the video encoder in constant bitrate mode (default: variable)
 self.__n = 0;
+self.__bytes = 0; // what the encoders or the recorder handed out
 chrome.runtime.onMessage.addListener((m, _s, reply) => {
   if (m.to === 'off') start(m.id, m.variant);
-  if (m.to === 'count') reply({ slices: self.__n, error: self.__err ? `${self.__err} (${self.__audio})` : null });
+  if (m.to === 'count') reply({ slices: self.__n, bytes: self.__bytes, error: self.__err ? `${self.__err} (${self.__audio})` : null });
 });
 async function start(id, variant) {
   try {
@@ -24,7 +26,7 @@ async function start(id, variant) {
       const ac = new AudioContext(); ac.createMediaStreamSource(s).connect(ac.destination); ac.resume(); self.__ac = ac;
     }
     if (variant.includes('norec')) return;
-    if (variant.includes('webcodecs')) return codecs(s.getVideoTracks()[0], audio[0]);
+    if (variant.includes('webcodecs')) return codecs(s.getVideoTracks()[0], audio[0], variant.includes('cbr') ? 'constant' : 'variable');
     let video = s.getVideoTracks();
     if (variant.includes('relay')) {
       const proc = new MediaStreamTrackProcessor({ track: video[0], maxBufferSize: 1 });
@@ -41,17 +43,17 @@ async function start(id, variant) {
     const r = new MediaRecorder(new MediaStream([...video, ...audio]), {
       mimeType: audio.length ? 'video/webm;codecs="avc1.42E01F,opus"' : 'video/webm;codecs="avc1.42E01F"',
       videoBitsPerSecond: 2_500_000, audioBitsPerSecond: 128_000, videoKeyFrameIntervalDuration: 920 });
-    r.ondataavailable = async (e) => { await e.data.arrayBuffer(); self.__n++; };
+    r.ondataavailable = async (e) => { self.__bytes += e.data.size; await e.data.arrayBuffer(); self.__n++; };
     r.start(30);
   } catch (e) { self.__err = String(e); }
 }
 
 // The recorder-free path: what a chunk costs is copying its bytes out, as a muxer would.
-function codecs(video, audio) {
-  const out = (c) => { const b = new Uint8Array(c.byteLength); c.copyTo(b); self.__n++; };
+function codecs(video, audio, bitrateMode) {
+  const out = (c) => { const b = new Uint8Array(c.byteLength); c.copyTo(b); self.__n++; self.__bytes += c.byteLength; };
   const fail = (e) => { self.__err = String(e); };
   const ve = new VideoEncoder({ output: out, error: fail });
-  ve.configure({ codec: 'avc1.42E01F', width: 1280, height: 720, bitrate: 2_500_000, framerate: 30,
+  ve.configure({ codec: 'avc1.42E01F', width: 1280, height: 720, bitrate: 2_500_000, framerate: 30, bitrateMode,
     latencyMode: 'realtime', avc: { format: 'annexb' } });
   let frames = 0;
   const vr = new MediaStreamTrackProcessor({ track: video }).readable.getReader();
