@@ -5,8 +5,12 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { startServer } from './lib/server.mjs';
+import { execFile } from 'node:child_process';
+import { promisify } from 'node:util';
 import { launchExtension, serveFixtures, assertContinuousBroadcast, assertContinuousParts, allParts, boundaryAudio,
   decodedVideoFrames, fetchPlaylist, sleep, watchParts } from './lib/browser.mjs';
+
+const run = promisify(execFile);
 
 const STREAM_MS = 20_000;
 let server; let fixtures; let ext;
@@ -150,4 +154,59 @@ test('a still, silent tab streams too: its last picture is encoded again, so seg
     assert.ok(d.frames >= 4 * pl.segments[i].duration - 1, `seq ${pl.segments[i].seq}: ${d.frames} frames in ${pl.segments[i].duration} s`);
   }
   assert.equal(frames, done.status.video_placed, 'ffprobe decodes exactly the frames the cutter placed');
+});
+
+/** The times (s, on the stream's timeline) at which `values` (ffmpeg's per-frame metadata print:
+ *  `pts_time:T` then `key=value`) rise through `threshold` after staying below it. */
+function onsets(print, key, threshold) {
+  const out = []; let t = null; let below = false;
+  for (const line of print.split('\n')) {
+    const m = /pts_time:([\d.]+)/.exec(line);
+    if (m) { t = Number(m[1]); continue; }
+    if (!line.startsWith(`${key}=`)) continue;
+    const v = Number(line.slice(key.length + 1));
+    const above = Number.isFinite(v) && v > threshold;
+    if (above && below) out.push(t);
+    below = !above;
+  }
+  return out;
+}
+
+test('picture and sound stay together: each flash of the tab is heard with its beep', async () => {
+  const page = await ext.context.newPage();
+  await page.goto(`${fixtures.url}/sync.html`);
+  await ext.click(page);
+  const b = await ext.until(async () => {
+    const s = await ext.broadcast();
+    return s?.source === 'tab' && s.stream && s;
+  }, { what: 'the broadcast to start' });
+  await ext.until(async () => (await fetchPlaylist(server.url, b.stream))?.segments.length > 0,
+    { what: 'the first segment', timeout: 30_000 });
+  const first = (await fetchPlaylist(server.url, b.stream)).segments[0];
+  await sleep(Math.max(0, first.pdt + 12_000 - Date.now()));
+  await ext.click(page);
+  await ext.until(async () => (await fetchPlaylist(server.url, b.stream))?.ended,
+    { what: 'EXT-X-ENDLIST', timeout: 120_000 });
+  const url = `${server.url}/playlist/${b.stream}.m3u8`;
+  // Both on the stored timestamps (-copyts): the picture's mean brightness per frame, and the
+  // sound's level per 5 ms.
+  const opts = { maxBuffer: 64 << 20 };
+  const { stdout: pictures } = await run('ffmpeg', ['-nostdin', '-v', 'error', '-copyts', '-i', url, '-map', '0:v:0',
+    '-vf', 'scale=64:36,signalstats,metadata=print:key=lavfi.signalstats.YAVG:file=-', '-f', 'null', '-'], opts);
+  const { stdout: sound } = await run('ffmpeg', ['-nostdin', '-v', 'error', '-copyts', '-i', url, '-map', '0:a:0',
+    '-af', 'asetnsamples=n=240:p=0,astats=metadata=1:reset=1,ametadata=print:key=lavfi.astats.Overall.RMS_level:file=-',
+    '-f', 'null', '-'], opts);
+  const flashes = onsets(pictures, 'lavfi.signalstats.YAVG', 128);
+  const beeps = onsets(sound, 'lavfi.astats.Overall.RMS_level', -30);
+  // Each flash with the beep nearest to it (sound after picture is positive).
+  const offsets = flashes.map((f) => beeps.reduce((best, a) => (Math.abs(a - f) < Math.abs(best) ? a - f : best), Infinity));
+  console.log(`sync: ${flashes.length} flashes, ${beeps.length} beeps; sound - picture (ms):`,
+    offsets.map((o) => Math.round(o * 1000)).join(' '));
+  assert.ok(flashes.length >= 10, `a flash a second is seen (${flashes.length} in about 12 s)`);
+  assert.ok(Math.abs(beeps.length - flashes.length) <= 1, `as many beeps as flashes (${beeps.length} and ${flashes.length})`);
+  // Lip sync holds within what viewers notice (ITU-R BT.1359: sound at most 45 ms early and
+  // 125 ms late), and does not wander (the spread covers the picture's frame steps).
+  for (const o of offsets) assert.ok(o >= -0.045 && o <= 0.125, `a beep ${Math.round(o * 1000)} ms from its flash`);
+  const spread = Math.max(...offsets) - Math.min(...offsets);
+  assert.ok(spread <= 0.07, `the offset wanders by ${Math.round(spread * 1000)} ms`);
 });
