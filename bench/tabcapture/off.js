@@ -8,6 +8,7 @@
 //   webcodecs no recorder: both tracks through track processors into WebCodecs encoders
 //             (VideoEncoder H.264, AudioEncoder Opus), each chunk's bytes copied out
 //   cbr       with webcodecs: the video encoder in constant bitrate mode (default: variable)
+//   quality   with webcodecs: the video encoder's latencyMode "quality" (default: "realtime")
 self.__n = 0;
 self.__bytes = 0; // what the encoders or the recorder handed out
 chrome.runtime.onMessage.addListener((m, _s, reply) => {
@@ -26,7 +27,10 @@ async function start(id, variant) {
       const ac = new AudioContext(); ac.createMediaStreamSource(s).connect(ac.destination); ac.resume(); self.__ac = ac;
     }
     if (variant.includes('norec')) return;
-    if (variant.includes('webcodecs')) return codecs(s.getVideoTracks()[0], audio[0], variant.includes('cbr') ? 'constant' : 'variable');
+    if (variant.includes('webcodecs')) {
+      return codecs(s.getVideoTracks()[0], audio[0], variant.includes('cbr') ? 'constant' : 'variable',
+        variant.includes('quality') ? 'quality' : 'realtime');
+    }
     let video = s.getVideoTracks();
     if (variant.includes('relay')) {
       const proc = new MediaStreamTrackProcessor({ track: video[0], maxBufferSize: 1 });
@@ -49,12 +53,12 @@ async function start(id, variant) {
 }
 
 // The recorder-free path: what a chunk costs is copying its bytes out, as a muxer would.
-function codecs(video, audio, bitrateMode) {
+function codecs(video, audio, bitrateMode, latencyMode) {
   const out = (c) => { const b = new Uint8Array(c.byteLength); c.copyTo(b); self.__n++; self.__bytes += c.byteLength; };
   const fail = (e) => { self.__err = String(e); };
   const ve = new VideoEncoder({ output: out, error: fail });
   ve.configure({ codec: 'avc1.42E01F', width: 1280, height: 720, bitrate: 2_500_000, framerate: 30, bitrateMode,
-    latencyMode: 'realtime', avc: { format: 'annexb' } });
+    latencyMode, avc: { format: 'annexb' } });
   let frames = 0;
   const vr = new MediaStreamTrackProcessor({ track: video }).readable.getReader();
   (async () => {
