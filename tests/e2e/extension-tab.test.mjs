@@ -118,24 +118,31 @@ test('toolbar click streams the tab as continuous HLS with H.264 + AAC until the
     ffmpeg_switches: done.status.ffmpeg_switches }));
 });
 
-test('a still, silent tab streams too: its last picture is encoded again, so segments keep coming', async () => {
+/** Streams the fixture `name` with a toolbar click for `ms` after its first segment's start,
+ *  stops it with another, and waits for the end: `{ b, first, stopAt, pl }`. */
+async function streamFixture(name, ms) {
   const page = await ext.context.newPage();
-  await page.goto(`${fixtures.url}/still.html`);
+  await page.goto(`${fixtures.url}/${name}`);
   await ext.click(page);
   const b = await ext.until(async () => {
     const s = await ext.broadcast();
     return s?.source === 'tab' && s.stream && s;
   }, { what: 'the broadcast to start' });
   await ext.until(async () => (await fetchPlaylist(server.url, b.stream))?.segments.length > 0,
-    { what: 'the first segment of a still tab', timeout: 30_000 });
+    { what: `the first segment of ${name}`, timeout: 30_000 });
   const first = (await fetchPlaylist(server.url, b.stream)).segments[0];
-  await sleep(Math.max(0, first.pdt + 8_000 - Date.now()));
+  await sleep(Math.max(0, first.pdt + ms - Date.now()));
   const stopAt = Date.now();
   await ext.click(page);
   const pl = await ext.until(async () => {
     const p = await fetchPlaylist(server.url, b.stream);
     return p?.ended && p;
   }, { what: 'EXT-X-ENDLIST', timeout: 120_000 });
+  return { b, first, stopAt, pl };
+}
+
+test('a still, silent tab streams too: its last picture is encoded again, so segments keep coming', async () => {
+  const { first, stopAt, pl } = await streamFixture('still.html', 8_000);
   const done = await ext.until(async () => {
     const s = await ext.popupState();
     return s.phase === 'ended' && s;
@@ -173,20 +180,7 @@ function onsets(print, key, threshold) {
 }
 
 test('picture and sound stay together: each flash of the tab is heard with its beep', async () => {
-  const page = await ext.context.newPage();
-  await page.goto(`${fixtures.url}/sync.html`);
-  await ext.click(page);
-  const b = await ext.until(async () => {
-    const s = await ext.broadcast();
-    return s?.source === 'tab' && s.stream && s;
-  }, { what: 'the broadcast to start' });
-  await ext.until(async () => (await fetchPlaylist(server.url, b.stream))?.segments.length > 0,
-    { what: 'the first segment', timeout: 30_000 });
-  const first = (await fetchPlaylist(server.url, b.stream)).segments[0];
-  await sleep(Math.max(0, first.pdt + 12_000 - Date.now()));
-  await ext.click(page);
-  await ext.until(async () => (await fetchPlaylist(server.url, b.stream))?.ended,
-    { what: 'EXT-X-ENDLIST', timeout: 120_000 });
+  const { b } = await streamFixture('sync.html', 12_000);
   const url = `${server.url}/playlist/${b.stream}.m3u8`;
   // Both on the stored timestamps (-copyts): the picture's mean brightness per frame, and the
   // sound's level per 5 ms.
