@@ -69,7 +69,8 @@ async function run({ readable, bitrate }) {
 }
 
 async function stop() {
-  if (reader) await reader.cancel().catch(() => {});
+  // Not awaited: the stream's cancel goes back to the document that made it.
+  if (reader) reader.cancel().catch(() => {});
   if (encoder && encoder.state === 'configured') {
     await encoder.flush().catch(() => {});
     encoder.close();

@@ -158,12 +158,18 @@ struct Sound {
     last_flush: f64,
     /// Resolves a stop's wait once the worker handed out everything.
     stopped: Option<js_sys::Function>,
+    /// The stop's wait is over and the recording was written to its end: whatever the worker
+    /// still says is too late.
+    done: bool,
 }
 
 impl Sound {
     /// What the worker says ([`SOUND_WORKER`]'s messages). True when the recording must fail
     /// (the caller does so with this side released: failing stops the recorder).
     fn message(&mut self, state: &Rc<RefCell<State>>, data: &JsValue, t0: f64, timeslice: f64) -> bool {
+        if self.done {
+            return false;
+        }
         let get = |key: &str| Reflect::get(data, &key.into()).unwrap_or(JsValue::UNDEFINED);
         let format = get("format");
         if let Some(format) = format.dyn_ref::<Array>() {
@@ -306,7 +312,7 @@ impl TrackRecorder {
         let sound = match audio {
             Some(track) => {
                 let worker = Reflect::construct(&class("Worker")?, &Array::of1(&SOUND_WORKER.into())).map_err(|e| js::js_error(&e))?;
-                let sound = Rc::new(RefCell::new(Sound { worker: worker.clone(), clock: None, off: false, last_flush: f64::NEG_INFINITY, stopped: None }));
+                let sound = Rc::new(RefCell::new(Sound { worker: worker.clone(), clock: None, off: false, last_flush: f64::NEG_INFINITY, stopped: None, done: false }));
                 let (snd, s) = (sound.clone(), state.clone());
                 let timeslice = f64::from(settings.timeslice_ms.max(1));
                 let on_message = Closure::<dyn FnMut(JsValue)>::new(move |ev: JsValue| {
@@ -378,7 +384,9 @@ impl TrackRecorder {
                     }
                 });
                 let _ = JsFuture::from(js_sys::Promise::race(&Array::of2(&done, &timeout))).await;
-                let _ = call(&sound.borrow().worker, "terminate", &[]);
+                let mut sound = sound.borrow_mut();
+                sound.done = true;
+                let _ = call(&sound.worker, "terminate", &[]);
             }
             pictures.borrow_mut().release();
             state.borrow_mut().finish();
