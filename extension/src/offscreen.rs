@@ -46,6 +46,9 @@ async fn begin(b: Broadcast) {
 /// Entry point of `offscreen.html`: ask the worker what to run.
 #[wasm_bindgen]
 pub async fn offscreen_main() -> Result<(), JsValue> {
+    // A panic's message in the document's console (the test harness prints it when a broadcast
+    // stalls), not only wasm's "unreachable".
+    std::panic::set_hook(Box::new(|info| web_sys::console::error_1(&format!("panic: {info}").into())));
     let answer = chrome::send(&Msg::OffscreenReady)
         .await
         .map_err(|e| JsValue::from_str(&e))?;

@@ -129,7 +129,11 @@ async function streamFixture(name, ms) {
     return s?.source === 'tab' && s.stream && s;
   }, { what: 'the broadcast to start' });
   await ext.until(async () => (await fetchPlaylist(server.url, b.stream))?.segments.length > 0,
-    { what: `the first segment of ${name}`, timeout: 30_000 });
+    { what: `the first segment of ${name}`, timeout: 30_000 }).catch(async (e) => {
+    console.log('no first segment; the panel says:', JSON.stringify(await ext.popupState()));
+    console.log('the offscreen document said:', JSON.stringify(await ext.offscreenErrors()));
+    throw e;
+  });
   const first = (await fetchPlaylist(server.url, b.stream)).segments[0];
   await sleep(Math.max(0, first.pdt + ms - Date.now()));
   const stopAt = Date.now();

@@ -110,9 +110,38 @@ export async function launchExtension({ camera = false, args: extra = [] } = {})
           await sleep(250);
         }
       },
+      /** The offscreen document's console errors and uncaught exceptions so far (the newest 50),
+       *  for a test to print when the broadcast did not do what it should. */
+      async offscreenErrors() {
+        return offscreenLog.slice(-50);
+      },
       browserSession,
       close,
     };
+    // Follows the offscreen document (each one the extension creates) over the DevTools protocol.
+    const offscreenLog = [];
+    const watched = new Set();
+    browserSession.on('Target.receivedMessageFromTarget', ({ message }) => {
+      const m = JSON.parse(message);
+      if (m.method === 'Runtime.exceptionThrown') {
+        const d = m.params.exceptionDetails;
+        offscreenLog.push(`exception: ${d.exception?.description ?? d.text}`);
+      } else if (m.method === 'Runtime.consoleAPICalled' && ['error', 'warning', 'assert'].includes(m.params.type)) {
+        offscreenLog.push(`${m.params.type}: ${m.params.args.map((a) => a.value ?? a.description ?? '').join(' ')}`);
+      }
+    });
+    const watch = async ({ targetInfo: t }) => {
+      if (!t.url.startsWith(`chrome-extension://${id}/offscreen.html`) || watched.has(t.targetId)) return;
+      watched.add(t.targetId);
+      try {
+        const { sessionId } = await browserSession.send('Target.attachToTarget', { targetId: t.targetId });
+        await browserSession.send('Target.sendMessageToTarget',
+          { sessionId, message: JSON.stringify({ id: 1, method: 'Runtime.enable' }) });
+      } catch { /* gone already */ }
+    };
+    browserSession.on('Target.targetCreated', watch);
+    browserSession.on('Target.targetInfoChanged', watch);
+    await browserSession.send('Target.setDiscoverTargets', { discover: true });
     return ext;
   } catch (e) {
     await close();
