@@ -203,7 +203,13 @@ impl Sound {
             }
         }
         if get("off").is_truthy() {
-            self.off = true; // its format cannot be encoded: the broadcast goes on without sound
+            // Its format cannot be encoded: the broadcast goes on without sound, and a header
+            // still to come declares the default.
+            self.off = true;
+            let mut st = state.borrow_mut();
+            if !st.header_written {
+                st.sound_format = DEFAULT_SOUND;
+            }
         }
         if get("stopped").is_truthy() {
             if let Some(resolve) = self.stopped.take() {
@@ -325,8 +331,10 @@ impl TrackRecorder {
                 let _ = Reflect::set(&worker, &"onerror".into(), closures[0].as_ref());
                 closures.push(on_message);
                 let sound_readable = readable(&track, Some(SOUND_BUFFER))?;
-                let start = obj(json!({ "start": { "bitrate": SOUND_BPS } }));
-                let _ = Reflect::set(&Reflect::get(&start, &"start".into()).unwrap_or_default(), &"readable".into(), &sound_readable);
+                let init = obj(json!({ "bitrate": SOUND_BPS }));
+                let _ = Reflect::set(&init, &"readable".into(), &sound_readable);
+                let start = Object::new();
+                let _ = Reflect::set(&start, &"start".into(), &init);
                 call(&worker, "postMessage", &[&start, &Array::of1(&sound_readable)])?;
                 Some(sound)
             }
